@@ -1,0 +1,32 @@
+//! Identifiers that cross shards: plain copyable numbers, so a ring message
+//! names a queue or a connection without carrying a string.
+
+use std::fmt;
+
+/// Index of a shard, `0..shard_count`.
+pub type ShardId = usize;
+
+/// A queue's identity for its whole life, assigned by the catalog when the
+/// queue is created. Every shard's catalog replica assigns the same id,
+/// because every replica applies the same operations in the same order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub u64);
+
+/// A connection: the shard that accepted it and a number unique there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId {
+    pub shard_id: u32,
+    pub local_id: u32,
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.shard_id, self.local_id)
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "q{}", self.0)
+    }
+}

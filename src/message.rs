@@ -1,0 +1,46 @@
+//! The message handle that travels from the publishing connection to every
+//! queue it was routed to and on to each consumer.
+//!
+//! A message is published once and may sit in many queues on many shards, so
+//! it is one `Arc` around bytes that are never copied: the content header's
+//! property bytes exactly as the publisher sent them (so all fourteen
+//! properties and their header tables pass through unchanged) and the body,
+//! a slice of the buffer it was read into when it arrived in one frame.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::protocol::types::ShortStr;
+
+#[derive(Clone, Debug)]
+pub struct Message(Arc<MessageContent>);
+
+#[derive(Debug)]
+pub struct MessageContent {
+    pub exchange: ShortStr,
+    pub routing_key: ShortStr,
+    /// The property flags and property list of the content header, verbatim.
+    pub properties: Bytes,
+    pub body: Bytes,
+    /// delivery_mode 2: the store will keep it when its queue is durable.
+    pub persistent: bool,
+}
+
+impl Message {
+    pub fn new(content: MessageContent) -> Message {
+        Message(Arc::new(content))
+    }
+
+    pub fn body_size(&self) -> usize {
+        self.0.body.len()
+    }
+}
+
+impl std::ops::Deref for Message {
+    type Target = MessageContent;
+
+    fn deref(&self) -> &MessageContent {
+        &self.0
+    }
+}
