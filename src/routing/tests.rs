@@ -268,22 +268,80 @@ fn routing_an_unbound_key_does_not_grow_the_binding_table() {
     assert_eq!(table.sources_of.len(), 1);
 }
 
+/// Counts allocations made by the current thread, so the check below is not
+/// disturbed by tests running in parallel.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the
+// counter is a const-initialised thread-local that never allocates.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller upholds `alloc`'s contract, passed on as is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller upholds `realloc`'s contract, passed on as is.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(|n| n.get())
+}
+
 #[test]
-fn warmed_routing_reuses_its_scratch() {
-    let mut table = table_with(&[("t", ExchangeKind::Topic), ("f", ExchangeKind::Fanout)]);
+fn warmed_routing_does_not_allocate() {
+    let mut table = RoutingTable::new();
+    table.add_exchange(ShortStr::from(""), ExchangeKind::Direct, None);
+    table.add_exchange(
+        ShortStr::from("t"),
+        ExchangeKind::Topic,
+        Some(ShortStr::from("ae")),
+    );
+    table.add_exchange(ShortStr::from("ae"), ExchangeKind::Fanout, None);
+    table.add_exchange(ShortStr::from("d"), ExchangeKind::Direct, None);
+    table.add_queue(ShortStr::from("q1"), QueueId(1));
     bind(&mut table, "t", q(1), "#.a.#");
-    bind(&mut table, "t", x("f"), "*.a");
-    bind(&mut table, "f", q(2), "");
-    let mut out = Vec::with_capacity(8);
-    table.route(b"t", b"x.a", None, &mut out);
-    let pending_capacity = {
-        let pending = table.pending.take();
-        let capacity = pending.capacity();
-        table.pending.set(pending);
-        capacity
-    };
-    assert!(pending_capacity > 0, "scratch was not kept");
-    out.clear();
-    table.route(b"t", b"x.a", None, &mut out);
-    assert_eq!(out, vec![QueueId(1), QueueId(2)]);
+    bind(&mut table, "t", q(2), "*.*.a");
+    bind(&mut table, "t", x("d"), "x.#");
+    bind(&mut table, "d", q(3), "x.a");
+    bind(&mut table, "ae", q(4), "");
+    let mut out = Vec::with_capacity(16);
+    let publishes: [(&[u8], &[u8]); 4] = [
+        (b"t", b"x.a"),
+        (b"t", b"x.y.a"),
+        (b"t", b"none"),
+        (b"", b"q1"),
+    ];
+    for (exchange, key) in publishes {
+        table.route(exchange, key, None, &mut out);
+        out.clear();
+    }
+    let before = allocations();
+    drop(std::hint::black_box(Box::new(1u64)));
+    assert_eq!(allocations() - before, 1, "the counter counts");
+    let before = allocations();
+    for _ in 0..100 {
+        for (exchange, key) in publishes {
+            table.route(exchange, key, None, &mut out);
+            assert!(!table.needs_headers(exchange));
+            out.clear();
+        }
+    }
+    assert_eq!(allocations() - before, 0, "route allocated in steady state");
 }
