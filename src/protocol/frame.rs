@@ -18,8 +18,11 @@
 //! payload is buffered.
 //!
 //! Decoding is zero-copy: a frame's payload is a view into the read buffer,
-//! and the methods and headers decoded from it slice it further. This module
-//! does not interpret payloads; `method` and `properties` do.
+//! and the methods and headers decoded from it slice it further. The price
+//! is that any view kept alive (a queued body, say) pins the whole read
+//! buffer it came from; whoever stores a message long-term decides whether
+//! to copy it out. This module does not interpret payloads; `method` and
+//! `properties` do.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -41,6 +44,10 @@ pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
 
 /// Octets a frame adds around its payload: the header and the end octet.
 const FRAME_OVERHEAD: usize = FRAME_HEADER_SIZE + 1;
+
+// warren runs on 64-bit Linux only (glommio needs io_uring); frame sizes are
+// computed in usize on that assumption.
+const _: () = assert!(usize::BITS >= 64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameType {
@@ -100,8 +107,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
     let size = header.get_u32() as usize;
     let frame_type =
         FrameType::from_octet(type_octet).ok_or(DecodeError::BadFrameType(type_octet))?;
-    // usize is at least 32 bits on every target we build for, so this
-    // cannot overflow: size < 2^32 and the overhead is 8.
+    // Cannot overflow: size < 2^32, and usize is 64 bits (asserted below).
     let frame_size = size + FRAME_OVERHEAD;
     if frame_max != 0 && frame_size > frame_max as usize {
         return Err(DecodeError::FrameTooLarge {

@@ -12,12 +12,13 @@
 //! with more than fifteen properties; basic has none, so later words must be
 //! empty.
 //!
-//! The broker does not need a message's properties to route it, only to
-//! store and deliver it, so three readers share one walk over the list:
+//! The broker does not need most of a message's properties, only to store
+//! and forward them, so there are three readers, all generated from or
+//! driven by the one table of properties in `basic_properties!`:
 //! `ContentHeader::decode` checks the structure and keeps the raw bytes,
 //! `scan_properties` picks out the few fields the publish path looks at
-//! (without allocating), and `BasicProperties::decode` builds everything for
-//! the rare caller that wants it.
+//! (both without allocating), and `BasicProperties::decode` builds
+//! everything for the rare caller that wants it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
