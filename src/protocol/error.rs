@@ -22,6 +22,8 @@ pub enum DecodeError {
     BadFrameEnd(u8),
     /// A frame larger than the negotiated frame_max.
     FrameTooLarge { size: u32, frame_max: u32 },
+    /// A content header's property flags name a property the class lacks.
+    BadPropertyFlags(u16),
 }
 
 impl DecodeError {
@@ -35,7 +37,8 @@ impl DecodeError {
             DecodeError::Truncated
             | DecodeError::BadFieldType(_)
             | DecodeError::TooDeep
-            | DecodeError::TrailingBytes => reply_code::SYNTAX_ERROR,
+            | DecodeError::TrailingBytes
+            | DecodeError::BadPropertyFlags(_) => reply_code::SYNTAX_ERROR,
         }
     }
 }
@@ -57,6 +60,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::FrameTooLarge { size, frame_max } => {
                 write!(f, "frame size {size} exceeds frame_max {frame_max}")
+            }
+            DecodeError::BadPropertyFlags(flags) => {
+                write!(f, "property flags 0x{flags:04x} name unknown properties")
             }
         }
     }

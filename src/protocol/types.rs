@@ -243,6 +243,14 @@ impl FieldTable {
         Ok(FieldTable(entries))
     }
 
+    /// Steps over an encoded table, checking it exactly as `decode` would,
+    /// without building it. The publish path uses this to validate message
+    /// headers it only passes along: no allocation, and no reference count
+    /// traffic on the payload, since the walk runs on a plain slice.
+    pub fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
+        skip_with(buf, |slice| skip_table(slice, 0))
+    }
+
     pub fn encode(&self, out: &mut BytesMut) {
         with_length_prefix(out, |out| {
             for (name, value) in &self.0 {
@@ -361,6 +369,12 @@ impl FieldValue {
         }
     }
 
+    /// Steps over one encoded value (tag included), checking it exactly as
+    /// `decode` would, without building it.
+    pub fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
+        skip_with(buf, |slice| skip_value(slice, 0))
+    }
+
     /// The value as a string, for arguments such as `x-match` or
     /// `x-queue-type` that clients send as long strings.
     pub fn as_str(&self) -> Option<&str> {
@@ -401,6 +415,75 @@ fn decode_array(buf: &mut Bytes, depth: usize) -> Result<Vec<FieldValue>, Decode
     Ok(values)
 }
 
+/// Runs a slice walker over `buf` and advances `buf` past what it consumed.
+fn skip_with(
+    buf: &mut Bytes,
+    walk: impl FnOnce(&mut &[u8]) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
+    let mut slice: &[u8] = buf;
+    walk(&mut slice)?;
+    let consumed = buf.len() - slice.len();
+    buf.advance(consumed);
+    Ok(())
+}
+
+/// The walkers below mirror `decode_nested`, `decode_array` and
+/// `FieldValue::decode_nested` step for step, including the nesting limit,
+/// so that skipping accepts exactly what decoding accepts.
+fn skip_table(buf: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
+    if depth > NESTING_MAX {
+        return Err(DecodeError::TooDeep);
+    }
+    let mut body = take_long_prefixed(buf)?;
+    while !body.is_empty() {
+        let name_len = take_slice(&mut body, 1)?.get_u8();
+        take_slice(&mut body, name_len.into())?;
+        skip_value(&mut body, depth + 1)?;
+    }
+    Ok(())
+}
+
+fn skip_array(buf: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
+    if depth > NESTING_MAX {
+        return Err(DecodeError::TooDeep);
+    }
+    let mut body = take_long_prefixed(buf)?;
+    while !body.is_empty() {
+        skip_value(&mut body, depth + 1)?;
+    }
+    Ok(())
+}
+
+fn skip_value(buf: &mut &[u8], depth: usize) -> Result<(), DecodeError> {
+    let tag = take_slice(buf, 1)?.get_u8();
+    let width = match tag {
+        b'V' => 0,
+        b't' | b'b' | b'B' => 1,
+        b's' | b'u' => 2,
+        b'I' | b'i' | b'f' => 4,
+        b'D' => 5,
+        b'l' | b'd' | b'T' => 8,
+        b'S' | b'x' => return take_long_prefixed(buf).map(drop),
+        b'A' => return skip_array(buf, depth),
+        b'F' => return skip_table(buf, depth),
+        other => return Err(DecodeError::BadFieldType(other)),
+    };
+    take_slice(buf, width).map(drop)
+}
+
+/// Splits a u32 length and that many bytes off `buf`, returning the bytes.
+fn take_long_prefixed<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let len = take_slice(buf, 4)?.get_u32();
+    take_slice(buf, len as usize)
+}
+
+/// Splits `len` bytes off the front of a slice, or fails with `Truncated`.
+fn take_slice<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8], DecodeError> {
+    let (head, rest) = buf.split_at_checked(len).ok_or(DecodeError::Truncated)?;
+    *buf = rest;
+    Ok(head)
+}
+
 /// Writes a u32 length, then what `write` writes, and patches the length in.
 fn with_length_prefix(out: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) {
     let at = out.len();
@@ -423,4 +506,172 @@ pub(crate) fn need(buf: &Bytes, len: usize) -> Result<(), DecodeError> {
 pub(crate) fn take(buf: &mut Bytes, len: usize) -> Result<Bytes, DecodeError> {
     need(buf, len)?;
     Ok(buf.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table with one value of every type, a nested table and an array
+    /// that itself holds a table and an array.
+    fn every_type() -> FieldTable {
+        let mut inner = FieldTable::new();
+        inner.insert("depth", FieldValue::U8(2));
+        let values = vec![
+            ("bool", FieldValue::Bool(true)),
+            ("i8", FieldValue::I8(-8)),
+            ("u8", FieldValue::U8(0xf8)),
+            ("i16", FieldValue::I16(-16)),
+            ("u16", FieldValue::U16(0xfff0)),
+            ("i32", FieldValue::I32(-32)),
+            ("u32", FieldValue::U32(0xffff_ffe0)),
+            ("i64", FieldValue::I64(-64)),
+            ("f32", FieldValue::F32(1.5)),
+            ("f64", FieldValue::F64(-2.25)),
+            (
+                "decimal",
+                FieldValue::Decimal(Decimal {
+                    scale: 2,
+                    value: 314,
+                }),
+            ),
+            ("longstr", FieldValue::LongStr("text".into())),
+            (
+                "bytes",
+                FieldValue::Bytes(LongStr::from_bytes(Bytes::from_static(b"\x00\xff"))),
+            ),
+            ("timestamp", FieldValue::Timestamp(1_700_000_000)),
+            ("void", FieldValue::Void),
+            ("table", FieldValue::Table(inner.clone())),
+            (
+                "array",
+                FieldValue::Array(vec![
+                    FieldValue::I32(1),
+                    FieldValue::Table(inner),
+                    FieldValue::Array(vec![FieldValue::LongStr("deep".into())]),
+                    FieldValue::Array(vec![]),
+                ]),
+            ),
+        ];
+        let mut table = FieldTable::new();
+        for (name, value) in values {
+            table.insert(name, value);
+        }
+        table
+    }
+
+    fn encoded(table: &FieldTable) -> Bytes {
+        let mut out = BytesMut::new();
+        table.encode(&mut out);
+        out.freeze()
+    }
+
+    #[test]
+    fn every_value_type_round_trips() {
+        let table = every_type();
+        let mut wire = encoded(&table);
+        assert_eq!(FieldTable::decode(&mut wire), Ok(table));
+        assert!(wire.is_empty());
+    }
+
+    #[test]
+    fn skip_steps_over_exactly_what_decode_reads() {
+        let mut wire = encoded(&every_type());
+        wire = [&wire[..], b"rest"].concat().into();
+        let mut skipped = wire.clone();
+        FieldTable::skip(&mut skipped).expect("valid table");
+        assert_eq!(&skipped[..], b"rest");
+        let mut value = Bytes::from_static(b"Zrest");
+        assert_eq!(
+            FieldValue::skip(&mut value),
+            Err(DecodeError::BadFieldType(b'Z'))
+        );
+        let mut value = Bytes::from_static(b"S\x00\x00\x00\x01!rest");
+        FieldValue::skip(&mut value).expect("valid value");
+        assert_eq!(&value[..], b"rest");
+    }
+
+    #[test]
+    fn every_strict_prefix_is_truncated_for_decode_and_skip() {
+        let wire = encoded(&every_type());
+        for len in 0..wire.len() {
+            let prefix = wire.slice(..len);
+            assert_eq!(
+                FieldTable::decode(&mut prefix.clone()),
+                Err(DecodeError::Truncated)
+            );
+            assert_eq!(
+                FieldTable::skip(&mut prefix.clone()),
+                Err(DecodeError::Truncated)
+            );
+        }
+    }
+
+    #[test]
+    fn a_length_that_cuts_a_value_short_is_truncated() {
+        // The table claims 3 octets, but its one entry needs 4 ("k" + 'B' + 1).
+        let wire = Bytes::from_static(b"\x00\x00\x00\x03\x01kB\x07");
+        assert_eq!(
+            FieldTable::decode(&mut wire.clone()),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            FieldTable::skip(&mut wire.clone()),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn type_tags_follow_rabbitmq_errata() {
+        let tags: Vec<u8> = every_type()
+            .iter()
+            .map(|(_, value)| {
+                let mut out = BytesMut::new();
+                value.encode(&mut out);
+                out[0]
+            })
+            .collect();
+        assert_eq!(&tags[..], b"tbBsuIilfdDSxTVFA");
+        let mut table = FieldTable::new();
+        table.insert("n", FieldValue::U32(5));
+        table.insert("s", FieldValue::I16(-2));
+        assert_eq!(
+            &encoded(&table)[..],
+            b"\x00\x00\x00\x0c\x01ni\x00\x00\x00\x05\x01ss\xff\xfe"
+        );
+    }
+
+    #[test]
+    fn unknown_type_tags_are_rejected_by_decode_and_skip() {
+        // 'U' is a signed short in the 0-9-1 spec but not in RabbitMQ's errata.
+        let wire = Bytes::from_static(b"\x00\x00\x00\x05\x01kU\x00\x01");
+        let bad = DecodeError::BadFieldType(b'U');
+        assert_eq!(FieldTable::decode(&mut wire.clone()), Err(bad.clone()));
+        assert_eq!(FieldTable::skip(&mut wire.clone()), Err(bad));
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_too_deep_for_decode_and_skip() {
+        let nested = |depth: usize| {
+            let mut value = FieldValue::Void;
+            for _ in 0..depth {
+                value = FieldValue::Array(vec![value]);
+            }
+            let mut table = FieldTable::new();
+            table.insert("a", value);
+            encoded(&table)
+        };
+        let deep = nested(NESTING_MAX + 1);
+        assert_eq!(
+            FieldTable::decode(&mut deep.clone()),
+            Err(DecodeError::TooDeep)
+        );
+        assert_eq!(
+            FieldTable::skip(&mut deep.clone()),
+            Err(DecodeError::TooDeep)
+        );
+        let fine = nested(NESTING_MAX / 2);
+        assert!(FieldTable::decode(&mut fine.clone()).is_ok());
+        assert!(FieldTable::skip(&mut fine.clone()).is_ok());
+    }
 }
