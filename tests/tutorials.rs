@@ -156,12 +156,7 @@ fn tutorial_2_work_queues_round_robin_and_redelivery_after_a_worker_dies() {
     let survivor = &mut workers[1 - victim];
     survivor.wait_for_line(&received_line, SCRIPT_TIMEOUT);
     let flag = survivor.wait_for_line(" [x] redelivered=", SCRIPT_TIMEOUT);
-    assert_eq!(
-        flag,
-        " [x] redelivered=True",
-        "{}",
-        survivor.transcript()
-    );
+    assert_eq!(flag, " [x] redelivered=True", "{}", survivor.transcript());
 }
 
 #[test]
@@ -217,7 +212,10 @@ fn tutorial_4_routing_direct_exchange_delivers_by_severity() {
     }
     assert_eq!(
         finish(errors_only),
-        [WAITING_FOR_LOGS, " [x] error:b'Run. Run. Or it will explode.'"]
+        [
+            WAITING_FOR_LOGS,
+            " [x] error:b'Run. Run. Or it will explode.'"
+        ]
     );
     assert_eq!(
         finish(everything),
@@ -234,7 +232,11 @@ fn tutorial_4_routing_direct_exchange_delivers_by_severity() {
 fn tutorial_5_topics_match_star_and_hash_binding_keys() {
     let broker = Broker::start();
     // Q1 and Q2 of the tutorial's figure.
-    let orange = ["quick.orange.rabbit", "lazy.orange.elephant", "quick.orange.fox"];
+    let orange = [
+        "quick.orange.rabbit",
+        "lazy.orange.elephant",
+        "quick.orange.fox",
+    ];
     let rabbit_or_lazy = [
         "quick.orange.rabbit",
         "lazy.orange.elephant",

@@ -121,8 +121,8 @@ impl Broker {
             .and_then(|rest| rest.split('/').next())
             .map(|authority| authority.rsplit('@').next().unwrap_or(authority))
             .unwrap_or_default();
-        let (host, port) = parse_host_port(authority)
-            .unwrap_or_else(|| ("127.0.0.1".to_string(), 5672));
+        let (host, port) =
+            parse_host_port(authority).unwrap_or_else(|| ("127.0.0.1".to_string(), 5672));
         Broker {
             child: None,
             port,
@@ -262,7 +262,14 @@ fn ensure_venv() -> PathBuf {
     );
     run_setup_step(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements_path),
         "pip install -r tests/python/requirements.txt",
     );
@@ -346,7 +353,10 @@ impl PyProcess {
             .args(args)
             .env("AMQP_URL", url)
             .env("PYTHONUNBUFFERED", "1")
-            .envs(env.iter().map(|(key, value)| (OsStr::new(key), OsStr::new(value))))
+            .envs(
+                env.iter()
+                    .map(|(key, value)| (OsStr::new(key), OsStr::new(value))),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -404,7 +414,10 @@ impl PyProcess {
 
     /// The count of stdout lines seen so far that contain `needle`.
     pub fn count_lines(&self, needle: &str) -> usize {
-        self.lines.iter().filter(|line| line.contains(needle)).count()
+        self.lines
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 
     /// Waits for the next stdout line containing `needle` (lines before it are
