@@ -326,6 +326,13 @@ impl Drop for FileLock {
     }
 }
 
+/// Why [`PyProcess::next_line`] has no line to give.
+#[derive(Debug)]
+enum NoLine {
+    Closed,
+    TimedOut,
+}
+
 /// One stdout line of a [`PyProcess`], or the end of its stdout.
 enum Event {
     Line(String),
@@ -429,15 +436,17 @@ impl PyProcess {
             match self.next_line(deadline) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(why) => self.fail(&format!("waiting for a line containing {needle:?}: {why}")),
+                Err(why) => self.fail(&format!(
+                    "waiting for a line containing {needle:?}: {why:?}"
+                )),
             }
         }
     }
 
     /// Takes the next stdout line, or says why none came before `deadline`.
-    fn next_line(&mut self, deadline: Instant) -> Result<String, &'static str> {
+    fn next_line(&mut self, deadline: Instant) -> Result<String, NoLine> {
         if self.stdout_closed {
-            return Err("stdout closed");
+            return Err(NoLine::Closed);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         match self.events.recv_timeout(left) {
@@ -447,9 +456,9 @@ impl PyProcess {
             }
             Ok(Event::Closed) | Err(RecvTimeoutError::Disconnected) => {
                 self.stdout_closed = true;
-                Err("stdout closed")
+                Err(NoLine::Closed)
             }
-            Err(RecvTimeoutError::Timeout) => Err("timed out"),
+            Err(RecvTimeoutError::Timeout) => Err(NoLine::TimedOut),
         }
     }
 
@@ -473,7 +482,7 @@ impl PyProcess {
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         while !self.stdout_closed {
-            if let Err("timed out") = self.next_line(deadline) {
+            if let Err(NoLine::TimedOut) = self.next_line(deadline) {
                 self.fail(&format!("did not exit within {timeout:?}"));
             }
         }
