@@ -360,6 +360,8 @@ impl PyProcess {
             .args(args)
             .env("AMQP_URL", url)
             .env("PYTHONUNBUFFERED", "1")
+            // Keeps tests/python free of __pycache__ folders git would list.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(
                 env.iter()
                     .map(|(key, value)| (OsStr::new(key), OsStr::new(value))),
