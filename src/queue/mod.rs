@@ -163,6 +163,21 @@ impl Queue {
         self.exclusive_owner
     }
 
+    /// An exclusive queue is usable only by the connection that declared it
+    /// (consume, get, purge, delete, re-declare); others get 405.
+    pub fn check_exclusive_access(&self, conn: ConnectionId) -> Result<(), AmqpError> {
+        match self.exclusive_owner {
+            Some(owner) if owner != conn => Err(AmqpError::resource_locked(format!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. \
+                 It could be originally declared on another connection or the \
+                 exclusive property value does not match that of the original \
+                 declaration.",
+                self.name, self.vhost
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Ready messages (queue.declare-ok message-count).
     pub fn message_count(&self) -> u32 {
         count_u32(self.ready.len())

@@ -440,3 +440,23 @@ fn removing_a_consumer_keeps_round_robin_position() {
     publish(&mut q, 2..=3);
     assert_eq!(summary(&dispatch(&mut q)), pairs(&[("b", "2"), ("c", "3")]));
 }
+
+#[test]
+fn exclusive_queue_is_locked_to_its_owner() {
+    let q = Queue::new(
+        QueueId(3),
+        ShortStr::from("q"),
+        ShortStr::from("/"),
+        false,
+        Some(conn(1)),
+    );
+    assert!(q.check_exclusive_access(conn(1)).is_ok());
+    let err = q.check_exclusive_access(conn(2)).unwrap_err();
+    assert_eq!(
+        err.reply_text(),
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'. \
+         It could be originally declared on another connection or the exclusive property \
+         value does not match that of the original declaration."
+    );
+    assert!(queue().check_exclusive_access(conn(2)).is_ok());
+}
