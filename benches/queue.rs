@@ -1,0 +1,147 @@
+//! The queue's data path in isolation: publish a batch, dispatch it to two
+//! consumers, ack it, return the credit. Reports time per message and, after
+//! the timing, heap allocations per message in steady state (which should be
+//! zero: the ready deque and unacked map keep their capacity).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use warren::ids::{ConnectionId, QueueId};
+use warren::message::{Message, MessageContent};
+use warren::protocol::types::ShortStr;
+use warren::queue::{ConsumerKey, ConsumerSpec, Queue};
+
+/// Counts allocations so the bench can report them per message.
+struct CountingAlloc;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; the counter
+// is a relaxed atomic with no effect on the memory handed out.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: ptr came from System.alloc with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+const BATCH: usize = 64;
+const PREFETCH_COUNT: u16 = 100;
+
+struct Cycle {
+    queue: Queue,
+    consumers: [ConsumerKey; 2],
+    message: Message,
+    seqs: Vec<u64>,
+    delivered: [u32; 2],
+}
+
+impl Cycle {
+    fn new() -> Cycle {
+        let conn = ConnectionId {
+            shard_id: 0,
+            local_id: 1,
+        };
+        let mut queue = Queue::new(
+            QueueId(1),
+            ShortStr::from("bench"),
+            ShortStr::from("/"),
+            false,
+            None,
+        );
+        let consumers = [1u16, 2].map(|channel| ConsumerKey {
+            conn,
+            channel,
+            tag: ShortStr::from(format!("ctag-{channel}")),
+        });
+        for key in &consumers {
+            let spec = ConsumerSpec {
+                key: key.clone(),
+                no_ack: false,
+                exclusive: false,
+                prefetch_count: PREFETCH_COUNT,
+                credit: u32::from(PREFETCH_COUNT),
+            };
+            if let Err(err) = queue.add_consumer(spec) {
+                panic!("bench setup: {err}");
+            }
+        }
+        let message = Message::new(MessageContent {
+            exchange: ShortStr::from(""),
+            routing_key: ShortStr::from("bench"),
+            properties: Bytes::new(),
+            body: Bytes::from_static(&[0u8; 128]),
+            persistent: false,
+        });
+        Cycle {
+            queue,
+            consumers,
+            message,
+            seqs: Vec::with_capacity(BATCH),
+            delivered: [0; 2],
+        }
+    }
+
+    /// publish BATCH -> dispatch -> ack -> credit back, as the shard and the
+    /// connection would.
+    fn run(&mut self) {
+        for _ in 0..BATCH {
+            self.queue.publish(self.message.clone());
+        }
+        let (seqs, delivered) = (&mut self.seqs, &mut self.delivered);
+        self.queue.dispatch(&mut |delivery| {
+            seqs.push(delivery.seq);
+            delivered[usize::from(delivery.consumer.channel - 1)] += 1;
+        });
+        self.queue.ack_many(&self.seqs);
+        self.seqs.clear();
+        for (key, credit) in self.consumers.iter().zip(&mut self.delivered) {
+            self.queue.add_credit(key, std::mem::take(credit));
+        }
+    }
+}
+
+fn publish_dispatch_ack(c: &mut Criterion) {
+    let mut group = c.benchmark_group("queue");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut cycle = Cycle::new();
+    group.bench_function("publish_dispatch_ack_batch64", |b| b.iter(|| cycle.run()));
+    group.finish();
+
+    // Steady state: after warm-up, count allocations over many cycles.
+    let mut cycle = Cycle::new();
+    for _ in 0..1_000 {
+        cycle.run();
+    }
+    let cycles = 10_000u64;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..cycles {
+        cycle.run();
+    }
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    println!(
+        "queue/publish_dispatch_ack: {:.4} allocations per message (steady state)",
+        allocations as f64 / (cycles * BATCH as u64) as f64
+    );
+}
+
+criterion_group!(benches, publish_dispatch_ack);
+criterion_main!(benches);

@@ -1,0 +1,462 @@
+//! Queue semantics, driven the way the shard code drives them.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::message::MessageContent;
+
+const UNLIMITED_CREDIT: u32 = u32::MAX;
+
+fn conn(local_id: u32) -> ConnectionId {
+    ConnectionId {
+        shard_id: 0,
+        local_id,
+    }
+}
+
+fn key(local_id: u32, channel: u16, tag: &str) -> ConsumerKey {
+    ConsumerKey {
+        conn: conn(local_id),
+        channel,
+        tag: ShortStr::from(tag),
+    }
+}
+
+fn spec(key: ConsumerKey, prefetch_count: u16, credit: u32) -> ConsumerSpec {
+    ConsumerSpec {
+        key,
+        no_ack: false,
+        exclusive: false,
+        prefetch_count,
+        credit,
+    }
+}
+
+fn message(n: u64) -> Message {
+    Message::new(MessageContent {
+        exchange: ShortStr::from(""),
+        routing_key: ShortStr::from("q"),
+        properties: Bytes::new(),
+        body: Bytes::from(n.to_string()),
+        persistent: false,
+    })
+}
+
+fn body(message: &Message) -> String {
+    String::from_utf8_lossy(&message.body).into_owned()
+}
+
+fn queue() -> Queue {
+    Queue::new(
+        QueueId(1),
+        ShortStr::from("q"),
+        ShortStr::from("/"),
+        false,
+        None,
+    )
+}
+
+fn auto_delete_queue() -> Queue {
+    Queue::new(
+        QueueId(2),
+        ShortStr::from("q"),
+        ShortStr::from("/"),
+        true,
+        None,
+    )
+}
+
+fn publish(queue: &mut Queue, range: std::ops::RangeInclusive<u64>) {
+    for n in range {
+        queue.publish(message(n));
+    }
+}
+
+fn dispatch(queue: &mut Queue) -> Vec<Delivery> {
+    let mut deliveries = Vec::new();
+    queue.dispatch(&mut |delivery| deliveries.push(delivery));
+    assert_eq!(
+        queue.consumers.taker_count(),
+        queue.consumers.recount_takers()
+    );
+    deliveries
+}
+
+/// (consumer tag, body) per delivery.
+fn summary(deliveries: &[Delivery]) -> Vec<(String, String)> {
+    deliveries
+        .iter()
+        .map(|d| (d.consumer.tag.to_string(), body(&d.message)))
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(tag, body)| (tag.to_string(), body.to_string()))
+        .collect()
+}
+
+fn bodies(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries.iter().map(|d| body(&d.message)).collect()
+}
+
+#[test]
+fn round_robin_two_consumers() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    q.add_consumer(spec(key(1, 1, "b"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=4);
+    let got = dispatch(&mut q);
+    assert_eq!(
+        summary(&got),
+        pairs(&[("a", "1"), ("b", "2"), ("a", "3"), ("b", "4")])
+    );
+    assert_eq!(q.unacked_count(), 4);
+    assert_eq!(q.message_count(), 0);
+}
+
+#[test]
+fn round_robin_three_consumers_resumes_across_dispatch_calls() {
+    let mut q = queue();
+    for tag in ["a", "b", "c"] {
+        q.add_consumer(spec(key(1, 1, tag), 0, UNLIMITED_CREDIT))
+            .unwrap();
+    }
+    publish(&mut q, 1..=4);
+    let first = dispatch(&mut q);
+    publish(&mut q, 5..=6);
+    let second = dispatch(&mut q);
+    assert_eq!(
+        summary(&first),
+        pairs(&[("a", "1"), ("b", "2"), ("c", "3"), ("a", "4")])
+    );
+    assert_eq!(summary(&second), pairs(&[("b", "5"), ("c", "6")]));
+}
+
+#[test]
+fn prefetch_one_with_two_consumers_alternates_as_acks_arrive() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 1, UNLIMITED_CREDIT))
+        .unwrap();
+    q.add_consumer(spec(key(1, 1, "b"), 1, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=6);
+    let got = dispatch(&mut q);
+    assert_eq!(summary(&got), pairs(&[("a", "1"), ("b", "2")]));
+    assert!(!q.can_dispatch());
+
+    // b acks first: b's slot frees, so b gets the next one.
+    assert!(q.ack(got[1].seq));
+    let got = dispatch(&mut q);
+    assert_eq!(summary(&got), pairs(&[("b", "3")]));
+
+    // Both ack: the turn is a's.
+    assert!(q.ack(1));
+    assert!(q.ack(got[0].seq));
+    let got = dispatch(&mut q);
+    assert_eq!(summary(&got), pairs(&[("a", "4"), ("b", "5")]));
+}
+
+#[test]
+fn prefetch_and_credit_are_both_respected() {
+    let mut q = queue();
+    let a = key(1, 1, "a");
+    q.add_consumer(spec(a.clone(), 3, 2)).unwrap();
+    publish(&mut q, 1..=10);
+
+    // Credit 2 limits before prefetch 3 does.
+    assert_eq!(bodies(&dispatch(&mut q)), ["1", "2"]);
+    assert!(!q.can_dispatch());
+
+    // Enough credit: now prefetch 3 limits.
+    assert!(q.add_credit(&a, 10));
+    assert_eq!(bodies(&dispatch(&mut q)), ["3"]);
+    assert!(!q.can_dispatch());
+
+    assert!(q.ack_many(&[1, 2]) == 2);
+    assert_eq!(bodies(&dispatch(&mut q)), ["4", "5"]);
+    assert_eq!(q.unacked_count(), 3);
+    assert_eq!(q.message_count(), 5);
+    assert!(!q.add_credit(&key(1, 1, "nobody"), 1));
+}
+
+#[test]
+fn no_ack_consumers_hold_no_unacked() {
+    let mut q = queue();
+    let mut no_ack = spec(key(1, 1, "a"), 1, UNLIMITED_CREDIT);
+    no_ack.no_ack = true;
+    q.add_consumer(no_ack).unwrap();
+    publish(&mut q, 1..=3);
+    let got = dispatch(&mut q);
+    // Prefetch does not apply: nothing is ever unacked.
+    assert_eq!(bodies(&got), ["1", "2", "3"]);
+    assert!(got.iter().all(|d| d.no_ack));
+    assert_eq!(q.unacked_count(), 0);
+    assert!(!q.ack(got[0].seq));
+}
+
+#[test]
+fn ack_many_settles_a_batch_and_ignores_unknown_seqs() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=5);
+    dispatch(&mut q);
+    assert_eq!(q.ack_many(&[1, 2, 3, 99]), 3);
+    assert_eq!(q.unacked_count(), 2);
+    assert_eq!(q.ack_many(&[3]), 0);
+}
+
+#[test]
+fn reject_requeue_restores_original_order() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=5);
+    let got = dispatch(&mut q);
+    assert_eq!(bodies(&got), ["1", "2", "3", "4", "5"]);
+
+    // Reject 4 before 2: order comes from the seq, not the reject order.
+    assert_eq!(q.reject(&[4, 2], true), 2);
+    assert_eq!(q.ack_many(&[1, 3]), 2);
+    publish(&mut q, 6..=6);
+    let again = dispatch(&mut q);
+    assert_eq!(bodies(&again), ["2", "4", "6"]);
+    let redelivered: Vec<bool> = again.iter().map(|d| d.redelivered).collect();
+    assert_eq!(redelivered, [true, true, false]);
+}
+
+#[test]
+fn reject_requeue_goes_before_newer_ready_messages() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 2, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=5);
+    assert_eq!(bodies(&dispatch(&mut q)), ["1", "2"]);
+    assert_eq!(q.reject(&[2], true), 1);
+    assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
+    assert_eq!(q.reject(&[1], true), 1);
+    assert_eq!(q.reject(&[2], true), 1);
+    assert_eq!(bodies(&dispatch(&mut q)), ["1", "2"]);
+}
+
+#[test]
+fn reject_without_requeue_drops() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 1, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=2);
+    let got = dispatch(&mut q);
+    assert_eq!(q.reject(&[got[0].seq], false), 1);
+    assert_eq!(q.unacked_count(), 0);
+    // The prefetch slot is free again.
+    assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
+    assert_eq!(q.reject(&[got[0].seq], false), 0);
+}
+
+#[test]
+fn remove_channel_requeues_in_original_order_marked_redelivered() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    q.add_consumer(spec(key(1, 2, "b"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=6);
+    dispatch(&mut q); // a: 1,3,5  b: 2,4,6
+    assert!(q.ack(3));
+
+    let removed = q.remove_channel(conn(1), 1);
+    assert_eq!(
+        removed,
+        ConsumerRemoved {
+            existed: true,
+            auto_delete_now: false
+        }
+    );
+    assert_eq!(q.consumer_count(), 1);
+    assert_eq!(q.unacked_count(), 3);
+    assert_eq!(q.message_count(), 2);
+
+    q.add_consumer(spec(key(2, 1, "c"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    q.remove_consumer(&key(1, 2, "b"));
+    let got = dispatch(&mut q);
+    assert_eq!(summary(&got), pairs(&[("c", "1"), ("c", "5")]));
+    assert!(got.iter().all(|d| d.redelivered));
+}
+
+#[test]
+fn remove_connection_requeues_basic_get_messages_too() {
+    let mut q = queue();
+    publish(&mut q, 1..=3);
+    let first = q.get((conn(1), 1), false).unwrap();
+    let _second = q.get((conn(1), 2), false).unwrap();
+    let _third = q.get((conn(2), 1), false).unwrap();
+    assert_eq!(first.message_count, 2);
+    assert_eq!(q.unacked_count(), 3);
+
+    let removed = q.remove_connection(conn(1));
+    assert!(!removed.existed);
+    assert_eq!(q.unacked_count(), 1);
+    let again = q.get((conn(2), 1), true).unwrap();
+    assert_eq!(body(&again.message), "1");
+    assert!(again.redelivered);
+    assert_eq!(again.message_count, 1);
+}
+
+#[test]
+fn exclusive_consumer_conflicts() {
+    let mut q = queue();
+    let mut exclusive = spec(key(1, 1, "x"), 0, 1);
+    exclusive.exclusive = true;
+    q.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap();
+    let err = q.add_consumer(exclusive.clone()).unwrap_err();
+    assert_eq!(
+        err.reply_text(),
+        "ACCESS_REFUSED - queue 'q' in vhost '/' in exclusive use"
+    );
+
+    q.remove_consumer(&key(1, 1, "a"));
+    q.add_consumer(exclusive).unwrap();
+    let err = q.add_consumer(spec(key(2, 1, "b"), 0, 1)).unwrap_err();
+    assert_eq!(err.code, 403);
+
+    q.remove_consumer(&key(1, 1, "x"));
+    q.add_consumer(spec(key(2, 1, "b"), 0, 1)).unwrap();
+}
+
+#[test]
+fn reusing_a_consumer_key_is_refused() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap();
+    let err = q.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap_err();
+    assert_eq!(err.code, 530);
+    assert_eq!(q.consumer_count(), 1);
+}
+
+#[test]
+fn auto_delete_signal_only_after_having_had_a_consumer() {
+    let mut q = auto_delete_queue();
+    let nobody = q.remove_consumer(&key(1, 1, "a"));
+    assert_eq!(
+        nobody,
+        ConsumerRemoved {
+            existed: false,
+            auto_delete_now: false
+        }
+    );
+    assert!(!q.remove_channel(conn(1), 1).auto_delete_now);
+
+    q.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap();
+    q.add_consumer(spec(key(1, 2, "b"), 0, 1)).unwrap();
+    let first = q.remove_consumer(&key(1, 1, "a"));
+    assert!(first.existed && !first.auto_delete_now);
+    let last = q.remove_connection(conn(1));
+    assert!(last.existed && last.auto_delete_now);
+
+    // Not auto-delete: never signalled.
+    let mut plain = queue();
+    plain.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap();
+    assert!(!plain.remove_consumer(&key(1, 1, "a")).auto_delete_now);
+}
+
+#[test]
+fn get_reports_remaining_message_count() {
+    let mut q = queue();
+    assert!(q.get((conn(1), 1), false).is_none());
+    publish(&mut q, 1..=3);
+    let got = q.get((conn(1), 1), true).unwrap();
+    assert_eq!((body(&got.message), got.message_count), ("1".into(), 2));
+    assert_eq!(q.unacked_count(), 0);
+    let got = q.get((conn(1), 1), false).unwrap();
+    assert_eq!((body(&got.message), got.message_count), ("2".into(), 1));
+    assert_eq!(q.unacked_count(), 1);
+    assert!(q.ack(got.seq));
+}
+
+#[test]
+fn basic_get_does_not_count_against_consumer_prefetch() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 1, 0)).unwrap();
+    publish(&mut q, 1..=2);
+    let got = q.get((conn(1), 1), false).unwrap();
+    q.add_credit(&key(1, 1, "a"), 5);
+    assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
+    assert!(q.ack(got.seq));
+    assert!(!q.can_dispatch());
+}
+
+#[test]
+fn purge_leaves_unacked() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "a"), 2, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=5);
+    dispatch(&mut q);
+    assert_eq!(q.purge(), 3);
+    assert_eq!(q.message_count(), 0);
+    assert_eq!(q.unacked_count(), 2);
+    assert!(q.ack(1));
+    assert_eq!(q.purge(), 0);
+}
+
+#[test]
+fn cancel_keeps_unacked_ackable_and_frees_no_one_elses_prefetch() {
+    let mut q = queue();
+    let a = key(1, 1, "a");
+    q.add_consumer(spec(a.clone(), 1, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=3);
+    assert_eq!(bodies(&dispatch(&mut q)), ["1"]);
+
+    assert!(q.remove_consumer(&a).existed);
+    assert_eq!(q.unacked_count(), 1);
+
+    // A new consumer may reuse a's slot; a's old message must not count
+    // against it, neither when held nor when acked.
+    q.add_consumer(spec(key(1, 1, "b"), 1, UNLIMITED_CREDIT))
+        .unwrap();
+    assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
+    assert!(q.ack(1));
+    assert!(!q.can_dispatch());
+    assert_eq!(bodies(&dispatch(&mut q)), Vec::<String>::new());
+    assert!(q.ack(2));
+    assert_eq!(bodies(&dispatch(&mut q)), ["3"]);
+}
+
+#[test]
+fn removing_a_consumer_keeps_round_robin_position() {
+    let mut q = queue();
+    for tag in ["a", "b", "c"] {
+        q.add_consumer(spec(key(1, 1, tag), 0, UNLIMITED_CREDIT))
+            .unwrap();
+    }
+    publish(&mut q, 1..=1);
+    assert_eq!(summary(&dispatch(&mut q)), pairs(&[("a", "1")]));
+    q.remove_consumer(&key(1, 1, "a"));
+    publish(&mut q, 2..=3);
+    assert_eq!(summary(&dispatch(&mut q)), pairs(&[("b", "2"), ("c", "3")]));
+}
+
+#[test]
+fn exclusive_queue_is_locked_to_its_owner() {
+    let q = Queue::new(
+        QueueId(3),
+        ShortStr::from("q"),
+        ShortStr::from("/"),
+        false,
+        Some(conn(1)),
+    );
+    assert!(q.check_exclusive_access(conn(1)).is_ok());
+    let err = q.check_exclusive_access(conn(2)).unwrap_err();
+    assert_eq!(
+        err.reply_text(),
+        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'. \
+         It could be originally declared on another connection or the exclusive property \
+         value does not match that of the original declaration."
+    );
+    assert!(queue().check_exclusive_access(conn(2)).is_ok());
+}
