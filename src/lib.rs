@@ -2,9 +2,14 @@
 //! thread-per-core. See docs/ARCHITECTURE.md for the flows through these
 //! modules.
 
+pub mod broker;
 pub mod catalog;
+pub mod config;
+pub mod connection;
 pub mod ids;
 pub mod message;
 pub mod protocol;
 pub mod queue;
 pub mod routing;
+pub mod runtime;
+pub mod shard;

@@ -91,6 +91,16 @@ impl From<String> for ShortStr {
     }
 }
 
+/// A short string reads as its octets wherever a byte slice is wanted
+/// (routing, catalog lookups).
+impl std::ops::Deref for ShortStr {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl std::borrow::Borrow<[u8]> for ShortStr {
     fn borrow(&self) -> &[u8] {
         &self.0

@@ -100,6 +100,10 @@ impl Consumers {
         self.order.len()
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &ConsumerKey> {
+        self.slots.iter().flatten().map(|consumer| &consumer.key)
+    }
+
     pub fn contains(&self, key: &ConsumerKey) -> bool {
         self.by_key.contains_key(key)
     }

@@ -91,6 +91,16 @@ struct Ready {
     redelivered: bool,
 }
 
+/// How a held message is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    Ack,
+    /// Back to its original position, marked redelivered.
+    Requeue,
+    /// Rejected without requeue: dropped (dead-lettering will hook here).
+    Discard,
+}
+
 /// A message delivered with ack required, waiting for ack, reject or requeue.
 #[derive(Debug)]
 struct Unacked {
@@ -179,6 +189,11 @@ impl Queue {
     }
 
     /// Ready messages (queue.declare-ok message-count).
+    /// The consumers, for telling them when the queue goes away.
+    pub fn consumer_keys(&self) -> impl Iterator<Item = &ConsumerKey> {
+        self.consumers.keys()
+    }
+
     pub fn message_count(&self) -> u32 {
         count_u32(self.ready.len())
     }
@@ -320,6 +335,34 @@ impl Queue {
             }
             None => false,
         }
+    }
+
+    /// Settles messages on behalf of the channel that holds them. A seq that
+    /// `holder` does not hold is skipped: after a channel closes, its
+    /// messages are requeued and may already be with another consumer when
+    /// a late ack or requeue from the old channel arrives.
+    pub fn settle(
+        &mut self,
+        holder: (ConnectionId, u16),
+        seqs: &[u64],
+        settlement: Settlement,
+    ) -> usize {
+        let mut known = 0;
+        for &seq in seqs {
+            if self
+                .unacked
+                .get(&seq)
+                .is_none_or(|unacked| unacked.holder != holder)
+            {
+                continue;
+            }
+            known += match settlement {
+                Settlement::Ack => usize::from(self.ack(seq)),
+                Settlement::Requeue => self.reject(&[seq], true),
+                Settlement::Discard => self.reject(&[seq], false),
+            };
+        }
+        known
     }
 
     /// Settles several delivered messages (basic.ack multiple, resolved to

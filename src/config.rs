@@ -1,0 +1,67 @@
+//! Broker configuration: the command line, with an environment variable for
+//! every flag, and the limits the rest of the broker checks once.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::Parser;
+
+/// warren: an AMQP 0-9-1 message broker, wire-compatible with RabbitMQ.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "warren", version, about)]
+pub struct Config {
+    /// Address to listen on for AMQP.
+    #[arg(long, env = "WARREN_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// AMQP port (0 picks a free one and logs it).
+    #[arg(long, env = "WARREN_PORT", default_value_t = 5672)]
+    pub port: u16,
+
+    /// Number of shards (one thread each). Default: one per CPU this process
+    /// may use.
+    #[arg(long, env = "WARREN_SHARDS")]
+    pub shards: Option<usize>,
+
+    /// Largest frame offered in connection.tune, in bytes (RabbitMQ: 131072).
+    #[arg(long, env = "WARREN_FRAME_MAX", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(4096..))]
+    pub frame_max: u32,
+
+    /// Most channels per connection offered in connection.tune.
+    #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = 2047)]
+    pub channel_max: u16,
+
+    /// Heartbeat interval offered in connection.tune, in seconds (0: none).
+    #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
+    pub heartbeat_s: u16,
+
+    /// Largest message body accepted, in bytes (RabbitMQ: 128 MiB).
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 << 20)]
+    pub message_size_max: u64,
+
+    /// Capacity of each shard-to-shard ring, in messages.
+    #[arg(long, env = "WARREN_RING_CAPACITY", default_value_t = 4096)]
+    pub ring_capacity: usize,
+
+    /// Deliveries a consumer may have in flight to its connection's socket
+    /// before the queue waits for the connection to write them (flow control,
+    /// independent of prefetch).
+    #[arg(long, env = "WARREN_CONSUMER_CREDIT", default_value_t = 2000)]
+    pub consumer_credit: u32,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. "info" or "warren=debug").
+    #[arg(long, env = "WARREN_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The shard count to run: the flag, else one per usable CPU.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+            .unwrap_or_else(|| crate::runtime::allowed_cpus().len())
+            .max(1)
+    }
+}

@@ -1,0 +1,549 @@
+//! The basic class, confirms and transactions: the data plane of a channel.
+//! publish routes on this shard's replica of the routing table and hands the
+//! message to each queue's owning shard; deliveries come back through
+//! [`Connection::deliver`]; acks go back to the owners.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::channel::{Channel, Confirms, Consumer, TxAction};
+use super::methods::{generated_name, Awaiting};
+use super::{Connection, Next};
+use crate::ids::{QueueId, ShardId};
+use crate::message::{Message, MessageContent};
+use crate::protocol::method::*;
+use crate::protocol::properties::{scan_properties, ContentHeader};
+use crate::protocol::{reply_code, AmqpError, FieldTable, ShortStr};
+use crate::queue::{ConsumerKey, ConsumerSpec};
+use crate::shard::{Deliver, Got, QueueRequest, Settlement, ShardMsg};
+
+impl Connection {
+    pub(super) fn basic_method(
+        self: &Rc<Self>,
+        ch: u16,
+        method: Method,
+    ) -> Result<Next, AmqpError> {
+        match method {
+            Method::BasicPublish(m) => {
+                if m.immediate {
+                    return Err(AmqpError::not_implemented("immediate=true"));
+                }
+                self.with_channel(ch, |channel| channel.start_publish(m))?;
+                Ok(Next::Continue)
+            }
+            Method::BasicQos(m) => {
+                if m.prefetch_size != 0 {
+                    return Err(AmqpError::not_implemented(format!(
+                        "prefetch_size!=0 ({})",
+                        m.prefetch_size
+                    )));
+                }
+                self.with_channel(ch, |channel| channel.prefetch_count = m.prefetch_count)?;
+                self.out.method(ch, &Method::BasicQosOk(BasicQosOk {}));
+                Ok(Next::Continue)
+            }
+            Method::BasicConsume(m) => self.consume(ch, m),
+            Method::BasicCancel(m) => {
+                self.cancel(ch, &m.consumer_tag);
+                if !m.no_wait {
+                    let ok = BasicCancelOk {
+                        consumer_tag: m.consumer_tag,
+                    };
+                    self.out.method(ch, &Method::BasicCancelOk(ok));
+                }
+                Ok(Next::Continue)
+            }
+            Method::BasicGet(m) => {
+                let queue = self.accessible_queue(ch, m.queue)?;
+                let request = QueueRequest::Get { no_ack: m.no_ack };
+                self.queue_request(ch, queue, request, Awaiting::Get { no_ack: m.no_ack })
+            }
+            Method::BasicAck(m) => {
+                self.client_settle(ch, m.delivery_tag, m.multiple, Settlement::Ack)
+            }
+            Method::BasicReject(m) => {
+                self.client_settle(ch, m.delivery_tag, false, reject_action(m.requeue))
+            }
+            Method::BasicNack(m) => {
+                self.client_settle(ch, m.delivery_tag, m.multiple, reject_action(m.requeue))
+            }
+            Method::BasicRecover(_) => {
+                self.recover(ch);
+                self.out
+                    .method(ch, &Method::BasicRecoverOk(BasicRecoverOk {}));
+                Ok(Next::Continue)
+            }
+            Method::BasicRecoverAsync(_) => {
+                self.recover(ch);
+                Ok(Next::Continue)
+            }
+            Method::ConfirmSelect(m) => self.confirm_select(ch, m.no_wait),
+            Method::TxSelect(_) => self.tx_select(ch),
+            Method::TxCommit(_) => self.tx_commit(ch),
+            Method::TxRollback(_) => {
+                self.with_channel(ch, |channel| match channel.tx.as_mut() {
+                    Some(actions) => {
+                        actions.clear();
+                        Ok(())
+                    }
+                    None => Err(not_transactional()),
+                })??;
+                self.out.method(ch, &Method::TxRollbackOk(TxRollbackOk {}));
+                Ok(Next::Continue)
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "method {} is not valid from a client on a channel",
+                other.name()
+            ))),
+        }
+    }
+
+    /// Runs `f` on channel `ch`; 504 when it is not open.
+    fn with_channel<T>(&self, ch: u16, f: impl FnOnce(&mut Channel) -> T) -> Result<T, AmqpError> {
+        let mut state = self.state.borrow_mut();
+        match state.channels.get_mut(&ch) {
+            Some(channel) => Ok(f(channel)),
+            None => Err(AmqpError::new(
+                reply_code::CHANNEL_ERROR,
+                format!("channel {ch} is not open"),
+            )),
+        }
+    }
+
+    /// Routes a complete message and hands it to each queue's shard.
+    pub(super) fn publish(
+        self: &Rc<Self>,
+        ch: u16,
+        publish: BasicPublish,
+        header: ContentHeader,
+        body: Bytes,
+    ) -> Result<Next, AmqpError> {
+        let deferred = self.with_channel(ch, |channel| match channel.tx.as_mut() {
+            Some(actions) => {
+                actions.push(TxAction::Publish {
+                    publish: publish.clone(),
+                    header: header.clone(),
+                    body: body.clone(),
+                });
+                true
+            }
+            None => false,
+        })?;
+        if deferred {
+            return Ok(Next::Continue);
+        }
+        let congested = self.route(ch, publish, header, body)?;
+        self.with_channel(ch, |channel| {
+            if let Some(confirm) = channel.confirm.as_mut() {
+                confirm.published += 1;
+            }
+        })?;
+        Ok(congested.map_or(Next::Continue, Next::Backpressure))
+    }
+
+    /// Routes and enqueues; returns a congested owner shard, if any, so the
+    /// reader can wait before reading more.
+    fn route(
+        &self,
+        ch: u16,
+        publish: BasicPublish,
+        header: ContentHeader,
+        body: Bytes,
+    ) -> Result<Option<ShardId>, AmqpError> {
+        let vhost = self.vhost();
+        let catalog = self.shard.catalog.borrow();
+        catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
+        let summary = scan_properties(&header.properties)?;
+        let table = catalog
+            .routing(&vhost)
+            .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))?;
+        let headers = match summary
+            .headers
+            .filter(|_| table.needs_headers(&publish.exchange))
+        {
+            Some(raw) => Some(FieldTable::decode(&mut raw.clone())?),
+            None => None,
+        };
+        let mut routes = self.routes.borrow_mut();
+        routes.clear();
+        table.route(
+            &publish.exchange,
+            &publish.routing_key,
+            headers.as_ref(),
+            &mut routes,
+        );
+        let message = Message::new(MessageContent {
+            exchange: publish.exchange,
+            routing_key: publish.routing_key,
+            properties: header.properties,
+            body,
+            persistent: summary.delivery_mode == Some(2),
+        });
+        if routes.is_empty() && publish.mandatory {
+            let returned = BasicReturn {
+                reply_code: reply_code::NO_ROUTE,
+                reply_text: ShortStr::from_static("NO_ROUTE"),
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
+            };
+            self.out
+                .content(ch, &Method::BasicReturn(returned), &message);
+        }
+        let mut congested = None;
+        for &queue in routes.iter() {
+            let Some(owner) = catalog.queue_by_id(queue).map(|def| def.shard_id) else {
+                continue;
+            };
+            self.shard.send(
+                owner,
+                ShardMsg::Publish {
+                    queue,
+                    message: message.clone(),
+                },
+            );
+            if self.shard.mesh.is_congested(owner) {
+                congested = Some(owner);
+            }
+        }
+        Ok(congested)
+    }
+
+    /// Acks every publish confirmed so far, one basic.ack per channel.
+    pub(super) fn flush_confirms(&self) {
+        let mut state = self.state.borrow_mut();
+        for (&ch, channel) in state.channels.iter_mut() {
+            let Some(confirm) = channel.confirm.as_mut() else {
+                continue;
+            };
+            if confirm.acked == confirm.published {
+                continue;
+            }
+            let ack = BasicAck {
+                delivery_tag: confirm.published,
+                multiple: confirm.published - confirm.acked > 1,
+            };
+            confirm.acked = confirm.published;
+            self.out.method(ch, &Method::BasicAck(ack));
+        }
+    }
+
+    fn consume(&self, ch: u16, m: BasicConsume) -> Result<Next, AmqpError> {
+        let queue = self.accessible_queue(ch, m.queue)?;
+        let tag = if m.consumer_tag.is_empty() {
+            generated_name("amq.ctag-")
+        } else {
+            m.consumer_tag
+        };
+        let prefetch_count = self.with_channel(ch, |channel| {
+            if channel.consumers.contains_key(&tag) {
+                return Err(AmqpError::not_allowed(format!(
+                    "attempt to reuse consumer tag '{tag}'"
+                )));
+            }
+            Ok(channel.prefetch_count)
+        })??;
+        let spec = ConsumerSpec {
+            key: ConsumerKey {
+                conn: self.id,
+                channel: ch,
+                tag: tag.clone(),
+            },
+            no_ack: m.no_ack,
+            exclusive: m.exclusive,
+            prefetch_count,
+            credit: self.shard.shared.config.consumer_credit,
+        };
+        let awaiting = Awaiting::Consume {
+            tag,
+            queue,
+            no_wait: m.no_wait,
+        };
+        self.queue_request(ch, queue, QueueRequest::Consume(spec), awaiting)
+    }
+
+    pub(super) fn consumer_started(&self, ch: u16, tag: ShortStr, queue: QueueId, no_wait: bool) {
+        let started = self.with_channel(ch, |channel| {
+            channel.consumers.insert(tag.clone(), Consumer { queue });
+            channel.touch(queue);
+        });
+        if started.is_err() {
+            return;
+        }
+        if !no_wait {
+            let ok = BasicConsumeOk { consumer_tag: tag };
+            self.out.method(ch, &Method::BasicConsumeOk(ok));
+        }
+    }
+
+    fn cancel(&self, ch: u16, tag: &ShortStr) {
+        let Ok(Some(consumer)) = self.with_channel(ch, |channel| channel.consumers.remove(tag))
+        else {
+            return;
+        };
+        if let Ok(owner) = self.owner(consumer.queue) {
+            let key = ConsumerKey {
+                conn: self.id,
+                channel: ch,
+                tag: tag.clone(),
+            };
+            self.shard.send(
+                owner,
+                ShardMsg::Cancel {
+                    queue: consumer.queue,
+                    consumer: key,
+                },
+            );
+        }
+    }
+
+    /// A delivery from a queue's shard. False when the channel or the
+    /// consumer is gone, so the shard requeues it.
+    pub fn deliver(&self, deliver: Deliver) -> bool {
+        let mut state = self.state.borrow_mut();
+        let Some(channel) = state.channels.get_mut(&deliver.channel) else {
+            return false;
+        };
+        if channel.state != super::ChannelState::Open
+            || !channel.consumers.contains_key(&deliver.consumer_tag)
+        {
+            return false;
+        }
+        let delivery_tag = channel
+            .unacked
+            .next(deliver.queue, deliver.seq, !deliver.no_ack);
+        drop(state);
+        let method = BasicDeliver {
+            consumer_tag: deliver.consumer_tag,
+            delivery_tag,
+            redelivered: deliver.redelivered,
+            exchange: deliver.message.exchange.clone(),
+            routing_key: deliver.message.routing_key.clone(),
+        };
+        self.out.deliver(
+            deliver.owner,
+            deliver.queue,
+            method,
+            deliver.channel,
+            &deliver.message,
+        );
+        true
+    }
+
+    pub(super) fn got(&self, ch: u16, no_ack: bool, got: Option<Got>) {
+        let Some(got) = got else {
+            self.out
+                .method(ch, &Method::BasicGetEmpty(BasicGetEmpty::default()));
+            return;
+        };
+        let Ok(delivery_tag) = self.with_channel(ch, |channel| {
+            channel.touch(got.queue);
+            channel.unacked.next(got.queue, got.seq, !no_ack)
+        }) else {
+            return;
+        };
+        let method = BasicGetOk {
+            delivery_tag,
+            redelivered: got.redelivered,
+            exchange: got.message.exchange.clone(),
+            routing_key: got.message.routing_key.clone(),
+            message_count: got.message_count,
+        };
+        self.out
+            .content(ch, &Method::BasicGetOk(method), &got.message);
+    }
+
+    /// The queue went away under a consumer: forget it, and tell clients
+    /// that asked for consumer_cancel_notify.
+    pub fn consumer_gone(&self, ch: u16, tag: &ShortStr) {
+        let mut state = self.state.borrow_mut();
+        let notify = state.consumer_cancel_notify;
+        let removed = state
+            .channels
+            .get_mut(&ch)
+            .and_then(|channel| channel.consumers.remove(tag));
+        drop(state);
+        if removed.is_some() && notify {
+            let cancel = BasicCancel {
+                consumer_tag: tag.clone(),
+                no_wait: true,
+            };
+            self.out.method(ch, &Method::BasicCancel(cancel));
+        }
+    }
+
+    fn client_settle(
+        &self,
+        ch: u16,
+        delivery_tag: u64,
+        multiple: bool,
+        action: Settlement,
+    ) -> Result<Next, AmqpError> {
+        let deferred = self.with_channel(ch, |channel| match channel.tx.as_mut() {
+            Some(actions) => {
+                actions.push(TxAction::Settle {
+                    delivery_tag,
+                    multiple,
+                    action,
+                });
+                true
+            }
+            None => false,
+        })?;
+        if !deferred {
+            self.settle(ch, delivery_tag, multiple, action)?;
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Settles delivery tags with their queues' shards: one message for a
+    /// single tag, one per queue for several.
+    fn settle(
+        &self,
+        ch: u16,
+        delivery_tag: u64,
+        multiple: bool,
+        action: Settlement,
+    ) -> Result<(), AmqpError> {
+        let mut settled = self.settled.borrow_mut();
+        settled.clear();
+        let known = self.with_channel(ch, |channel| {
+            channel.unacked.settle(delivery_tag, multiple, |entry| {
+                settled.push((entry.queue, entry.seq))
+            })
+        })?;
+        if !known {
+            return Err(AmqpError::precondition_failed(format!(
+                "unknown delivery tag {delivery_tag}"
+            )));
+        }
+        self.send_settles(ch, &mut settled, action);
+        Ok(())
+    }
+
+    fn send_settles(&self, ch: u16, settled: &mut [(QueueId, u64)], action: Settlement) {
+        let holder = self.holder(ch);
+        if let [(queue, seq)] = settled[..] {
+            if let Ok(owner) = self.owner(queue) {
+                self.shard.send(
+                    owner,
+                    ShardMsg::Settle {
+                        queue,
+                        holder,
+                        seq,
+                        action,
+                    },
+                );
+            }
+            return;
+        }
+        settled.sort_by_key(|&(queue, seq)| (queue, seq));
+        for group in settled.chunk_by(|a, b| a.0 == b.0) {
+            let queue = group[0].0;
+            let Ok(owner) = self.owner(queue) else {
+                continue;
+            };
+            let seqs = group.iter().map(|&(_, seq)| seq).collect();
+            self.shard.send(
+                owner,
+                ShardMsg::SettleMany {
+                    queue,
+                    holder,
+                    seqs,
+                    action,
+                },
+            );
+        }
+    }
+
+    /// basic.recover: everything unacked on the channel goes back to its
+    /// queue (RabbitMQ requeues whatever `requeue` says).
+    fn recover(&self, ch: u16) {
+        let mut settled = self.settled.borrow_mut();
+        settled.clear();
+        let drained = self.with_channel(ch, |channel| {
+            settled.extend(
+                channel
+                    .unacked
+                    .drain()
+                    .map(|entry| (entry.queue, entry.seq)),
+            );
+        });
+        if drained.is_err() {
+            return;
+        }
+        if !settled.is_empty() {
+            self.send_settles(ch, &mut settled, Settlement::Requeue);
+        }
+    }
+
+    fn confirm_select(&self, ch: u16, no_wait: bool) -> Result<Next, AmqpError> {
+        self.with_channel(ch, |channel| {
+            if channel.tx.is_some() {
+                return Err(AmqpError::precondition_failed(
+                    "cannot switch from tx to confirm mode",
+                ));
+            }
+            channel.confirm.get_or_insert_with(Confirms::default);
+            Ok(())
+        })??;
+        if !no_wait {
+            self.out
+                .method(ch, &Method::ConfirmSelectOk(ConfirmSelectOk {}));
+        }
+        Ok(Next::Continue)
+    }
+
+    fn tx_select(&self, ch: u16) -> Result<Next, AmqpError> {
+        self.with_channel(ch, |channel| {
+            if channel.confirm.is_some() {
+                return Err(AmqpError::precondition_failed(
+                    "cannot switch from confirm to tx mode",
+                ));
+            }
+            channel.tx.get_or_insert_with(Vec::new);
+            Ok(())
+        })??;
+        self.out.method(ch, &Method::TxSelectOk(TxSelectOk {}));
+        Ok(Next::Continue)
+    }
+
+    /// Carries out what the transaction deferred, in order.
+    fn tx_commit(self: &Rc<Self>, ch: u16) -> Result<Next, AmqpError> {
+        let actions = self.with_channel(ch, |channel| match channel.tx.as_mut() {
+            Some(actions) => Ok(std::mem::take(actions)),
+            None => Err(not_transactional()),
+        })??;
+        let mut congested = None;
+        for action in actions {
+            match action {
+                TxAction::Publish {
+                    publish,
+                    header,
+                    body,
+                } => {
+                    congested = self.route(ch, publish, header, body)?.or(congested);
+                }
+                TxAction::Settle {
+                    delivery_tag,
+                    multiple,
+                    action,
+                } => self.settle(ch, delivery_tag, multiple, action)?,
+            }
+        }
+        self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
+        Ok(congested.map_or(Next::Continue, Next::Backpressure))
+    }
+}
+
+fn reject_action(requeue: bool) -> Settlement {
+    if requeue {
+        Settlement::Requeue
+    } else {
+        Settlement::Discard
+    }
+}
+
+fn not_transactional() -> AmqpError {
+    AmqpError::precondition_failed("channel is not transactional")
+}

@@ -1,0 +1,221 @@
+//! Per-channel state: the publish being assembled from its frames, publisher
+//! confirms, transactions, consumers, and the deliveries awaiting an ack.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use hashbrown::HashMap;
+
+use crate::ids::QueueId;
+use crate::protocol::method::BasicPublish;
+use crate::protocol::properties::ContentHeader;
+use crate::protocol::ShortStr;
+use crate::shard::Settlement;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelState {
+    Open,
+    /// We sent channel.close; everything but close-ok is discarded.
+    Closing,
+}
+
+pub struct Channel {
+    pub state: ChannelState,
+    pub incoming: Option<Incoming>,
+    pub confirm: Option<Confirms>,
+    pub tx: Option<Vec<TxAction>>,
+    /// basic.qos prefetch_count for consumers created from now on.
+    pub prefetch_count: u16,
+    pub consumers: HashMap<ShortStr, Consumer>,
+    pub unacked: Unacked,
+    /// Queues this channel consumed from or holds messages of: the ones to
+    /// tell when it closes.
+    pub touched: Vec<QueueId>,
+    /// The queue this channel declared last: what an empty queue name in
+    /// bind, consume, get, purge and delete refers to.
+    pub last_queue: Option<ShortStr>,
+}
+
+pub struct Consumer {
+    pub queue: QueueId,
+}
+
+/// A basic.publish waiting for its header and body frames.
+pub struct Incoming {
+    pub publish: BasicPublish,
+    pub header: Option<ContentHeader>,
+    pub body: Body,
+}
+
+/// Body frames as they arrive: one frame stays a zero-copy slice of the read
+/// buffer; several are joined.
+pub enum Body {
+    Empty,
+    One(Bytes),
+    Many(BytesMut),
+}
+
+impl Body {
+    pub fn len(&self) -> usize {
+        match self {
+            Body::Empty => 0,
+            Body::One(bytes) => bytes.len(),
+            Body::Many(bytes) => bytes.len(),
+        }
+    }
+
+    pub fn push(&mut self, chunk: Bytes) {
+        *self = match std::mem::replace(self, Body::Empty) {
+            Body::Empty => Body::One(chunk),
+            Body::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk);
+                Body::Many(joined)
+            }
+            Body::Many(mut joined) => {
+                joined.extend_from_slice(&chunk);
+                Body::Many(joined)
+            }
+        }
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            Body::Empty => Bytes::new(),
+            Body::One(bytes) => bytes,
+            Body::Many(bytes) => bytes.freeze(),
+        }
+    }
+}
+
+/// Publisher confirms: publishes are numbered from 1; confirmed sequence
+/// numbers are acked in batches (multiple=true) when the reader has handled
+/// everything it read.
+#[derive(Default)]
+pub struct Confirms {
+    pub published: u64,
+    pub acked: u64,
+}
+
+/// What a transaction defers to tx.commit.
+pub enum TxAction {
+    Publish {
+        publish: BasicPublish,
+        header: ContentHeader,
+        body: Bytes,
+    },
+    Settle {
+        delivery_tag: u64,
+        multiple: bool,
+        action: Settlement,
+    },
+}
+
+/// Delivery tags this channel handed out with ack required, in tag order.
+/// Acks mostly come in order, so a deque with settled entries popped from
+/// the front is cheaper than a tree and allocates nothing in steady state.
+#[derive(Default)]
+pub struct Unacked {
+    entries: VecDeque<UnackedEntry>,
+    pub next_tag: u64,
+}
+
+#[derive(Clone, Copy)]
+pub struct UnackedEntry {
+    pub delivery_tag: u64,
+    pub queue: QueueId,
+    pub seq: u64,
+    settled: bool,
+}
+
+impl Unacked {
+    /// The next delivery tag; `track` records it as awaiting an ack.
+    pub fn next(&mut self, queue: QueueId, seq: u64, track: bool) -> u64 {
+        self.next_tag += 1;
+        if track {
+            self.entries.push_back(UnackedEntry {
+                delivery_tag: self.next_tag,
+                queue,
+                seq,
+                settled: false,
+            });
+        }
+        self.next_tag
+    }
+
+    /// Settles `delivery_tag` (and, with `multiple`, every earlier one; tag
+    /// 0 with `multiple` means all), calling `each` per entry. Returns false
+    /// when the tag is unknown, which the channel answers with 406.
+    pub fn settle(
+        &mut self,
+        delivery_tag: u64,
+        multiple: bool,
+        mut each: impl FnMut(&UnackedEntry),
+    ) -> bool {
+        if multiple {
+            let upto = if delivery_tag == 0 {
+                u64::MAX
+            } else {
+                delivery_tag
+            };
+            if delivery_tag != 0 && self.position(delivery_tag).is_none() {
+                return false;
+            }
+            for entry in self
+                .entries
+                .iter_mut()
+                .filter(|e| !e.settled && e.delivery_tag <= upto)
+            {
+                entry.settled = true;
+                each(entry);
+            }
+        } else {
+            let Some(index) = self.position(delivery_tag) else {
+                return false;
+            };
+            let entry = &mut self.entries[index];
+            entry.settled = true;
+            each(entry);
+        }
+        while self.entries.front().is_some_and(|e| e.settled) {
+            self.entries.pop_front();
+        }
+        true
+    }
+
+    fn position(&self, delivery_tag: u64) -> Option<usize> {
+        let index = self
+            .entries
+            .binary_search_by_key(&delivery_tag, |e| e.delivery_tag)
+            .ok()?;
+        (!self.entries[index].settled).then_some(index)
+    }
+
+    /// Everything still unacked, oldest first; leaves the set empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = UnackedEntry> + '_ {
+        self.entries.drain(..).filter(|e| !e.settled)
+    }
+}
+
+impl Channel {
+    pub fn new() -> Channel {
+        Channel {
+            state: ChannelState::Open,
+            incoming: None,
+            confirm: None,
+            tx: None,
+            prefetch_count: 0,
+            consumers: HashMap::new(),
+            unacked: Unacked::default(),
+            touched: Vec::new(),
+            last_queue: None,
+        }
+    }
+
+    pub fn touch(&mut self, queue: QueueId) {
+        if !self.touched.contains(&queue) {
+            self.touched.push(queue);
+        }
+    }
+}

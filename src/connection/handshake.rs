@@ -1,0 +1,266 @@
+//! Connection establishment as RabbitMQ does it: start (server properties,
+//! capabilities, mechanisms), start-ok (PLAIN or AMQPLAIN), tune / tune-ok
+//! negotiation, open; then heartbeats for the life of the connection.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{Connection, Next, Phase};
+use crate::config::Config;
+use crate::protocol::frame::FRAME_MIN_SIZE;
+use crate::protocol::method::*;
+use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr};
+use crate::runtime;
+
+/// The only user until user management exists: RabbitMQ's default.
+const GUEST_USER: &str = "guest";
+const GUEST_PASSWORD: &str = "guest";
+const VHOST_DEFAULT: &str = "/";
+
+/// The connection's negotiated limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Tune {
+    pub channel_max: u16,
+    pub frame_max: u32,
+    pub heartbeat_s: u16,
+}
+
+impl Tune {
+    /// What connection.tune offers, from the configuration.
+    pub fn offered(config: &Config) -> Tune {
+        Tune {
+            channel_max: config.channel_max,
+            frame_max: config.frame_max,
+            heartbeat_s: config.heartbeat_s,
+        }
+    }
+}
+
+/// RabbitMQ's capabilities: every client checks some of these.
+const CAPABILITIES: [&str; 9] = [
+    "publisher_confirms",
+    "exchange_exchange_bindings",
+    "basic.nack",
+    "consumer_cancel_notify",
+    "connection.blocked",
+    "consumer_priorities",
+    "authentication_failure_close",
+    "per_consumer_qos",
+    "direct_reply_to",
+];
+
+pub fn start_method(_config: &Config) -> Method {
+    let mut capabilities = FieldTable::new();
+    for name in CAPABILITIES {
+        capabilities.insert(name, FieldValue::Bool(true));
+    }
+    let mut properties = FieldTable::new();
+    let text = |s: &str| FieldValue::LongStr(LongStr::from(s));
+    properties.insert("product", text("warren"));
+    properties.insert("version", text(env!("CARGO_PKG_VERSION")));
+    properties.insert("platform", text("Rust"));
+    properties.insert(
+        "information",
+        text("An AMQP 0-9-1 broker, wire-compatible with RabbitMQ; see README.md"),
+    );
+    properties.insert("copyright", text("The warren developers"));
+    properties.insert("capabilities", FieldValue::Table(capabilities));
+    Method::ConnectionStart(ConnectionStart {
+        version_major: 0,
+        version_minor: 9,
+        server_properties: properties,
+        mechanisms: LongStr::from("PLAIN AMQPLAIN"),
+        locales: LongStr::from("en_US"),
+    })
+}
+
+impl Connection {
+    /// Methods on channel 0: the handshake, then close.
+    pub(super) fn connection_method(self: &Rc<Self>, method: Method) -> Next {
+        let phase = self.phase();
+        let (class_id, method_id) = (method.class_id(), method.method_id());
+        let result = match (phase, method) {
+            (Phase::AwaitStartOk, Method::ConnectionStartOk(start_ok)) => self.start_ok(start_ok),
+            (Phase::AwaitTuneOk, Method::ConnectionTuneOk(tune_ok)) => self.tune_ok(tune_ok),
+            (Phase::AwaitOpen, Method::ConnectionOpen(open)) => self.open(open),
+            (Phase::Open, Method::ConnectionClose(_)) => {
+                self.out
+                    .method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+                self.state.borrow_mut().phase = Phase::Closed;
+                return Next::Stop;
+            }
+            (Phase::Open, Method::ConnectionUpdateSecret(_)) => {
+                self.out.method(
+                    0,
+                    &Method::ConnectionUpdateSecretOk(ConnectionUpdateSecretOk {}),
+                );
+                Ok(())
+            }
+            (Phase::Open, Method::ConnectionBlocked(_) | Method::ConnectionUnblocked(_)) => Ok(()),
+            (_, other) => Err(AmqpError::command_invalid(format!(
+                "unexpected method {} on channel 0",
+                other.name()
+            ))),
+        };
+        match result {
+            Ok(()) => Next::Continue,
+            Err(err) => {
+                self.close_connection(err, class_id, method_id);
+                Next::Continue
+            }
+        }
+    }
+
+    fn start_ok(&self, start_ok: ConnectionStartOk) -> Result<(), AmqpError> {
+        let mechanism = start_ok.mechanism.to_str_lossy().into_owned();
+        let (user, password) = match mechanism.as_str() {
+            "PLAIN" => parse_plain(start_ok.response.as_bytes()),
+            "AMQPLAIN" => parse_amqplain(start_ok.response.bytes()),
+            _ => {
+                return Err(AmqpError::command_invalid(format!(
+                    "unknown authentication mechanism '{mechanism}'"
+                )))
+            }
+        }
+        .unwrap_or_default();
+        if !self.authenticate(&user, &password) {
+            tracing::warn!(peer = %self.peer, "login refused for user '{user}' ({mechanism})");
+            return Err(AmqpError::access_refused(format!(
+                "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
+            )));
+        }
+        let cancel_notify = start_ok
+            .client_properties
+            .get("capabilities")
+            .and_then(|caps| match caps {
+                FieldValue::Table(caps) => caps.get("consumer_cancel_notify"),
+                _ => None,
+            })
+            .is_some_and(|value| *value == FieldValue::Bool(true));
+        let mut state = self.state.borrow_mut();
+        state.user = user;
+        state.consumer_cancel_notify = cancel_notify;
+        state.phase = Phase::AwaitTuneOk;
+        let tune = state.tune;
+        drop(state);
+        self.out.method(
+            0,
+            &Method::ConnectionTune(ConnectionTune {
+                channel_max: tune.channel_max,
+                frame_max: tune.frame_max,
+                heartbeat: tune.heartbeat_s,
+            }),
+        );
+        Ok(())
+    }
+
+    /// guest/guest, and (RabbitMQ's loopback_users) only from loopback.
+    fn authenticate(&self, user: &str, password: &str) -> bool {
+        user == GUEST_USER && password == GUEST_PASSWORD && self.peer.ip().is_loopback()
+    }
+
+    fn tune_ok(self: &Rc<Self>, tune_ok: ConnectionTuneOk) -> Result<(), AmqpError> {
+        let mut state = self.state.borrow_mut();
+        let offered = state.tune;
+        let frame_max = negotiate("frame_max", offered.frame_max, tune_ok.frame_max)?;
+        if frame_max < FRAME_MIN_SIZE {
+            return Err(AmqpError::not_allowed(format!(
+                "frame_max={frame_max} < {FRAME_MIN_SIZE} min size"
+            )));
+        }
+        let channel_max = negotiate(
+            "channel_max",
+            u32::from(offered.channel_max),
+            u32::from(tune_ok.channel_max),
+        )?;
+        state.tune = Tune {
+            channel_max: u16::try_from(channel_max).unwrap_or(u16::MAX),
+            frame_max,
+            heartbeat_s: tune_ok.heartbeat,
+        };
+        state.phase = Phase::AwaitOpen;
+        drop(state);
+        self.out.set_frame_max(frame_max);
+        if tune_ok.heartbeat > 0 {
+            let conn = self.clone();
+            runtime::spawn(async move { conn.keep_heartbeats(tune_ok.heartbeat).await });
+        }
+        Ok(())
+    }
+
+    fn open(&self, open: ConnectionOpen) -> Result<(), AmqpError> {
+        if open.virtual_host.as_bytes() != VHOST_DEFAULT.as_bytes() {
+            return Err(AmqpError::not_allowed(format!(
+                "vhost {} not found",
+                open.virtual_host
+            )));
+        }
+        let mut state = self.state.borrow_mut();
+        state.vhost = open.virtual_host;
+        state.phase = Phase::Open;
+        drop(state);
+        self.out
+            .method(0, &Method::ConnectionOpenOk(ConnectionOpenOk::default()));
+        Ok(())
+    }
+
+    /// Sends a heartbeat when we have been silent for half the interval, and
+    /// drops a peer silent for two intervals (RabbitMQ's rule).
+    async fn keep_heartbeats(self: Rc<Self>, heartbeat_s: u16) {
+        let interval = Duration::from_secs(u64::from(heartbeat_s));
+        loop {
+            runtime::sleep(interval / 2).await;
+            if self.phase() == Phase::Closed || self.writer_done.get() {
+                return;
+            }
+            if self.out.idle_since_write() >= interval / 2 {
+                self.out.heartbeat();
+            }
+            if self.last_read.get().elapsed() > interval * 2 {
+                tracing::warn!(peer = %self.peer, "missed heartbeats from client, timeout: {heartbeat_s}s");
+                self.state.borrow_mut().phase = Phase::Closed;
+                self.out.close_after_flush();
+                return;
+            }
+        }
+    }
+}
+
+/// RabbitMQ's rule: the client may lower a limit, not raise it; 0 means
+/// "no limit", which is a raise when we have one.
+fn negotiate(name: &str, server: u32, client: u32) -> Result<u32, AmqpError> {
+    match (server, client) {
+        (0, client) => Ok(client),
+        (server, 0) => Ok(server),
+        (server, client) if client > server => Err(AmqpError::not_allowed(format!(
+            "{name}={client} > {server} max size"
+        ))),
+        (_, client) => Ok(client),
+    }
+}
+
+/// PLAIN: "authzid \0 user \0 password".
+fn parse_plain(response: &[u8]) -> Option<(String, String)> {
+    let mut parts = response.split(|&b| b == 0);
+    let _authzid = parts.next()?;
+    let user = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    let password = String::from_utf8(parts.next()?.to_vec()).ok()?;
+    Some((user, password))
+}
+
+/// AMQPLAIN: a field table's entries without the table's length prefix.
+fn parse_amqplain(response: &Bytes) -> Option<(String, String)> {
+    let mut framed = BytesMut::with_capacity(response.len() + 4);
+    framed.put_u32(u32::try_from(response.len()).ok()?);
+    framed.extend_from_slice(response);
+    let table = FieldTable::decode(&mut framed.freeze()).ok()?;
+    let text = |name| {
+        table
+            .get(name)
+            .and_then(FieldValue::as_str)
+            .map(str::to_owned)
+    };
+    Some((text("LOGIN")?, text("PASSWORD")?))
+}

@@ -1,0 +1,667 @@
+//! Channel frames: channel lifecycle, content assembly, and the exchange and
+//! queue methods, which become requests to the coordinator or to the queue's
+//! shard. The replies come back through [`Connection::on_reply`].
+
+use std::rc::Rc;
+
+use super::channel::{Body, Channel, ChannelState, Incoming};
+use super::{Connection, Next};
+use crate::catalog::{DestinationName, MetaOp, MetaOutcome};
+use crate::ids::{QueueId, ShardId};
+use crate::protocol::frame::{Frame, FrameType};
+use crate::protocol::method::*;
+use crate::protocol::properties::{scan_properties, ContentHeader};
+use crate::protocol::{reply_code, AmqpError, ShortStr};
+use crate::shard::{QueueRequest, Reply, ReplyTo, ShardMsg};
+
+/// The request whose reply the reader is waiting for.
+pub(super) enum Awaiting {
+    /// A metadata change; `ok` is the -ok method to send (None: no-wait).
+    Meta {
+        ok: MetaOk,
+        class_method: (u16, u16),
+    },
+    Consume {
+        tag: ShortStr,
+        queue: QueueId,
+        no_wait: bool,
+    },
+    Get {
+        no_ack: bool,
+    },
+    Purge {
+        no_wait: bool,
+    },
+}
+
+/// Which -ok answers a metadata request.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum MetaOk {
+    ExchangeDeclare,
+    ExchangeDelete,
+    ExchangeBind,
+    ExchangeUnbind,
+    QueueDeclare,
+    QueueBind,
+    QueueUnbind,
+    QueueDelete,
+    NoWait,
+}
+
+impl Connection {
+    pub(super) fn channel_frame(self: &Rc<Self>, frame: Frame) -> Next {
+        let channel_id = frame.channel;
+        let channel_state = self
+            .state
+            .borrow()
+            .channels
+            .get(&channel_id)
+            .map(|c| c.state);
+        match channel_state {
+            None => self.unopened_channel_frame(frame),
+            Some(ChannelState::Closing) => self.closing_channel_frame(frame),
+            Some(ChannelState::Open) => match frame.frame_type {
+                FrameType::Method => self.channel_method_frame(frame),
+                FrameType::Header => self.content_header(channel_id, frame),
+                FrameType::Body => self.content_body(channel_id, frame),
+                FrameType::Heartbeat => Next::Continue,
+            },
+        }
+    }
+
+    fn unopened_channel_frame(self: &Rc<Self>, frame: Frame) -> Next {
+        let method = match frame.frame_type {
+            FrameType::Method => Method::decode(frame.payload),
+            _ => {
+                return self.hard_error(AmqpError::new(
+                    reply_code::CHANNEL_ERROR,
+                    format!(
+                        "unexpected content frame on channel {} that is not open",
+                        frame.channel
+                    ),
+                ))
+            }
+        };
+        match method {
+            Ok(Method::ChannelOpen(_)) => self.open_channel(frame.channel),
+            Ok(other) => {
+                let err = AmqpError::new(reply_code::CHANNEL_ERROR, "expected 'channel.open'");
+                self.close_connection(err, other.class_id(), other.method_id());
+                Next::Continue
+            }
+            Err(err) => self.hard_error(err.into()),
+        }
+    }
+
+    fn open_channel(self: &Rc<Self>, channel_id: u16) -> Next {
+        let channel_max = self.state.borrow().tune.channel_max;
+        if channel_max != 0 && channel_id > channel_max {
+            let err = AmqpError::not_allowed(format!(
+                "channel {channel_id} is above the negotiated channel_max ({channel_max})"
+            ));
+            self.close_connection(err, 20, 10);
+            return Next::Continue;
+        }
+        self.state
+            .borrow_mut()
+            .channels
+            .insert(channel_id, Channel::new());
+        self.out
+            .method(channel_id, &Method::ChannelOpenOk(ChannelOpenOk::default()));
+        Next::Continue
+    }
+
+    /// After we closed a channel: only close-ok (or a crossing close) counts.
+    fn closing_channel_frame(&self, frame: Frame) -> Next {
+        if frame.frame_type != FrameType::Method {
+            return Next::Continue;
+        }
+        match Method::decode(frame.payload) {
+            Ok(Method::ChannelCloseOk(_)) => {
+                self.state.borrow_mut().channels.remove(&frame.channel);
+            }
+            Ok(Method::ChannelClose(_)) => {
+                self.state.borrow_mut().channels.remove(&frame.channel);
+                self.out
+                    .method(frame.channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
+            }
+            _ => {}
+        }
+        Next::Continue
+    }
+
+    fn channel_method_frame(self: &Rc<Self>, frame: Frame) -> Next {
+        let channel_id = frame.channel;
+        let method = match Method::decode(frame.payload) {
+            Ok(method) => method,
+            Err(err) => return self.hard_error(err.into()),
+        };
+        let ids = (method.class_id(), method.method_id());
+        if self.state.borrow().channels[&channel_id].incoming.is_some() {
+            let err = AmqpError::new(
+                reply_code::UNEXPECTED_FRAME,
+                "expected content header for class 60, got non content header frame instead",
+            );
+            self.close_connection(err, ids.0, ids.1);
+            return Next::Continue;
+        }
+        match self.channel_method(channel_id, method) {
+            Ok(next) => next,
+            Err(err) => self.method_error(channel_id, err, ids),
+        }
+    }
+
+    /// A soft error closes the channel; a hard one the connection.
+    pub(super) fn method_error(
+        self: &Rc<Self>,
+        channel_id: u16,
+        err: AmqpError,
+        ids: (u16, u16),
+    ) -> Next {
+        if err.is_hard() {
+            self.close_connection(err, ids.0, ids.1);
+        } else {
+            self.channel_error(channel_id, err, ids.0, ids.1);
+        }
+        Next::Continue
+    }
+
+    fn channel_method(self: &Rc<Self>, ch: u16, method: Method) -> Result<Next, AmqpError> {
+        match method {
+            Method::ChannelOpen(_) => Err(AmqpError::new(
+                reply_code::CHANNEL_ERROR,
+                "second 'channel.open' seen",
+            )),
+            Method::ChannelClose(_) => {
+                let mut state = self.state.borrow_mut();
+                if let Some(mut channel) = state.channels.remove(&ch) {
+                    self.release_channel(ch, &mut channel);
+                }
+                drop(state);
+                self.out
+                    .method(ch, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                Ok(Next::Continue)
+            }
+            Method::ChannelCloseOk(_) | Method::ChannelFlowOk(_) => Ok(Next::Continue),
+            Method::ChannelFlow(flow) if flow.active => {
+                self.out
+                    .method(ch, &Method::ChannelFlowOk(ChannelFlowOk { active: true }));
+                Ok(Next::Continue)
+            }
+            Method::ChannelFlow(_) => Err(AmqpError::not_implemented("active=false")),
+            Method::AccessRequest(_) => {
+                self.out
+                    .method(ch, &Method::AccessRequestOk(AccessRequestOk { ticket: 1 }));
+                Ok(Next::Continue)
+            }
+            Method::ExchangeDeclare(m) => self.exchange_declare(ch, m),
+            Method::ExchangeDelete(m) => {
+                let op = MetaOp::ExchangeDelete {
+                    vhost: self.vhost(),
+                    name: m.exchange,
+                    if_unused: m.if_unused,
+                };
+                self.meta(ch, op, MetaOk::ExchangeDelete, m.no_wait, (40, 20))
+            }
+            Method::ExchangeBind(m) => {
+                let op = self.bind_op(
+                    true,
+                    m.source,
+                    DestinationName::Exchange(m.destination),
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.meta(ch, op, MetaOk::ExchangeBind, m.no_wait, (40, 30))
+            }
+            Method::ExchangeUnbind(m) => {
+                let op = self.bind_op(
+                    false,
+                    m.source,
+                    DestinationName::Exchange(m.destination),
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.meta(ch, op, MetaOk::ExchangeUnbind, m.no_wait, (40, 40))
+            }
+            Method::QueueDeclare(m) => self.queue_declare(ch, m),
+            Method::QueueBind(m) => {
+                let queue = self.queue_name(ch, m.queue)?;
+                let op = self.bind_op(
+                    true,
+                    m.exchange,
+                    DestinationName::Queue(queue),
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.meta(ch, op, MetaOk::QueueBind, m.no_wait, (50, 20))
+            }
+            Method::QueueUnbind(m) => {
+                let queue = self.queue_name(ch, m.queue)?;
+                let op = self.bind_op(
+                    false,
+                    m.exchange,
+                    DestinationName::Queue(queue),
+                    m.routing_key,
+                    m.arguments,
+                );
+                self.meta(ch, op, MetaOk::QueueUnbind, false, (50, 50))
+            }
+            Method::QueuePurge(m) => {
+                let queue = self.accessible_queue(ch, m.queue)?;
+                self.queue_request(
+                    ch,
+                    queue,
+                    QueueRequest::Purge,
+                    Awaiting::Purge { no_wait: m.no_wait },
+                )
+            }
+            Method::QueueDelete(m) => self.queue_delete(ch, m),
+            other => self.basic_method(ch, other),
+        }
+    }
+
+    pub(super) fn vhost(&self) -> ShortStr {
+        self.state.borrow().vhost.clone()
+    }
+
+    fn exchange_declare(&self, ch: u16, m: ExchangeDeclare) -> Result<Next, AmqpError> {
+        let op = MetaOp::ExchangeDeclare {
+            vhost: self.vhost(),
+            name: m.exchange,
+            kind: m.exchange_type,
+            passive: m.passive,
+            durable: m.durable,
+            auto_delete: m.auto_delete,
+            internal: m.internal,
+            arguments: m.arguments,
+        };
+        self.meta(ch, op, MetaOk::ExchangeDeclare, m.no_wait, (40, 10))
+    }
+
+    fn bind_op(
+        &self,
+        bind: bool,
+        source: ShortStr,
+        destination: DestinationName,
+        routing_key: ShortStr,
+        arguments: crate::protocol::FieldTable,
+    ) -> MetaOp {
+        let (vhost, conn) = (self.vhost(), self.id);
+        if bind {
+            MetaOp::Bind {
+                vhost,
+                source,
+                destination,
+                routing_key,
+                arguments,
+                conn,
+            }
+        } else {
+            MetaOp::Unbind {
+                vhost,
+                source,
+                destination,
+                routing_key,
+                arguments,
+                conn,
+            }
+        }
+    }
+
+    fn queue_declare(&self, ch: u16, m: QueueDeclare) -> Result<Next, AmqpError> {
+        let server_named = m.queue.is_empty();
+        let name = if server_named {
+            generated_name("amq.gen-")
+        } else {
+            m.queue
+        };
+        let mut state = self.state.borrow_mut();
+        if m.exclusive {
+            state.declared_exclusive = true;
+        }
+        if let Some(channel) = state.channels.get_mut(&ch) {
+            channel.last_queue = Some(name.clone());
+        }
+        drop(state);
+        let op = MetaOp::QueueDeclare {
+            vhost: self.vhost(),
+            name,
+            passive: m.passive,
+            durable: m.durable,
+            exclusive: m.exclusive,
+            auto_delete: m.auto_delete,
+            arguments: m.arguments,
+            owner: self.id,
+            owner_shard: self.shard.id,
+            server_named,
+        };
+        self.meta(ch, op, MetaOk::QueueDeclare, m.no_wait, (50, 10))
+    }
+
+    fn queue_delete(&self, ch: u16, m: QueueDelete) -> Result<Next, AmqpError> {
+        let name = self.queue_name(ch, m.queue)?;
+        let found = {
+            let catalog = self.shard.catalog.borrow();
+            match catalog.check_queue_access(&self.vhost(), &name, self.id) {
+                Ok(def) => Some(def.id),
+                // Deleting a queue that is not there succeeds (RabbitMQ 3.x).
+                Err(err) if err.code == reply_code::NOT_FOUND => None,
+                Err(err) => return Err(err),
+            }
+        };
+        let Some(queue) = found else {
+            if !m.no_wait {
+                let ok = QueueDeleteOk { message_count: 0 };
+                self.out.method(ch, &Method::QueueDeleteOk(ok));
+            }
+            return Ok(Next::Continue);
+        };
+        let ok = if m.no_wait {
+            MetaOk::NoWait
+        } else {
+            MetaOk::QueueDelete
+        };
+        let request = QueueRequest::Delete {
+            if_unused: m.if_unused,
+            if_empty: m.if_empty,
+        };
+        let awaiting = Awaiting::Meta {
+            ok,
+            class_method: (50, 40),
+        };
+        self.queue_request(ch, queue, request, awaiting)
+    }
+
+    /// Sends a metadata change to the coordinator and waits for its reply.
+    fn meta(
+        &self,
+        ch: u16,
+        op: MetaOp,
+        ok: MetaOk,
+        no_wait: bool,
+        class_method: (u16, u16),
+    ) -> Result<Next, AmqpError> {
+        let ok = if no_wait { MetaOk::NoWait } else { ok };
+        self.state.borrow_mut().awaiting = Some((ch, Awaiting::Meta { ok, class_method }));
+        self.shard.request_meta(Some(self.reply_to(ch)), op);
+        Ok(Next::AwaitReply)
+    }
+
+    pub(super) fn queue_request(
+        &self,
+        ch: u16,
+        queue: QueueId,
+        request: QueueRequest,
+        awaiting: Awaiting,
+    ) -> Result<Next, AmqpError> {
+        let owner = self.owner(queue)?;
+        self.state.borrow_mut().awaiting = Some((ch, awaiting));
+        let msg = ShardMsg::QueueRequest {
+            queue,
+            reply_to: self.reply_to(ch),
+            request,
+        };
+        self.shard.send(owner, msg);
+        Ok(Next::AwaitReply)
+    }
+
+    pub(super) fn owner(&self, queue: QueueId) -> Result<ShardId, AmqpError> {
+        self.shard
+            .owner_of(queue)
+            .ok_or_else(|| AmqpError::not_found("queue was deleted"))
+    }
+
+    fn reply_to(&self, channel: u16) -> ReplyTo {
+        ReplyTo {
+            conn: self.id,
+            channel,
+        }
+    }
+
+    /// The queue a method names; the empty name means the channel's last
+    /// declared queue, as the spec says.
+    pub(super) fn queue_name(&self, ch: u16, name: ShortStr) -> Result<ShortStr, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        self.state
+            .borrow()
+            .channels
+            .get(&ch)
+            .and_then(|channel| channel.last_queue.clone())
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// Resolves a queue this connection may use (404 missing, 405 exclusive
+    /// to another connection).
+    pub(super) fn accessible_queue(&self, ch: u16, name: ShortStr) -> Result<QueueId, AmqpError> {
+        let name = self.queue_name(ch, name)?;
+        let catalog = self.shard.catalog.borrow();
+        catalog
+            .check_queue_access(&self.vhost(), &name, self.id)
+            .map(|def| def.id)
+    }
+
+    /// A reply from another shard: write the -ok (or the error) now, in ring
+    /// order, then let the reader go on.
+    pub fn on_reply(self: &Rc<Self>, channel: u16, reply: Reply) {
+        let awaiting = self.state.borrow_mut().awaiting.take();
+        let Some((ch, awaiting)) = awaiting else {
+            return;
+        };
+        debug_assert_eq!(ch, channel);
+        let ids = awaiting.class_method();
+        if let Err(err) = self.complete(ch, awaiting, reply) {
+            self.method_error(ch, err, ids);
+        }
+        self.reply_ready.notify();
+    }
+
+    fn complete(&self, ch: u16, awaiting: Awaiting, reply: Reply) -> Result<(), AmqpError> {
+        match (awaiting, reply) {
+            (_, Reply::Error(err)) | (_, Reply::Meta(Err(err))) => Err(err),
+            (Awaiting::Meta { ok, .. }, Reply::Meta(Ok(done))) => {
+                if let Some(method) = meta_ok(ok, &done) {
+                    self.out.method(ch, &method);
+                }
+                Ok(())
+            }
+            (
+                Awaiting::Consume {
+                    tag,
+                    queue,
+                    no_wait,
+                },
+                Reply::ConsumeOk,
+            ) => {
+                self.consumer_started(ch, tag, queue, no_wait);
+                Ok(())
+            }
+            (Awaiting::Get { no_ack }, Reply::Got(got)) => {
+                self.got(ch, no_ack, got);
+                Ok(())
+            }
+            (Awaiting::Purge { no_wait }, Reply::Purged { message_count }) => {
+                if !no_wait {
+                    self.out
+                        .method(ch, &Method::QueuePurgeOk(QueuePurgeOk { message_count }));
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::new(
+                reply_code::INTERNAL_ERROR,
+                "mismatched reply",
+            )),
+        }
+    }
+
+    fn content_header(self: &Rc<Self>, ch: u16, frame: Frame) -> Next {
+        let message_size_max = self.shard.shared.config.message_size_max;
+        let header = match ContentHeader::decode(frame.payload) {
+            Ok(header) => header,
+            Err(err) => return self.hard_error(err.into()),
+        };
+        if let Err(err) = scan_properties(&header.properties) {
+            return self.hard_error(err.into());
+        }
+        let mut state = self.state.borrow_mut();
+        let channel = state.channels.get_mut(&ch);
+        let Some(incoming) = channel
+            .and_then(|c| c.incoming.as_mut())
+            .filter(|i| i.header.is_none())
+        else {
+            drop(state);
+            return self.hard_error(AmqpError::new(
+                reply_code::UNEXPECTED_FRAME,
+                "expected method frame, got non method frame instead",
+            ));
+        };
+        if header.class_id != 60 {
+            drop(state);
+            return self.hard_error(AmqpError::new(
+                reply_code::UNEXPECTED_FRAME,
+                format!(
+                    "content header for class {} after basic.publish",
+                    header.class_id
+                ),
+            ));
+        }
+        let body_size = header.body_size;
+        incoming.header = Some(header);
+        drop(state);
+        if body_size > message_size_max {
+            let err = AmqpError::precondition_failed(format!(
+                "message size {body_size} is larger than configured max size {message_size_max}"
+            ));
+            self.channel_error(ch, err, 60, 40);
+            return Next::Continue;
+        }
+        if body_size == 0 {
+            return self.publish_complete(ch);
+        }
+        Next::Continue
+    }
+
+    fn content_body(self: &Rc<Self>, ch: u16, frame: Frame) -> Next {
+        let mut state = self.state.borrow_mut();
+        let incoming = state
+            .channels
+            .get_mut(&ch)
+            .and_then(|c| c.incoming.as_mut())
+            .filter(|i| i.header.is_some());
+        let Some(Incoming {
+            header: Some(header),
+            body,
+            ..
+        }) = incoming
+        else {
+            drop(state);
+            return self.hard_error(AmqpError::new(
+                reply_code::UNEXPECTED_FRAME,
+                "expected method frame, got non method frame instead",
+            ));
+        };
+        let expected = header.body_size;
+        body.push(frame.payload);
+        let received = body.len() as u64;
+        drop(state);
+        if received > expected {
+            return self.hard_error(AmqpError::new(
+                reply_code::FRAME_ERROR,
+                format!("body larger than the {expected} bytes its header announced"),
+            ));
+        }
+        if received == expected {
+            return self.publish_complete(ch);
+        }
+        Next::Continue
+    }
+
+    fn publish_complete(self: &Rc<Self>, ch: u16) -> Next {
+        let incoming = self
+            .state
+            .borrow_mut()
+            .channels
+            .get_mut(&ch)
+            .and_then(|c| c.incoming.take());
+        let Some(Incoming {
+            publish,
+            header: Some(header),
+            body,
+        }) = incoming
+        else {
+            return Next::Continue;
+        };
+        match self.publish(ch, publish, header, body.into_bytes()) {
+            Ok(next) => next,
+            Err(err) => self.method_error(ch, err, (60, 40)),
+        }
+    }
+}
+
+impl Awaiting {
+    fn class_method(&self) -> (u16, u16) {
+        match self {
+            Awaiting::Meta { class_method, .. } => *class_method,
+            Awaiting::Consume { .. } => (60, 20),
+            Awaiting::Get { .. } => (60, 70),
+            Awaiting::Purge { .. } => (50, 30),
+        }
+    }
+}
+
+fn meta_ok(ok: MetaOk, done: &crate::shard::MetaDone) -> Option<Method> {
+    let method = match ok {
+        MetaOk::NoWait => return None,
+        MetaOk::ExchangeDeclare => Method::ExchangeDeclareOk(ExchangeDeclareOk {}),
+        MetaOk::ExchangeDelete => Method::ExchangeDeleteOk(ExchangeDeleteOk {}),
+        MetaOk::ExchangeBind => Method::ExchangeBindOk(ExchangeBindOk {}),
+        MetaOk::ExchangeUnbind => Method::ExchangeUnbindOk(ExchangeUnbindOk {}),
+        MetaOk::QueueBind => Method::QueueBindOk(QueueBindOk {}),
+        MetaOk::QueueUnbind => Method::QueueUnbindOk(QueueUnbindOk {}),
+        MetaOk::QueueDelete => Method::QueueDeleteOk(QueueDeleteOk {
+            message_count: done.message_count,
+        }),
+        MetaOk::QueueDeclare => {
+            let queue = match &done.outcome {
+                MetaOutcome::QueueDeclared { def, .. } => def.name.clone(),
+                _ => ShortStr::default(),
+            };
+            Method::QueueDeclareOk(QueueDeclareOk {
+                queue,
+                message_count: done.message_count,
+                consumer_count: done.consumer_count,
+            })
+        }
+    };
+    Some(method)
+}
+
+/// A server-generated name as RabbitMQ makes them: a prefix and 22
+/// characters of URL-safe base64 over 128 random bits.
+pub(super) fn generated_name(prefix: &str) -> ShortStr {
+    use std::hash::{BuildHasher, Hasher};
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let random = |salt: u64| {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(salt);
+        hasher.finish()
+    };
+    let bits = (u128::from(random(1)) << 64) | u128::from(random(2));
+    let mut name = String::with_capacity(prefix.len() + 22);
+    name.push_str(prefix);
+    for i in 0..22 {
+        name.push(ALPHABET[((bits >> (i * 6)) & 63) as usize] as char);
+    }
+    ShortStr::from(name)
+}
+
+impl Channel {
+    pub(super) fn start_publish(&mut self, publish: BasicPublish) {
+        self.incoming = Some(Incoming {
+            publish,
+            header: None,
+            body: Body::Empty,
+        });
+    }
+}

@@ -1,0 +1,413 @@
+//! The connection shell: one task reads and handles frames, one writes, one
+//! keeps heartbeats; everything they share lives in [`Connection`], which
+//! the shard also reaches to hand over deliveries and replies.
+//!
+//! The reader handles a frame to completion before the next. Methods that
+//! need another shard (declare, consume, get...) send a request and the
+//! reader waits for its reply before reading on, so a channel's methods take
+//! effect in the order the client sent them. The reply handler itself writes
+//! the -ok frame, synchronously, in ring order: that is what puts a
+//! consume-ok on the wire before the first delivery that follows it.
+
+mod basic;
+mod channel;
+mod handshake;
+mod methods;
+mod outbound;
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hashbrown::HashMap;
+
+use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::protocol::frame::{self, Frame, FrameType};
+use crate::protocol::method::{ChannelClose, ConnectionClose, Method};
+use crate::protocol::{reply_code, AmqpError, ShortStr};
+use crate::runtime::net::{ReadHalf, WriteHalf};
+use crate::runtime::notify::Notify;
+use crate::runtime::{self};
+use crate::shard::{Holder, Shard, ShardMsg};
+use channel::{Channel, ChannelState};
+pub use handshake::Tune;
+use outbound::Outbound;
+
+/// How long we wait for the client's close-ok after sending connection.close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+/// The first read waits at most this long for the protocol header
+/// (RabbitMQ's handshake_timeout is 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_CHUNK: usize = 64 << 10;
+
+pub struct Connection {
+    pub id: ConnectionId,
+    pub shard: Rc<Shard>,
+    peer: SocketAddr,
+    out: Outbound,
+    state: RefCell<State>,
+    /// Set when a reply the reader waits for has been handled.
+    reply_ready: Notify,
+    /// The writer task has finished: the socket is done.
+    writer_finished: Notify,
+    writer_done: Cell<bool>,
+    last_read: Cell<Instant>,
+    /// Scratch for routing results, reused by every publish.
+    routes: RefCell<Vec<QueueId>>,
+    /// Scratch for acks being sent to queue shards.
+    settled: RefCell<Vec<(QueueId, u64)>>,
+}
+
+struct State {
+    phase: Phase,
+    tune: Tune,
+    vhost: ShortStr,
+    user: String,
+    consumer_cancel_notify: bool,
+    channels: HashMap<u16, Channel>,
+    /// The request the reader waits on, and its channel.
+    awaiting: Option<(u16, methods::Awaiting)>,
+    /// Whether this connection declared an exclusive queue (which must go
+    /// when it closes).
+    declared_exclusive: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    AwaitStartOk,
+    AwaitTuneOk,
+    AwaitOpen,
+    Open,
+    /// We sent connection.close; only close-ok (or close) is read now.
+    Closing,
+    Closed,
+}
+
+/// What the reader does after handling a frame.
+enum Next {
+    Continue,
+    /// Wait for the reply to a request sent to another shard.
+    AwaitReply,
+    /// A queue's shard is congested: stop reading until it drains.
+    Backpressure(ShardId),
+    /// Stop reading; the socket closes once the writer flushes.
+    Stop,
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(
+    shard: Rc<Shard>,
+    id: ConnectionId,
+    mut read: ReadHalf,
+    write: WriteHalf,
+    peer: SocketAddr,
+) {
+    let config = &shard.shared.config;
+    let conn = Rc::new(Connection {
+        id,
+        peer,
+        out: Outbound::new(),
+        state: RefCell::new(State {
+            phase: Phase::AwaitStartOk,
+            tune: Tune::offered(config),
+            vhost: ShortStr::default(),
+            user: String::new(),
+            consumer_cancel_notify: false,
+            channels: HashMap::new(),
+            awaiting: None,
+            declared_exclusive: false,
+        }),
+        reply_ready: Notify::new(),
+        writer_finished: Notify::new(),
+        writer_done: Cell::new(false),
+        last_read: Cell::new(Instant::now()),
+        routes: RefCell::new(Vec::new()),
+        settled: RefCell::new(Vec::new()),
+        shard: shard.clone(),
+    });
+    shard.register_connection(conn.clone());
+    runtime::spawn(outbound::run_writer(conn.clone(), write));
+    tracing::debug!(%peer, conn = %id, "accepted");
+    if let Err(reason) = conn.clone().read_loop(&mut read).await {
+        tracing::debug!(%peer, conn = %id, "closing: {reason}");
+    }
+    conn.release();
+    conn.out.close_after_flush();
+}
+
+impl Connection {
+    async fn read_loop(self: Rc<Self>, read: &mut ReadHalf) -> Result<(), String> {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        if !self.read_protocol_header(read, &mut buf).await? {
+            return Ok(());
+        }
+        self.out
+            .method(0, &handshake::start_method(&self.shard.shared.config));
+        loop {
+            while let Some(frame) = self.next_frame(&mut buf)? {
+                match self.handle_frame(frame) {
+                    Next::Continue => {}
+                    Next::AwaitReply => self.wait_reply().await,
+                    Next::Backpressure(shard) => self.shard.mesh.wait_uncongested(shard).await,
+                    Next::Stop => return Ok(()),
+                }
+            }
+            self.flush_confirms();
+            self.out.wait_drained().await;
+            if !self.fill(read, &mut buf).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads the 8-byte protocol header; a wrong one is answered with ours
+    /// and the socket closes (false).
+    async fn read_protocol_header(
+        &self,
+        read: &mut ReadHalf,
+        buf: &mut BytesMut,
+    ) -> Result<bool, String> {
+        while buf.len() < frame::PROTOCOL_HEADER.len() {
+            let filled = runtime::timeout(HANDSHAKE_TIMEOUT, self.fill(read, buf)).await;
+            match filled {
+                Some(Ok(true)) => {}
+                Some(Ok(false)) => return Ok(false),
+                Some(Err(err)) => return Err(err),
+                None => return Err("handshake timeout".into()),
+            }
+        }
+        let header = buf.split_to(frame::PROTOCOL_HEADER.len());
+        if header[..] != frame::PROTOCOL_HEADER[..] {
+            self.out.raw(&frame::PROTOCOL_HEADER);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Appends what the socket has to `buf`; false when the peer closed.
+    async fn fill(&self, read: &mut ReadHalf, buf: &mut BytesMut) -> Result<bool, String> {
+        let start = buf.len();
+        buf.reserve(READ_CHUNK);
+        // The read needs an initialised slice; zeroing the spare capacity
+        // costs a memset per read, far below the syscall it feeds.
+        buf.resize(start + READ_CHUNK.max(buf.capacity() - start), 0);
+        let result = read.read(&mut buf[start..]).await;
+        let read_len = match result {
+            Ok(n) => n,
+            Err(err) => {
+                buf.truncate(start);
+                return Err(format!("read failed: {err}"));
+            }
+        };
+        buf.truncate(start + read_len);
+        self.last_read.set(Instant::now());
+        Ok(read_len > 0 && self.phase() != Phase::Closed)
+    }
+
+    fn next_frame(self: &Rc<Self>, buf: &mut BytesMut) -> Result<Option<Frame>, String> {
+        let frame_max = self.state.borrow().tune.frame_max;
+        match frame::decode_frame(buf, frame_max) {
+            Ok(frame) => Ok(frame),
+            Err(err) => {
+                // A framing error leaves the stream unreadable: say why and
+                // stop reading.
+                self.close_connection(AmqpError::from(err), 0, 0);
+                Err("frame error".into())
+            }
+        }
+    }
+
+    async fn wait_reply(&self) {
+        while self.state.borrow().awaiting.is_some() && self.phase() != Phase::Closed {
+            self.reply_ready.wait().await;
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        self.state.borrow().phase
+    }
+
+    fn handle_frame(self: &Rc<Self>, frame: Frame) -> Next {
+        let phase = self.phase();
+        match (phase, frame.frame_type) {
+            (Phase::Closed, _) => Next::Stop,
+            (_, FrameType::Heartbeat) if frame.channel == 0 => Next::Continue,
+            (_, FrameType::Heartbeat) => self.hard_error(AmqpError::new(
+                reply_code::FRAME_ERROR,
+                format!("heartbeat frame on channel {}", frame.channel),
+            )),
+            (Phase::Closing, _) => self.while_closing(frame),
+            (Phase::Open, _) if frame.channel != 0 => self.channel_frame(frame),
+            (_, FrameType::Method) => match Method::decode(frame.payload) {
+                Ok(method) => self.connection_method(method),
+                Err(err) => self.hard_error(err.into()),
+            },
+            (_, _) => self.hard_error(AmqpError::new(
+                reply_code::UNEXPECTED_FRAME,
+                format!("content frame on channel {}", frame.channel),
+            )),
+        }
+    }
+
+    /// After we sent connection.close, only close-ok ends it (or a crossing
+    /// close, answered with close-ok); everything else is discarded.
+    fn while_closing(&self, frame: Frame) -> Next {
+        if frame.channel != 0 || frame.frame_type != FrameType::Method {
+            return Next::Continue;
+        }
+        match Method::decode(frame.payload) {
+            Ok(Method::ConnectionCloseOk(_)) => self.finish_close(),
+            Ok(Method::ConnectionClose(_)) => {
+                self.out
+                    .method(0, &Method::ConnectionCloseOk(Default::default()));
+                self.finish_close()
+            }
+            _ => Next::Continue,
+        }
+    }
+
+    fn finish_close(&self) -> Next {
+        self.state.borrow_mut().phase = Phase::Closed;
+        Next::Stop
+    }
+
+    /// A hard error: connection.close with the code, then wait for close-ok.
+    fn hard_error(self: &Rc<Self>, err: AmqpError) -> Next {
+        self.close_connection(err, 0, 0);
+        Next::Continue
+    }
+
+    fn close_connection(self: &Rc<Self>, err: AmqpError, class_id: u16, method_id: u16) {
+        tracing::info!(conn = %self.id, peer = %self.peer, "closing connection: {err}");
+        let close = ConnectionClose {
+            reply_code: err.code,
+            reply_text: ShortStr::from(err.reply_text()),
+            class_id,
+            method_id,
+        };
+        self.out.method(0, &Method::ConnectionClose(close));
+        self.state.borrow_mut().phase = Phase::Closing;
+        let conn = self.clone();
+        runtime::spawn(async move {
+            runtime::sleep(CLOSE_OK_TIMEOUT).await;
+            if conn.phase() == Phase::Closing {
+                conn.state.borrow_mut().phase = Phase::Closed;
+                conn.out.close_after_flush();
+            }
+        });
+    }
+
+    /// Closes a channel with a soft error: channel.close with the code, and
+    /// the channel's consumers and unacked messages are released at once.
+    fn channel_error(&self, channel_id: u16, err: AmqpError, class_id: u16, method_id: u16) {
+        let mut state = self.state.borrow_mut();
+        let Some(channel) = state.channels.get_mut(&channel_id) else {
+            return;
+        };
+        if channel.state == ChannelState::Closing {
+            return;
+        }
+        channel.state = ChannelState::Closing;
+        self.release_channel(channel_id, channel);
+        let close = ChannelClose {
+            reply_code: err.code,
+            reply_text: ShortStr::from(err.reply_text()),
+            class_id,
+            method_id,
+        };
+        self.out.method(channel_id, &Method::ChannelClose(close));
+    }
+
+    /// Tells the queues this channel used that it is gone: its consumers go
+    /// and what it held unacked is requeued, in the original order.
+    fn release_channel(&self, channel_id: u16, channel: &mut Channel) {
+        channel.consumers.clear();
+        channel.incoming = None;
+        channel.unacked.drain().for_each(drop);
+        self.notify_owners(Some(channel_id), std::mem::take(&mut channel.touched));
+    }
+
+    /// Sends one `HolderClosed` per owning shard for `queues`.
+    fn notify_owners(&self, channel: Option<u16>, queues: Vec<QueueId>) {
+        let mut by_owner: Vec<(ShardId, Vec<QueueId>)> = Vec::new();
+        for queue in queues {
+            let Some(owner) = self.shard.owner_of(queue) else {
+                continue;
+            };
+            match by_owner.iter_mut().find(|(shard, _)| *shard == owner) {
+                Some((_, list)) => list.push(queue),
+                None => by_owner.push((owner, vec![queue])),
+            }
+        }
+        for (owner, queues) in by_owner {
+            let msg = ShardMsg::HolderClosed {
+                conn: self.id,
+                channel,
+                queues,
+            };
+            self.shard.send(owner, msg);
+        }
+    }
+
+    /// The connection is gone: release every channel, drop its exclusive
+    /// queues, and leave the shard's registry.
+    fn release(&self) {
+        let mut state = self.state.borrow_mut();
+        state.phase = Phase::Closed;
+        let mut queues = Vec::new();
+        for channel in state.channels.values_mut() {
+            for queue in channel.touched.drain(..) {
+                if !queues.contains(&queue) {
+                    queues.push(queue);
+                }
+            }
+        }
+        state.channels.clear();
+        let declared_exclusive = state.declared_exclusive;
+        drop(state);
+        self.notify_owners(None, queues);
+        if declared_exclusive {
+            self.shard.request_meta(
+                None,
+                crate::catalog::MetaOp::ConnectionClosed { conn: self.id },
+            );
+        }
+        self.shard.unregister_connection(self.id);
+        self.reply_ready.notify();
+    }
+
+    /// Broker shutdown: connection.close 320 to the client.
+    pub fn force_close(self: &Rc<Self>, text: &str) {
+        if matches!(self.phase(), Phase::Open) {
+            self.close_connection(AmqpError::new(reply_code::CONNECTION_FORCED, text), 0, 0);
+        } else {
+            self.out.close_after_flush();
+        }
+    }
+
+    pub async fn wait_closed(&self, limit: Duration) {
+        let _ = runtime::timeout(limit, async {
+            while !self.writer_done.get() {
+                self.writer_finished.wait().await;
+            }
+        })
+        .await;
+    }
+
+    fn writer_done(&self) {
+        self.writer_done.set(true);
+        self.writer_finished.notify();
+        // The socket is shut: make sure a reader waiting on a reply wakes.
+        self.state.borrow_mut().phase = Phase::Closed;
+        self.reply_ready.notify();
+    }
+
+    fn holder(&self, channel: u16) -> Holder {
+        Holder {
+            conn: self.id,
+            channel,
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The shard runtime: the only module that knows there are several threads
+//! and the only one, with the connection shell, that touches glommio.
+//!
+//! It starts one glommio `LocalExecutor` per shard (pinned to its own CPU
+//! when the process may use enough of them), joins them in a full mesh of
+//! bounded single-producer/single-consumer rings, and gives the rest of the
+//! broker a few narrow tools: [`mesh::Mesh`] to send to another shard,
+//! [`notify::Notify`] to wake a local task, [`net`] for sockets, [`spawn`]
+//! and [`sleep`]. Keeping glommio behind these names is what lets us replace
+//! it if it ever holds us back.
+
+pub mod mesh;
+pub mod net;
+pub mod notify;
+
+use std::future::Future;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::ids::ShardId;
+
+/// Locked memory each shard registers with io_uring for its I/O buffers.
+/// glommio's default (10 MiB) is above common `ulimit -l` values (8 MiB here,
+/// often 64 KiB in containers), and it reports a failed registration only
+/// through the `log` crate, so we size it from the limit ourselves.
+const IO_MEMORY_MAX: usize = 2 << 20;
+/// glommio will not go below this per executor.
+const IO_MEMORY_MIN: usize = 64 << 10;
+
+/// Runs `shard_main` on `shard_count` executors joined by a ring mesh of
+/// `ring_capacity` messages per ordered pair of shards, and returns when every
+/// shard's main future has returned.
+pub fn run_shards<T, F, Fut>(
+    shard_count: usize,
+    ring_capacity: usize,
+    shard_main: F,
+) -> Result<(), String>
+where
+    T: Send + 'static,
+    F: Fn(ShardId, std::rc::Rc<mesh::Mesh<T>>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let io_memory = io_memory_per_shard(shard_count)?;
+    let cpus = allowed_cpus();
+    let pin = cpus.len() >= shard_count;
+    let builder = MeshBuilder::<T, _>::full(shard_count, ring_capacity);
+    let mut handles = Vec::with_capacity(shard_count);
+    for (shard_id, cpu) in (0..shard_count).zip(cpus.iter().copied().chain(std::iter::repeat(0))) {
+        let placement = if pin {
+            Placement::Fixed(cpu)
+        } else {
+            Placement::Unbound
+        };
+        let (builder, shard_main) = (builder.clone(), shard_main.clone());
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("warren-shard-{shard_id}"))
+            .io_memory(io_memory)
+            .spawn(move || async move {
+                match mesh::Mesh::join(builder, shard_id).await {
+                    Ok(mesh) => shard_main(shard_id, mesh).await,
+                    Err(err) => tracing::error!(shard_id, "cannot join the shard mesh: {err}"),
+                }
+            })
+            .map_err(|err| format!("cannot start shard {shard_id}: {err}"))?;
+        handles.push(handle);
+    }
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|err| format!("shard failed: {err}"))?;
+    }
+    Ok(())
+}
+
+/// Chooses each shard's io_uring buffer memory from `RLIMIT_MEMLOCK`, or
+/// explains in one line why the limit is too low to start.
+fn io_memory_per_shard(shard_count: usize) -> Result<usize, String> {
+    let limit = memlock_limit();
+    // Leave half of the limit for the rings themselves and anything else
+    // the process locks.
+    let share = limit / 2 / shard_count.max(1);
+    if share < IO_MEMORY_MIN {
+        return Err(format!(
+            "the locked-memory limit (ulimit -l) is {} KiB; {} shards need at least {} KiB for io_uring: \
+             raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit, or --ulimit memlock in a container) \
+             or run fewer shards",
+            limit >> 10,
+            shard_count,
+            (IO_MEMORY_MIN * 2 * shard_count) >> 10
+        ));
+    }
+    Ok(share.min(IO_MEMORY_MAX))
+}
+
+fn memlock_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return usize::MAX / 2;
+    }
+    usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX / 2)
+}
+
+/// The CPUs this process may run on, in order (its affinity mask).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it and we
+    // only read it through the libc accessor macros.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+/// Runs a future on the current shard, detached.
+pub fn spawn(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
+}
+
+/// Waits, on the current shard.
+pub async fn sleep(duration: Duration) {
+    glommio::timer::sleep(duration).await;
+}
+
+/// Lets other tasks of this shard run before continuing.
+pub async fn yield_now() {
+    glommio::yield_if_needed().await;
+}
+
+/// Runs `future` for at most `limit`; `None` when the time ran out first.
+pub async fn timeout<T>(limit: Duration, future: impl Future<Output = T>) -> Option<T> {
+    use futures_lite::FutureExt;
+    async { Some(future.await) }
+        .or(async {
+            sleep(limit).await;
+            None
+        })
+        .await
+}

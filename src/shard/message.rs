@@ -1,0 +1,148 @@
+//! What shards say to each other over the ring mesh.
+//!
+//! Data-plane messages (publish, deliver, settle, credit) are small and carry
+//! the message handle, never its bytes. Metadata travels boxed: it is rare,
+//! and keeping it out of line keeps every ring slot small.
+
+use crate::catalog::{MetaOp, MetaOutcome};
+use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::message::Message;
+use crate::protocol::{AmqpError, ShortStr};
+pub use crate::queue::Settlement;
+use crate::queue::{ConsumerKey, ConsumerSpec};
+
+pub enum ShardMsg {
+    /// Connection -> queue owner: enqueue a routed message.
+    Publish {
+        queue: QueueId,
+        message: Message,
+    },
+    /// Connection -> queue owner: settle one message the channel holds.
+    Settle {
+        queue: QueueId,
+        holder: Holder,
+        seq: u64,
+        action: Settlement,
+    },
+    /// Connection -> queue owner: settle several (multiple acks, commits).
+    SettleMany {
+        queue: QueueId,
+        holder: Holder,
+        seqs: Vec<u64>,
+        action: Settlement,
+    },
+    /// Connection -> queue owner: deliveries written to the socket, so the
+    /// consumer may be sent that many more.
+    Credit {
+        queue: QueueId,
+        consumer: ConsumerKey,
+        credit: u32,
+    },
+    /// Connection -> queue owner: basic.cancel (cancel-ok is the
+    /// connection's to send).
+    Cancel {
+        queue: QueueId,
+        consumer: ConsumerKey,
+    },
+    /// Queue owner -> connection.
+    Deliver(Deliver),
+    /// Queue owner -> connection: the queue went away under this consumer.
+    ConsumerGone {
+        conn: ConnectionId,
+        channel: u16,
+        consumer_tag: ShortStr,
+    },
+    /// Connection -> queue owners: the channel (or, with `channel: None`,
+    /// the whole connection) closed; drop its consumers and requeue what it
+    /// held unacked.
+    HolderClosed {
+        conn: ConnectionId,
+        channel: Option<u16>,
+        queues: Vec<QueueId>,
+    },
+    /// Connection -> queue owner: a request answered with a `Reply`.
+    QueueRequest {
+        queue: QueueId,
+        reply_to: ReplyTo,
+        request: QueueRequest,
+    },
+    /// Answer to a `QueueRequest` or a metadata request.
+    Reply {
+        to: ReplyTo,
+        reply: Reply,
+    },
+    Meta(Box<MetaMsg>),
+}
+
+/// The channel that holds a message unacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub conn: ConnectionId,
+    pub channel: u16,
+}
+
+pub struct Deliver {
+    /// The queue's shard, where credit goes back to.
+    pub owner: ShardId,
+    pub conn: ConnectionId,
+    pub channel: u16,
+    pub consumer_tag: ShortStr,
+    pub queue: QueueId,
+    pub seq: u64,
+    pub redelivered: bool,
+    pub no_ack: bool,
+    pub message: Message,
+}
+
+/// Where a reply goes: the connection, and the channel whose method waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub conn: ConnectionId,
+    pub channel: u16,
+}
+
+pub enum QueueRequest {
+    Consume(ConsumerSpec),
+    Get { no_ack: bool },
+    Purge,
+    Delete { if_unused: bool, if_empty: bool },
+}
+
+pub enum Reply {
+    Meta(Result<MetaDone, AmqpError>),
+    ConsumeOk,
+    Got(Option<Got>),
+    Purged { message_count: u32 },
+    Error(AmqpError),
+}
+
+/// A metadata change applied on every shard.
+pub struct MetaDone {
+    pub outcome: MetaOutcome,
+    /// For queue.declare-ok: the queue's ready messages and consumers.
+    pub message_count: u32,
+    pub consumer_count: u32,
+}
+
+pub struct Got {
+    pub queue: QueueId,
+    pub seq: u64,
+    pub redelivered: bool,
+    pub message_count: u32,
+    pub message: Message,
+}
+
+pub enum MetaMsg {
+    /// To the coordinator: validate, apply and broadcast `op`. A queue
+    /// owner that checked a delete's conditions passes the queue's message
+    /// count along for delete-ok.
+    Request {
+        reply_to: Option<ReplyTo>,
+        op: MetaOp,
+        message_count: u32,
+    },
+    /// Coordinator -> every other shard: apply `op` to your replica.
+    Apply { id: u64, op: MetaOp },
+    /// Shard -> coordinator: applied; the queue owner adds its counts.
+    Applied { id: u64, counts: Option<(u32, u32)> },
+}

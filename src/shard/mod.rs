@@ -1,0 +1,450 @@
+//! One shard: the state a single pinned thread owns, and the handlers for
+//! every message the ring mesh brings it.
+//!
+//! A shard owns the queues that hash to it, the connections it accepted and
+//! a replica of the metadata catalog. Nothing here is shared with another
+//! thread: other shards are reached only by [`ShardMsg`]s on the mesh.
+//! Handlers are synchronous and never wait, which is what keeps the mesh
+//! free of deadlock (see `runtime::mesh`).
+//!
+//! Shard 0 doubles as the metadata coordinator: every declare, bind and
+//! delete goes to it, is validated against its replica, then applied on
+//! every shard in the same order; the -ok is sent only after all shards have
+//! applied it (see `coordinator`).
+
+mod coordinator;
+pub mod message;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::RandomState;
+use hashbrown::HashMap;
+
+use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
+use crate::config::Config;
+use crate::connection::{self, Connection};
+use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::protocol::AmqpError;
+use crate::queue::Queue;
+use crate::runtime::{self, mesh::Mesh, net::Listener};
+use coordinator::Coordinator;
+pub use message::*;
+
+/// Process-wide facts every shard reads and none writes.
+pub struct Shared {
+    pub config: Config,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+pub struct Shard {
+    pub id: ShardId,
+    pub shared: Arc<Shared>,
+    pub mesh: Rc<Mesh<ShardMsg>>,
+    pub catalog: RefCell<Catalog>,
+    queues: RefCell<HashMap<QueueId, Queue, RandomState>>,
+    connections: RefCell<HashMap<u32, Rc<Connection>, RandomState>>,
+    next_connection_id: Cell<u32>,
+    coordinator: RefCell<Coordinator>,
+}
+
+/// How often a shard looks at the shutdown flag.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+impl Shard {
+    /// The body of one shard's executor: serve until shutdown.
+    pub async fn run(shared: Arc<Shared>, id: ShardId, mesh: Rc<Mesh<ShardMsg>>) {
+        let catalog = Catalog::new(mesh.shard_count());
+        let shard = Rc::new(Shard {
+            id,
+            shared,
+            mesh: mesh.clone(),
+            catalog: RefCell::new(catalog),
+            queues: RefCell::new(HashMap::default()),
+            connections: RefCell::new(HashMap::default()),
+            next_connection_id: Cell::new(0),
+            coordinator: RefCell::new(Coordinator::default()),
+        });
+        let handler = shard.clone();
+        mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
+        let addr = shard.shared.config.listen_addr();
+        match Listener::bind(addr) {
+            Ok(listener) => {
+                if id == 0 {
+                    tracing::info!("AMQP listening on {addr}");
+                }
+                let acceptor = shard.clone();
+                runtime::spawn(async move { acceptor.accept_loop(listener).await });
+            }
+            Err(err) => {
+                tracing::error!("shard {id} cannot listen on {addr}: {err}");
+                shard.shared.shutdown.store(true, Ordering::SeqCst);
+            }
+        }
+        while !shard.shared.shutdown.load(Ordering::Relaxed) {
+            runtime::sleep(SHUTDOWN_POLL).await;
+        }
+        shard.close_all_connections().await;
+        mesh.close();
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: Listener) {
+        loop {
+            match listener.accept().await {
+                Ok((read, write, peer)) => {
+                    let id = ConnectionId {
+                        shard_id: self.id as u32,
+                        local_id: self
+                            .next_connection_id
+                            .replace(self.next_connection_id.get().wrapping_add(1)),
+                    };
+                    let shard = self.clone();
+                    runtime::spawn(
+                        async move { connection::serve(shard, id, read, write, peer).await },
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!("accept failed: {err}");
+                    runtime::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// RabbitMQ's shutdown: every client gets connection.close 320.
+    async fn close_all_connections(&self) {
+        let connections: Vec<_> = self.connections.borrow().values().cloned().collect();
+        for conn in &connections {
+            conn.force_close("broker forced connection closure with reason 'shutdown'");
+        }
+        for conn in connections {
+            conn.wait_closed(Duration::from_secs(2)).await;
+        }
+    }
+
+    pub fn register_connection(&self, conn: Rc<Connection>) {
+        self.connections.borrow_mut().insert(conn.id.local_id, conn);
+    }
+
+    pub fn unregister_connection(&self, id: ConnectionId) {
+        self.connections.borrow_mut().remove(&id.local_id);
+    }
+
+    fn connection(&self, id: ConnectionId) -> Option<Rc<Connection>> {
+        self.connections.borrow().get(&id.local_id).cloned()
+    }
+
+    pub fn send(&self, to: ShardId, msg: ShardMsg) {
+        self.mesh.send(to, msg);
+    }
+
+    /// The shard that owns `queue`, from this shard's catalog replica.
+    pub fn owner_of(&self, queue: QueueId) -> Option<ShardId> {
+        self.catalog
+            .borrow()
+            .queue_by_id(queue)
+            .map(|def| def.shard_id)
+    }
+
+    /// Sends a metadata change to the coordinator (shard 0).
+    pub fn request_meta(&self, reply_to: Option<ReplyTo>, op: MetaOp) {
+        self.send_meta_request(reply_to, op, 0);
+    }
+
+    fn send_meta_request(&self, reply_to: Option<ReplyTo>, op: MetaOp, message_count: u32) {
+        let request = MetaMsg::Request {
+            reply_to,
+            op,
+            message_count,
+        };
+        self.send(0, ShardMsg::Meta(Box::new(request)));
+    }
+
+    fn handle(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish { queue, message } => {
+                if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+                    q.publish(message);
+                }
+                self.dispatch(queue);
+            }
+            ShardMsg::Settle {
+                queue,
+                holder,
+                seq,
+                action,
+            } => self.settle(queue, holder, std::slice::from_ref(&seq), action),
+            ShardMsg::SettleMany {
+                queue,
+                holder,
+                seqs,
+                action,
+            } => self.settle(queue, holder, &seqs, action),
+            ShardMsg::Credit {
+                queue,
+                consumer,
+                credit,
+            } => {
+                if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+                    q.add_credit(&consumer, credit);
+                }
+                self.dispatch(queue);
+            }
+            ShardMsg::Cancel { queue, consumer } => {
+                let removed = self
+                    .queues
+                    .borrow_mut()
+                    .get_mut(&queue)
+                    .map(|q| q.remove_consumer(&consumer).auto_delete_now);
+                if removed == Some(true) {
+                    self.auto_delete(queue);
+                }
+            }
+            ShardMsg::HolderClosed {
+                conn,
+                channel,
+                queues,
+            } => self.holder_closed(conn, channel, &queues),
+            ShardMsg::QueueRequest {
+                queue,
+                reply_to,
+                request,
+            } => self.queue_request(queue, reply_to, request),
+            ShardMsg::Deliver(deliver) => self.deliver(deliver),
+            ShardMsg::ConsumerGone {
+                conn,
+                channel,
+                consumer_tag,
+            } => {
+                if let Some(connection) = self.connection(conn) {
+                    connection.consumer_gone(channel, &consumer_tag);
+                }
+            }
+            ShardMsg::Reply { to, reply } => {
+                if let Some(connection) = self.connection(to.conn) {
+                    connection.on_reply(to.channel, reply);
+                }
+            }
+            ShardMsg::Meta(meta) => self.handle_meta(*meta),
+        }
+    }
+
+    /// Hands a delivery to its connection; one that can no longer take it
+    /// (channel or consumer gone) goes back to its queue.
+    fn deliver(&self, deliver: Deliver) {
+        let holder = Holder {
+            conn: deliver.conn,
+            channel: deliver.channel,
+        };
+        let (queue, seq, no_ack) = (deliver.queue, deliver.seq, deliver.no_ack);
+        let accepted = self
+            .connection(deliver.conn)
+            .is_some_and(|connection| connection.deliver(deliver));
+        if !accepted && !no_ack {
+            if let Some(owner) = self.owner_of(queue) {
+                self.send(
+                    owner,
+                    ShardMsg::Settle {
+                        queue,
+                        holder,
+                        seq,
+                        action: Settlement::Requeue,
+                    },
+                );
+            }
+        }
+    }
+
+    fn settle(self: &Rc<Self>, queue: QueueId, holder: Holder, seqs: &[u64], action: Settlement) {
+        if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+            q.settle((holder.conn, holder.channel), seqs, action);
+        }
+        self.dispatch(queue);
+    }
+
+    /// Sends `queue`'s ready messages to consumers that can take them.
+    fn dispatch(&self, queue: QueueId) {
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&queue) else {
+            return;
+        };
+        q.dispatch(&mut |delivery| {
+            let to = delivery.consumer.conn.shard_id as ShardId;
+            let deliver = Deliver {
+                owner: self.id,
+                conn: delivery.consumer.conn,
+                channel: delivery.consumer.channel,
+                consumer_tag: delivery.consumer.tag,
+                queue,
+                seq: delivery.seq,
+                redelivered: delivery.redelivered,
+                no_ack: delivery.no_ack,
+                message: delivery.message,
+            };
+            self.mesh.send(to, ShardMsg::Deliver(deliver));
+        });
+    }
+
+    fn holder_closed(
+        self: &Rc<Self>,
+        conn: ConnectionId,
+        channel: Option<u16>,
+        queues: &[QueueId],
+    ) {
+        for &queue in queues {
+            let removed = self
+                .queues
+                .borrow_mut()
+                .get_mut(&queue)
+                .map(|q| match channel {
+                    Some(channel) => q.remove_channel(conn, channel),
+                    None => q.remove_connection(conn),
+                });
+            match removed {
+                Some(removed) if removed.auto_delete_now => self.auto_delete(queue),
+                Some(_) => self.dispatch(queue),
+                None => {}
+            }
+        }
+    }
+
+    /// The last consumer of an auto-delete queue went away.
+    fn auto_delete(&self, queue: QueueId) {
+        let def = self.catalog.borrow().queue_by_id(queue).cloned();
+        if let Some(def) = def {
+            self.request_meta(
+                None,
+                MetaOp::QueueDelete {
+                    vhost: def.vhost,
+                    name: def.name,
+                },
+            );
+        }
+    }
+
+    fn queue_request(self: &Rc<Self>, queue: QueueId, reply_to: ReplyTo, request: QueueRequest) {
+        let reply = match self.queue_request_reply(queue, reply_to, request) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return,
+            Err(err) => Reply::Error(err),
+        };
+        self.send(
+            reply_to.conn.shard_id as ShardId,
+            ShardMsg::Reply {
+                to: reply_to,
+                reply,
+            },
+        );
+        self.dispatch(queue);
+    }
+
+    /// Runs a queue request; `Ok(None)` when the reply will come from
+    /// elsewhere (a delete finishes at the coordinator).
+    fn queue_request_reply(
+        &self,
+        queue: QueueId,
+        reply_to: ReplyTo,
+        request: QueueRequest,
+    ) -> Result<Option<Reply>, AmqpError> {
+        let mut queues = self.queues.borrow_mut();
+        let q = queues
+            .get_mut(&queue)
+            .ok_or_else(|| AmqpError::not_found("queue was deleted"))?;
+        let reply = match request {
+            QueueRequest::Consume(spec) => {
+                q.add_consumer(spec)?;
+                Reply::ConsumeOk
+            }
+            QueueRequest::Get { no_ack } => {
+                let got = q
+                    .get((reply_to.conn, reply_to.channel), no_ack)
+                    .map(|got| Got {
+                        queue,
+                        seq: got.seq,
+                        redelivered: got.redelivered,
+                        message_count: got.message_count,
+                        message: got.message,
+                    });
+                Reply::Got(got)
+            }
+            QueueRequest::Purge => Reply::Purged {
+                message_count: q.purge(),
+            },
+            QueueRequest::Delete {
+                if_unused,
+                if_empty,
+            } => {
+                let (vhost, name) = (q.vhost().clone(), q.name().clone());
+                if if_unused && q.consumer_count() > 0 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{vhost}' in use"
+                    )));
+                }
+                if if_empty && q.message_count() > 0 {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "queue '{name}' in vhost '{vhost}' is not empty"
+                    )));
+                }
+                let message_count = q.message_count();
+                drop(queues);
+                self.send_meta_request(
+                    Some(reply_to),
+                    MetaOp::QueueDelete { vhost, name },
+                    message_count,
+                );
+                return Ok(None);
+            }
+        };
+        Ok(Some(reply))
+    }
+
+    /// Applies what a metadata change means for this shard's own state:
+    /// creates the queues it now owns and drops the ones deleted. Returns
+    /// the declared queue's counts when this shard owns it.
+    fn apply_outcome(&self, outcome: &MetaOutcome) -> Option<(u32, u32)> {
+        match outcome {
+            MetaOutcome::QueueDeclared { def, .. } if def.shard_id == self.id => {
+                let mut queues = self.queues.borrow_mut();
+                let q = queues.entry(def.id).or_insert_with(|| new_queue(def));
+                Some((q.message_count(), q.consumer_count()))
+            }
+            MetaOutcome::QueueDeleted { queues, .. } => {
+                for def in queues.iter().filter(|def| def.shard_id == self.id) {
+                    self.drop_queue(def.id);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Removes a deleted queue and tells its consumers' connections.
+    fn drop_queue(&self, queue: QueueId) {
+        let Some(q) = self.queues.borrow_mut().remove(&queue) else {
+            return;
+        };
+        for key in q.consumer_keys() {
+            self.send(
+                key.conn.shard_id as ShardId,
+                ShardMsg::ConsumerGone {
+                    conn: key.conn,
+                    channel: key.channel,
+                    consumer_tag: key.tag.clone(),
+                },
+            );
+        }
+    }
+}
+
+fn new_queue(def: &QueueDef) -> Queue {
+    Queue::new(
+        def.id,
+        def.name.clone(),
+        def.vhost.clone(),
+        def.auto_delete,
+        def.exclusive_owner,
+    )
+}
