@@ -39,7 +39,13 @@ impl Connection {
                         m.prefetch_size
                     )));
                 }
-                self.with_channel(ch, |channel| channel.prefetch_count = m.prefetch_count)?;
+                self.with_channel(ch, |channel| {
+                    if m.global {
+                        channel.prefetch_global = m.prefetch_count;
+                    } else {
+                        channel.prefetch_count = m.prefetch_count;
+                    }
+                })?;
                 self.out.method(ch, &Method::BasicQosOk(BasicQosOk {}));
                 Ok(Next::Continue)
             }
@@ -309,10 +315,15 @@ impl Connection {
         {
             return false;
         }
-        let delivery_tag = channel
-            .unacked
-            .next(deliver.queue, deliver.seq, !deliver.no_ack);
+        let admitted = channel.admit(deliver);
         drop(state);
+        if let Some((deliver, delivery_tag)) = admitted {
+            self.write_delivery(deliver, delivery_tag);
+        }
+        true
+    }
+
+    fn write_delivery(&self, deliver: Deliver, delivery_tag: u64) {
         let method = BasicDeliver {
             consumer_tag: deliver.consumer_tag,
             delivery_tag,
@@ -327,7 +338,29 @@ impl Connection {
             deliver.channel,
             &deliver.message,
         );
-        true
+    }
+
+    /// Writes the deliveries the global prefetch held back, as far as acks
+    /// have made room; one whose consumer has since gone is requeued.
+    fn release_held(&self, ch: u16) {
+        loop {
+            let released = self.with_channel(ch, |channel| {
+                let deliver = channel.release_held()?;
+                if !channel.consumers.contains_key(&deliver.consumer_tag) {
+                    return Some(Err(deliver));
+                }
+                let delivery_tag = channel.unacked.next(deliver.queue, deliver.seq, true);
+                Some(Ok((deliver, delivery_tag)))
+            });
+            match released {
+                Ok(Some(Ok((deliver, delivery_tag)))) => self.write_delivery(deliver, delivery_tag),
+                Ok(Some(Err(orphan))) => {
+                    let mut settled = [(orphan.queue, orphan.seq)];
+                    self.send_settles(ch, &mut settled, Settlement::Requeue);
+                }
+                _ => return,
+            }
+        }
     }
 
     pub(super) fn got(&self, ch: u16, no_ack: bool, got: Option<Got>) {
@@ -418,6 +451,8 @@ impl Connection {
             )));
         }
         self.send_settles(ch, &mut settled, action);
+        drop(settled);
+        self.release_held(ch);
         Ok(())
     }
 
@@ -475,6 +510,8 @@ impl Connection {
         if !settled.is_empty() {
             self.send_settles(ch, &mut settled, Settlement::Requeue);
         }
+        drop(settled);
+        self.release_held(ch);
     }
 
     fn confirm_select(&self, ch: u16, no_wait: bool) -> Result<Next, AmqpError> {

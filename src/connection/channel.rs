@@ -10,7 +10,7 @@ use crate::ids::QueueId;
 use crate::protocol::method::BasicPublish;
 use crate::protocol::properties::ContentHeader;
 use crate::protocol::ShortStr;
-use crate::shard::Settlement;
+use crate::shard::{Deliver, Settlement};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChannelState {
@@ -24,8 +24,16 @@ pub struct Channel {
     pub incoming: Option<Incoming>,
     pub confirm: Option<Confirms>,
     pub tx: Option<Vec<TxAction>>,
-    /// basic.qos prefetch_count for consumers created from now on.
+    /// basic.qos prefetch_count (global=false) for consumers created from
+    /// now on; the queue enforces it per consumer.
     pub prefetch_count: u16,
+    /// basic.qos prefetch_count with global=true: a cap on the channel's
+    /// unacked deliveries across all its consumers, enforced here.
+    pub prefetch_global: u16,
+    /// Ack-mode deliveries over the global cap, waiting for acks to make
+    /// room. Their queues already count them as held by this channel, so
+    /// closing the channel requeues them there.
+    pub held: VecDeque<Deliver>,
     pub consumers: HashMap<ShortStr, Consumer>,
     pub unacked: Unacked,
     /// Queues this channel consumed from or holds messages of: the ones to
@@ -118,6 +126,8 @@ pub enum TxAction {
 #[derive(Default)]
 pub struct Unacked {
     entries: VecDeque<UnackedEntry>,
+    /// Entries not yet settled (settled ones linger until the front moves).
+    live: usize,
     pub next_tag: u64,
 }
 
@@ -134,6 +144,7 @@ impl Unacked {
     pub fn next(&mut self, queue: QueueId, seq: u64, track: bool) -> u64 {
         self.next_tag += 1;
         if track {
+            self.live += 1;
             self.entries.push_back(UnackedEntry {
                 delivery_tag: self.next_tag,
                 queue,
@@ -153,29 +164,20 @@ impl Unacked {
         multiple: bool,
         mut each: impl FnMut(&UnackedEntry),
     ) -> bool {
-        if multiple {
-            let upto = if delivery_tag == 0 {
-                u64::MAX
-            } else {
-                delivery_tag
-            };
-            if delivery_tag != 0 && self.position(delivery_tag).is_none() {
-                return false;
-            }
-            for entry in self
-                .entries
-                .iter_mut()
-                .filter(|e| !e.settled && e.delivery_tag <= upto)
-            {
-                entry.settled = true;
-                each(entry);
-            }
-        } else {
-            let Some(index) = self.position(delivery_tag) else {
-                return false;
-            };
-            let entry = &mut self.entries[index];
+        let range = match (multiple, delivery_tag) {
+            (true, 0) => 0..self.entries.len(),
+            (true, tag) => match self.position(tag) {
+                Some(last) => 0..last + 1,
+                None => return false,
+            },
+            (false, tag) => match self.position(tag) {
+                Some(index) => index..index + 1,
+                None => return false,
+            },
+        };
+        for entry in self.entries.range_mut(range).filter(|e| !e.settled) {
             entry.settled = true;
+            self.live -= 1;
             each(entry);
         }
         while self.entries.front().is_some_and(|e| e.settled) {
@@ -192,8 +194,13 @@ impl Unacked {
         (!self.entries[index].settled).then_some(index)
     }
 
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
     /// Everything still unacked, oldest first; leaves the set empty.
     pub fn drain(&mut self) -> impl Iterator<Item = UnackedEntry> + '_ {
+        self.live = 0;
         self.entries.drain(..).filter(|e| !e.settled)
     }
 }
@@ -206,11 +213,38 @@ impl Channel {
             confirm: None,
             tx: None,
             prefetch_count: 0,
+            prefetch_global: 0,
+            held: VecDeque::new(),
             consumers: HashMap::new(),
             unacked: Unacked::default(),
             touched: Vec::new(),
             last_queue: None,
         }
+    }
+
+    /// Takes a delivery from a queue: returns it with its delivery tag when
+    /// it may be written now, or keeps it while the global prefetch is full.
+    pub fn admit(&mut self, deliver: Deliver) -> Option<(Deliver, u64)> {
+        if !deliver.no_ack && (!self.held.is_empty() || self.global_prefetch_full()) {
+            self.held.push_back(deliver);
+            return None;
+        }
+        let delivery_tag = self
+            .unacked
+            .next(deliver.queue, deliver.seq, !deliver.no_ack);
+        Some((deliver, delivery_tag))
+    }
+
+    /// The next held delivery, once acks have made room for it.
+    pub fn release_held(&mut self) -> Option<Deliver> {
+        if self.global_prefetch_full() {
+            return None;
+        }
+        self.held.pop_front()
+    }
+
+    fn global_prefetch_full(&self) -> bool {
+        self.prefetch_global != 0 && self.unacked.len() >= usize::from(self.prefetch_global)
     }
 
     pub fn touch(&mut self, queue: QueueId) {
