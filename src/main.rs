@@ -24,7 +24,6 @@ fn main() {
     }
     if let Err(err) = warren::broker::run(config, shutdown) {
         tracing::error!("{err}");
-        eprintln!("warren: {err}");
         std::process::exit(1);
     }
 }

@@ -40,7 +40,8 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The first read waits at most this long for the protocol header
 /// (RabbitMQ's handshake_timeout is 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_CHUNK: usize = 64 << 10;
+/// Initial read buffer; frames are split off it, and it grows for large ones.
+const READ_BUFFER_CAPACITY: usize = 64 << 10;
 
 pub struct Connection {
     pub id: ConnectionId,
@@ -139,7 +140,7 @@ pub async fn serve(
 
 impl Connection {
     async fn read_loop(self: Rc<Self>, read: &mut ReadHalf) -> Result<(), String> {
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
         if !self.read_protocol_header(read, &mut buf).await? {
             return Ok(());
         }
@@ -188,20 +189,10 @@ impl Connection {
 
     /// Appends what the socket has to `buf`; false when the peer closed.
     async fn fill(&self, read: &mut ReadHalf, buf: &mut BytesMut) -> Result<bool, String> {
-        let start = buf.len();
-        buf.reserve(READ_CHUNK);
-        // The read needs an initialised slice; zeroing the spare capacity
-        // costs a memset per read, far below the syscall it feeds.
-        buf.resize(start + READ_CHUNK.max(buf.capacity() - start), 0);
-        let result = read.read(&mut buf[start..]).await;
-        let read_len = match result {
-            Ok(n) => n,
-            Err(err) => {
-                buf.truncate(start);
-                return Err(format!("read failed: {err}"));
-            }
-        };
-        buf.truncate(start + read_len);
+        let read_len = read
+            .read_buf(buf)
+            .await
+            .map_err(|err| format!("read failed: {err}"))?;
         self.last_read.set(Instant::now());
         Ok(read_len > 0 && self.phase() != Phase::Closed)
     }

@@ -28,6 +28,8 @@ use crate::ids::ShardId;
 const IO_MEMORY_MAX: usize = 2 << 20;
 /// glommio will not go below this per executor.
 const IO_MEMORY_MIN: usize = 64 << 10;
+/// glommio refuses to start an executor when `ulimit -l` is below this.
+const MEMLOCK_MIN: usize = 512 << 10;
 
 /// Runs `shard_main` on `shard_count` executors joined by a ring mesh of
 /// `ring_capacity` messages per ordered pair of shards, and returns when every
@@ -78,20 +80,19 @@ where
 /// explains in one line why the limit is too low to start.
 fn io_memory_per_shard(shard_count: usize) -> Result<usize, String> {
     let limit = memlock_limit();
-    // Leave half of the limit for the rings themselves and anything else
-    // the process locks.
-    let share = limit / 2 / shard_count.max(1);
-    if share < IO_MEMORY_MIN {
+    if limit < MEMLOCK_MIN {
         return Err(format!(
-            "the locked-memory limit (ulimit -l) is {} KiB; {} shards need at least {} KiB for io_uring: \
-             raise it (ulimit -l, or LimitMEMLOCK= in a systemd unit, or --ulimit memlock in a container) \
-             or run fewer shards",
+            "the locked-memory limit (ulimit -l) is {} KiB; io_uring needs at least {} KiB: \
+             raise it (ulimit -l, LimitMEMLOCK= in a systemd unit, --ulimit memlock in a container)",
             limit >> 10,
-            shard_count,
-            (IO_MEMORY_MIN * 2 * shard_count) >> 10
+            MEMLOCK_MIN >> 10
         ));
     }
-    Ok(share.min(IO_MEMORY_MAX))
+    // Leave half of the limit for the rings themselves and anything else
+    // the process locks. Below the minimum glommio falls back to unregistered
+    // buffers and logs a warning, which reaches our log through `log`.
+    let share = limit / 2 / shard_count.max(1);
+    Ok(share.clamp(IO_MEMORY_MIN, IO_MEMORY_MAX))
 }
 
 fn memlock_limit() -> usize {

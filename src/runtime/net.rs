@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 
+use bytes::BytesMut;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::{TcpListener, TcpStream};
 
@@ -50,17 +51,45 @@ impl Listener {
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let peer = stream.peer_addr().map_err(io::Error::from)?;
         let stream = Rc::new(RefCell::new(stream));
-        Ok((ReadHalf(stream.clone()), WriteHalf(stream), peer))
+        let read = ReadHalf {
+            stream: stream.clone(),
+            window: READ_WINDOW_MIN,
+        };
+        Ok((read, WriteHalf(stream), peer))
     }
 }
 
-pub struct ReadHalf(Rc<RefCell<TcpStream>>);
+pub struct ReadHalf {
+    stream: Rc<RefCell<TcpStream>>,
+    /// Bytes offered to the next read; follows what reads return.
+    window: usize,
+}
 pub struct WriteHalf(Rc<RefCell<TcpStream>>);
 
+const READ_WINDOW_MIN: usize = 4 << 10;
+const READ_WINDOW_MAX: usize = 256 << 10;
+
 impl ReadHalf {
-    /// Reads what is available into `buf`; 0 means the peer closed.
-    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)).await
+    /// Appends what the socket has to `buf`; Ok(0) means the peer closed.
+    pub async fn read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        let start = buf.len();
+        // The read needs an initialised slice, so each read zeroes the
+        // window it offers. The window doubles when a read fills it and
+        // shrinks when reads come back small, so a trickle of small frames
+        // does not pay for a large memset each time.
+        buf.resize(start + self.window, 0);
+        let stream = &self.stream;
+        let result =
+            poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, &mut buf[start..]))
+                .await;
+        let read = *result.as_ref().unwrap_or(&0);
+        buf.truncate(start + read);
+        if read == self.window {
+            self.window = (self.window * 2).min(READ_WINDOW_MAX);
+        } else if read < self.window / 4 {
+            self.window = (self.window / 2).max(READ_WINDOW_MIN);
+        }
+        result
     }
 }
 
