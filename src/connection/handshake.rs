@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::methods::{Awaiting, MetaOk};
 use super::{Connection, Next, Phase};
+use crate::catalog::MetaOp;
 use crate::config::Config;
 use crate::protocol::frame::FRAME_MIN_SIZE;
 use crate::protocol::method::*;
 use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr};
 use crate::runtime;
+use crate::shard::ReplyTo;
 
 /// The only user until user management exists: RabbitMQ's default.
 const GUEST_USER: &str = "guest";
@@ -85,12 +88,7 @@ impl Connection {
             (Phase::AwaitStartOk, Method::ConnectionStartOk(start_ok)) => self.start_ok(start_ok),
             (Phase::AwaitTuneOk, Method::ConnectionTuneOk(tune_ok)) => self.tune_ok(tune_ok),
             (Phase::AwaitOpen, Method::ConnectionOpen(open)) => self.open(open),
-            (Phase::Open, Method::ConnectionClose(_)) => {
-                self.out
-                    .method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
-                self.state.borrow_mut().phase = Phase::Closed;
-                return Next::Stop;
-            }
+            (Phase::Open, Method::ConnectionClose(_)) => return self.client_close(),
             (Phase::Open, Method::ConnectionUpdateSecret(_)) => {
                 self.out.method(
                     0,
@@ -111,6 +109,31 @@ impl Connection {
                 Next::Continue
             }
         }
+    }
+
+    /// The client closes: its exclusive queues go first (as in RabbitMQ, a
+    /// client that sees close-ok can rely on them being gone), then
+    /// close-ok, and the client closes the socket.
+    fn client_close(&self) -> Next {
+        let exclusive = std::mem::take(&mut self.state.borrow_mut().declared_exclusive);
+        if !exclusive {
+            self.out
+                .method(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
+            self.state.borrow_mut().phase = Phase::ClosedByClient;
+            return Next::Stop;
+        }
+        let awaiting = Awaiting::Meta {
+            ok: MetaOk::ConnectionClose,
+            class_method: (ConnectionClose::CLASS_ID, ConnectionClose::METHOD_ID),
+        };
+        self.state.borrow_mut().awaiting = Some((0, awaiting));
+        let reply_to = ReplyTo {
+            conn: self.id,
+            channel: 0,
+        };
+        let op = MetaOp::ConnectionClosed { conn: self.id };
+        self.shard.request_meta(Some(reply_to), op);
+        Next::AwaitReply
     }
 
     fn start_ok(&self, start_ok: ConnectionStartOk) -> Result<(), AmqpError> {
@@ -212,7 +235,7 @@ impl Connection {
         let interval = Duration::from_secs(u64::from(heartbeat_s));
         loop {
             runtime::sleep(interval / 2).await;
-            if self.phase() == Phase::Closed || self.writer_done.get() {
+            if self.is_closed() || self.writer_done.get() {
                 return;
             }
             if self.out.idle_since_write() >= interval / 2 {

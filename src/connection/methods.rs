@@ -45,6 +45,8 @@ pub(super) enum MetaOk {
     QueueBind,
     QueueUnbind,
     QueueDelete,
+    /// connection.close-ok, once the connection's exclusive queues are gone.
+    ConnectionClose,
     NoWait,
 }
 
@@ -72,15 +74,7 @@ impl Connection {
     fn unopened_channel_frame(self: &Rc<Self>, frame: Frame) -> Next {
         let method = match frame.frame_type {
             FrameType::Method => Method::decode(frame.payload),
-            _ => {
-                return self.hard_error(AmqpError::new(
-                    reply_code::CHANNEL_ERROR,
-                    format!(
-                        "unexpected content frame on channel {} that is not open",
-                        frame.channel
-                    ),
-                ))
-            }
+            _ => return self.hard_error(unexpected_content()),
         };
         match method {
             Ok(Method::ChannelOpen(_)) => self.open_channel(frame.channel),
@@ -464,6 +458,9 @@ impl Connection {
                 if let Some(method) = meta_ok(ok, &done) {
                     self.out.method(ch, &method);
                 }
+                if ok == MetaOk::ConnectionClose {
+                    self.state.borrow_mut().phase = super::Phase::ClosedByClient;
+                }
                 Ok(())
             }
             (
@@ -511,10 +508,7 @@ impl Connection {
             .filter(|i| i.header.is_none())
         else {
             drop(state);
-            return self.hard_error(AmqpError::new(
-                reply_code::UNEXPECTED_FRAME,
-                "expected method frame, got non method frame instead",
-            ));
+            return self.hard_error(unexpected_content());
         };
         if header.class_id != 60 {
             drop(state);
@@ -556,10 +550,7 @@ impl Connection {
         }) = incoming
         else {
             drop(state);
-            return self.hard_error(AmqpError::new(
-                reply_code::UNEXPECTED_FRAME,
-                "expected method frame, got non method frame instead",
-            ));
+            return self.hard_error(unexpected_content());
         };
         let expected = header.body_size;
         body.push(frame.payload);
@@ -599,6 +590,14 @@ impl Connection {
     }
 }
 
+/// A header or body frame where a method was due (RabbitMQ's words).
+fn unexpected_content() -> AmqpError {
+    AmqpError::new(
+        reply_code::UNEXPECTED_FRAME,
+        "expected method frame, got non method frame instead",
+    )
+}
+
 impl Awaiting {
     fn class_method(&self) -> (u16, u16) {
         match self {
@@ -619,6 +618,7 @@ fn meta_ok(ok: MetaOk, done: &crate::shard::MetaDone) -> Option<Method> {
         MetaOk::ExchangeUnbind => Method::ExchangeUnbindOk(ExchangeUnbindOk {}),
         MetaOk::QueueBind => Method::QueueBindOk(QueueBindOk {}),
         MetaOk::QueueUnbind => Method::QueueUnbindOk(QueueUnbindOk {}),
+        MetaOk::ConnectionClose => Method::ConnectionCloseOk(ConnectionCloseOk {}),
         MetaOk::QueueDelete => Method::QueueDeleteOk(QueueDeleteOk {
             message_count: done.message_count,
         }),

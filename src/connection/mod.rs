@@ -35,6 +35,11 @@ use channel::{Channel, ChannelState};
 pub use handshake::Tune;
 use outbound::Outbound;
 
+/// How long a connection we closed keeps reading for the peer's end of
+/// stream, and how long we wait for a client to close its socket after
+/// close-ok.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+const CLIENT_CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// How long we wait for the client's close-ok after sending connection.close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The first read waits at most this long for the protocol header
@@ -83,6 +88,9 @@ enum Phase {
     Open,
     /// We sent connection.close; only close-ok (or close) is read now.
     Closing,
+    /// The client closed and we answered close-ok: the client closes the
+    /// socket (as the spec says), we wait for it.
+    ClosedByClient,
     Closed,
 }
 
@@ -134,7 +142,25 @@ pub async fn serve(
     if let Err(reason) = conn.clone().read_loop(&mut read).await {
         tracing::debug!(%peer, conn = %id, "closing: {reason}");
     }
+    let closed_by_client = conn.phase() == Phase::ClosedByClient;
     conn.release();
+    // Closing a socket with unread input resets it, which can destroy our
+    // last frames before the peer reads them. So keep reading until the
+    // peer closes: after a client's close it is the client's to close (we
+    // only give up after a while); otherwise we half-close first.
+    let linger = if closed_by_client {
+        CLIENT_CLOSE_WAIT
+    } else {
+        conn.out.close_after_flush();
+        CLOSE_LINGER
+    };
+    let mut discard = BytesMut::new();
+    let _ = runtime::timeout(linger, async {
+        while let Ok(1..) = read.read_buf(&mut discard).await {
+            discard.clear();
+        }
+    })
+    .await;
     conn.out.close_after_flush();
 }
 
@@ -194,7 +220,7 @@ impl Connection {
             .await
             .map_err(|err| format!("read failed: {err}"))?;
         self.last_read.set(Instant::now());
-        Ok(read_len > 0 && self.phase() != Phase::Closed)
+        Ok(read_len > 0 && !self.is_closed())
     }
 
     fn next_frame(self: &Rc<Self>, buf: &mut BytesMut) -> Result<Option<Frame>, String> {
@@ -211,7 +237,7 @@ impl Connection {
     }
 
     async fn wait_reply(&self) {
-        while self.state.borrow().awaiting.is_some() && self.phase() != Phase::Closed {
+        while self.state.borrow().awaiting.is_some() && !self.is_closed() {
             self.reply_ready.wait().await;
         }
     }
@@ -220,10 +246,14 @@ impl Connection {
         self.state.borrow().phase
     }
 
+    fn is_closed(&self) -> bool {
+        matches!(self.phase(), Phase::Closed | Phase::ClosedByClient)
+    }
+
     fn handle_frame(self: &Rc<Self>, frame: Frame) -> Next {
         let phase = self.phase();
         match (phase, frame.frame_type) {
-            (Phase::Closed, _) => Next::Stop,
+            (Phase::Closed | Phase::ClosedByClient, _) => Next::Stop,
             (_, FrameType::Heartbeat) if frame.channel == 0 => Next::Continue,
             (_, FrameType::Heartbeat) => self.hard_error(AmqpError::new(
                 reply_code::FRAME_ERROR,

@@ -106,15 +106,18 @@ impl WriteHalf {
         Ok(())
     }
 
-    /// Shuts both directions, so a reader blocked on this socket returns.
-    /// Synchronous on purpose: holding the stream borrowed across an await
-    /// would collide with the read half's poll.
+    /// Half-closes the socket: the peer reads everything we wrote, then
+    /// end of stream. Closing outright while the peer still sends would
+    /// make the kernel answer with a reset, which can destroy our last
+    /// frames (a close-ok) before the peer reads them. Synchronous on
+    /// purpose: holding the stream borrowed across an await would collide
+    /// with the read half's poll.
     pub fn shutdown(&self) {
         let fd = self.0.borrow().as_raw_fd();
         // SAFETY: `fd` is the open socket this half shares with its read
         // half; shutdown(2) neither closes nor invalidates it.
         unsafe {
-            libc::shutdown(fd, libc::SHUT_RDWR);
+            libc::shutdown(fd, libc::SHUT_WR);
         }
     }
 }
