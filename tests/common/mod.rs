@@ -158,6 +158,36 @@ impl Broker {
         self.child.is_none()
     }
 
+    /// Sends SIGTERM to the broker's PID and waits for it to exit.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("terminate needs a broker this test started");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's PID, which is not reaped yet.
+        assert_eq!(
+            unsafe { libc::kill(pid, libc::SIGTERM) },
+            0,
+            "kill -TERM {pid}"
+        );
+        let (exited, exit) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = exited.send(child.wait());
+        });
+        match exit.recv_timeout(limit) {
+            Ok(status) => status.expect("wait for warren"),
+            Err(_) => {
+                // SAFETY: as above; the waiting thread reaps it.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!(
+                    "warren did not exit within {limit:?} of SIGTERM\n{}",
+                    self.log_tail()
+                );
+            }
+        }
+    }
+
     /// The last lines warren wrote to stderr.
     pub fn log_tail(&self) -> String {
         let log = self.log.lock().unwrap_or_else(|poison| poison.into_inner());

@@ -70,6 +70,11 @@ impl RawClient {
     /// A connection through connection.open-ok on vhost "/", as guest with
     /// PLAIN, at the broker's frame_max and with heartbeats off.
     pub fn open(addr: &str) -> RawClient {
+        RawClient::open_with_heartbeat(addr, 0)
+    }
+
+    /// Like `open`, asking for heartbeats every `heartbeat_s` seconds.
+    pub fn open_with_heartbeat(addr: &str, heartbeat_s: u16) -> RawClient {
         let (mut client, start) = RawClient::start(addr);
         assert!(
             start
@@ -97,7 +102,7 @@ impl RawClient {
             ConnectionTuneOk {
                 channel_max: tune.channel_max,
                 frame_max: tune.frame_max,
-                heartbeat: 0,
+                heartbeat: heartbeat_s,
             },
         );
         client.send_method(
