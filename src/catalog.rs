@@ -104,26 +104,25 @@ pub enum MetaOp {
         vhost: ShortStr,
         name: ShortStr,
     },
-    Bind {
-        vhost: ShortStr,
-        source: ShortStr,
-        destination: DestinationName,
-        routing_key: ShortStr,
-        arguments: FieldTable,
-        conn: ConnectionId,
-    },
-    Unbind {
-        vhost: ShortStr,
-        source: ShortStr,
-        destination: DestinationName,
-        routing_key: ShortStr,
-        arguments: FieldTable,
-        conn: ConnectionId,
-    },
+    Bind(BindingOp),
+    Unbind(BindingOp),
     /// Deletes the exclusive queues of a connection that went away.
     ConnectionClosed {
         conn: ConnectionId,
     },
+}
+
+/// A binding to add or remove: queue.bind / exchange.bind and their
+/// unbinds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BindingOp {
+    pub vhost: ShortStr,
+    pub source: ShortStr,
+    pub destination: DestinationName,
+    pub routing_key: ShortStr,
+    pub arguments: FieldTable,
+    /// The requesting connection, for exclusive-queue checks.
+    pub conn: ConnectionId,
 }
 
 /// What an applied operation changed.
@@ -656,22 +655,8 @@ impl Catalog {
                 self.queue_declare(def)
             }
             MetaOp::QueueDelete { vhost, name } => self.queue_delete(vhost, name),
-            MetaOp::Bind {
-                vhost,
-                source,
-                destination,
-                routing_key,
-                arguments,
-                conn,
-            } => self.bind(vhost, source, destination, routing_key, arguments, *conn),
-            MetaOp::Unbind {
-                vhost,
-                source,
-                destination,
-                routing_key,
-                arguments,
-                conn,
-            } => self.unbind(vhost, source, destination, routing_key, arguments, *conn),
+            MetaOp::Bind(binding) => self.bind(binding),
+            MetaOp::Unbind(binding) => self.unbind(binding),
             MetaOp::ConnectionClosed { conn } => Ok(self.connection_closed(*conn)),
         }
     }
@@ -859,14 +844,15 @@ impl Catalog {
     }
 
     /// The checks bind and unbind share: not the default exchange, source
-    /// and destination exist, an exclusive queue belongs to `conn`.
-    fn binding_destination(
-        &self,
-        vhost: &ShortStr,
-        source: &ShortStr,
-        destination: &DestinationName,
-        conn: ConnectionId,
-    ) -> Result<Destination, AmqpError> {
+    /// and destination exist, an exclusive queue belongs to the requester.
+    fn binding_destination(&self, op: &BindingOp) -> Result<Destination, AmqpError> {
+        let BindingOp {
+            vhost,
+            source,
+            destination,
+            conn,
+            ..
+        } = op;
         if source.is_empty()
             || matches!(destination, DestinationName::Exchange(name) if name.is_empty())
         {
@@ -878,7 +864,7 @@ impl Catalog {
         }
         match destination {
             DestinationName::Queue(name) => {
-                let def = self.check_queue_access(vhost.as_bytes(), name.as_bytes(), conn)?;
+                let def = self.check_queue_access(vhost.as_bytes(), name.as_bytes(), *conn)?;
                 Ok(Destination::Queue(def.id))
             }
             DestinationName::Exchange(name) => {
@@ -890,48 +876,32 @@ impl Catalog {
         }
     }
 
-    fn bind(
-        &mut self,
-        vhost: &ShortStr,
-        source: &ShortStr,
-        destination: &DestinationName,
-        routing_key: &ShortStr,
-        arguments: &FieldTable,
-        conn: ConnectionId,
-    ) -> Result<MetaOutcome, AmqpError> {
-        let destination = self.binding_destination(vhost, source, destination, conn)?;
-        let v = self.vhost_mut(vhost.as_bytes())?;
-        if v.exchanges.get(source.as_bytes()).map(|x| x.kind) == Some(ExchangeKind::Headers) {
-            validate_binding_arguments(arguments).map_err(AmqpError::precondition_failed)?;
+    fn bind(&mut self, op: &BindingOp) -> Result<MetaOutcome, AmqpError> {
+        let destination = self.binding_destination(op)?;
+        let v = self.vhost_mut(op.vhost.as_bytes())?;
+        if v.exchanges.get(op.source.as_bytes()).map(|x| x.kind) == Some(ExchangeKind::Headers) {
+            validate_binding_arguments(&op.arguments).map_err(AmqpError::precondition_failed)?;
         }
         let created = v.routing.bind(
-            source.as_bytes(),
+            op.source.as_bytes(),
             destination,
-            routing_key.clone(),
-            arguments.clone(),
+            op.routing_key.clone(),
+            op.arguments.clone(),
         );
         Ok(MetaOutcome::Bound { created })
     }
 
-    fn unbind(
-        &mut self,
-        vhost: &ShortStr,
-        source: &ShortStr,
-        destination: &DestinationName,
-        routing_key: &ShortStr,
-        arguments: &FieldTable,
-        conn: ConnectionId,
-    ) -> Result<MetaOutcome, AmqpError> {
-        let destination = self.binding_destination(vhost, source, destination, conn)?;
-        let v = self.vhost_mut(vhost.as_bytes())?;
+    fn unbind(&mut self, op: &BindingOp) -> Result<MetaOutcome, AmqpError> {
+        let destination = self.binding_destination(op)?;
+        let v = self.vhost_mut(op.vhost.as_bytes())?;
         let removed = v.routing.unbind(
-            source.as_bytes(),
+            op.source.as_bytes(),
             &destination,
-            routing_key.as_bytes(),
-            arguments,
+            op.routing_key.as_bytes(),
+            &op.arguments,
         );
         let exchanges = if removed {
-            v.auto_delete(vec![source.clone()])
+            v.auto_delete(vec![op.source.clone()])
         } else {
             Vec::new()
         };

@@ -65,47 +65,31 @@ fn with_queue(
     op
 }
 
-fn bind_queue(source: &str, queue: &str, key: &str) -> MetaOp {
-    MetaOp::Bind {
+fn binding(source: &str, destination: DestinationName, key: &str) -> BindingOp {
+    BindingOp {
         vhost: s("/"),
         source: s(source),
-        destination: DestinationName::Queue(s(queue)),
+        destination,
         routing_key: s(key),
         arguments: FieldTable::new(),
         conn: CONN_A,
     }
 }
 
+fn bind_queue(source: &str, queue: &str, key: &str) -> MetaOp {
+    MetaOp::Bind(binding(source, DestinationName::Queue(s(queue)), key))
+}
+
 fn unbind_queue(source: &str, queue: &str, key: &str) -> MetaOp {
-    match bind_queue(source, queue, key) {
-        MetaOp::Bind {
-            vhost,
-            source,
-            destination,
-            routing_key,
-            arguments,
-            conn,
-        } => MetaOp::Unbind {
-            vhost,
-            source,
-            destination,
-            routing_key,
-            arguments,
-            conn,
-        },
-        other => other,
-    }
+    MetaOp::Unbind(binding(source, DestinationName::Queue(s(queue)), key))
 }
 
 fn bind_exchange(source: &str, destination: &str) -> MetaOp {
-    MetaOp::Bind {
-        vhost: s("/"),
-        source: s(source),
-        destination: DestinationName::Exchange(s(destination)),
-        routing_key: s(""),
-        arguments: FieldTable::new(),
-        conn: CONN_A,
-    }
+    MetaOp::Bind(binding(
+        source,
+        DestinationName::Exchange(s(destination)),
+        "",
+    ))
 }
 
 fn err(catalog: &mut Catalog, op: &MetaOp) -> (u16, String) {
@@ -407,8 +391,8 @@ fn exclusive_queues_belong_to_their_connection() {
     );
     assert!(catalog.check_queue_access(b"/", b"q", CONN_A).is_ok());
     let mut bind = bind_queue("amq.direct", "q", "k");
-    if let MetaOp::Bind { conn, .. } = &mut bind {
-        *conn = CONN_B;
+    if let MetaOp::Bind(binding) = &mut bind {
+        binding.conn = CONN_B;
     }
     assert_eq!(err(&mut catalog, &bind), locked);
     assert_eq!(
@@ -530,8 +514,8 @@ fn headers_bindings_validate_x_match() {
     let mut catalog = Catalog::new(1);
     ok(&mut catalog, &queue_declare("q", CONN_A));
     let mut op = bind_queue("amq.headers", "q", "");
-    if let MetaOp::Bind { arguments, .. } = &mut op {
-        arguments.insert("x-match", longstr("most"));
+    if let MetaOp::Bind(binding) = &mut op {
+        binding.arguments.insert("x-match", longstr("most"));
     }
     let (code, text) = err(&mut catalog, &op);
     assert_eq!(code, reply_code::PRECONDITION_FAILED);

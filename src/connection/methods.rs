@@ -6,12 +6,12 @@ use std::rc::Rc;
 
 use super::channel::{Body, Channel, ChannelState, Incoming};
 use super::{Connection, Next};
-use crate::catalog::{DestinationName, MetaOp, MetaOutcome};
+use crate::catalog::{BindingOp, DestinationName, MetaOp, MetaOutcome};
 use crate::ids::{QueueId, ShardId};
 use crate::protocol::frame::{Frame, FrameType};
 use crate::protocol::method::*;
 use crate::protocol::properties::{scan_properties, ContentHeader};
-use crate::protocol::{reply_code, AmqpError, ShortStr};
+use crate::protocol::{reply_code, AmqpError, FieldTable, ShortStr};
 use crate::shard::{QueueRequest, Reply, ReplyTo, ShardMsg};
 
 /// The request whose reply the reader is waiting for.
@@ -198,46 +198,42 @@ impl Connection {
                 self.meta(ch, op, MetaOk::ExchangeDelete, m.no_wait, (40, 20))
             }
             Method::ExchangeBind(m) => {
-                let op = self.bind_op(
-                    true,
+                let op = MetaOp::Bind(self.binding(
                     m.source,
                     DestinationName::Exchange(m.destination),
                     m.routing_key,
                     m.arguments,
-                );
+                ));
                 self.meta(ch, op, MetaOk::ExchangeBind, m.no_wait, (40, 30))
             }
             Method::ExchangeUnbind(m) => {
-                let op = self.bind_op(
-                    false,
+                let op = MetaOp::Unbind(self.binding(
                     m.source,
                     DestinationName::Exchange(m.destination),
                     m.routing_key,
                     m.arguments,
-                );
+                ));
                 self.meta(ch, op, MetaOk::ExchangeUnbind, m.no_wait, (40, 40))
             }
             Method::QueueDeclare(m) => self.queue_declare(ch, m),
             Method::QueueBind(m) => {
                 let queue = self.queue_name(ch, m.queue)?;
-                let op = self.bind_op(
-                    true,
+                let op = MetaOp::Bind(self.binding(
                     m.exchange,
                     DestinationName::Queue(queue),
                     m.routing_key,
                     m.arguments,
-                );
+                ));
                 self.meta(ch, op, MetaOk::QueueBind, m.no_wait, (50, 20))
             }
             Method::QueueUnbind(m) => {
                 let queue = self.queue_name(ch, m.queue)?;
-                let op = self.bind_op(
-                    false,
+                let op = MetaOp::Unbind(self.binding(
                     m.exchange,
                     DestinationName::Queue(queue),
                     m.routing_key,
                     m.arguments,
-                );
+                ));
                 self.meta(ch, op, MetaOk::QueueUnbind, false, (50, 50))
             }
             Method::QueuePurge(m) => {
@@ -272,33 +268,20 @@ impl Connection {
         self.meta(ch, op, MetaOk::ExchangeDeclare, m.no_wait, (40, 10))
     }
 
-    fn bind_op(
+    fn binding(
         &self,
-        bind: bool,
         source: ShortStr,
         destination: DestinationName,
         routing_key: ShortStr,
-        arguments: crate::protocol::FieldTable,
-    ) -> MetaOp {
-        let (vhost, conn) = (self.vhost(), self.id);
-        if bind {
-            MetaOp::Bind {
-                vhost,
-                source,
-                destination,
-                routing_key,
-                arguments,
-                conn,
-            }
-        } else {
-            MetaOp::Unbind {
-                vhost,
-                source,
-                destination,
-                routing_key,
-                arguments,
-                conn,
-            }
+        arguments: FieldTable,
+    ) -> BindingOp {
+        BindingOp {
+            vhost: self.vhost(),
+            source,
+            destination,
+            routing_key,
+            arguments,
+            conn: self.id,
         }
     }
 
