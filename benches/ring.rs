@@ -132,7 +132,11 @@ fn main() {
     println!(
         "ring: 2 shards ({}), ring capacity {RING_CAPACITY}, {} bytes per ShardMsg, \
          {} messages per run",
-        if pinned { "pinned to 2 CPUs" } else { "unpinned" },
+        if pinned {
+            "pinned to 2 CPUs"
+        } else {
+            "unpinned"
+        },
         std::mem::size_of::<ShardMsg>(),
         plan.messages_per_run,
     );
