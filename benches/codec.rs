@@ -3,9 +3,7 @@
 //! gets (deliver, content header, one body frame). Before timing, each
 //! operation's allocations per message are counted and printed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -14,28 +12,7 @@ use warren::protocol::method::{BasicDeliver, BasicPublish, Method};
 use warren::protocol::properties::{scan_properties, BasicProperties, ContentHeader};
 use warren::protocol::{FieldTable, FieldValue, ShortStr};
 
-/// Counts allocations so that the bench can report them per message.
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the
-// counter is the only addition.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` through `alloc` above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+mod common;
 
 const FRAME_MAX: u32 = 131_072;
 const BODY_SIZE: usize = 1024;
@@ -111,18 +88,9 @@ fn encode_message(deliver: &Method, properties: &[u8], body: &[u8], out: &mut By
 }
 
 /// Runs `operation` after a warm-up and prints its allocations per call.
-fn report_allocations(name: &str, mut operation: impl FnMut()) {
-    const CALLS: u64 = 1000;
-    operation();
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..CALLS {
-        operation();
-    }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
-    println!(
-        "{name}: {:.2} allocations per message",
-        allocations as f64 / CALLS as f64
-    );
+fn report_allocations(name: &str, operation: impl FnMut()) {
+    let allocations = common::allocations_per_call(1000, operation);
+    println!("{name}: {allocations:.2} allocations per message");
 }
 
 fn codec(c: &mut Criterion) {

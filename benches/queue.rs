@@ -3,9 +3,6 @@
 //! the timing, heap allocations per message in steady state (which should be
 //! zero: the ready deque and unacked map keep their capacity).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
@@ -14,34 +11,7 @@ use warren::message::{Message, MessageContent};
 use warren::protocol::types::ShortStr;
 use warren::queue::{ConsumerKey, ConsumerSpec, Queue};
 
-/// Counts allocations so the bench can report them per message.
-struct CountingAlloc;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; the counter
-// is a relaxed atomic with no effect on the memory handed out.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr came from System.alloc with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+mod common;
 
 const BATCH: usize = 64;
 const PREFETCH_COUNT: u16 = 100;
@@ -131,15 +101,10 @@ fn publish_dispatch_ack(c: &mut Criterion) {
     for _ in 0..1_000 {
         cycle.run();
     }
-    let cycles = 10_000u64;
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    for _ in 0..cycles {
-        cycle.run();
-    }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = common::allocations_per_call(10_000, || cycle.run());
     println!(
         "queue/publish_dispatch_ack: {:.4} allocations per message (steady state)",
-        allocations as f64 / (cycles * BATCH as u64) as f64
+        allocations / BATCH as f64
     );
 }
 
