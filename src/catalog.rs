@@ -565,10 +565,14 @@ impl Catalog {
         vhost: &[u8],
         name: &[u8],
     ) -> Result<&ExchangeDef, AmqpError> {
-        let vhost_name = ShortStr::from_bytes(bytes::Bytes::copy_from_slice(vhost));
-        let def = self
-            .exchange(vhost, name)
-            .ok_or_else(|| no_exchange(&vhost_name, name))?;
+        // Called on every publish: the error's vhost name is built only
+        // when there is an error.
+        let def = self.exchange(vhost, name).ok_or_else(|| {
+            no_exchange(
+                &ShortStr::from_bytes(bytes::Bytes::copy_from_slice(vhost)),
+                name,
+            )
+        })?;
         if def.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal {}",

@@ -117,7 +117,7 @@ impl Shard {
             message_count,
             consumer_count,
         };
-        self.reply(to, Reply::Meta(Ok(done)));
+        self.reply(to, Reply::Meta(Ok(Box::new(done))));
     }
 
     fn reply(&self, to: ReplyTo, reply: Reply) {

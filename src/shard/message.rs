@@ -74,6 +74,9 @@ pub enum ShardMsg {
     Meta(Box<MetaMsg>),
 }
 
+// Every ring slot is as large as the largest message: keep them small.
+const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 96);
+
 /// The channel that holds a message unacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Holder {
@@ -109,10 +112,14 @@ pub enum QueueRequest {
 }
 
 pub enum Reply {
-    Meta(Result<MetaDone, AmqpError>),
+    /// Boxed: the outcome carries whole definitions, and ring slots are
+    /// sized by the largest message.
+    Meta(Result<Box<MetaDone>, AmqpError>),
     ConsumeOk,
     Got(Option<Got>),
-    Purged { message_count: u32 },
+    Purged {
+        message_count: u32,
+    },
     Error(AmqpError),
 }
 
