@@ -247,8 +247,15 @@ fn encode_batch(queues: &[String]) -> Vec<u8> {
 /// headers in a preallocated buffer; once `warm_up` have come it starts
 /// counting allocations and tells the publisher. Returns the allocations
 /// made from then until the last delivery.
-fn count_deliveries(mut stream: TcpStream, warm_up: u64, total: u64, warmed: mpsc::Sender<()>) -> u64 {
-    stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+fn count_deliveries(
+    mut stream: TcpStream,
+    warm_up: u64,
+    total: u64,
+    warmed: mpsc::Sender<()>,
+) -> u64 {
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
     let mut buf = vec![0u8; READ_BUFFER_SIZE];
     let (mut filled, mut count) = (0, 0u64);
     let mut before = None;
@@ -274,7 +281,9 @@ fn count_deliveries(mut stream: TcpStream, warm_up: u64, total: u64, warmed: mps
         filled -= at;
         if before.is_none() && count >= warm_up {
             before = Some(counting_alloc::allocation_count());
-            warmed.send(()).expect("the publisher waits for the warm-up");
+            warmed
+                .send(())
+                .expect("the publisher waits for the warm-up");
         }
     }
     counting_alloc::allocation_count() - before.unwrap_or_default()
@@ -300,7 +309,9 @@ fn warmed_publish_to_deliver_allocates_only_the_message_handle_per_message() {
         for _ in 0..WARM_UP_BATCHES {
             client.stream.write_all(&batch).expect("publish");
         }
-        warmed_up.recv_timeout(DEADLINE).expect("the warm-up deliveries arrive");
+        warmed_up
+            .recv_timeout(DEADLINE)
+            .expect("the warm-up deliveries arrive");
         for _ in 0..MEASURED_BATCHES {
             client.stream.write_all(&batch).expect("publish");
         }
@@ -321,5 +332,4 @@ fn warmed_publish_to_deliver_allocates_only_the_message_handle_per_message() {
         "{per_message:.3} allocations per message on the warmed publish -> deliver path \
          (at most {ALLOCATIONS_PER_MESSAGE_MAX}: the message handle and glommio's per-turn cost)"
     );
-}
 }
