@@ -131,7 +131,13 @@ impl Connection {
             Err(err) => return self.hard_error(err.into()),
         };
         let ids = (method.class_id(), method.method_id());
-        if self.state.borrow().channels[&channel_id].incoming.is_some() {
+        let publishing = self
+            .state
+            .borrow()
+            .channels
+            .get(&channel_id)
+            .is_some_and(|channel| channel.incoming.is_some());
+        if publishing {
             let err = AmqpError::new(
                 reply_code::UNEXPECTED_FRAME,
                 "expected content header for class 60, got non content header frame instead",
