@@ -1421,6 +1421,50 @@ async fn tx_channel(connection: &Connection) -> Channel {
     channel
 }
 
+/// RabbitMQ's direct reply-to: the client consumes the pseudo-queue
+/// `amq.rabbitmq.reply-to` without acks, its request's reply_to comes to
+/// the server rewritten to a name that routes back to that consumer.
+#[tokio::test]
+async fn direct_reply_to_routes_the_reply_to_the_requesting_consumer() {
+    let broker = Broker::start();
+    let (client_connection, client) = open(&broker).await;
+    let (server_connection, server) = open(&broker).await;
+    let requests = declare_plain_queue(&server, "rpc").await;
+    let mut replies = consume(&client, "amq.rabbitmq.reply-to", true).await;
+    let request = BasicProperties::default()
+        .with_reply_to("amq.rabbitmq.reply-to".into())
+        .with_correlation_id("42".into());
+    publish_with(&client, "", &requests, b"ping", request).await;
+
+    let mut served = consume(&server, &requests, true).await;
+    let delivered = next_delivery(&mut served).await;
+    let reply_to = delivered
+        .properties
+        .reply_to()
+        .clone()
+        .expect("the request carries reply_to");
+    assert!(
+        reply_to.as_str().starts_with("amq.rabbitmq.reply-to."),
+        "reply_to rewritten to a routable name, got {reply_to}"
+    );
+    let reply = BasicProperties::default().with_correlation_id("42".into());
+    publish_with(&server, "", reply_to.as_str(), b"pong", reply).await;
+
+    let answer = next_delivery(&mut replies).await;
+    assert_eq!(answer.data, b"pong");
+    assert_eq!(
+        answer
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|id| id.as_str()),
+        Some("42")
+    );
+    delete_queue(&server, &requests).await;
+    close(&client_connection).await;
+    close(&server_connection).await;
+}
+
 #[tokio::test]
 async fn rolled_back_publishes_are_dropped_and_committed_ones_delivered() {
     let broker = Broker::start();

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::channel::{Channel, Confirms, Consumer, TxAction};
 use super::methods::{generated_name, Awaiting};
-use super::{Connection, Next};
+use super::{direct_reply, Connection, Next};
 use crate::ids::{QueueId, ShardId};
 use crate::message::{Message, MessageContent};
 use crate::protocol::method::*;
@@ -106,7 +106,11 @@ impl Connection {
     }
 
     /// Runs `f` on channel `ch`; 504 when it is not open.
-    fn with_channel<T>(&self, ch: u16, f: impl FnOnce(&mut Channel) -> T) -> Result<T, AmqpError> {
+    pub(super) fn with_channel<T>(
+        &self,
+        ch: u16,
+        f: impl FnOnce(&mut Channel) -> T,
+    ) -> Result<T, AmqpError> {
         let mut state = self.state.borrow_mut();
         match state.channels.get_mut(&ch) {
             Some(channel) => Ok(f(channel)),
@@ -161,6 +165,12 @@ impl Connection {
         let catalog = self.shard.catalog.borrow();
         catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
         let summary = scan_properties(&header.properties)?;
+        let properties = match &summary.reply_to {
+            Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
+                self.direct_reply_properties(ch, &header.properties)?
+            }
+            _ => header.properties,
+        };
         let table = catalog
             .routing(&vhost)
             .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))?;
@@ -182,7 +192,7 @@ impl Connection {
         let message = Message::new(MessageContent {
             exchange: publish.exchange,
             routing_key: publish.routing_key,
-            properties: header.properties,
+            properties,
             body,
             persistent: summary.delivery_mode == Some(2),
         });
@@ -234,7 +244,10 @@ impl Connection {
         }
     }
 
-    fn consume(&self, ch: u16, m: BasicConsume) -> Result<Next, AmqpError> {
+    pub(super) fn consume(&self, ch: u16, m: BasicConsume) -> Result<Next, AmqpError> {
+        if m.queue.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() {
+            return self.consume_direct_reply(ch, m);
+        }
         let queue = self.accessible_queue(ch, m.queue)?;
         let tag = if m.consumer_tag.is_empty() {
             generated_name("amq.ctag-")

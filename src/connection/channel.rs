@@ -42,6 +42,9 @@ pub struct Channel {
     /// The queue this channel declared last: what an empty queue name in
     /// bind, consume, get, purge and delete refers to.
     pub last_queue: Option<ShortStr>,
+    /// This channel's direct reply-to queue, once it consumed
+    /// `amq.rabbitmq.reply-to`.
+    pub reply_queue: Option<ShortStr>,
 }
 
 pub struct Consumer {
@@ -219,6 +222,7 @@ impl Channel {
             unacked: Unacked::default(),
             touched: Vec::new(),
             last_queue: None,
+            reply_queue: None,
         }
     }
 

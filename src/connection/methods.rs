@@ -35,7 +35,7 @@ pub(super) enum Awaiting {
 }
 
 /// Which -ok answers a metadata request.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub(super) enum MetaOk {
     ExchangeDeclare,
     ExchangeDelete,
@@ -47,6 +47,8 @@ pub(super) enum MetaOk {
     QueueDelete,
     /// connection.close-ok, once the connection's exclusive queues are gone.
     ConnectionClose,
+    /// No -ok yet: the direct reply-to queue is declared, now consume it.
+    DirectReply(Box<BasicConsume>),
     NoWait,
 }
 
@@ -365,7 +367,17 @@ impl Connection {
         class_method: (u16, u16),
     ) -> Result<Next, AmqpError> {
         let ok = if no_wait { MetaOk::NoWait } else { ok };
-        self.state.borrow_mut().awaiting = Some((ch, Awaiting::Meta { ok, class_method }));
+        self.request(ch, op, Awaiting::Meta { ok, class_method })
+    }
+
+    /// Sends `op` to the coordinator; the reader waits for `awaiting`.
+    pub(super) fn request(
+        &self,
+        ch: u16,
+        op: MetaOp,
+        awaiting: Awaiting,
+    ) -> Result<Next, AmqpError> {
+        self.state.borrow_mut().awaiting = Some((ch, awaiting));
         self.shard.request_meta(Some(self.reply_to(ch)), op);
         Ok(Next::AwaitReply)
     }
@@ -444,11 +456,17 @@ impl Connection {
         match (awaiting, reply) {
             (_, Reply::Error(err)) | (_, Reply::Meta(Err(err))) => Err(err),
             (Awaiting::Meta { ok, .. }, Reply::Meta(Ok(done))) => {
-                if let Some(method) = meta_ok(ok, &done) {
+                if let Some(method) = meta_ok(&ok, &done) {
                     self.out.method(ch, &method);
                 }
-                if ok == MetaOk::ConnectionClose {
-                    self.state.borrow_mut().phase = super::Phase::ClosedByClient;
+                match (ok, done.outcome) {
+                    (MetaOk::ConnectionClose, _) => {
+                        self.state.borrow_mut().phase = super::Phase::ClosedByClient;
+                    }
+                    (MetaOk::DirectReply(consume), MetaOutcome::QueueDeclared { def, .. }) => {
+                        self.reply_queue_declared(ch, def.name, *consume)?;
+                    }
+                    _ => {}
                 }
                 Ok(())
             }
@@ -598,9 +616,9 @@ impl Awaiting {
     }
 }
 
-fn meta_ok(ok: MetaOk, done: &crate::shard::MetaDone) -> Option<Method> {
+fn meta_ok(ok: &MetaOk, done: &crate::shard::MetaDone) -> Option<Method> {
     let method = match ok {
-        MetaOk::NoWait => return None,
+        MetaOk::NoWait | MetaOk::DirectReply(_) => return None,
         MetaOk::ExchangeDeclare => Method::ExchangeDeclareOk(ExchangeDeclareOk {}),
         MetaOk::ExchangeDelete => Method::ExchangeDeleteOk(ExchangeDeleteOk {}),
         MetaOk::ExchangeBind => Method::ExchangeBindOk(ExchangeBindOk {}),

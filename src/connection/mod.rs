@@ -11,6 +11,7 @@
 
 mod basic;
 mod channel;
+mod direct_reply;
 mod handshake;
 mod methods;
 mod outbound;

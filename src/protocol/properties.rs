@@ -225,6 +225,8 @@ pub struct PropertySummary {
     pub delivery_mode: Option<u8>,
     pub priority: Option<u8>,
     pub expiration: Option<ShortStr>,
+    /// For direct reply-to, which rewrites it.
+    pub reply_to: Option<ShortStr>,
     /// The raw header table, including its 4-byte length.
     pub headers: Option<Bytes>,
 }
@@ -238,6 +240,7 @@ pub fn scan_properties(raw: &Bytes) -> Result<PropertySummary, DecodeError> {
             flag::DELIVERY_MODE => summary.delivery_mode = Some(u8::decode(buf)?),
             flag::PRIORITY => summary.priority = Some(u8::decode(buf)?),
             flag::EXPIRATION => summary.expiration = Some(ShortStr::decode(buf)?),
+            flag::REPLY_TO => summary.reply_to = Some(ShortStr::decode(buf)?),
             flag::HEADERS => {
                 let mut rest = buf.clone();
                 FieldTable::skip(&mut rest)?;
