@@ -124,10 +124,10 @@ impl From<DecodeError> for Error {
 
 /// The handshake's steps, client side, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Handshake {
-    AwaitStart,
-    AwaitTune,
-    AwaitOpenOk,
+enum Awaiting {
+    Start,
+    Tune,
+    OpenOk,
 }
 
 /// One open AMQP connection with its buffers.
@@ -174,7 +174,7 @@ impl Connection {
         };
         self.write_buf.extend_from_slice(&PROTOCOL_HEADER);
         self.flush()?;
-        let mut step = Handshake::AwaitStart;
+        let mut step = Awaiting::Start;
         loop {
             let method = match self.read_method(0) {
                 Ok(method) => method,
@@ -190,7 +190,7 @@ impl Connection {
                         text: close.reply_text.to_string(),
                     })
                 }
-                (Handshake::AwaitStart, Method::ConnectionStart(start)) => {
+                (Awaiting::Start, Method::ConnectionStart(start)) => {
                     if !start
                         .mechanisms
                         .as_bytes()
@@ -202,9 +202,9 @@ impl Connection {
                         ));
                     }
                     self.send(0, &start_ok(uri, name))?;
-                    Handshake::AwaitTune
+                    Awaiting::Tune
                 }
-                (Handshake::AwaitTune, Method::ConnectionTune(tune)) => {
+                (Awaiting::Tune, Method::ConnectionTune(tune)) => {
                     self.frame_max = negotiate(tune.frame_max, FRAME_MAX);
                     self.channel_max = if tune.channel_max == 0 {
                         u16::MAX
@@ -226,9 +226,9 @@ impl Connection {
                         ..ConnectionOpen::default()
                     };
                     self.send(0, &open.into())?;
-                    Handshake::AwaitOpenOk
+                    Awaiting::OpenOk
                 }
-                (Handshake::AwaitOpenOk, Method::ConnectionOpenOk(_)) => return Ok(()),
+                (Awaiting::OpenOk, Method::ConnectionOpenOk(_)) => return Ok(()),
                 (step, other) => {
                     return Err(Error::Protocol(format!(
                         "unexpected {} during the handshake ({step:?})",

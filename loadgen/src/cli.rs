@@ -37,7 +37,7 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Ceiling {
         #[command(flatten)]
-        run: RunArgs,
+        run: Box<RunArgs>,
         /// Messages to pre-fill the queue with for the consume-only phase.
         #[arg(long, default_value_t = 500_000)]
         prefill: u64,

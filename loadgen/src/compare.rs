@@ -59,24 +59,20 @@ fn file_label(path: &Path) -> String {
 /// Latency in ms per percentile and run, then each later run's ratio to
 /// the first.
 pub fn table(runs: &[(String, Distribution)]) -> String {
+    let ratio_labels: Vec<String> = runs[1..]
+        .iter()
+        .map(|(label, _)| format!("{label}/{}", runs[0].0))
+        .collect();
     let width = runs
         .iter()
         .map(|(label, _)| label.len())
+        .chain(ratio_labels.iter().map(String::len))
         .max()
         .unwrap_or(0)
         .max(10);
     let mut header = format!("{:<10}", "latency ms");
-    for (label, _) in runs {
+    for label in runs.iter().map(|(label, _)| label).chain(&ratio_labels) {
         header += &format!(" {label:>width$}");
-    }
-    for (label, _) in &runs[1..] {
-        header += &format!(
-            " {:>width$}",
-            format!("{label}/{}", runs[0].0)
-                .chars()
-                .take(width)
-                .collect::<String>()
-        );
     }
     let mut lines = vec![header];
     for (name, quantile) in ROWS {

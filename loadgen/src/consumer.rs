@@ -48,12 +48,12 @@ pub struct ConsumerSpec {
 
 /// Where a channel is in the method, header, body sequence of a delivery.
 #[derive(Clone, Copy, Debug)]
-enum Delivery {
-    AwaitDeliver,
-    AwaitHeader {
+enum Expect {
+    Deliver,
+    Header {
         delivery_tag: u64,
     },
-    AwaitBody {
+    Body {
         delivery_tag: u64,
         remaining: u64,
         stamp: [u8; STAMP_SIZE],
@@ -63,7 +63,7 @@ enum Delivery {
 
 struct ConsumeChannel {
     spec: ConsumerSpec,
-    delivery: Delivery,
+    delivery: Expect,
     unacked: u64,
     tracker: ConsumerTracker,
 }
@@ -127,7 +127,7 @@ fn start_consumers(
         let tracker = ConsumerTracker::new(spec.queue_index, settings.producer_count);
         channels.push(ConsumeChannel {
             spec,
-            delivery: Delivery::AwaitDeliver,
+            delivery: Expect::Deliver,
             unacked: 0,
             tracker,
         });
@@ -242,7 +242,7 @@ impl ConsumeChannel {
     fn on_method(&mut self, method: Method) -> Result<Option<(u64, [u8; STAMP_SIZE])>, Error> {
         match method {
             Method::BasicDeliver(deliver) => {
-                self.delivery = Delivery::AwaitHeader {
+                self.delivery = Expect::Header {
                     delivery_tag: deliver.delivery_tag,
                 };
                 Ok(None)
@@ -265,13 +265,13 @@ impl ConsumeChannel {
     }
 
     fn on_header(&mut self, payload: Bytes) -> Result<Option<(u64, [u8; STAMP_SIZE])>, Error> {
-        let Delivery::AwaitHeader { delivery_tag } = self.delivery else {
+        let Expect::Header { delivery_tag } = self.delivery else {
             return Err(Error::Protocol(
                 "content header without basic.deliver".into(),
             ));
         };
         let header = ContentHeader::decode(payload)?;
-        self.delivery = Delivery::AwaitBody {
+        self.delivery = Expect::Body {
             delivery_tag,
             remaining: header.body_size,
             stamp: [0; STAMP_SIZE],
@@ -282,7 +282,7 @@ impl ConsumeChannel {
     }
 
     fn on_body(&mut self, payload: &[u8]) -> Result<Option<(u64, [u8; STAMP_SIZE])>, Error> {
-        let Delivery::AwaitBody {
+        let Expect::Body {
             remaining,
             stamp,
             stamp_len,
@@ -302,13 +302,13 @@ impl ConsumeChannel {
 
     fn complete_if_whole(&mut self) -> Option<(u64, [u8; STAMP_SIZE])> {
         match self.delivery {
-            Delivery::AwaitBody {
+            Expect::Body {
                 delivery_tag,
                 remaining: 0,
                 stamp,
                 ..
             } => {
-                self.delivery = Delivery::AwaitDeliver;
+                self.delivery = Expect::Deliver;
                 Some((delivery_tag, stamp))
             }
             _ => None,

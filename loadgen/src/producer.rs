@@ -184,7 +184,7 @@ pub fn run_connection(
     } else {
         connection.close();
     }
-    channels.iter().map(|channel| result(channel)).collect()
+    channels.iter().map(result).collect()
 }
 
 fn result(channel: &PublishChannel) -> ProducerResult {

@@ -107,7 +107,7 @@ pub fn run(
     )?;
     shared.stop_consumers.store(true, Ordering::Relaxed);
     let trackers: Vec<ConsumerTracker> = workers.consumers.into_iter().flat_map(join).collect();
-    reporter.tick(&shared.meter, log.as_deref_mut())?;
+    reporter.tick(&shared.meter, log)?;
     if let Some(error) = shared.take_failure() {
         return Err(error);
     }

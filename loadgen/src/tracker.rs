@@ -253,7 +253,7 @@ mod tests {
                 b.record(0, s)
             }
         });
-        b.record(0, 0);
+        b.record(0, 1);
         let verdict = check(&[tally(100, &[0])], &[a, b], 1);
         assert_eq!(
             (verdict.lost, verdict.duplicated, verdict.reordered),
