@@ -235,12 +235,8 @@ fn ceiling(args: &RunArgs, prefill: u64, interrupt: &AtomicBool) -> Result<i32, 
         "loadgen ceiling: publish-only {publish_rate:.0} msg/s ({} producers, {} B), consume-only {consume_rate:.0} msg/s ({} consumers, {} messages)",
         args.producers,
         args.size,
-        consume_only_consumers(args),
+        args.consumers.max(1),
         consumed.counts.received,
     );
     Ok(0)
-}
-
-fn consume_only_consumers(args: &RunArgs) -> usize {
-    args.consumers.max(1)
 }
