@@ -1,0 +1,298 @@
+//! One run: set up the topology, start consumers then producers, report
+//! every second, stop publishing, drain, stop consuming, check.
+//!
+//! The run's phases, driven by the main thread:
+//!
+//! ```text
+//! Publishing --(duration, counts reached, Ctrl-C)--> Draining
+//! Draining --(everything expected received, or the drain timeout)--> Done
+//! ```
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::amqp::{Connection, Error};
+use crate::consumer::{self, ConsumeSettings, ConsumerSpec};
+use crate::meter::Counts;
+use crate::producer::{self, ProducerResult, ProducerSpec, PublishSettings};
+use crate::report::{IntervalLog, Reporter};
+use crate::shared::Shared;
+use crate::topology::Topology;
+use crate::tracker::{self, ConsumerTracker, ProducerTally, Verdict};
+use crate::uri::AmqpUri;
+
+/// How often the main thread looks at the run's state.
+const TICK: Duration = Duration::from_millis(5);
+/// The control channel of the setup connection.
+const SETUP_CHANNEL: u16 = 1;
+
+/// A run, fully resolved from the options.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub uri: AmqpUri,
+    pub topology: Topology,
+    pub producers: usize,
+    pub consumers: usize,
+    pub channels_per_connection: usize,
+    pub publish: PublishSettings,
+    pub consume: ConsumeSettings,
+    /// Publishing time; `None` to publish until the counts are reached.
+    pub duration: Option<Duration>,
+    pub drain: Duration,
+    pub idle_connections: usize,
+    /// For consume-only runs: stop once this many messages arrived.
+    pub expect_received: Option<u64>,
+    /// Declare the topology first; delete generated queues at the end.
+    pub declare: bool,
+    pub delete: bool,
+    pub progress: bool,
+}
+
+/// What a run measured.
+pub struct Outcome {
+    pub publish_time: Duration,
+    pub total_time: Duration,
+    pub counts: Counts,
+    pub unconfirmed: u64,
+    pub blocked: u64,
+    pub latency: Histogram<u64>,
+    pub confirm_latency: Histogram<u64>,
+    pub verdict: Verdict,
+    pub interrupted: bool,
+}
+
+struct Workers {
+    producers: Vec<JoinHandle<Vec<ProducerResult>>>,
+    consumers: Vec<JoinHandle<Vec<ConsumerTracker>>>,
+}
+
+pub fn run(
+    plan: &Plan,
+    interrupt: &AtomicBool,
+    mut log: Option<&mut IntervalLog>,
+) -> Result<Outcome, Error> {
+    let mut setup = Connection::open(&plan.uri, "loadgen setup")?;
+    setup.open_channel(SETUP_CHANNEL)?;
+    if plan.declare {
+        plan.topology.declare(&mut setup, SETUP_CHANNEL)?;
+    }
+    let idle = (0..plan.idle_connections)
+        .map(|i| Connection::open(&plan.uri, &format!("loadgen idle {i}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shared = Arc::new(Shared::default());
+    let workers = start(plan, &shared)?;
+    let mut reporter = Reporter::new(plan.progress);
+    let started = Instant::now();
+    let (results, publish_time, interrupted) = publish_phase(
+        plan,
+        &shared,
+        workers.producers,
+        interrupt,
+        &mut reporter,
+        &mut log,
+    )?;
+    let expected = expected_deliveries(plan, &results);
+    drain_phase(
+        plan,
+        &shared,
+        expected,
+        started + publish_time,
+        &mut reporter,
+        &mut log,
+    )?;
+    shared.stop_consumers.store(true, Ordering::Relaxed);
+    let trackers: Vec<ConsumerTracker> = workers.consumers.into_iter().flat_map(join).collect();
+    reporter.tick(&shared.meter, log)?;
+    if let Some(error) = shared.take_failure() {
+        return Err(error);
+    }
+    if plan.delete {
+        plan.topology.delete(&mut setup, SETUP_CHANNEL)?;
+    }
+    setup.close();
+    idle.into_iter().for_each(Connection::close);
+    let tallies: Vec<ProducerTally> = results
+        .iter()
+        .map(|r| ProducerTally {
+            sent: r.sent,
+            nacked: r.nacked,
+            routes: plan.topology.routes[r.producer as usize].clone(),
+        })
+        .collect();
+    let mut verdict = tracker::check(&tallies, &trackers, plan.topology.queues.len());
+    if plan.consumers == 0 {
+        verdict.loss_unchecked = Some("no consumers".into());
+    }
+    Ok(Outcome {
+        publish_time,
+        total_time: started.elapsed(),
+        counts: shared.meter.counts(),
+        unconfirmed: results.iter().map(|r| r.unconfirmed).sum(),
+        blocked: shared.meter.blocked.load(Ordering::Relaxed),
+        latency: reporter.latency,
+        confirm_latency: reporter.confirm_latency,
+        verdict,
+        interrupted,
+    })
+}
+
+/// Starts every worker thread and waits until each has set up (or failed
+/// to), then opens the gate.
+fn start(plan: &Plan, shared: &Arc<Shared>) -> Result<Workers, Error> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let per_connection = plan.channels_per_connection.max(1);
+    let consumer_specs: Vec<ConsumerSpec> = (0..plan.consumers)
+        .map(|consumer| {
+            let queue_index = consumer % plan.topology.queues.len();
+            ConsumerSpec {
+                consumer,
+                channel: (consumer % per_connection) as u16 + 1,
+                queue: plan.topology.queues[queue_index].clone(),
+                queue_index,
+            }
+        })
+        .collect();
+    let producer_specs: Vec<ProducerSpec> = (0..plan.producers)
+        .map(|producer| ProducerSpec {
+            producer: producer as u32,
+            channel: (producer % per_connection) as u16 + 1,
+            routing_key: plan.topology.publish_keys[producer].clone(),
+        })
+        .collect();
+    let mut workers = Workers {
+        producers: Vec::new(),
+        consumers: Vec::new(),
+    };
+    for specs in consumer_specs.chunks(per_connection) {
+        let (uri, specs, settings, shared, ready) = (
+            plan.uri.clone(),
+            specs.to_vec(),
+            plan.consume.clone(),
+            Arc::clone(shared),
+            ready_tx.clone(),
+        );
+        workers.consumers.push(spawn("loadgen-consumer", move || {
+            consumer::run_connection(&uri, specs, &settings, &shared, ready)
+        })?);
+    }
+    for specs in producer_specs.chunks(per_connection) {
+        let (uri, specs, settings, shared, ready) = (
+            plan.uri.clone(),
+            specs.to_vec(),
+            plan.publish.clone(),
+            Arc::clone(shared),
+            ready_tx.clone(),
+        );
+        workers.producers.push(spawn("loadgen-producer", move || {
+            producer::run_connection(&uri, specs, &settings, &shared, ready)
+        })?);
+    }
+    // Every worker reports once, successful or not.
+    for _ in 0..workers.producers.len() + workers.consumers.len() {
+        if ready_rx.recv().is_err() {
+            break;
+        }
+    }
+    if shared.failed() {
+        shared.open_gate(false);
+        workers.producers.into_iter().for_each(|h| drop(join(h)));
+        workers.consumers.into_iter().for_each(|h| drop(join(h)));
+        return Err(shared.take_failure().expect("failed() saw a failure"));
+    }
+    shared.open_gate(true);
+    Ok(workers)
+}
+
+fn spawn<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<JoinHandle<T>, Error> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(work)
+        .map_err(Error::io("start a worker thread"))
+}
+
+fn join<T: Default>(handle: JoinHandle<T>) -> T {
+    handle.join().unwrap_or_default()
+}
+
+type PublishResult = (Vec<ProducerResult>, Duration, bool);
+
+/// Reports every second until publishing is over; returns what each
+/// producer did, how long publishing lasted and whether it was interrupted.
+fn publish_phase(
+    plan: &Plan,
+    shared: &Shared,
+    producers: Vec<JoinHandle<Vec<ProducerResult>>>,
+    interrupt: &AtomicBool,
+    reporter: &mut Reporter,
+    log: &mut Option<&mut IntervalLog>,
+) -> Result<PublishResult, Error> {
+    let started = Instant::now();
+    let mut interrupted = false;
+    loop {
+        thread::sleep(TICK);
+        interrupted |= interrupt.load(Ordering::Relaxed);
+        let expired = plan.duration.is_some_and(|d| started.elapsed() >= d);
+        let producers_done = plan.producers > 0 && producers.iter().all(JoinHandle::is_finished);
+        let consumed_all = plan
+            .expect_received
+            .is_some_and(|n| shared.meter.counts().received >= n);
+        if interrupted || expired || producers_done || consumed_all || shared.failed() {
+            break;
+        }
+        if reporter.due() {
+            reporter.tick(&shared.meter, log.as_deref_mut())?;
+        }
+    }
+    let publish_time = started.elapsed();
+    shared.stop_producers.store(true, Ordering::Relaxed);
+    let results = producers.into_iter().flat_map(join).collect();
+    Ok((results, publish_time, interrupted))
+}
+
+/// Deliveries the consumers should see: each message once per routed queue
+/// that has a consumer.
+fn expected_deliveries(plan: &Plan, results: &[ProducerResult]) -> u64 {
+    if let Some(expected) = plan.expect_received {
+        return expected;
+    }
+    let consumed = |queue: &usize| plan.consumers > 0 && *queue < plan.consumers;
+    results
+        .iter()
+        .map(|r| {
+            let queues = plan.topology.routes[r.producer as usize]
+                .iter()
+                .filter(|q| consumed(q))
+                .count();
+            (r.sent - r.nacked) * queues as u64
+        })
+        .sum()
+}
+
+fn drain_phase(
+    plan: &Plan,
+    shared: &Shared,
+    expected: u64,
+    publish_end: Instant,
+    reporter: &mut Reporter,
+    log: &mut Option<&mut IntervalLog>,
+) -> Result<(), Error> {
+    let deadline = publish_end + plan.drain;
+    while plan.consumers > 0 && !shared.failed() && Instant::now() < deadline {
+        if shared.meter.counts().received >= expected {
+            break;
+        }
+        if reporter.due() {
+            reporter.tick(&shared.meter, log.as_deref_mut())?;
+        }
+        thread::sleep(TICK);
+    }
+    Ok(())
+}

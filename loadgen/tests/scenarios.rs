@@ -1,0 +1,159 @@
+//! Short runs against a real broker: counts add up, nothing is lost,
+//! duplicated or reordered, and the exit status says so.
+
+mod common;
+
+use common::{loadgen, Broker};
+
+/// Runs with `args` plus the broker URI, quiet and as JSON; asserts a clean
+/// exit and returns the summary.
+fn run_clean(broker: &Broker, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--uri", &broker.url, "--json", "--quiet"];
+    all.extend_from_slice(args);
+    let run = loadgen(&all);
+    assert_eq!(
+        run.code, 0,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    let summary = run.json();
+    for problem in ["lost", "duplicated", "reordered", "foreign"] {
+        assert_eq!(summary[problem], 0, "{problem}: {summary}");
+    }
+    assert_eq!(summary["loss_checked"], true, "{summary}");
+    summary
+}
+
+#[test]
+fn two_producers_to_two_queues_deliver_every_message_once() {
+    let broker = Broker::start();
+    let summary = run_clean(
+        &broker,
+        &[
+            "-x", "2", "-y", "2", "--queues", "2", "-C", "2000", "-z", "0",
+        ],
+    );
+    assert_eq!(summary["sent"], 4000);
+    assert_eq!(summary["received"], 4000);
+    assert_eq!(summary["latency_us"]["count"], 4000);
+}
+
+#[test]
+fn fanout_with_confirms_delivers_to_every_queue() {
+    let broker = Broker::start();
+    let summary = run_clean(
+        &broker,
+        &[
+            "-t", "fanout", "--queues", "3", "-y", "3", "-c", "64", "-C", "1000", "-z", "0",
+        ],
+    );
+    assert_eq!(summary["sent"], 1000);
+    assert_eq!(summary["confirmed"], 1000);
+    assert_eq!(summary["unconfirmed"], 0);
+    assert_eq!(summary["received"], 3000);
+    assert_eq!(summary["confirm_latency_us"]["count"], 1000);
+}
+
+#[test]
+fn consumers_sharing_a_queue_with_multi_acks_and_prefetch_see_every_message() {
+    let broker = Broker::start();
+    let summary = run_clean(
+        &broker,
+        &[
+            "-x",
+            "1",
+            "-y",
+            "3",
+            "-A",
+            "10",
+            "-q",
+            "50",
+            "--channels-per-connection",
+            "3",
+            "-C",
+            "3000",
+            "-z",
+            "0",
+        ],
+    );
+    assert_eq!(summary["received"], 3000);
+}
+
+#[test]
+fn a_topic_exchange_with_many_bindings_routes_only_the_real_key() {
+    let broker = Broker::start();
+    let summary = run_clean(
+        &broker,
+        &[
+            "-t",
+            "topic",
+            "-k",
+            "orders.eu.created",
+            "--bindings",
+            "300",
+            "-a",
+            "-C",
+            "1000",
+            "-z",
+            "0",
+        ],
+    );
+    assert_eq!(summary["received"], 1000);
+}
+
+#[test]
+fn a_rate_limited_run_sends_about_rate_times_duration() {
+    let broker = Broker::start();
+    let summary = run_clean(
+        &broker,
+        &["-r", "500", "-z", "1", "--idle-connections", "3", "-f"],
+    );
+    let sent = summary["sent"].as_u64().unwrap();
+    assert!((400..=600).contains(&sent), "sent {sent}");
+    assert_eq!(summary["received"], sent);
+}
+
+#[test]
+fn publishing_without_consumers_reports_loss_as_unchecked() {
+    let broker = Broker::start();
+    let run = loadgen(&[
+        "--uri",
+        &broker.url,
+        "--json",
+        "--quiet",
+        "-y",
+        "0",
+        "--queues",
+        "0",
+        "-C",
+        "500",
+        "-z",
+        "0",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let summary = run.json();
+    assert_eq!(summary["sent"], 500);
+    assert_eq!(summary["loss_checked"], false);
+}
+
+#[test]
+fn the_ceiling_reports_publish_and_consume_rates() {
+    let broker = Broker::start();
+    let run = loadgen(&[
+        "ceiling",
+        "--uri",
+        &broker.url,
+        "--quiet",
+        "-z",
+        "1",
+        "--prefill",
+        "2000",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("publish-only") && run.stdout.contains("consume-only"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2000 messages"), "{}", run.stdout);
+}
