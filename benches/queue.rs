@@ -49,6 +49,7 @@ impl Cycle {
                 exclusive: false,
                 prefetch_count: PREFETCH_COUNT,
                 credit: u32::from(PREFETCH_COUNT),
+                priority: 0,
             };
             if let Err(err) = queue.add_consumer(spec) {
                 panic!("bench setup: {err}");

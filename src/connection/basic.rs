@@ -14,7 +14,7 @@ use crate::ids::{QueueId, ShardId};
 use crate::message::{Message, MessageContent};
 use crate::protocol::method::*;
 use crate::protocol::properties::{scan_properties, ContentHeader};
-use crate::protocol::{reply_code, AmqpError, FieldTable, ShortStr};
+use crate::protocol::{reply_code, AmqpError, FieldTable, FieldValue, ShortStr};
 use crate::queue::{ConsumerKey, ConsumerSpec};
 use crate::shard::{Deliver, Got, QueueRequest, Settlement, ShardMsg};
 
@@ -272,6 +272,7 @@ impl Connection {
             exclusive: m.exclusive,
             prefetch_count,
             credit: self.shard.shared.config.consumer_credit,
+            priority: consumer_priority(&m.arguments),
         };
         let awaiting = Awaiting::Consume {
             tag,
@@ -584,6 +585,17 @@ impl Connection {
         self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
         Ok(congested.map_or(Next::Continue, Next::Backpressure))
     }
+}
+
+/// basic.consume's `x-priority` argument, clamped to what fits; RabbitMQ
+/// takes any integer type.
+fn consumer_priority(arguments: &FieldTable) -> i32 {
+    arguments
+        .get("x-priority")
+        .and_then(FieldValue::as_i64)
+        .map_or(0, |priority| {
+            priority.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+        })
 }
 
 fn reject_action(requeue: bool) -> Settlement {

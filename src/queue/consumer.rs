@@ -42,6 +42,10 @@ pub struct ConsumerSpec {
     pub prefetch_count: u16,
     /// Deliveries the connection is ready to write now (see `Queue::add_credit`).
     pub credit: u32,
+    /// basic.consume's `x-priority` (default 0): messages go to the
+    /// highest-priority consumers that can take them, round-robin among
+    /// equals, as RabbitMQ's consumer priorities do.
+    pub priority: i32,
 }
 
 /// Names the consumer a delivery counts against, as long as it exists.
@@ -65,6 +69,7 @@ struct Consumer {
     exclusive: bool,
     prefetch_count: u16,
     credit: u32,
+    priority: i32,
     /// Deliveries not yet acked, rejected or requeued. Bounded by
     /// `prefetch_count` when that is set.
     unacked: u32,
@@ -79,12 +84,14 @@ impl Consumer {
 }
 
 /// Consumers in slots (stable indices for `ConsumerRef`), a dense
-/// round-robin order over the slots, and a key index for cancel and credit.
+/// round-robin order over the slots (grouped by priority, highest first),
+/// and a key index for cancel and credit.
 #[derive(Debug, Default)]
 pub(super) struct Consumers {
     slots: Vec<Option<Consumer>>,
     free_slots: Vec<u32>,
-    /// Round-robin order: consumers in the order they were added.
+    /// Round-robin order: by priority, highest first, then in the order
+    /// consumers were added.
     order: Vec<u32>,
     /// Position in `order` where the next search for a taker starts, so
     /// round-robin resumes where the last dispatch left off.
@@ -125,9 +132,11 @@ impl Consumers {
             exclusive: spec.exclusive,
             prefetch_count: spec.prefetch_count,
             credit: spec.credit,
+            priority: spec.priority,
             unacked: 0,
             serial: self.next_serial,
         };
+        let priority = consumer.priority;
         self.next_serial += 1;
         self.taker_count += usize::from(consumer.can_take());
         self.exclusive_count += usize::from(consumer.exclusive);
@@ -144,7 +153,16 @@ impl Consumers {
                 slot
             }
         };
-        self.order.push(slot);
+        // After every consumer of the same or a higher priority.
+        let position = self
+            .order
+            .iter()
+            .position(|&other| self.slot(other).is_some_and(|c| c.priority < priority))
+            .unwrap_or(self.order.len());
+        self.order.insert(position, slot);
+        if position < self.cursor {
+            self.cursor += 1;
+        }
         self.by_key.insert(spec.key, slot);
     }
 
@@ -194,15 +212,39 @@ impl Consumers {
         }
     }
 
-    /// Picks the next consumer in round-robin order that can take a message
-    /// and charges it one credit and, unless no-ack, one unacked slot.
+    /// Picks the next consumer that can take a message, from the highest
+    /// priority that has one, round-robin within that priority, and charges
+    /// it one credit and, unless no-ack, one unacked slot.
     pub fn charge_next(&mut self) -> Option<Charged> {
         if self.taker_count == 0 {
             return None;
         }
-        let count = self.order.len();
-        for step in 0..count {
-            let position = (self.cursor + step) % count;
+        let mut start = 0;
+        while let Some(&first) = self.order.get(start) {
+            let priority = self.slot(first).map_or(0, |c| c.priority);
+            let len = self.order[start..]
+                .iter()
+                .take_while(|&&slot| self.slot(slot).is_some_and(|c| c.priority == priority))
+                .count()
+                .max(1);
+            if let Some(charged) = self.charge_in(start, len) {
+                return Some(charged);
+            }
+            start += len;
+        }
+        None
+    }
+
+    /// Round-robin over `order[start..start + len]` (one priority),
+    /// resuming at the cursor when it points into that range.
+    fn charge_in(&mut self, start: usize, len: usize) -> Option<Charged> {
+        let resume = self
+            .cursor
+            .checked_sub(start)
+            .filter(|&offset| offset < len)
+            .unwrap_or(0);
+        for step in 0..len {
+            let position = start + (resume + step) % len;
             let slot = self.order[position];
             let Some(consumer) = self.slot(slot) else {
                 continue;
@@ -223,7 +265,7 @@ impl Consumers {
                 c.credit -= 1;
                 c.unacked += u32::from(!no_ack);
             });
-            self.cursor = (position + 1) % count;
+            self.cursor = start + (position - start + 1) % len;
             return Some(charged);
         }
         None

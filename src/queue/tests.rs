@@ -29,6 +29,7 @@ fn spec(key: ConsumerKey, prefetch_count: u16, credit: u32) -> ConsumerSpec {
         exclusive: false,
         prefetch_count,
         credit,
+        priority: 0,
     }
 }
 
@@ -134,6 +135,31 @@ fn round_robin_three_consumers_resumes_across_dispatch_calls() {
         pairs(&[("a", "1"), ("b", "2"), ("c", "3"), ("a", "4")])
     );
     assert_eq!(summary(&second), pairs(&[("b", "5"), ("c", "6")]));
+}
+
+#[test]
+fn higher_priority_consumers_take_messages_first_and_share_them_round_robin() {
+    let mut q = queue();
+    let prioritised = |tag, priority, prefetch_count| ConsumerSpec {
+        priority,
+        ..spec(key(1, 1, tag), prefetch_count, UNLIMITED_CREDIT)
+    };
+    q.add_consumer(prioritised("low", 0, 0)).unwrap();
+    q.add_consumer(prioritised("high-1", 5, 2)).unwrap();
+    q.add_consumer(prioritised("high-2", 5, 1)).unwrap();
+    publish(&mut q, 1..=5);
+    // The two high-priority consumers share what their prefetch allows;
+    // only then does the low one get messages.
+    assert_eq!(
+        summary(&dispatch(&mut q)),
+        pairs(&[
+            ("high-1", "1"),
+            ("high-2", "2"),
+            ("high-1", "3"),
+            ("low", "4"),
+            ("low", "5")
+        ])
+    );
 }
 
 #[test]
