@@ -149,6 +149,9 @@ impl Outbound {
 /// connection closes, returning consumer credit after each write.
 pub async fn run_writer(conn: Rc<Connection>, mut socket: WriteHalf) {
     let out = &conn.out;
+    // Credit for what the current write carries; swapped with the
+    // accumulating list, so neither is reallocated per write.
+    let mut written = Vec::new();
     loop {
         let chunk = out.buf.borrow_mut().split();
         if chunk.is_empty() {
@@ -158,13 +161,13 @@ pub async fn run_writer(conn: Rc<Connection>, mut socket: WriteHalf) {
             out.ready.wait().await;
             continue;
         }
-        let credits = std::mem::take(&mut *out.credits.borrow_mut());
+        std::mem::swap(&mut *out.credits.borrow_mut(), &mut written);
         if socket.write_all(&chunk).await.is_err() {
             break;
         }
         out.last_write.set(Instant::now());
         out.drained.notify();
-        return_credit(&conn, credits);
+        return_credit(&conn, &mut written);
         // Give the emptied buffer's capacity back for reuse.
         drop(chunk);
     }
@@ -172,8 +175,8 @@ pub async fn run_writer(conn: Rc<Connection>, mut socket: WriteHalf) {
     conn.writer_done();
 }
 
-fn return_credit(conn: &Connection, credits: Vec<Credit>) {
-    for credit in credits {
+fn return_credit(conn: &Connection, credits: &mut Vec<Credit>) {
+    for credit in credits.drain(..) {
         let consumer = ConsumerKey {
             conn: conn.id,
             channel: credit.channel,
