@@ -24,8 +24,11 @@ use crate::ids::ShardId;
 /// Locked memory each shard registers with io_uring for its I/O buffers.
 /// glommio's default (10 MiB) is above common `ulimit -l` values (8 MiB here,
 /// often 64 KiB in containers), and it reports a failed registration only
-/// through the `log` crate, so we size it from the limit ourselves.
-const IO_MEMORY_MAX: usize = 2 << 20;
+/// through the `log` crate, so we size it from the limit ourselves. The
+/// buffers serve file I/O only, which nothing does until the store exists,
+/// so the cap is small: locked memory is counted per user, and several
+/// brokers (a test suite) would otherwise exhaust it.
+const IO_MEMORY_MAX: usize = 256 << 10;
 /// glommio will not go below this per executor.
 const IO_MEMORY_MIN: usize = 64 << 10;
 /// glommio refuses to start an executor when `ulimit -l` is below this.
