@@ -703,7 +703,7 @@ def main() -> None:
     cases = all_cases(args.duration, args.only)
     ensure_tools()
     adopt_orphans()
-    ctx = Context(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain")),
+    ctx = Context(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
                   started=datetime.datetime.now().astimezone(), runs=args.runs,
                   duration=args.duration, load_before=loadavg())
     out = (args.out or RESULTS / f"{ctx.started:%Y-%m-%d}-{ctx.commit[:8]}.md").resolve()
