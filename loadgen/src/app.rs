@@ -10,7 +10,7 @@ use crate::consumer::ConsumeSettings;
 use crate::producer::PublishSettings;
 use crate::report::{IntervalLog, Summary};
 use crate::run::{self, Outcome, Plan};
-use crate::stamp::STAMP_SIZE;
+use crate::stamp::{PRODUCER_COUNT_MAX, STAMP_SIZE};
 use crate::topology::{new_run_id, Topology};
 use crate::uri::AmqpUri;
 use crate::{compare, hgrm};
@@ -38,6 +38,11 @@ pub fn plan(args: &RunArgs) -> Result<Plan, Error> {
     if args.size < STAMP_SIZE {
         return Err(Error::Usage(format!(
             "--size must be at least {STAMP_SIZE}: the body carries a timestamp stamp"
+        )));
+    }
+    if args.producers > PRODUCER_COUNT_MAX {
+        return Err(Error::Usage(format!(
+            "--producers must be at most {PRODUCER_COUNT_MAX}: the stamp numbers them in 16 bits"
         )));
     }
     if args.consumers > 0 && args.queues == 0 {

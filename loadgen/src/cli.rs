@@ -59,8 +59,8 @@ pub struct RunArgs {
     /// Consumers, each on its own channel; consumer i reads queue i mod --queues.
     #[arg(short = 'y', long, default_value_t = 1)]
     pub consumers: usize,
-    /// Message body size in octets (at least 24: the timestamp stamp).
-    #[arg(short = 's', long, default_value_t = 24)]
+    /// Message body size in octets (at least 16: the timestamp stamp).
+    #[arg(short = 's', long, default_value_t = 16)]
     pub size: usize,
     /// Publish rate limit per producer, messages/s (0: as fast as possible).
     /// Latency is then measured from each message's scheduled send time.

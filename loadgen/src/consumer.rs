@@ -5,7 +5,7 @@
 //! arguments and bodies are views into the read buffer), the stamps read,
 //! latencies recorded with the one timestamp taken when the read returned,
 //! and the acks the batch calls for written back with one syscall. Only the
-//! first 24 body octets of a message are looked at.
+//! first 16 body octets of a message are looked at.
 
 use std::io;
 use std::sync::mpsc::Sender;
@@ -206,7 +206,7 @@ fn handle_frames(
             continue;
         };
         received += 1;
-        match Stamp::read(&stamp).filter(|s| s.run_id == settings.run_id) {
+        match Stamp::read(&stamp).filter(|s| s.run == Stamp::run_of(settings.run_id)) {
             Some(stamp) => {
                 latencies.push(now.saturating_sub(stamp.sent_ns));
                 channel.tracker.record(stamp.producer, stamp.sequence);

@@ -61,7 +61,7 @@ pub struct PublishSettings {
 /// One producer: its id (the stamp's), its channel, its routing key.
 #[derive(Clone, Debug)]
 pub struct ProducerSpec {
-    pub producer: u32,
+    pub producer: u16,
     pub channel: u16,
     pub routing_key: String,
 }
@@ -69,7 +69,7 @@ pub struct ProducerSpec {
 /// What a producer did, once it is done.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProducerResult {
-    pub producer: u32,
+    pub producer: u16,
     pub sent: u64,
     pub nacked: u64,
     pub unconfirmed: u64,
@@ -290,7 +290,7 @@ fn write_loop(
                     now_ns()
                 };
                 let stamp = Stamp {
-                    run_id: settings.run_id,
+                    run: Stamp::run_of(settings.run_id),
                     producer: channel.spec.producer,
                     sequence,
                     sent_ns,

@@ -121,7 +121,7 @@ pub fn run(
         .map(|r| ProducerTally {
             sent: r.sent,
             nacked: r.nacked,
-            routes: plan.topology.routes[r.producer as usize].clone(),
+            routes: plan.topology.routes[usize::from(r.producer)].clone(),
         })
         .collect();
     let mut verdict = tracker::check(&tallies, &trackers, plan.topology.queues.len());
@@ -159,7 +159,8 @@ fn start(plan: &Plan, shared: &Arc<Shared>) -> Result<Workers, Error> {
         .collect();
     let producer_specs: Vec<ProducerSpec> = (0..plan.producers)
         .map(|producer| ProducerSpec {
-            producer: producer as u32,
+            // `plan` checked --producers against the stamp's u16.
+            producer: producer as u16,
             channel: (producer % per_connection) as u16 + 1,
             routing_key: plan.topology.publish_keys[producer].clone(),
         })
@@ -267,7 +268,7 @@ fn expected_deliveries(plan: &Plan, results: &[ProducerResult]) -> u64 {
     results
         .iter()
         .map(|r| {
-            let queues = plan.topology.routes[r.producer as usize]
+            let queues = plan.topology.routes[usize::from(r.producer)]
                 .iter()
                 .filter(|q| consumed(q))
                 .count();

@@ -79,8 +79,8 @@ impl ConsumerTracker {
         }
     }
 
-    pub fn record(&mut self, producer: u32, sequence: u64) {
-        match self.streams.get_mut(producer as usize) {
+    pub fn record(&mut self, producer: u16, sequence: u64) {
+        match self.streams.get_mut(usize::from(producer)) {
             Some(stream) if sequence < SEQUENCE_MAX => stream.record(sequence),
             _ => self.foreign += 1,
         }

@@ -68,6 +68,12 @@ fn a_channel_error_is_one_line_and_exit_1() {
 
 #[test]
 fn a_size_below_the_stamp_is_a_usage_error() {
-    let run = loadgen(&["-s", "8"]);
+    let run = loadgen(&["-s", "15"]);
     assert_one_line_failure(&run, 2, &["--size"]);
+}
+
+#[test]
+fn more_producers_than_the_stamp_can_number_is_a_usage_error() {
+    let run = loadgen(&["-x", "65537"]);
+    assert_one_line_failure(&run, 2, &["--producers"]);
 }

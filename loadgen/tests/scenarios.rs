@@ -80,6 +80,14 @@ fn consumers_sharing_a_queue_with_multi_acks_and_prefetch_see_every_message() {
 }
 
 #[test]
+fn sixteen_octet_bodies_carry_the_whole_stamp() {
+    let broker = Broker::start();
+    let summary = run_clean(&broker, &["-s", "16", "-a", "-C", "5000", "-z", "0"]);
+    assert_eq!(summary["received"], 5000);
+    assert_eq!(summary["latency_us"]["count"], 5000);
+}
+
+#[test]
 fn a_topic_exchange_with_many_bindings_routes_only_the_real_key() {
     let broker = Broker::start();
     let summary = run_clean(

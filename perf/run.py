@@ -1,0 +1,734 @@
+#!/usr/bin/env python3
+"""warren against RabbitMQ: the scenario matrix.
+
+Starts a warren (--shards 1) and a RabbitMQ node (one scheduler), both
+pinned to CPU 0, runs loadgen pinned to CPU 1 against each broker in
+turn (warren, rabbitmq, warren, rabbitmq, ...), and writes a markdown
+report of medians, warren/RabbitMQ ratios and per-run values to
+perf/results/<date>-<shorthash>.md. Python 3.11, standard library only.
+
+    python3 perf/run.py [--runs N] [--duration S] [--only a,c-10k] [--out FILE]
+
+Alternating runs, not one broker's block then the other's, so that noise
+from whatever else the machine does (another engineer compiling) lands on
+both sides alike; the ratios are what to read, the absolute rates less so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import pwd
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "perf" / "results"
+WARREN_BIN = ROOT / "target" / "release" / "warren"
+LOADGEN_BIN = ROOT / "target" / "release" / "loadgen"
+
+BROKER_CPU = "0"
+LOADGEN_CPU = "1"
+WARREN_PORT = 5710
+RABBITMQ_PORT = 5692
+RABBITMQ_DIST_PORT = 25692
+# Our own epmd, so that stopping it never touches another engineer's node.
+RABBITMQ_EPMD_PORT = 4392
+RABBITMQ_NODE = "perf@localhost"
+RABBITMQ_BASE = Path("/tmp/perf-rmq")
+
+PR_SET_CHILD_SUBREAPER = 36
+
+DRAIN_S = 20
+IDLE_CONNECTIONS = 1000
+LATENCY_RATES = [1_000, 10_000, 100_000]
+PERCENTILES = ["p50", "p75", "p90", "p95", "p99", "p99.9", "p99.99"]
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Case:
+    """One loadgen invocation, run N times against each broker."""
+
+    name: str
+    title: str
+    args: list[str]
+    doc: str = ""
+    note: str = ""
+    # Latency scenarios keep an .hgrm per broker and plot them side by side.
+    hgrm: bool = False
+    # Memory scenarios start each broker afresh and read its RSS mid-run.
+    measure_rss: bool = False
+
+
+def scenario_a(duration: float) -> list[Case]:
+    """1 producer -> 1 queue -> 1 consumer, no confirms, auto-ack: the raw
+    publish/deliver path, with the smallest body loadgen can stamp (16 B)
+    and a 1 KB one."""
+    return [
+        Case(f"a-{label}", f"1 -> 1 -> 1, {label} bodies, no confirms, auto-ack",
+             ["-x", "1", "-y", "1", "-s", str(size), "-a", "-z", str(duration)])
+        for label, size in [("16B", 16), ("1KB", 1024)]
+    ]
+
+
+def scenario_b(duration: float) -> list[Case]:
+    """100 B persistent messages to a durable queue, confirm window 3000,
+    manual acks: the 'reliable messaging' configuration."""
+    return [Case(
+        "b", "100 B persistent, durable queue, confirms (window 3000), manual ack",
+        ["-x", "1", "-y", "1", "-s", "100", "-f", "-c", "3000", "-z", str(duration)],
+        note="**Not like-for-like:** warren does not persist yet. It keeps "
+             "durable queues in memory and confirms at once, while RabbitMQ "
+             "writes persistent messages to its message store before "
+             "confirming. Read this ratio as an upper bound, not a result.",
+    )]
+
+
+def scenario_c(duration: float) -> list[Case]:
+    """End-to-end latency at fixed rates (1k, 10k, 100k msg/s), 1 -> 1 -> 1,
+    16 B, auto-ack. Latency is measured from each message's scheduled send
+    time, so a broker that falls behind the rate shows it as latency rather
+    than hiding it (no coordinated omission)."""
+    return [
+        Case(f"c-{rate // 1000}k", f"latency at {rate // 1000}k msg/s, 1 -> 1 -> 1, 16 B, auto-ack",
+             ["-x", "1", "-y", "1", "-s", "16", "-a", "-r", str(rate), "-z", str(duration)],
+             hgrm=True)
+        for rate in LATENCY_RATES
+    ]
+
+
+def scenario_d(duration: float) -> list[Case]:
+    """5 producers -> 5 queues -> 5 consumers (producer i and consumer i on
+    queue i), 100 B, no confirms, auto-ack."""
+    return [Case("d", "5 producers, 5 queues, 5 consumers, 100 B, auto-ack",
+                 ["-x", "5", "-y", "5", "--queues", "5", "-s", "100", "-a",
+                  "-z", str(duration)])]
+
+
+def scenario_e(duration: float) -> list[Case]:
+    """Fanout: 1 producer into a fanout exchange bound to 10 queues, one
+    consumer each, 100 B, auto-ack. Received rate counts every copy."""
+    return [Case("e", "fanout to 10 queues, 1 consumer each, 100 B, auto-ack",
+                 ["-t", "fanout", "-x", "1", "-y", "10", "--queues", "10",
+                  "-s", "100", "-a", "-z", str(duration)])]
+
+
+def scenario_f(duration: float) -> list[Case]:
+    """Topic exchange with 10k bindings: one real binding
+    (orders.eu.created) among 10,000 random ones that match nothing,
+    1 -> 1 -> 1, 100 B, auto-ack. Measures the routing cost of a big table."""
+    return [Case("f", "topic exchange, 10k bindings, 1 -> 1 -> 1, 100 B, auto-ack",
+                 ["-t", "topic", "-k", "orders.eu.created", "--bindings", "10000",
+                  "-x", "1", "-y", "1", "-s", "100", "-a", "-z", str(duration)])]
+
+
+def scenario_g(duration: float) -> list[Case]:
+    """1000 idle connections: each broker starts afresh, loadgen opens 1000
+    connections that stay idle beside a 100 msg/s trickle, and the broker's
+    RSS (VmRSS; beam.smp for RabbitMQ) is read once they are all open."""
+    return [Case("g", f"{IDLE_CONNECTIONS} idle connections, broker RSS",
+                 ["--idle-connections", str(IDLE_CONNECTIONS), "-x", "1", "-y", "1",
+                  "-r", "100", "-a", "-z", str(max(duration, 5.0))],
+                 measure_rss=True)]
+
+
+SCENARIOS = [scenario_a, scenario_b, scenario_c, scenario_d, scenario_e,
+             scenario_f, scenario_g]
+
+
+def all_cases(duration: float, only: str | None) -> list[Case]:
+    """Every case, or those named by --only (a scenario letter or a case
+    name, comma-separated)."""
+    cases = []
+    for scenario in SCENARIOS:
+        for case in scenario(duration):
+            case.doc = " ".join(scenario.__doc__.split())
+            cases.append(case)
+    if not only:
+        return cases
+    wanted = set(only.split(","))
+    chosen = [c for c in cases if c.name in wanted or c.name.split("-")[0] in wanted]
+    if not chosen:
+        sys.exit(f"--only {only}: no such scenario (have {', '.join(c.name for c in cases)})")
+    return chosen
+
+
+# ------------------------------------------------------------------ brokers
+
+
+def pinned(cpu: str, command: list[str]) -> list[str]:
+    return ["taskset", "-c", cpu, *command]
+
+
+def wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if established_or_listening(port, listening=True):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout_s} s")
+
+
+def tcp_sockets(port: int) -> list[str]:
+    """States (hex, as in /proc/net/tcp) of the sockets whose local port is `port`."""
+    states = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                states.append(fields[3])
+    return states
+
+
+def established_or_listening(port: int, listening: bool = False) -> int:
+    wanted = "0A" if listening else "01"
+    return sum(1 for state in tcp_sockets(port) if state == wanted)
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def kill_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+class Warren:
+    name = "warren"
+
+    def __init__(self) -> None:
+        self.port = WARREN_PORT
+        self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
+        self.command = pinned(BROKER_CPU, [str(WARREN_BIN), "--bind", "127.0.0.1",
+                                           "--port", str(self.port), "--shards", "1"])
+        self.process: subprocess.Popen | None = None
+        self.log = open("/tmp/perf-warren.log", "ab")
+
+    def start(self) -> None:
+        # taskset execs warren, so the child's pid is warren's.
+        self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log)
+        wait_for_port(self.port, 30)
+
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class RabbitMQ:
+    name = "rabbitmq"
+
+    def __init__(self) -> None:
+        self.port = RABBITMQ_PORT
+        self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
+        self.user = "rabbitmq" if os.geteuid() == 0 else None
+        self.env = self.environment()
+        self.command = pinned(BROKER_CPU, ["/usr/lib/rabbitmq/bin/rabbitmq-server"])
+        self.process: subprocess.Popen | None = None
+
+    def environment(self) -> dict[str, str]:
+        """Our node's own name, ports, directories, epmd and empty config, so
+        nothing is shared with another node on this machine."""
+        base = RABBITMQ_BASE
+        return {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(base / "home"),
+            "LANG": "C.UTF-8",
+            "RABBITMQ_NODENAME": RABBITMQ_NODE,
+            "RABBITMQ_NODE_PORT": str(RABBITMQ_PORT),
+            "RABBITMQ_DIST_PORT": str(RABBITMQ_DIST_PORT),
+            "ERL_EPMD_PORT": str(RABBITMQ_EPMD_PORT),
+            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(base / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "plugins"),
+            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+S 1:1",
+        }
+
+    def prepare_dirs(self) -> None:
+        base = RABBITMQ_BASE
+        shutil.rmtree(base, ignore_errors=True)
+        for sub in ("home", "mnesia", "log"):
+            (base / sub).mkdir(parents=True, exist_ok=True)
+        (base / "plugins").write_text("[].\n")
+        (base / "rabbitmq-env.conf").write_text("")
+        if self.user:
+            account = pwd.getpwnam(self.user)
+            for path in [base, *base.rglob("*")]:
+                os.chown(path, account.pw_uid, account.pw_gid)
+
+    def start(self) -> None:
+        self.prepare_dirs()
+        self.process = subprocess.Popen(
+            self.command, env=self.env, user=self.user, cwd=RABBITMQ_BASE,
+            stdout=subprocess.DEVNULL, stderr=open(RABBITMQ_BASE / "log" / "stderr", "ab"))
+        # await_startup fails at once while the node is not yet registered
+        # with epmd, so try again until it answers.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.ctl(["await_startup"], timeout=120, quiet=True)
+                return
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(1)
+
+    def ctl(self, args: list[str], timeout: float = 60, quiet: bool = False) -> None:
+        subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", RABBITMQ_NODE, *args],
+                       env=self.env, user=self.user, cwd=RABBITMQ_BASE, check=True,
+                       timeout=timeout, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL if quiet else None)
+
+    def pid(self) -> int:
+        """The beam.smp of our node (the Popen child is a shell script)."""
+        pids = self.beams()
+        if not pids:
+            raise RuntimeError(f"no beam.smp for {RABBITMQ_NODE}")
+        return pids[0]
+
+    def beams(self) -> list[int]:
+        """Our node's beam.smp: its command line names our HOME (the node
+        name travels in the environment, not the command line)."""
+        return processes_matching("beam.smp", f"-home {self.env['HOME']} ")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        beams = self.beams()
+        try:
+            self.ctl(["stop"], timeout=60)
+        except (subprocess.SubprocessError, OSError) as error:
+            print(f"rabbitmqctl stop failed ({error}); killing by pid", file=sys.stderr)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for pid in beams + epmd_pids(RABBITMQ_EPMD_PORT):
+            kill_pid(pid)
+        self.process = None
+
+
+def processes_matching(comm: str, in_cmdline: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != comm:
+                continue
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if in_cmdline in cmdline or in_cmdline in cmdline.replace("\0", " "):
+            pids.append(int(entry.name))
+    return pids
+
+
+def epmd_pids(port: int) -> list[int]:
+    """The epmd that our node started: the one whose environment names our port."""
+    pids = []
+    for pid in processes_matching("epmd", ""):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"ERL_EPMD_PORT={port}".encode() in environ:
+            pids.append(pid)
+    return pids
+
+
+# ------------------------------------------------------------------- runs
+
+
+@dataclass
+class Run:
+    broker: str
+    index: int
+    exit_code: int
+    summary: dict
+    stderr: str = ""
+    rss_before_kb: int | None = None
+    rss_kb: int | None = None
+
+    def figures(self) -> dict[str, float]:
+        """The figures this run contributes to the medians."""
+        s = self.summary
+        values = {
+            "sent/s": s.get("sent_per_s"),
+            "received/s": s.get("received_per_s"),
+            "confirmed/s": s.get("confirmed_per_s") if s.get("confirmed") else None,
+        }
+        latency = s.get("latency_us", {})
+        for p in PERCENTILES:
+            values[f"latency {p} us"] = latency.get(p)
+        if self.rss_kb is not None:
+            values["RSS idle MiB"] = self.rss_before_kb / 1024
+            values["RSS MiB"] = self.rss_kb / 1024
+            values["RSS growth KiB/conn"] = (self.rss_kb - self.rss_before_kb) / IDLE_CONNECTIONS
+        return {k: float(v) for k, v in values.items() if v is not None}
+
+    def problems(self) -> str:
+        s = self.summary
+        counts = [f"{k} {s[k]}" for k in ("lost", "duplicated", "reordered", "foreign")
+                  if s.get(k)]
+        if not s.get("loss_checked", True):
+            counts.append("loss unchecked")
+        if self.exit_code not in (0, 3):
+            counts.append(f"exit {self.exit_code}: {self.stderr.strip()[-200:]}")
+        return ", ".join(counts) or "ok"
+
+
+def loadgen_command(uri: str, case: Case, hgrm: Path | None) -> list[str]:
+    command = [str(LOADGEN_BIN), "--uri", uri, "--json", "--quiet",
+               "--drain", str(DRAIN_S), *case.args]
+    if hgrm:
+        command += ["--hgrm", str(hgrm)]
+    return pinned(LOADGEN_CPU, command)
+
+
+def run_once(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float) -> Run:
+    """One loadgen run; for memory cases, the broker's RSS once the idle
+    connections are all open."""
+    command = loadgen_command(broker.uri, case, hgrm)
+    rss_before = rss_kb(broker.pid()) if case.measure_rss else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rss = None
+    if case.measure_rss:
+        rss = rss_when_connected(broker, IDLE_CONNECTIONS, timeout_s)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+    try:
+        summary = json.loads(stdout) if stdout.strip() else {}
+    except json.JSONDecodeError:
+        summary = {}
+    return Run(broker.name, index, process.returncode, summary, stderr, rss_before, rss)
+
+
+def rss_when_connected(broker, connections: int, timeout_s: float) -> int | None:
+    """Waits until the broker holds `connections` established connections,
+    lets it settle a second, and reads its RSS."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if established_or_listening(broker.port) >= connections:
+            time.sleep(1.0)
+            return rss_kb(broker.pid())
+        time.sleep(0.1)
+    return None
+
+
+def run_case(case: Case, brokers: list, runs: int, duration: float, out: Path) -> list[Run]:
+    """N runs per broker, alternating; keeps the last run's .hgrm per broker."""
+    results = []
+    timeout_s = duration + DRAIN_S + 90
+    for index in range(1, runs + 1):
+        for broker in brokers:
+            hgrm = hgrm_path(out, case, broker.name) if case.hgrm else None
+            if case.measure_rss:
+                broker.stop()
+                broker.start()
+            run = run_once(broker, case, index, hgrm, timeout_s)
+            print(f"  {case.name} run {index} {broker.name}: "
+                  f"sent/s {run.summary.get('sent_per_s', 0):,.0f} "
+                  f"received/s {run.summary.get('received_per_s', 0):,.0f} "
+                  f"{'RSS %.1f MiB ' % (run.rss_kb / 1024) if run.rss_kb else ''}"
+                  f"[{run.problems()}]", flush=True)
+            results.append(run)
+    return results
+
+
+def hgrm_path(out: Path, case: Case, broker: str) -> Path:
+    """Beside the report: <report>-<case>-<broker>.hgrm."""
+    return out.with_name(f"{out.stem}-{case.name}-{broker}.hgrm")
+
+
+def compare_latency(case: Case, out: Path) -> tuple[str, str]:
+    """`loadgen compare` of the two brokers' last .hgrm: the table and the SVG."""
+    svg = out.with_name(f"{out.stem}-latency-{case.name.removeprefix('c-')}.svg")
+    files = [hgrm_path(out, case, name) for name in ("rabbitmq", "warren")]
+    if not all(f.exists() for f in files):
+        return "(no .hgrm: a run failed)", ""
+    command = [str(LOADGEN_BIN), "compare", *map(str, files),
+               "--label", "rabbitmq", "--label", "warren", "--plot", str(svg)]
+    out = subprocess.run(command, capture_output=True, text=True)
+    return (out.stdout + out.stderr).strip(), svg.name
+
+
+# ------------------------------------------------------------------ report
+
+
+def median_figures(runs: list[Run], broker: str) -> dict[str, float]:
+    by_figure: dict[str, list[float]] = {}
+    for run in runs:
+        if run.broker == broker:
+            for name, value in run.figures().items():
+                by_figure.setdefault(name, []).append(value)
+    return {name: statistics.median(values) for name, values in by_figure.items()}
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+
+
+def ratio(warren: float | None, rabbitmq: float | None) -> str:
+    if warren is None or not rabbitmq:
+        return "-"
+    return f"{warren / rabbitmq:.3g}x"
+
+
+def median_table(runs: list[Run]) -> list[str]:
+    warren, rabbitmq = median_figures(runs, "warren"), median_figures(runs, "rabbitmq")
+    lines = ["| figure (median) | warren | RabbitMQ | warren/RabbitMQ |", "|---|---:|---:|---:|"]
+    for name in dict.fromkeys([*warren, *rabbitmq]):
+        lines.append(f"| {name} | {fmt(warren.get(name))} | {fmt(rabbitmq.get(name))} "
+                     f"| {ratio(warren.get(name), rabbitmq.get(name))} |")
+    return lines
+
+
+def runs_table(runs: list[Run]) -> list[str]:
+    lines = ["| run | broker | sent/s | received/s | confirmed/s | p50 us | p99 us "
+             "| p99.9 us | max us | RSS MiB | check |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for run in runs:
+        f, latency = run.figures(), run.summary.get("latency_us", {})
+        lines.append(
+            f"| {run.index} | {run.broker} | {fmt(f.get('sent/s'))} | {fmt(f.get('received/s'))} "
+            f"| {fmt(f.get('confirmed/s'))} | {fmt(latency.get('p50'))} | {fmt(latency.get('p99'))} "
+            f"| {fmt(latency.get('p99.9'))} | {fmt(latency.get('max'))} | {fmt(f.get('RSS MiB'))} "
+            f"| {run.problems()} |")
+    return lines
+
+
+HEADLINE = {
+    "c": ["latency p50 us", "latency p99 us"],
+    "g": ["RSS idle MiB", "RSS MiB", "RSS growth KiB/conn"],
+    "b": ["received/s", "confirmed/s"],
+}
+
+
+def headline_table(results: list[tuple[Case, list[Run]]]) -> list[str]:
+    lines = ["| scenario | figure (median) | warren | RabbitMQ | warren/RabbitMQ |",
+             "|---|---|---:|---:|---:|"]
+    for case, runs in results:
+        warren, rabbitmq = median_figures(runs, "warren"), median_figures(runs, "rabbitmq")
+        for name in HEADLINE.get(case.name[0], ["sent/s", "received/s"]):
+            mark = " (not like-for-like)" if case.note else ""
+            lines.append(f"| {case.name}{mark} | {name} | {fmt(warren.get(name))} "
+                         f"| {fmt(rabbitmq.get(name))} | {ratio(warren.get(name), rabbitmq.get(name))} |")
+    return lines
+
+
+def machine() -> list[str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines()
+                  if l.startswith("model name")), platform.processor())
+    memory = next(l.split(":", 1)[1].strip() for l in Path("/proc/meminfo").read_text().splitlines()
+                  if l.startswith("MemTotal"))
+    return [f"- CPU: {model}, {os.cpu_count()} logical cores",
+            f"- Memory: {memory}",
+            f"- Kernel: {platform.system()} {platform.release()}",
+            f"- rabbitmq-server: {package_version('rabbitmq-server')}, "
+            f"Erlang {package_version('erlang-base')}",
+            f"- rustc: {command_output(['rustc', '--version'])}"]
+
+
+def package_version(name: str) -> str:
+    return command_output(["dpkg-query", "-W", "-f=${Version}", name]) or "unknown"
+
+
+def command_output(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+@dataclass
+class Context:
+    commit: str
+    dirty: bool
+    started: datetime.datetime
+    runs: int
+    duration: float
+    load_before: str
+    load_after: str = ""
+    elapsed_s: float = 0.0
+    brokers: list = field(default_factory=list)
+
+
+def report(ctx: Context, results: list[tuple[Case, list[Run]]],
+           latency: dict[str, tuple[str, str]]) -> str:
+    lines = [f"# warren vs RabbitMQ — {ctx.started:%Y-%m-%d}", "",
+             f"- Commit: `{ctx.commit}`{' (working tree had uncommitted changes)' if ctx.dirty else ''}",
+             f"- Date: {ctx.started:%Y-%m-%d %H:%M:%S %Z}",
+             f"- Runs: {ctx.runs} per broker per scenario, alternating warren/RabbitMQ; "
+             f"{ctx.duration:g} s of publishing per run; medians below",
+             f"- Total time: {ctx.elapsed_s / 60:.1f} min",
+             f"- Load average (1/5/15 min) before: {ctx.load_before}; after: {ctx.load_after} "
+             "(the machine is shared; noise hits both brokers alike, so read the ratios)",
+             "", "## Machine", "", *machine(), "",
+             "## Setup", "",
+             "Broker on CPU 0, loadgen on CPU 1. Both brokers stay up for the whole matrix "
+             "(except scenario g, which starts each afresh); the idle one sits on CPU 0 "
+             "beside the measured one.", "", "```",
+             *[" ".join(b.command) for b in ctx.brokers],
+             *[f"# {b.name} URI: {b.uri}" for b in ctx.brokers],
+             "# RabbitMQ runs as the rabbitmq user when started by root, with: " + " ".join(
+                 f"{k}={v!r}" if " " in v else f"{k}={v}"
+                 for k, v in ctx.brokers[1].env.items() if k.startswith(("RABBITMQ_", "ERL_"))),
+             "```", "",
+             "## Headline", "",
+             "Rates: higher is better, so a ratio above 1 favours warren. Latency and "
+             "memory: lower is better, so a ratio below 1 favours warren.", "",
+             *headline_table(results), ""]
+    for case, runs in results:
+        lines += case_section(case, runs, latency.get(case.name))
+    return "\n".join(lines) + "\n"
+
+
+def case_section(case: Case, runs: list[Run], latency: tuple[str, str] | None) -> list[str]:
+    lines = [f"## {case.name}: {case.title}", "", case.doc, ""]
+    if case.note:
+        lines += [case.note, ""]
+    hgrm = Path(f"{case.name}-BROKER.hgrm") if case.hgrm else None
+    lines += ["```", " ".join(loadgen_command("URI", case, hgrm)), "```", ""]
+    lines += [*median_table(runs), "", "Per run:", "", *runs_table(runs), ""]
+    if latency:
+        table, svg = latency
+        lines += ["Last run's distributions, `loadgen compare` (ratios relative to RabbitMQ):",
+                  "", "```", table, "```", ""]
+        if svg:
+            lines += [f"![latency by percentile, {case.name}]({svg})", ""]
+    return lines
+
+
+# -------------------------------------------------------------------- main
+
+
+def ensure_tools() -> None:
+    """RabbitMQ from Debian if missing; the release binaries, up to date."""
+    if not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "rabbitmq-server"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    if not (WARREN_BIN.exists() and LOADGEN_BIN.exists()):
+        subprocess.run(["cargo", "build", "--release", "-p", "warren", "-p", "loadgen"],
+                       cwd=ROOT, check=True)
+    if (os.cpu_count() or 1) < 2:
+        sys.exit("needs 2 CPUs: broker on CPU 0, loadgen on CPU 1")
+
+
+def adopt_orphans() -> None:
+    """Makes this script the reaper of its orphaned descendants (epmd and
+    erl helpers daemonize), so they do not linger as zombies under an init
+    that does not reap."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def reap_orphans(timeout_s: float = 3.0) -> None:
+    """Waits a little for the killed orphans to die, and reaps them."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            time.sleep(0.1)
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per broker per scenario")
+    parser.add_argument("--duration", type=float, default=6.0, help="publishing seconds per run")
+    parser.add_argument("--only", help="scenarios or cases, comma-separated (a, c-10k, ...)")
+    parser.add_argument("--out", type=Path, help="report file (default perf/results/<date>-<hash>.md)")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    cases = all_cases(args.duration, args.only)
+    ensure_tools()
+    adopt_orphans()
+    ctx = Context(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
+                  started=datetime.datetime.now().astimezone(), runs=args.runs,
+                  duration=args.duration, load_before=loadavg())
+    out = (args.out or RESULTS / f"{ctx.started:%Y-%m-%d}-{ctx.commit[:8]}.md").resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ctx.brokers = [Warren(), RabbitMQ()]
+    results, latency = [], {}
+    try:
+        for broker in ctx.brokers:
+            broker.start()
+        for case in cases:
+            print(f"{case.name}: {case.title}", flush=True)
+            results.append((case, run_case(case, ctx.brokers, args.runs, args.duration, out)))
+            if case.hgrm:
+                latency[case.name] = compare_latency(case, out)
+    except KeyboardInterrupt:
+        print("interrupted; writing what ran", file=sys.stderr)
+    finally:
+        for broker in ctx.brokers:
+            broker.stop()
+        reap_orphans()
+    ctx.elapsed_s = (datetime.datetime.now().astimezone() - ctx.started).total_seconds()
+    ctx.load_after = loadavg()
+    out.write_text(report(ctx, results, latency))
+    print(f"report: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+
+
+if __name__ == "__main__":
+    main()
