@@ -46,8 +46,9 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The first read waits at most this long for the protocol header
 /// (RabbitMQ's handshake_timeout is 10 s).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Initial read buffer; frames are split off it, and it grows for large ones.
-const READ_BUFFER_CAPACITY: usize = 64 << 10;
+/// Initial read buffer: small, since an idle connection keeps it; frames
+/// are split off it, and it grows with the read window for busy ones.
+const READ_BUFFER_CAPACITY: usize = 4 << 10;
 
 pub struct Connection {
     pub id: ConnectionId,

@@ -54,7 +54,8 @@ struct Credit {
 impl Outbound {
     pub fn new() -> Outbound {
         Outbound {
-            buf: RefCell::new(BytesMut::with_capacity(64 << 10)),
+            // Small: idle connections keep it; it grows for busy ones.
+            buf: RefCell::new(BytesMut::with_capacity(4 << 10)),
             ready: Notify::new(),
             drained: Notify::new(),
             frame_max: Cell::new(frame::FRAME_MIN_SIZE),
