@@ -1411,6 +1411,29 @@ async fn publish_to_a_missing_exchange_closes_the_channel_with_not_found() {
     close(&connection).await;
 }
 
+#[tokio::test]
+async fn a_user_id_naming_another_user_is_precondition_failed() {
+    let broker = Broker::start();
+    let (connection, _channel) = open(&broker).await;
+    let confirms = confirm_channel(&connection).await;
+    let queue = declare_exclusive_queue(&confirms, "user-id").await;
+    let confirm = within(
+        "basic.publish",
+        confirms.basic_publish(
+            "",
+            &queue,
+            BasicPublishOptions::default(),
+            b"forged",
+            BasicProperties::default().with_user_id("mallory".into()),
+        ),
+    )
+    .await
+    .expect("basic.publish is sent");
+    let result = within("publisher confirm", confirm).await;
+    assert_closed_with(&confirms, result, 406).await;
+    close(&connection).await;
+}
+
 // -------------------------------------------------------------- transactions
 
 async fn tx_channel(connection: &Connection) -> Channel {

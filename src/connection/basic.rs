@@ -50,16 +50,7 @@ impl Connection {
                 Ok(Next::Continue)
             }
             Method::BasicConsume(m) => self.consume(ch, m),
-            Method::BasicCancel(m) => {
-                self.cancel(ch, &m.consumer_tag);
-                if !m.no_wait {
-                    let ok = BasicCancelOk {
-                        consumer_tag: m.consumer_tag,
-                    };
-                    self.out.method(ch, &Method::BasicCancelOk(ok));
-                }
-                Ok(Next::Continue)
-            }
+            Method::BasicCancel(m) => self.cancel(ch, m.consumer_tag, m.no_wait),
             Method::BasicGet(m) => {
                 let queue = self.accessible_queue(ch, m.queue)?;
                 let request = QueueRequest::Get { no_ack: m.no_ack };
@@ -165,6 +156,7 @@ impl Connection {
         let catalog = self.shard.catalog.borrow();
         catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
         let summary = scan_properties(&header.properties)?;
+        self.check_user_id(summary.user_id.as_ref())?;
         let properties = match &summary.reply_to {
             Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
                 self.direct_reply_properties(ch, &header.properties)?
@@ -223,6 +215,20 @@ impl Connection {
             }
         }
         Ok(congested)
+    }
+
+    /// RabbitMQ's rule: a message may not claim to be from another user.
+    fn check_user_id(&self, user_id: Option<&ShortStr>) -> Result<(), AmqpError> {
+        let state = self.state.borrow();
+        match user_id {
+            Some(claimed) if *claimed != state.user => {
+                Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{claimed}' but authenticated user was '{}'",
+                    state.user
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Acks every publish confirmed so far, one basic.ack per channel.
@@ -296,24 +302,32 @@ impl Connection {
         }
     }
 
-    fn cancel(&self, ch: u16, tag: &ShortStr) {
-        let Ok(Some(consumer)) = self.with_channel(ch, |channel| channel.consumers.remove(tag))
-        else {
-            return;
+    /// basic.cancel: the queue's shard drops the consumer, then
+    /// `consumer_cancelled` answers; an unknown tag is answered at once, as
+    /// RabbitMQ does.
+    fn cancel(&self, ch: u16, tag: ShortStr, no_wait: bool) -> Result<Next, AmqpError> {
+        let queue =
+            self.with_channel(ch, |channel| channel.consumers.get(&tag).map(|c| c.queue))?;
+        let Some(queue) = queue else {
+            self.consumer_cancelled(ch, tag, no_wait);
+            return Ok(Next::Continue);
         };
-        if let Ok(owner) = self.owner(consumer.queue) {
-            let key = ConsumerKey {
-                conn: self.id,
-                channel: ch,
-                tag: tag.clone(),
-            };
-            self.shard.send(
-                owner,
-                ShardMsg::Cancel {
-                    queue: consumer.queue,
-                    consumer: key,
-                },
-            );
+        let key = ConsumerKey {
+            conn: self.id,
+            channel: ch,
+            tag: tag.clone(),
+        };
+        let awaiting = Awaiting::Cancel { tag, no_wait };
+        self.queue_request(ch, queue, QueueRequest::Cancel(key), awaiting)
+    }
+
+    /// The consumer is gone from its queue: forget it and send cancel-ok.
+    /// Deliveries sent before that came first and were written.
+    pub(super) fn consumer_cancelled(&self, ch: u16, tag: ShortStr, no_wait: bool) {
+        let _ = self.with_channel(ch, |channel| channel.consumers.remove(&tag));
+        if !no_wait {
+            let ok = BasicCancelOk { consumer_tag: tag };
+            self.out.method(ch, &Method::BasicCancelOk(ok));
         }
     }
 

@@ -13,7 +13,7 @@ use crate::catalog::MetaOp;
 use crate::config::Config;
 use crate::protocol::frame::FRAME_MIN_SIZE;
 use crate::protocol::method::*;
-use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr};
+use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr, ShortStr};
 use crate::runtime;
 use crate::shard::ReplyTo;
 
@@ -163,7 +163,7 @@ impl Connection {
             })
             .is_some_and(|value| *value == FieldValue::Bool(true));
         let mut state = self.state.borrow_mut();
-        state.user = user;
+        state.user = ShortStr::from(user);
         state.consumer_cancel_notify = cancel_notify;
         state.phase = Phase::AwaitTuneOk;
         let tune = state.tune;

@@ -26,6 +26,10 @@ pub(super) enum Awaiting {
         queue: QueueId,
         no_wait: bool,
     },
+    Cancel {
+        tag: ShortStr,
+        no_wait: bool,
+    },
     Get {
         no_ack: bool,
     },
@@ -481,6 +485,12 @@ impl Connection {
                 self.consumer_started(ch, tag, queue, no_wait);
                 Ok(())
             }
+            // The last consumer of an auto-delete queue: the queue's
+            // deletion answers for the cancel.
+            (Awaiting::Cancel { tag, no_wait }, Reply::CancelOk | Reply::Meta(Ok(_))) => {
+                self.consumer_cancelled(ch, tag, no_wait);
+                Ok(())
+            }
             (Awaiting::Get { no_ack }, Reply::Got(got)) => {
                 self.got(ch, no_ack, got);
                 Ok(())
@@ -610,6 +620,7 @@ impl Awaiting {
         match self {
             Awaiting::Meta { class_method, .. } => *class_method,
             Awaiting::Consume { .. } => (60, 20),
+            Awaiting::Cancel { .. } => (60, 30),
             Awaiting::Get { .. } => (60, 70),
             Awaiting::Purge { .. } => (50, 30),
         }

@@ -72,7 +72,8 @@ struct State {
     phase: Phase,
     tune: Tune,
     vhost: ShortStr,
-    user: String,
+    /// The authenticated user, which a message's user_id must name.
+    user: ShortStr,
     consumer_cancel_notify: bool,
     channels: HashMap<u16, Channel>,
     /// The request the reader waits on, and its channel.
@@ -115,29 +116,7 @@ pub async fn serve(
     write: WriteHalf,
     peer: SocketAddr,
 ) {
-    let config = &shard.shared.config;
-    let conn = Rc::new(Connection {
-        id,
-        peer,
-        out: Outbound::new(),
-        state: RefCell::new(State {
-            phase: Phase::AwaitStartOk,
-            tune: Tune::offered(config),
-            vhost: ShortStr::default(),
-            user: String::new(),
-            consumer_cancel_notify: false,
-            channels: HashMap::new(),
-            awaiting: None,
-            declared_exclusive: false,
-        }),
-        reply_ready: Notify::new(),
-        writer_finished: Notify::new(),
-        writer_done: Cell::new(false),
-        last_read: Cell::new(Instant::now()),
-        routes: RefCell::new(Vec::new()),
-        settled: RefCell::new(Vec::new()),
-        shard: shard.clone(),
-    });
+    let conn = Connection::new(shard.clone(), id, peer);
     shard.register_connection(conn.clone());
     runtime::spawn(outbound::run_writer(conn.clone(), write));
     tracing::debug!(%peer, conn = %id, "accepted");
@@ -146,27 +125,57 @@ pub async fn serve(
     }
     let closed_by_client = conn.phase() == Phase::ClosedByClient;
     conn.release();
-    // Closing a socket with unread input resets it, which can destroy our
-    // last frames before the peer reads them. So keep reading until the
-    // peer closes: after a client's close it is the client's to close (we
-    // only give up after a while); otherwise we half-close first.
-    let linger = if closed_by_client {
-        CLIENT_CLOSE_WAIT
-    } else {
-        conn.out.close_after_flush();
-        CLOSE_LINGER
-    };
-    let mut discard = BytesMut::new();
-    let _ = runtime::timeout(linger, async {
-        while let Ok(1..) = read.read_buf(&mut discard).await {
-            discard.clear();
-        }
-    })
-    .await;
-    conn.out.close_after_flush();
+    conn.linger(read, closed_by_client).await;
 }
 
 impl Connection {
+    fn new(shard: Rc<Shard>, id: ConnectionId, peer: SocketAddr) -> Rc<Connection> {
+        let state = State {
+            phase: Phase::AwaitStartOk,
+            tune: Tune::offered(&shard.shared.config),
+            vhost: ShortStr::default(),
+            user: ShortStr::default(),
+            consumer_cancel_notify: false,
+            channels: HashMap::new(),
+            awaiting: None,
+            declared_exclusive: false,
+        };
+        Rc::new(Connection {
+            id,
+            shard,
+            peer,
+            out: Outbound::new(),
+            state: RefCell::new(state),
+            reply_ready: Notify::new(),
+            writer_finished: Notify::new(),
+            writer_done: Cell::new(false),
+            last_read: Cell::new(Instant::now()),
+            routes: RefCell::new(Vec::new()),
+            settled: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// Closing a socket with unread input resets it, which can destroy our
+    /// last frames before the peer reads them. So keep reading until the
+    /// peer closes: after a client's close it is the client's to close (we
+    /// only give up after a while); otherwise we half-close first.
+    async fn linger(&self, mut read: ReadHalf, closed_by_client: bool) {
+        let linger = if closed_by_client {
+            CLIENT_CLOSE_WAIT
+        } else {
+            self.out.close_after_flush();
+            CLOSE_LINGER
+        };
+        let mut discard = BytesMut::new();
+        let _ = runtime::timeout(linger, async {
+            while let Ok(1..) = read.read_buf(&mut discard).await {
+                discard.clear();
+            }
+        })
+        .await;
+        self.out.close_after_flush();
+    }
+
     async fn read_loop(self: Rc<Self>, read: &mut ReadHalf) -> Result<(), String> {
         let mut buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
         if !self.read_protocol_header(read, &mut buf).await? {

@@ -227,6 +227,8 @@ pub struct PropertySummary {
     pub expiration: Option<ShortStr>,
     /// For direct reply-to, which rewrites it.
     pub reply_to: Option<ShortStr>,
+    /// Checked against the publishing connection's user.
+    pub user_id: Option<ShortStr>,
     /// The raw header table, including its 4-byte length.
     pub headers: Option<Bytes>,
 }
@@ -241,6 +243,7 @@ pub fn scan_properties(raw: &Bytes) -> Result<PropertySummary, DecodeError> {
             flag::PRIORITY => summary.priority = Some(u8::decode(buf)?),
             flag::EXPIRATION => summary.expiration = Some(ShortStr::decode(buf)?),
             flag::REPLY_TO => summary.reply_to = Some(ShortStr::decode(buf)?),
+            flag::USER_ID => summary.user_id = Some(ShortStr::decode(buf)?),
             flag::HEADERS => {
                 let mut rest = buf.clone();
                 FieldTable::skip(&mut rest)?;

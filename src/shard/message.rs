@@ -38,12 +38,6 @@ pub enum ShardMsg {
         consumer: ConsumerKey,
         credit: u32,
     },
-    /// Connection -> queue owner: basic.cancel (cancel-ok is the
-    /// connection's to send).
-    Cancel {
-        queue: QueueId,
-        consumer: ConsumerKey,
-    },
     /// Queue owner -> connection.
     Deliver(Deliver),
     /// Queue owner -> connection: the queue went away under this consumer.
@@ -106,9 +100,18 @@ pub struct ReplyTo {
 
 pub enum QueueRequest {
     Consume(ConsumerSpec),
-    Get { no_ack: bool },
+    /// Answered once the consumer is gone (and, for the last consumer of an
+    /// auto-delete queue, once the queue is gone everywhere), so nothing is
+    /// delivered to it after cancel-ok and the queue's fate is settled.
+    Cancel(ConsumerKey),
+    Get {
+        no_ack: bool,
+    },
     Purge,
-    Delete { if_unused: bool, if_empty: bool },
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+    },
 }
 
 pub enum Reply {
@@ -116,6 +119,7 @@ pub enum Reply {
     /// sized by the largest message.
     Meta(Result<Box<MetaDone>, AmqpError>),
     ConsumeOk,
+    CancelOk,
     Got(Option<Got>),
     Purged {
         message_count: u32,

@@ -193,16 +193,6 @@ impl Shard {
                 }
                 self.dispatch(queue);
             }
-            ShardMsg::Cancel { queue, consumer } => {
-                let removed = self
-                    .queues
-                    .borrow_mut()
-                    .get_mut(&queue)
-                    .map(|q| q.remove_consumer(&consumer).auto_delete_now);
-                if removed == Some(true) {
-                    self.auto_delete(queue);
-                }
-            }
             ShardMsg::HolderClosed {
                 conn,
                 channel,
@@ -350,13 +340,29 @@ impl Shard {
         request: QueueRequest,
     ) -> Result<Option<Reply>, AmqpError> {
         let mut queues = self.queues.borrow_mut();
-        let q = queues
-            .get_mut(&queue)
-            .ok_or_else(|| AmqpError::not_found("queue was deleted"))?;
+        let Some(q) = queues.get_mut(&queue) else {
+            // A consumer of a queue that is gone is cancelled already.
+            return match request {
+                QueueRequest::Cancel(_) => Ok(Some(Reply::CancelOk)),
+                _ => Err(AmqpError::not_found("queue was deleted")),
+            };
+        };
         let reply = match request {
             QueueRequest::Consume(spec) => {
                 q.add_consumer(spec)?;
                 Reply::ConsumeOk
+            }
+            QueueRequest::Cancel(consumer) => {
+                if !q.remove_consumer(&consumer).auto_delete_now {
+                    return Ok(Some(Reply::CancelOk));
+                }
+                let op = MetaOp::QueueDelete {
+                    vhost: q.vhost().clone(),
+                    name: q.name().clone(),
+                };
+                drop(queues);
+                self.send_meta_request(Some(reply_to), op, 0);
+                return Ok(None);
             }
             QueueRequest::Get { no_ack } => {
                 let got = q
