@@ -8,7 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::channel::{Channel, Confirms, Consumer, TxAction};
-use super::methods::{generated_name, Awaiting};
+use super::methods::{generated_name, not_from_client, Awaiting};
 use super::{direct_reply, Connection, Next};
 use crate::ids::{QueueId, ShardId};
 use crate::message::{Message, MessageContent};
@@ -89,10 +89,7 @@ impl Connection {
                 self.out.method(ch, &Method::TxRollbackOk(TxRollbackOk {}));
                 Ok(Next::Continue)
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "method {} is not valid from a client on a channel",
-                other.name()
-            ))),
+            other => Err(not_from_client(&other)),
         }
     }
 

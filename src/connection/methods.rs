@@ -99,7 +99,7 @@ impl Connection {
             let err = AmqpError::not_allowed(format!(
                 "channel {channel_id} is above the negotiated channel_max ({channel_max})"
             ));
-            self.close_connection(err, 20, 10);
+            self.close_connection(err, ChannelOpen::CLASS_ID, ChannelOpen::METHOD_ID);
             return Next::Continue;
         }
         self.state
@@ -173,6 +173,17 @@ impl Connection {
     }
 
     fn channel_method(self: &Rc<Self>, ch: u16, method: Method) -> Result<Next, AmqpError> {
+        match method.class_id() {
+            ChannelOpen::CLASS_ID | AccessRequest::CLASS_ID => {
+                self.channel_class_method(ch, method)
+            }
+            ExchangeDeclare::CLASS_ID => self.exchange_method(ch, method),
+            QueueDeclare::CLASS_ID => self.queue_method(ch, method),
+            _ => self.basic_method(ch, method),
+        }
+    }
+
+    fn channel_class_method(&self, ch: u16, method: Method) -> Result<Next, AmqpError> {
         match method {
             Method::ChannelOpen(_) => Err(AmqpError::new(
                 reply_code::CHANNEL_ERROR,
@@ -200,6 +211,12 @@ impl Connection {
                     .method(ch, &Method::AccessRequestOk(AccessRequestOk { ticket: 1 }));
                 Ok(Next::Continue)
             }
+            other => Err(not_from_client(&other)),
+        }
+    }
+
+    fn exchange_method(&self, ch: u16, method: Method) -> Result<Next, AmqpError> {
+        match method {
             Method::ExchangeDeclare(m) => self.exchange_declare(ch, m),
             Method::ExchangeDelete(m) => {
                 let op = MetaOp::ExchangeDelete {
@@ -207,58 +224,80 @@ impl Connection {
                     name: m.exchange,
                     if_unused: m.if_unused,
                 };
-                self.meta(ch, op, MetaOk::ExchangeDelete, m.no_wait, (40, 20))
+                self.meta(
+                    ch,
+                    op,
+                    MetaOk::ExchangeDelete,
+                    m.no_wait,
+                    (ExchangeDelete::CLASS_ID, ExchangeDelete::METHOD_ID),
+                )
             }
             Method::ExchangeBind(m) => {
-                let op = MetaOp::Bind(self.binding(
-                    m.source,
-                    DestinationName::Exchange(m.destination),
-                    m.routing_key,
-                    m.arguments,
-                ));
-                self.meta(ch, op, MetaOk::ExchangeBind, m.no_wait, (40, 30))
+                let destination = DestinationName::Exchange(m.destination);
+                let op =
+                    MetaOp::Bind(self.binding(m.source, destination, m.routing_key, m.arguments));
+                self.meta(
+                    ch,
+                    op,
+                    MetaOk::ExchangeBind,
+                    m.no_wait,
+                    (ExchangeBind::CLASS_ID, ExchangeBind::METHOD_ID),
+                )
             }
             Method::ExchangeUnbind(m) => {
-                let op = MetaOp::Unbind(self.binding(
-                    m.source,
-                    DestinationName::Exchange(m.destination),
-                    m.routing_key,
-                    m.arguments,
-                ));
-                self.meta(ch, op, MetaOk::ExchangeUnbind, m.no_wait, (40, 40))
+                let destination = DestinationName::Exchange(m.destination);
+                let op =
+                    MetaOp::Unbind(self.binding(m.source, destination, m.routing_key, m.arguments));
+                self.meta(
+                    ch,
+                    op,
+                    MetaOk::ExchangeUnbind,
+                    m.no_wait,
+                    (ExchangeUnbind::CLASS_ID, ExchangeUnbind::METHOD_ID),
+                )
             }
+            other => Err(not_from_client(&other)),
+        }
+    }
+
+    fn queue_method(&self, ch: u16, method: Method) -> Result<Next, AmqpError> {
+        match method {
             Method::QueueDeclare(m) => self.queue_declare(ch, m),
             Method::QueueBind(m) => {
-                let queue = self.queue_name(ch, m.queue)?;
-                let op = MetaOp::Bind(self.binding(
-                    m.exchange,
-                    DestinationName::Queue(queue),
-                    m.routing_key,
-                    m.arguments,
-                ));
-                self.meta(ch, op, MetaOk::QueueBind, m.no_wait, (50, 20))
+                let destination = DestinationName::Queue(self.queue_name(ch, m.queue)?);
+                let op =
+                    MetaOp::Bind(self.binding(m.exchange, destination, m.routing_key, m.arguments));
+                self.meta(
+                    ch,
+                    op,
+                    MetaOk::QueueBind,
+                    m.no_wait,
+                    (QueueBind::CLASS_ID, QueueBind::METHOD_ID),
+                )
             }
             Method::QueueUnbind(m) => {
-                let queue = self.queue_name(ch, m.queue)?;
+                let destination = DestinationName::Queue(self.queue_name(ch, m.queue)?);
                 let op = MetaOp::Unbind(self.binding(
                     m.exchange,
-                    DestinationName::Queue(queue),
+                    destination,
                     m.routing_key,
                     m.arguments,
                 ));
-                self.meta(ch, op, MetaOk::QueueUnbind, false, (50, 50))
+                self.meta(
+                    ch,
+                    op,
+                    MetaOk::QueueUnbind,
+                    false,
+                    (QueueUnbind::CLASS_ID, QueueUnbind::METHOD_ID),
+                )
             }
             Method::QueuePurge(m) => {
                 let queue = self.accessible_queue(ch, m.queue)?;
-                self.queue_request(
-                    ch,
-                    queue,
-                    QueueRequest::Purge,
-                    Awaiting::Purge { no_wait: m.no_wait },
-                )
+                let awaiting = Awaiting::Purge { no_wait: m.no_wait };
+                self.queue_request(ch, queue, QueueRequest::Purge, awaiting)
             }
             Method::QueueDelete(m) => self.queue_delete(ch, m),
-            other => self.basic_method(ch, other),
+            other => Err(not_from_client(&other)),
         }
     }
 
@@ -277,7 +316,13 @@ impl Connection {
             internal: m.internal,
             arguments: m.arguments,
         };
-        self.meta(ch, op, MetaOk::ExchangeDeclare, m.no_wait, (40, 10))
+        self.meta(
+            ch,
+            op,
+            MetaOk::ExchangeDeclare,
+            m.no_wait,
+            (ExchangeDeclare::CLASS_ID, ExchangeDeclare::METHOD_ID),
+        )
     }
 
     fn binding(
@@ -324,7 +369,13 @@ impl Connection {
             owner_shard: self.shard.id,
             server_named,
         };
-        self.meta(ch, op, MetaOk::QueueDeclare, m.no_wait, (50, 10))
+        self.meta(
+            ch,
+            op,
+            MetaOk::QueueDeclare,
+            m.no_wait,
+            (QueueDeclare::CLASS_ID, QueueDeclare::METHOD_ID),
+        )
     }
 
     fn queue_delete(&self, ch: u16, m: QueueDelete) -> Result<Next, AmqpError> {
@@ -356,7 +407,7 @@ impl Connection {
         };
         let awaiting = Awaiting::Meta {
             ok,
-            class_method: (50, 40),
+            class_method: (QueueDelete::CLASS_ID, QueueDelete::METHOD_ID),
         };
         self.queue_request(ch, queue, request, awaiting)
     }
@@ -527,7 +578,7 @@ impl Connection {
             drop(state);
             return self.hard_error(unexpected_content());
         };
-        if header.class_id != 60 {
+        if header.class_id != BasicPublish::CLASS_ID {
             drop(state);
             return self.hard_error(AmqpError::new(
                 reply_code::UNEXPECTED_FRAME,
@@ -544,7 +595,7 @@ impl Connection {
             let err = AmqpError::precondition_failed(format!(
                 "message size {body_size} is larger than configured max size {message_size_max}"
             ));
-            self.channel_error(ch, err, 60, 40);
+            self.channel_error(ch, err, BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
             return Next::Continue;
         }
         if body_size == 0 {
@@ -602,9 +653,20 @@ impl Connection {
         };
         match self.publish(ch, publish, header, body.into_bytes()) {
             Ok(next) => next,
-            Err(err) => self.method_error(ch, err, (60, 40)),
+            Err(err) => {
+                self.method_error(ch, err, (BasicPublish::CLASS_ID, BasicPublish::METHOD_ID))
+            }
         }
     }
+}
+
+/// A method only a server sends, or one of another class, arriving from the
+/// client on a channel.
+pub(super) fn not_from_client(method: &Method) -> AmqpError {
+    AmqpError::command_invalid(format!(
+        "method {} is not valid from a client on a channel",
+        method.name()
+    ))
 }
 
 /// A header or body frame where a method was due (RabbitMQ's words).
@@ -619,10 +681,10 @@ impl Awaiting {
     fn class_method(&self) -> (u16, u16) {
         match self {
             Awaiting::Meta { class_method, .. } => *class_method,
-            Awaiting::Consume { .. } => (60, 20),
-            Awaiting::Cancel { .. } => (60, 30),
-            Awaiting::Get { .. } => (60, 70),
-            Awaiting::Purge { .. } => (50, 30),
+            Awaiting::Consume { .. } => (BasicConsume::CLASS_ID, BasicConsume::METHOD_ID),
+            Awaiting::Cancel { .. } => (BasicCancel::CLASS_ID, BasicCancel::METHOD_ID),
+            Awaiting::Get { .. } => (BasicGet::CLASS_ID, BasicGet::METHOD_ID),
+            Awaiting::Purge { .. } => (QueuePurge::CLASS_ID, QueuePurge::METHOD_ID),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::Connection;
 use crate::ids::{QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::frame;
-use crate::protocol::method::{BasicDeliver, Method};
+use crate::protocol::method::{BasicDeliver, BasicPublish, Method};
 use crate::protocol::ShortStr;
 use crate::queue::ConsumerKey;
 use crate::runtime::net::WriteHalf;
@@ -81,7 +81,7 @@ impl Outbound {
         frame::encode_content(
             &mut buf,
             channel,
-            60,
+            BasicPublish::CLASS_ID,
             &message.properties,
             &message.body,
             self.frame_max.get(),

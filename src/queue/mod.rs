@@ -189,6 +189,24 @@ impl Queue {
     }
 
     /// Ready messages (queue.declare-ok message-count).
+    /// queue.delete's conditions: 406 when `if_unused` and the queue has
+    /// consumers, or `if_empty` and it holds ready messages (RabbitMQ's
+    /// texts); otherwise the ready-message count delete-ok reports.
+    pub fn check_delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+        let (name, vhost) = (&self.name, &self.vhost);
+        if if_unused && self.consumer_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{name}' in vhost '{vhost}' in use"
+            )));
+        }
+        if if_empty && self.message_count() > 0 {
+            return Err(AmqpError::precondition_failed(format!(
+                "queue '{name}' in vhost '{vhost}' is not empty"
+            )));
+        }
+        Ok(self.message_count())
+    }
+
     /// The consumers, for telling them when the queue goes away.
     pub fn consumer_keys(&self) -> impl Iterator<Item = &ConsumerKey> {
         self.consumers.keys()

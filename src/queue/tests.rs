@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::message::MessageContent;
+use crate::protocol::reply_code;
 
 const UNLIMITED_CREDIT: u32 = u32::MAX;
 
@@ -485,4 +486,22 @@ fn exclusive_queue_is_locked_to_its_owner() {
          value does not match that of the original declaration."
     );
     assert!(queue().check_exclusive_access(conn(2)).is_ok());
+}
+
+#[test]
+fn delete_conditions_refuse_a_queue_in_use_or_not_empty() {
+    let mut q = queue();
+    assert_eq!(q.check_delete(true, true), Ok(0));
+    publish(&mut q, 1..=2);
+    let not_empty = q.check_delete(false, true).unwrap_err();
+    assert_eq!(not_empty.code, reply_code::PRECONDITION_FAILED);
+    assert!(
+        not_empty.text.ends_with("is not empty"),
+        "{}",
+        not_empty.text
+    );
+    assert_eq!(q.check_delete(false, false), Ok(2));
+    q.add_consumer(spec(key(1, 1, "a"), 0, 0)).unwrap();
+    let in_use = q.check_delete(true, false).unwrap_err();
+    assert!(in_use.text.ends_with("in use"), "{}", in_use.text);
 }

@@ -303,26 +303,34 @@ impl Shard {
 
     /// The last consumer of an auto-delete queue went away.
     fn auto_delete(&self, queue: QueueId) {
+        self.delete_queue(queue, None, 0);
+    }
+
+    /// Has the coordinator delete `queue` everywhere; the reply, if any,
+    /// goes to `reply_to` with the queue's last message count.
+    fn delete_queue(&self, queue: QueueId, reply_to: Option<ReplyTo>, message_count: u32) {
         let def = self.catalog.borrow().queue_by_id(queue).cloned();
         if let Some(def) = def {
-            self.request_meta(
-                None,
-                MetaOp::QueueDelete {
-                    vhost: def.vhost,
-                    name: def.name,
-                },
-            );
+            let op = MetaOp::QueueDelete {
+                vhost: def.vhost,
+                name: def.name,
+            };
+            self.send_meta_request(reply_to, op, message_count);
         }
     }
 
     fn queue_request(self: &Rc<Self>, queue: QueueId, reply_to: ReplyTo, request: QueueRequest) {
-        let reply = match self.queue_request_reply(queue, reply_to, request) {
-            Ok(Some(reply)) => reply,
-            Ok(None) => return,
+        let reply = match self.run_queue_request(queue, reply_to, request) {
+            Ok(Answer::Reply(reply)) => reply,
+            // The coordinator answers once the queue is gone everywhere.
+            Ok(Answer::Delete { message_count }) => {
+                return self.delete_queue(queue, Some(reply_to), message_count)
+            }
             Err(err) => Reply::Error(err),
         };
+        let to = reply_to.conn.shard_id as ShardId;
         self.send(
-            reply_to.conn.shard_id as ShardId,
+            to,
             ShardMsg::Reply {
                 to: reply_to,
                 reply,
@@ -331,19 +339,17 @@ impl Shard {
         self.dispatch(queue);
     }
 
-    /// Runs a queue request; `Ok(None)` when the reply will come from
-    /// elsewhere (a delete finishes at the coordinator).
-    fn queue_request_reply(
+    fn run_queue_request(
         &self,
         queue: QueueId,
         reply_to: ReplyTo,
         request: QueueRequest,
-    ) -> Result<Option<Reply>, AmqpError> {
+    ) -> Result<Answer, AmqpError> {
         let mut queues = self.queues.borrow_mut();
         let Some(q) = queues.get_mut(&queue) else {
             // A consumer of a queue that is gone is cancelled already.
             return match request {
-                QueueRequest::Cancel(_) => Ok(Some(Reply::CancelOk)),
+                QueueRequest::Cancel(_) => Ok(Answer::Reply(Reply::CancelOk)),
                 _ => Err(AmqpError::not_found("queue was deleted")),
             };
         };
@@ -353,28 +359,20 @@ impl Shard {
                 Reply::ConsumeOk
             }
             QueueRequest::Cancel(consumer) => {
-                if !q.remove_consumer(&consumer).auto_delete_now {
-                    return Ok(Some(Reply::CancelOk));
+                if q.remove_consumer(&consumer).auto_delete_now {
+                    return Ok(Answer::Delete { message_count: 0 });
                 }
-                let op = MetaOp::QueueDelete {
-                    vhost: q.vhost().clone(),
-                    name: q.name().clone(),
-                };
-                drop(queues);
-                self.send_meta_request(Some(reply_to), op, 0);
-                return Ok(None);
+                Reply::CancelOk
             }
             QueueRequest::Get { no_ack } => {
-                let got = q
-                    .get((reply_to.conn, reply_to.channel), no_ack)
-                    .map(|got| Got {
-                        queue,
-                        seq: got.seq,
-                        redelivered: got.redelivered,
-                        message_count: got.message_count,
-                        message: got.message,
-                    });
-                Reply::Got(got)
+                let got = q.get((reply_to.conn, reply_to.channel), no_ack);
+                Reply::Got(got.map(|got| Got {
+                    queue,
+                    seq: got.seq,
+                    redelivered: got.redelivered,
+                    message_count: got.message_count,
+                    message: got.message,
+                }))
             }
             QueueRequest::Purge => Reply::Purged {
                 message_count: q.purge(),
@@ -383,28 +381,11 @@ impl Shard {
                 if_unused,
                 if_empty,
             } => {
-                let (vhost, name) = (q.vhost().clone(), q.name().clone());
-                if if_unused && q.consumer_count() > 0 {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "queue '{name}' in vhost '{vhost}' in use"
-                    )));
-                }
-                if if_empty && q.message_count() > 0 {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "queue '{name}' in vhost '{vhost}' is not empty"
-                    )));
-                }
-                let message_count = q.message_count();
-                drop(queues);
-                self.send_meta_request(
-                    Some(reply_to),
-                    MetaOp::QueueDelete { vhost, name },
-                    message_count,
-                );
-                return Ok(None);
+                let message_count = q.check_delete(if_unused, if_empty)?;
+                return Ok(Answer::Delete { message_count });
             }
         };
-        Ok(Some(reply))
+        Ok(Answer::Reply(reply))
     }
 
     /// Applies what a metadata change means for this shard's own state:
@@ -443,6 +424,13 @@ impl Shard {
             );
         }
     }
+}
+
+/// What a queue request comes to: a reply now, or the queue's deletion,
+/// which the coordinator answers.
+enum Answer {
+    Reply(Reply),
+    Delete { message_count: u32 },
 }
 
 fn new_queue(def: &QueueDef) -> Queue {
