@@ -29,9 +29,11 @@ fn heartbeats_are_sent_and_a_silent_client_is_dropped() {
     while let Received::Frame(frame) = client.receive() {
         assert_eq!(frame.frame_type, FrameType::Heartbeat);
     }
+    // Two missed intervals (2 s) counted from the broker's last read,
+    // which came a moment before `opened`: allow that moment.
     let silent = opened.elapsed();
     assert!(
-        silent >= Duration::from_secs(2),
+        silent >= Duration::from_millis(1900),
         "dropped after {silent:?}, before two heartbeat intervals"
     );
 }
