@@ -138,17 +138,22 @@ async fn declare_exclusive_queue(channel: &Channel, what: &str) -> String {
 
 /// (ready messages, consumers) of a queue, from a passive declare.
 async fn queue_counts(channel: &Channel, name: &str) -> (u32, u32) {
+    let queue = declare_passive(channel, name)
+        .await
+        .unwrap_or_else(|error| panic!("queue.declare passive {name}: {error}"));
+    (queue.message_count(), queue.consumer_count())
+}
+
+async fn declare_passive(channel: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
     let options = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let queue = within(
+    within(
         "queue.declare passive",
         channel.queue_declare(name, options, FieldTable::default()),
     )
     .await
-    .unwrap_or_else(|error| panic!("queue.declare passive {name}: {error}"));
-    (queue.message_count(), queue.consumer_count())
 }
 
 async fn delete_queue(channel: &Channel, name: &str) {
@@ -731,15 +736,7 @@ async fn server_named_queue_starts_with_amq_gen() {
 async fn passive_declare_of_missing_queue_is_not_found() {
     let broker = Broker::start();
     let (connection, channel) = open(&broker).await;
-    let options = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let result = within(
-        "queue.declare passive",
-        channel.queue_declare(&unique("missing"), options, FieldTable::default()),
-    )
-    .await;
+    let result = declare_passive(&channel, &unique("missing")).await;
     assert_closed_with(&channel, result, 404).await;
     close(&connection).await;
 }
@@ -751,15 +748,7 @@ async fn exclusive_queue_is_locked_to_its_connection() {
     let queue = declare_exclusive_queue(&owner_channel, "exclusive").await;
     let (other, declaring) = open(&broker).await;
 
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let result = within(
-        "queue.declare passive",
-        declaring.queue_declare(&queue, passive, FieldTable::default()),
-    )
-    .await;
+    let result = declare_passive(&declaring, &queue).await;
     assert_closed_with(&declaring, result, 405).await;
 
     let consuming = channel(&other).await;
@@ -787,15 +776,7 @@ async fn exclusive_queue_goes_with_its_connection() {
     let queue = declare_exclusive_queue(&owner_channel, "exclusive").await;
     let (other, checking) = open(&broker).await;
     close(&owner).await;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let result = within(
-        "queue.declare passive",
-        checking.queue_declare(&queue, passive, FieldTable::default()),
-    )
-    .await;
+    let result = declare_passive(&checking, &queue).await;
     assert_closed_with(&checking, result, 404).await;
     close(&other).await;
 }
@@ -821,15 +802,7 @@ async fn auto_delete_queue_goes_with_its_last_consumer() {
         .await
         .expect("basic.cancel");
     }
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let result = within(
-        "queue.declare passive",
-        channel.queue_declare(&queue, passive, FieldTable::default()),
-    )
-    .await;
+    let result = declare_passive(&channel, &queue).await;
     assert_closed_with(&channel, result, 404).await;
     close(&connection).await;
 }

@@ -8,7 +8,8 @@ use crate::cli::CompareArgs;
 use crate::hgrm::Distribution;
 use crate::plot;
 
-const ROWS: [(&str, f64); 9] = [
+/// Percentiles the comparison prints, one row each.
+pub const PERCENTILES: &[(&str, f64)] = &[
     ("p50", 0.5),
     ("p75", 0.75),
     ("p90", 0.9),
@@ -75,7 +76,7 @@ pub fn table(runs: &[(String, Distribution)]) -> String {
         header += &format!(" {label:>width$}");
     }
     let mut lines = vec![header];
-    for (name, quantile) in ROWS {
+    for &(name, quantile) in PERCENTILES {
         let values: Vec<f64> = runs.iter().map(|(_, d)| d.value_at(quantile)).collect();
         let mut line = format!("{name:<10}");
         for value in &values {

@@ -163,15 +163,9 @@ pub struct Summary<'a> {
     pub interrupted: bool,
 }
 
-const QUANTILES: [(&str, f64); 7] = [
-    ("p50", 0.5),
-    ("p75", 0.75),
-    ("p90", 0.9),
-    ("p95", 0.95),
-    ("p99", 0.99),
-    ("p99.9", 0.999),
-    ("p99.99", 0.9999),
-];
+/// The summary's percentiles: the comparison table's, short of its far
+/// tail.
+const QUANTILES: &[(&str, f64)] = crate::compare::PERCENTILES.split_at(7).0;
 
 impl Summary<'_> {
     fn rate(&self, count: u64, time: Duration) -> f64 {
@@ -292,7 +286,7 @@ fn latency_json(histogram: &Histogram<u64>) -> Value {
     let mut object = serde_json::Map::new();
     object.insert("count".into(), json!(histogram.len()));
     if !histogram.is_empty() {
-        for (label, quantile) in QUANTILES {
+        for &(label, quantile) in QUANTILES {
             object.insert(label.into(), json!(histogram.value_at_quantile(quantile)));
         }
         object.insert("min".into(), json!(histogram.min()));
