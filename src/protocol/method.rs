@@ -557,7 +557,7 @@ pub(crate) mod tests {
         out.freeze()
     }
 
-    fn samples() -> Vec<Method> {
+    pub(crate) fn samples() -> Vec<Method> {
         let mut seed = 0;
         (0..4).flat_map(|_| sample_methods(&mut seed)).collect()
     }

@@ -8,4 +8,7 @@ pub mod properties;
 pub mod types;
 
 pub use error::{reply_code, AmqpError, DecodeError};
+
+#[cfg(test)]
+mod fuzz_tests;
 pub use types::{FieldTable, FieldValue, LongStr, ShortStr};
