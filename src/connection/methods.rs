@@ -10,7 +10,7 @@ use crate::catalog::{BindingOp, DestinationName, MetaOp, MetaOutcome};
 use crate::ids::{QueueId, ShardId};
 use crate::protocol::frame::{Frame, FrameType};
 use crate::protocol::method::*;
-use crate::protocol::properties::{scan_properties, ContentHeader};
+use crate::protocol::properties::ContentHeader;
 use crate::protocol::{reply_code, AmqpError, FieldTable, ShortStr};
 use crate::shard::{QueueRequest, Reply, ReplyTo, ShardMsg};
 
@@ -562,13 +562,11 @@ impl Connection {
 
     fn content_header(self: &Rc<Self>, ch: u16, frame: Frame) -> Next {
         let message_size_max = self.shard.shared.config.message_size_max;
+        // decode validates the property list; route reads what it needs.
         let header = match ContentHeader::decode(frame.payload) {
             Ok(header) => header,
             Err(err) => return self.hard_error(err.into()),
         };
-        if let Err(err) = scan_properties(&header.properties) {
-            return self.hard_error(err.into());
-        }
         let mut state = self.state.borrow_mut();
         let channel = state.channels.get_mut(&ch);
         let Some(incoming) = channel
