@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use warren::ids::{ConnectionId, QueueId};
 use warren::message::{Message, MessageContent};
 use warren::protocol::types::ShortStr;
-use warren::queue::{ConsumerKey, ConsumerSpec, Queue};
+use warren::queue::{ConsumerKey, ConsumerSpec, Queue, Settlement};
 
 mod common;
 
@@ -20,7 +20,8 @@ struct Cycle {
     queue: Queue,
     consumers: [ConsumerKey; 2],
     message: Message,
-    seqs: Vec<u64>,
+    /// (holder, seq) of each delivery, to settle as its channel would.
+    seqs: Vec<((ConnectionId, u16), u64)>,
     delivered: [u32; 2],
 }
 
@@ -79,10 +80,13 @@ impl Cycle {
         }
         let (seqs, delivered) = (&mut self.seqs, &mut self.delivered);
         self.queue.dispatch(&mut |delivery| {
-            seqs.push(delivery.seq);
-            delivered[usize::from(delivery.consumer.channel - 1)] += 1;
+            let channel = delivery.consumer.channel;
+            seqs.push(((delivery.consumer.conn, channel), delivery.seq));
+            delivered[usize::from(channel - 1)] += 1;
         });
-        self.queue.ack_many(&self.seqs);
+        for &(holder, seq) in &self.seqs {
+            self.queue.settle(holder, &[seq], Settlement::Ack);
+        }
         self.seqs.clear();
         for (key, credit) in self.consumers.iter().zip(&mut self.delivered) {
             self.queue.add_credit(key, std::mem::take(credit));

@@ -344,8 +344,9 @@ impl Queue {
     }
 
     /// Settles one delivered message; false if the queue holds no unacked
-    /// message by that seq.
-    pub fn ack(&mut self, seq: u64) -> bool {
+    /// message by that seq. Callers go through `settle`, which checks the
+    /// holder first.
+    fn ack(&mut self, seq: u64) -> bool {
         match self.unacked.remove(&seq) {
             Some(unacked) => {
                 self.release(&unacked);
@@ -383,16 +384,10 @@ impl Queue {
         known
     }
 
-    /// Settles several delivered messages (basic.ack multiple, resolved to
-    /// seqs by the channel); returns how many were known.
-    pub fn ack_many(&mut self, seqs: &[u64]) -> usize {
-        seqs.iter().filter(|&&seq| self.ack(seq)).count()
-    }
-
     /// basic.reject / basic.nack: with `requeue` the messages go back to
     /// their original positions, marked redelivered; without, they leave the
-    /// queue. Returns how many seqs were known.
-    pub fn reject(&mut self, seqs: &[u64], requeue: bool) -> usize {
+    /// queue. Returns how many seqs were known. Callers go through `settle`.
+    fn reject(&mut self, seqs: &[u64], requeue: bool) -> usize {
         let mut known = 0;
         for &seq in seqs {
             let Some(unacked) = self.unacked.remove(&seq) else {

@@ -15,6 +15,15 @@ fn conn(local_id: u32) -> ConnectionId {
     }
 }
 
+/// Channel 1 of connection 1, which most tests consume on.
+const HOLDER: (ConnectionId, u16) = (
+    ConnectionId {
+        shard_id: 0,
+        local_id: 1,
+    },
+    1,
+);
+
 fn key(local_id: u32, channel: u16, tag: &str) -> ConsumerKey {
     ConsumerKey {
         conn: conn(local_id),
@@ -203,7 +212,7 @@ fn prefetch_and_credit_are_both_respected() {
     assert_eq!(bodies(&dispatch(&mut q)), ["3"]);
     assert!(!q.can_dispatch());
 
-    assert!(q.ack_many(&[1, 2]) == 2);
+    assert_eq!(q.settle(HOLDER, &[1, 2], Settlement::Ack), 2);
     assert_eq!(bodies(&dispatch(&mut q)), ["4", "5"]);
     assert_eq!(q.unacked_count(), 3);
     assert_eq!(q.message_count(), 5);
@@ -226,15 +235,36 @@ fn no_ack_consumers_hold_no_unacked() {
 }
 
 #[test]
-fn ack_many_settles_a_batch_and_ignores_unknown_seqs() {
+fn settle_acks_a_batch_and_ignores_unknown_seqs() {
     let mut q = queue();
     q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
         .unwrap();
     publish(&mut q, 1..=5);
     dispatch(&mut q);
-    assert_eq!(q.ack_many(&[1, 2, 3, 99]), 3);
+    assert_eq!(q.settle(HOLDER, &[1, 2, 3, 99], Settlement::Ack), 3);
     assert_eq!(q.unacked_count(), 2);
-    assert_eq!(q.ack_many(&[3]), 0);
+    assert_eq!(q.settle(HOLDER, &[3], Settlement::Ack), 0);
+}
+
+/// The trap: a closed channel's messages are requeued and may go to
+/// another consumer before a late ack or requeue from the old channel
+/// arrives; that settle must not touch the new holder's delivery.
+#[test]
+fn a_late_settle_from_a_closed_channel_leaves_the_new_holder_alone() {
+    let mut q = queue();
+    q.add_consumer(spec(key(1, 1, "old"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=1);
+    let first = dispatch(&mut q);
+    q.remove_channel(conn(1), 1);
+    q.add_consumer(spec(key(2, 1, "new"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    let again = dispatch(&mut q);
+    assert_eq!(again[0].seq, first[0].seq, "the same message, redelivered");
+    assert_eq!(q.settle(HOLDER, &[first[0].seq], Settlement::Requeue), 0);
+    assert_eq!(q.settle(HOLDER, &[first[0].seq], Settlement::Ack), 0);
+    assert_eq!(q.unacked_count(), 1, "still held by the new channel");
+    assert_eq!(q.settle((conn(2), 1), &[first[0].seq], Settlement::Ack), 1);
 }
 
 #[test]
@@ -248,7 +278,7 @@ fn reject_requeue_restores_original_order() {
 
     // Reject 4 before 2: order comes from the seq, not the reject order.
     assert_eq!(q.reject(&[4, 2], true), 2);
-    assert_eq!(q.ack_many(&[1, 3]), 2);
+    assert_eq!(q.settle(HOLDER, &[1, 3], Settlement::Ack), 2);
     publish(&mut q, 6..=6);
     let again = dispatch(&mut q);
     assert_eq!(bodies(&again), ["2", "4", "6"]);

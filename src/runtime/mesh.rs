@@ -119,13 +119,6 @@ impl<T: Send + 'static> Mesh<T> {
         }
     }
 
-    /// Sends `msg` to every shard, this one included.
-    pub fn broadcast(self: &Rc<Self>, msg: impl Fn() -> T) {
-        for to in 0..self.shard_count {
-            self.send(to, msg());
-        }
-    }
-
     /// Whether shard `to`'s outbox holds so much that senders which can wait
     /// (connections reading publishes) should.
     pub fn is_congested(&self, to: ShardId) -> bool {
