@@ -298,6 +298,17 @@ fn assert_field_equivalence<T: PartialEq + std::fmt::Display>(
     )))
 }
 
+/// durable and auto_delete, which exchanges and queues both carry and
+/// RabbitMQ checks in that order.
+fn assert_lifetime_equivalence(
+    (current_durable, current_auto_delete): (bool, bool),
+    (durable, auto_delete): (bool, bool),
+    resource: &str,
+) -> Result<(), AmqpError> {
+    assert_field_equivalence(current_durable, durable, resource, "durable")?;
+    assert_field_equivalence(current_auto_delete, auto_delete, resource, "auto_delete")
+}
+
 /// RabbitMQ's `type_class`: integer widths are one class, floats another.
 fn type_class(value: &FieldValue) -> &'static str {
     match value {
@@ -692,12 +703,10 @@ impl Catalog {
         let resource = resource("exchange", &def.vhost, def.name.as_bytes());
         if let Some(current) = vhost.exchanges.get(def.name.as_bytes()) {
             assert_field_equivalence(current.kind.as_str(), def.kind.as_str(), &resource, "type")?;
-            assert_field_equivalence(current.durable, def.durable, &resource, "durable")?;
-            assert_field_equivalence(
-                current.auto_delete,
-                def.auto_delete,
+            assert_lifetime_equivalence(
+                (current.durable, current.auto_delete),
+                (def.durable, def.auto_delete),
                 &resource,
-                "auto_delete",
             )?;
             assert_field_equivalence(current.internal, def.internal, &resource, "internal")?;
             assert_args_equivalence(
@@ -763,12 +772,10 @@ impl Catalog {
             if current.exclusive_owner != def.exclusive_owner {
                 return Err(resource_locked(&def.vhost, def.name.as_bytes()));
             }
-            assert_field_equivalence(current.durable, def.durable, &resource, "durable")?;
-            assert_field_equivalence(
-                current.auto_delete,
-                def.auto_delete,
+            assert_lifetime_equivalence(
+                (current.durable, current.auto_delete),
+                (def.durable, def.auto_delete),
                 &resource,
-                "auto_delete",
             )?;
             let keys = QueueType::of(&current.arguments).equivalence_arguments();
             assert_args_equivalence(&current.arguments, &def.arguments, &resource, keys)?;

@@ -183,6 +183,22 @@ async fn declare_exchange_with(
     .unwrap_or_else(|error| panic!("exchange.declare {name}: {error}"));
 }
 
+async fn declare_exchange_passive(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> lapin::Result<()> {
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    within(
+        "exchange.declare passive",
+        channel.exchange_declare(name, kind, passive, FieldTable::default()),
+    )
+    .await
+}
+
 async fn delete_exchange(channel: &Channel, name: &str) {
     within(
         "exchange.delete",
@@ -448,16 +464,9 @@ async fn exchanges_of_every_type_declare_and_redeclare() {
         declare_exchange(&channel, &name, kind.clone()).await;
         // Redeclaring with the same type is a no-op; passive finds it.
         declare_exchange(&channel, &name, kind.clone()).await;
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        within(
-            "exchange.declare passive",
-            channel.exchange_declare(&name, kind, passive, FieldTable::default()),
-        )
-        .await
-        .expect("passive declare of an existing exchange");
+        declare_exchange_passive(&channel, &name, kind)
+            .await
+            .expect("passive declare of an existing exchange");
         delete_exchange(&channel, &name).await;
     }
     close(&connection).await;
@@ -502,20 +511,7 @@ async fn exchange_redeclared_with_other_type_closes_only_the_channel() {
 async fn passive_declare_of_missing_exchange_is_not_found() {
     let broker = Broker::start();
     let (connection, channel) = open(&broker).await;
-    let passive = ExchangeDeclareOptions {
-        passive: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    let result = within(
-        "exchange.declare passive",
-        channel.exchange_declare(
-            &unique("missing"),
-            ExchangeKind::Direct,
-            passive,
-            FieldTable::default(),
-        ),
-    )
-    .await;
+    let result = declare_exchange_passive(&channel, &unique("missing"), ExchangeKind::Direct).await;
     assert_closed_with(&channel, result, 404).await;
     close(&connection).await;
 }
