@@ -61,7 +61,6 @@ impl Cycle {
             routing_key: ShortStr::from("bench"),
             properties: Bytes::new(),
             body: Bytes::from_static(&[0u8; 128]),
-            persistent: false,
         });
         Cycle {
             queue,

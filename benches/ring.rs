@@ -48,7 +48,6 @@ fn message() -> Message {
         routing_key: ShortStr::from("bench"),
         properties: Bytes::new(),
         body: Bytes::from_static(&[0u8; 16]),
-        persistent: false,
     })
 }
 

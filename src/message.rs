@@ -23,8 +23,6 @@ pub struct MessageContent {
     /// The property flags and property list of the content header, verbatim.
     pub properties: Bytes,
     pub body: Bytes,
-    /// delivery_mode 2: the store will keep it when its queue is durable.
-    pub persistent: bool,
 }
 
 impl Message {

@@ -178,12 +178,15 @@ impl Connection {
             headers.as_ref(),
             &mut routes,
         );
+        if routes.is_empty() && !publish.mandatory {
+            // Unroutable and not mandatory: dropped, so no handle is made.
+            return Ok(None);
+        }
         let message = Message::new(MessageContent {
             exchange: publish.exchange,
             routing_key: publish.routing_key,
             properties,
             body,
-            persistent: summary.delivery_mode == Some(2),
         });
         if routes.is_empty() && publish.mandatory {
             let returned = BasicReturn {

@@ -49,7 +49,6 @@ fn message(n: u64) -> Message {
         routing_key: ShortStr::from("q"),
         properties: Bytes::new(),
         body: Bytes::from(n.to_string()),
-        persistent: false,
     })
 }
 
