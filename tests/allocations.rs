@@ -92,7 +92,9 @@ impl InProcessBroker {
         }
     }
 
-    /// Connects, retrying until the shards listen.
+    /// Connects, retrying until the shards listen: the in-process broker
+    /// offers no readiness event to await (its log line goes nowhere here),
+    /// so this is a bounded readiness probe.
     fn connect(&self) -> TcpStream {
         let deadline = Instant::now() + DEADLINE;
         loop {
