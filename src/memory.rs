@@ -48,7 +48,9 @@ impl FromStr for Watermark {
             let fraction: f64 = number.parse().map_err(|_| invalid())?;
             return match fraction {
                 f if f > 0.0 && f <= 1.0 => Ok(Watermark::Relative(f)),
-                _ => Err(format!("a relative watermark must be in (0, 1], not {text}")),
+                _ => Err(format!(
+                    "a relative watermark must be in (0, 1], not {text}"
+                )),
             };
         }
         let count: u64 = number.parse().map_err(|_| invalid())?;
@@ -129,7 +131,16 @@ mod tests {
         assert_eq!("512MiB".parse(), Ok(Watermark::Absolute(512 << 20)));
         assert_eq!("2GB".parse(), Ok(Watermark::Absolute(2_000_000_000)));
         assert_eq!("64k".parse(), Ok(Watermark::Absolute(64 << 10)));
-        for bad in ["", "0.0", "1.5", "-1", "12XB", "0", "0.4GB", "99999999999999999999G"] {
+        for bad in [
+            "",
+            "0.0",
+            "1.5",
+            "-1",
+            "12XB",
+            "0",
+            "0.4GB",
+            "99999999999999999999G",
+        ] {
             assert!(bad.parse::<Watermark>().is_err(), "{bad:?} was accepted");
         }
     }

@@ -118,7 +118,9 @@ enum Next {
     AwaitReply,
     /// A publish was routed: pace the publisher before reading more (see
     /// `flow`); `congested` names a shard whose outbox is full.
-    Published { congested: Option<ShardId> },
+    Published {
+        congested: Option<ShardId>,
+    },
     /// Stop reading; the socket closes once the writer flushes.
     Stop,
 }

@@ -76,7 +76,10 @@ struct Outbox<T> {
 }
 
 impl<T: Send + Urgency + 'static> Mesh<T> {
-    pub(super) async fn join(builders: Builders<T>, shard_id: ShardId) -> Result<Rc<Mesh<T>>, String> {
+    pub(super) async fn join(
+        builders: Builders<T>,
+        shard_id: ShardId,
+    ) -> Result<Rc<Mesh<T>>, String> {
         let [bulk, urgent] = builders;
         let shard_count = bulk.nr_peers();
         let lanes = [

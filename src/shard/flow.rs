@@ -209,7 +209,13 @@ mod tests {
             assert_eq!(flow.processed(CONN, QUEUE, 1, false), None);
         }
         let due = flow.processed(CONN, QUEUE, 1, false);
-        assert_eq!(due, Some(PublishCredit { messages: 5, bytes: 5 }));
+        assert_eq!(
+            due,
+            Some(PublishCredit {
+                messages: 5,
+                bytes: 5
+            })
+        );
         assert!(paid(&mut flow).is_empty());
     }
 
@@ -231,14 +237,32 @@ mod tests {
         flow.repay(QUEUE, 2, &mut |_, _| panic!("nothing is due yet"));
         assert_eq!(
             paid(&mut flow),
-            vec![(CONN, PublishCredit { messages: 2, bytes: 20 })]
+            vec![(
+                CONN,
+                PublishCredit {
+                    messages: 2,
+                    bytes: 20
+                }
+            )]
         );
         flow.repay(QUEUE, 5, &mut |_, _| {});
         assert_eq!(
             paid(&mut flow),
             vec![
-                (CONN, PublishCredit { messages: 1, bytes: 10 }),
-                (OTHER, PublishCredit { messages: 1, bytes: 10 })
+                (
+                    CONN,
+                    PublishCredit {
+                        messages: 1,
+                        bytes: 10
+                    }
+                ),
+                (
+                    OTHER,
+                    PublishCredit {
+                        messages: 1,
+                        bytes: 10
+                    }
+                )
             ]
         );
         assert!(!flow.has_debts(), "repaid debt leaves no entry behind");
@@ -252,7 +276,13 @@ mod tests {
         flow.forgive_all();
         assert_eq!(
             paid(&mut flow),
-            vec![(CONN, PublishCredit { messages: 2, bytes: 20 })]
+            vec![(
+                CONN,
+                PublishCredit {
+                    messages: 2,
+                    bytes: 20
+                }
+            )]
         );
         assert!(!flow.has_debts());
     }

@@ -83,14 +83,16 @@ impl CpuDemand {
     }
 
     fn total(&self) -> Duration {
-        self.from_schedstat().unwrap_or_else(thread_cpu_time)
+        self.read_schedstat().unwrap_or_else(thread_cpu_time)
     }
 
-    fn from_schedstat(&self) -> Option<Duration> {
+    fn read_schedstat(&self) -> Option<Duration> {
         let mut buf = [0u8; 96];
         let len = self.schedstat.as_ref()?.read_at(&mut buf, 0).ok()?;
         // "<ns on cpu> <ns waiting on a runqueue> <timeslices>"
-        let mut fields = std::str::from_utf8(&buf[..len]).ok()?.split_ascii_whitespace();
+        let mut fields = std::str::from_utf8(&buf[..len])
+            .ok()?
+            .split_ascii_whitespace();
         let running: u64 = fields.next()?.parse().ok()?;
         let waiting: u64 = fields.next()?.parse().ok()?;
         Some(Duration::from_nanos(running.saturating_add(waiting)))
@@ -155,7 +157,12 @@ impl Shard {
                 / now.0.duration_since(last.0).as_secs_f64().max(1e-9);
             last = now;
             load += LOAD_SMOOTHING * (busy.min(1.0) - load);
-            saturated = load >= if saturated { UNSATURATED_BUSY } else { SATURATED_BUSY };
+            saturated = load
+                >= if saturated {
+                    UNSATURATED_BUSY
+                } else {
+                    SATURATED_BUSY
+                };
             let board = &self.shared.load;
             board.set_saturated(self.id, saturated);
             if let Some(memory) = &memory {

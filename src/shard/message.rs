@@ -4,14 +4,14 @@
 //! the message handle, never its bytes. Metadata travels boxed: it is rare,
 //! and keeping it out of line keeps every ring slot small.
 
-use crate::catalog::{MetaOp, MetaOutcome};
 use super::PublishCredit;
+use crate::catalog::{MetaOp, MetaOutcome};
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
-use crate::runtime::mesh::Urgency;
 pub use crate::queue::Settlement;
 use crate::queue::{ConsumerKey, ConsumerSpec};
+use crate::runtime::mesh::Urgency;
 
 pub enum ShardMsg {
     /// Connection -> queue owner: enqueue a routed message. The owner pays
