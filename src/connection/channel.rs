@@ -24,6 +24,9 @@ pub struct Channel {
     pub incoming: Option<Incoming>,
     pub confirm: Option<Confirms>,
     pub tx: Option<Vec<TxAction>>,
+    /// Content this channel holds against the connection's cap: the message
+    /// being assembled and the transaction's publishes (see `content`).
+    pub content_held: u64,
     /// basic.qos prefetch_count (global=false) for consumers created from
     /// now on; the queue enforces it per consumer.
     pub prefetch_count: u16,
@@ -123,6 +126,9 @@ pub enum TxAction {
     },
 }
 
+/// Settled entries an `Unacked` may keep beyond twice its live ones.
+const COMPACT_SLACK: usize = 64;
+
 /// Delivery tags this channel handed out with ack required, in tag order.
 /// Acks mostly come in order, so a deque with settled entries popped from
 /// the front is cheaper than a tree and allocates nothing in steady state.
@@ -186,6 +192,13 @@ impl Unacked {
         while self.entries.front().is_some_and(|e| e.settled) {
             self.entries.pop_front();
         }
+        // One old unacked tag must not keep an entry alive for every later
+        // delivery: once settled entries dominate, drop them. Tags stay in
+        // order, so lookups still bisect; the cost is amortised over the
+        // settles that made the garbage.
+        if self.entries.len() > 2 * self.live + COMPACT_SLACK {
+            self.entries.retain(|e| !e.settled);
+        }
         true
     }
 
@@ -199,6 +212,12 @@ impl Unacked {
 
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Entries kept, settled or not (for tests of the memory bound).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.entries.len()
     }
 
     /// Everything still unacked, oldest first; leaves the set empty.
@@ -215,6 +234,7 @@ impl Channel {
             incoming: None,
             confirm: None,
             tx: None,
+            content_held: 0,
             prefetch_count: 0,
             prefetch_global: 0,
             held: VecDeque::new(),
@@ -255,5 +275,50 @@ impl Channel {
         if !self.touched.contains(&queue) {
             self.touched.push(queue);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_old_unacked_tag_does_not_keep_every_later_delivery() {
+        let mut unacked = Unacked::default();
+        let queue = QueueId(1);
+        let first = unacked.next(queue, 1, true);
+        for seq in 2..10_000 {
+            let tag = unacked.next(queue, seq, true);
+            assert!(unacked.settle(tag, false, |_| {}));
+        }
+        assert_eq!(unacked.len(), 1);
+        assert!(
+            unacked.kept() <= 2 + COMPACT_SLACK,
+            "kept {}",
+            unacked.kept()
+        );
+        let mut settled = Vec::new();
+        assert!(unacked.settle(first, false, |entry| settled.push(entry.seq)));
+        assert_eq!(settled, vec![1]);
+        assert_eq!(unacked.kept(), 0);
+    }
+
+    #[test]
+    fn multiple_settles_still_find_tags_after_compaction() {
+        let mut unacked = Unacked::default();
+        let queue = QueueId(1);
+        let tags: Vec<u64> = (1..=500)
+            .map(|seq| unacked.next(queue, seq, true))
+            .collect();
+        for &tag in tags.iter().skip(1).step_by(2) {
+            assert!(unacked.settle(tag, false, |_| {}));
+        }
+        let mut settled = Vec::new();
+        assert!(unacked.settle(tags[200], true, |entry| settled.push(entry.seq)));
+        assert_eq!(settled, (1..=201).step_by(2).collect::<Vec<u64>>());
+        assert!(
+            !unacked.settle(tags[1], false, |_| {}),
+            "a settled tag is unknown"
+        );
     }
 }

@@ -11,6 +11,7 @@
 
 mod basic;
 mod channel;
+mod content;
 mod direct_reply;
 mod flow;
 mod handshake;
@@ -90,6 +91,8 @@ struct State {
     /// The client understands connection.blocked / unblocked.
     blocked_notify: bool,
     channels: HashMap<u16, Channel>,
+    /// Content bytes the channels hold, summed (see `content`).
+    content_held: u64,
     /// The request the reader waits on, and its channel.
     awaiting: Option<(u16, methods::Awaiting)>,
     /// Whether this connection declared an exclusive queue (which must go
@@ -155,6 +158,7 @@ impl Connection {
             consumer_cancel_notify: false,
             blocked_notify: false,
             channels: HashMap::new(),
+            content_held: 0,
             awaiting: None,
             declared_exclusive: false,
         };
