@@ -61,6 +61,10 @@ pub struct Incoming {
     pub body: Body,
 }
 
+/// The most a joined body reserves up front; a larger one (only with a
+/// huge `--message-size-max`) grows as its frames arrive.
+const JOIN_PREALLOCATION_MAX: usize = 512 << 20;
+
 /// Body frames as they arrive: one frame stays a zero-copy slice of the read
 /// buffer; several are joined.
 pub enum Body {
@@ -78,11 +82,17 @@ impl Body {
         }
     }
 
-    pub fn push(&mut self, chunk: Bytes) {
+    /// Adds a body frame of a body announced as `body_size` bytes: a body
+    /// of several frames is joined into one allocation of exactly that size
+    /// (growing by doubling would hold up to twice the bytes).
+    pub fn push(&mut self, chunk: Bytes, body_size: usize) {
         *self = match std::mem::replace(self, Body::Empty) {
             Body::Empty => Body::One(chunk),
             Body::One(first) => {
-                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
+                let joined_size = body_size
+                    .min(JOIN_PREALLOCATION_MAX)
+                    .max(first.len() + chunk.len());
+                let mut joined = BytesMut::with_capacity(joined_size);
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&chunk);
                 Body::Many(joined)

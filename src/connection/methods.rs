@@ -623,7 +623,10 @@ impl Connection {
             return self.hard_error(unexpected_content());
         };
         let expected = header.body_size;
-        body.push(frame.payload);
+        body.push(
+            frame.payload,
+            usize::try_from(expected).unwrap_or(usize::MAX),
+        );
         let received = body.len() as u64;
         drop(state);
         if received > expected {
