@@ -69,7 +69,7 @@ async fn a_work_queue_under_a_publish_flood_keeps_serving_its_consumer() {
     let addr = broker.addr();
     let (prefill_addr, prefill_queue) = (addr.clone(), queue.clone());
     tokio::task::spawn_blocking(move || {
-        publish_raw(&prefill_addr, &prefill_queue, Limit::Count(50_000))
+        publish_raw(&prefill_addr, &prefill_queue, Limit::Count(PREFILL))
     })
     .await
     .expect("prefill");
@@ -98,7 +98,32 @@ async fn a_work_queue_under_a_publish_flood_keeps_serving_its_consumer() {
         "memory ran past the 256 MiB watermark: {} MiB",
         resident_max >> 20
     );
+    // Every message the flood wrote is read and delivered in the end: a
+    // publisher paused for credit is always paid. The consumer may be slow
+    // (a debug build of lapin acks a few thousand a second), so what fails
+    // is a stall: no delivery for `STALL` while messages are outstanding.
+    let expected = PREFILL + published;
+    let mut last = (received.load(Ordering::Relaxed), Instant::now());
+    while last.0 < expected {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = received.load(Ordering::Relaxed);
+        if now > last.0 {
+            last = (now, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < STALL,
+            "the consumer stalled at {} of {expected} messages\n{}",
+            last.0,
+            broker.log_tail()
+        );
+    }
 }
+
+/// How long no delivery may arrive while messages are outstanding.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Messages published before the flood, for the consumer's own rate.
+const PREFILL: u64 = 5_000;
 
 /// How long a rate is measured over.
 const SAMPLE: Duration = Duration::from_secs(1);
@@ -150,6 +175,7 @@ enum Limit {
 fn publish_raw(addr: &str, queue: &str, limit: Limit) -> u64 {
     const BATCH: u64 = 512;
     let mut client = RawClient::open_with_channel(addr);
+    limit_send_buffer(&client.stream);
     let publish = Method::BasicPublish(BasicPublish {
         routing_key: ShortStr::from(queue.to_string()),
         ..BasicPublish::default()
@@ -187,6 +213,25 @@ fn publish_raw(addr: &str, queue: &str, limit: Limit) -> u64 {
         published += BATCH;
     }
     published
+}
+
+/// A small socket send buffer, so that what the kernel holds for the broker
+/// to read stays small next to what the test measures.
+fn limit_send_buffer(stream: &std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 64 << 10;
+    // SAFETY: setsockopt reads `size` (a c_int, as SO_SNDBUF takes) and
+    // changes nothing but the socket's own buffer size.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_SNDBUF");
 }
 
 fn is_timeout(error: &std::io::Error) -> bool {

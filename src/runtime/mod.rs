@@ -63,6 +63,7 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
+            .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
                 match mesh::Mesh::join(builders, shard_id).await {
                     Ok(mesh) => shard_main(shard_id, mesh).await,
@@ -79,6 +80,15 @@ where
     }
     Ok(())
 }
+
+/// How long a shard runs tasks before it polls for I/O again: while some
+/// task is always runnable (a drain with a backlog, a reader with a full
+/// buffer), socket completions wait this long. glommio's default (100 ms)
+/// let a publish flood hold back a consumer's acks for that long on every
+/// round trip: 912 msg/s for a consumer with prefetch 100. Measured here,
+/// 1 to 10 ms keep publisher and consumer in step with no loss on the
+/// auto-ack path; 0.5 ms made glommio's scheduling thrash (2k msg/s).
+const PREEMPT_TIMER: Duration = Duration::from_millis(2);
 
 /// Chooses each shard's io_uring buffer memory from `RLIMIT_MEMLOCK`, or
 /// explains in one line why the limit is too low to start.

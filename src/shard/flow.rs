@@ -158,6 +158,11 @@ impl Flow {
         !self.debts.is_empty()
     }
 
+    /// Whether some credit is owed and not yet paid.
+    pub(crate) fn has_owed(&self) -> bool {
+        !self.owed.is_empty()
+    }
+
     /// Pays everything owed (the flusher's turn).
     pub(crate) fn pay_all(&mut self, pay: &mut impl FnMut(ConnectionId, PublishCredit)) {
         for (conn, credit) in self.owed.drain() {

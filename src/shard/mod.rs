@@ -316,6 +316,14 @@ impl Shard {
         }
     }
 
+    /// Whatever is owed is paid within a tick, whatever else happens: a
+    /// publisher waiting for credit has no other way to get it.
+    fn pay_owed_credit_soon(&self) {
+        if self.flow.borrow().has_owed() {
+            self.flow_owed.notify();
+        }
+    }
+
     /// No shard is saturated: throttled queues owe their publishers again.
     fn forgive_debts(&self) {
         let mut flow = self.flow.borrow_mut();
@@ -347,6 +355,11 @@ impl Shard {
         } else if backlog <= 2 * flow::BACKLOG_MESSAGES {
             let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
             flow.repay(queue, delivered, &mut |conn, credit| self.pay(conn, credit));
+        }
+        // Debt turned into credit owed must reach the flusher: a publisher
+        // that is out of credit sends nothing that would wake it.
+        if flow.has_owed() {
+            self.flow_owed.notify();
         }
         throttled
     }
