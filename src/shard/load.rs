@@ -177,14 +177,6 @@ impl Shard {
                 self.forgive_debts();
             }
             self.pay_owed_credit_soon();
-            if ticks % 50 == 0 {
-                eprintln!(
-                    "DBG shard {} load {load:.2} sat {saturated} any {} {}",
-                    self.id,
-                    board.any_saturated(),
-                    self.flow.borrow().debug()
-                );
-            }
             let alarm = board.memory_alarm();
             if alarm || ticks % RETURN_MEMORY_TICKS == 0 {
                 crate::memory::return_free_memory(alarm);
