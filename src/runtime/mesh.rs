@@ -1,30 +1,35 @@
 //! The ring mesh between shards, as seen from one shard.
 //!
-//! Each ordered pair of shards has two bounded lock-free SPSC rings (glommio's
-//! `shared_channel`, which wakes a parked executor through an eventfd), one
-//! per lane. The bulk lane carries what may pile up (publishes, and the
-//! requests that must stay in order with them); the urgent lane carries what
-//! keeps consumers going (acks, deliveries, credit, replies). Each lane has
-//! its own drain task, and every drain task handles at most
-//! `TURN_MESSAGES_MAX` messages per turn, so an ack never waits behind a
-//! backlog of publishes: that is what keeps a work queue served under a
-//! publish flood. Order is kept per lane and destination, not across lanes.
+//! Each ordered pair of shards has one bounded lock-free SPSC ring (glommio's
+//! `shared_channel`, which wakes a parked executor through an eventfd). Every
+//! message takes one of two lanes: the bulk lane carries what may pile up
+//! (publishes, and the requests that must stay in order with them); the
+//! urgent lane carries what keeps consumers going (acks, deliveries, credit,
+//! replies). Order is kept per lane and sender, not across lanes.
 //!
-//! On top of each outgoing ring sits an outbox: a local FIFO that takes what
-//! the ring cannot take right now, drained by one flusher task.
+//! - The task that drains a ring handles an urgent message at once and
+//!   moves a bulk one to this shard's bulk queue, so an ack never waits
+//!   behind the processing of a backlog of publishes.
+//! - One task drains the bulk queue (and the bulk messages this shard sends
+//!   itself); another drains the urgent messages it sends itself.
+//! - Every drain task handles at most `TURN_MESSAGES_MAX` messages per turn
+//!   before the shard's other tasks (socket readers and writers) have one.
+//!
+//! One mesh, not one per lane: every mesh join is a round of cross-shard
+//! handshakes, and a second one made start-up hang now and then.
+//!
+//! On top of each outgoing ring sits an outbox (urgent messages first): a
+//! local FIFO per lane that takes what the ring cannot take right now,
+//! drained by one flusher task.
 //!
 //! Why an outbox: the task that drains incoming rings must never wait on an
 //! outgoing one, or two shards whose rings to each other are full would wait
 //! on each other forever. So `send` never waits. Back-pressure is applied at
 //! the edges instead: a connection that publishes checks [`Mesh::is_congested`]
 //! and stops reading its socket until [`Mesh::wait_uncongested`] returns, so
-//! TCP pushes back on the publisher and the outbox stays bounded; publish
-//! credit, consumer credit and prefetch bound the rest. Only one task (the
-//! flusher) ever awaits a given ring, as glommio's sender requires.
-//!
-//! Messages to the shard itself go through the same kind of outbox (a local
-//! queue per lane drained by its own task), so every handler runs from a
-//! drain task and never re-enters state that its caller holds borrowed.
+//! TCP pushes back on the publisher; publish credit, consumer credit and
+//! prefetch bound the rest. Only one task (the flusher) ever awaits a given
+//! ring, as glommio's sender requires.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -46,50 +51,87 @@ pub trait Urgency {
     fn is_urgent(&self) -> bool;
 }
 
-/// The two lanes' builders: one mesh of rings each.
-pub(super) type Builders<T> = [MeshBuilder<T, Full>; 2];
-
-const BULK: usize = 0;
-const URGENT: usize = 1;
-
 pub struct Mesh<T: Send> {
     shard_id: ShardId,
     shard_count: usize,
-    lanes: [Lane<T>; 2],
-    /// Bulk outbox length at which a destination counts as congested.
+    senders: Senders<T>,
+    receivers: RefCell<Option<Receivers<T>>>,
+    outboxes: Vec<Outbox<T>>,
+    /// Bulk messages for this shard: sent by itself or received from others.
+    bulk: LocalQueue<T>,
+    /// Urgent messages this shard sends itself.
+    urgent: LocalQueue<T>,
+    /// Outbox (or bulk queue) length at which a destination counts as
+    /// congested.
     congestion_limit: usize,
     /// Tasks waiting for some outbox to drain below the limit.
     uncongested_waiters: Waiters,
 }
 
-struct Lane<T: Send> {
-    senders: Senders<T>,
-    receivers: RefCell<Option<Receivers<T>>>,
-    outboxes: Vec<Outbox<T>>,
+/// What waits for the ring to another shard, urgent messages first.
+struct Outbox<T> {
+    urgent: RefCell<VecDeque<T>>,
+    bulk: RefCell<VecDeque<T>>,
+    flushing: Cell<bool>,
 }
 
-struct Outbox<T> {
+/// Messages for this shard's own drain tasks.
+struct LocalQueue<T> {
     queue: RefCell<VecDeque<T>>,
-    flushing: Cell<bool>,
-    /// Wakes the local drain task (loopback outbox only).
-    loopback_ready: Notify,
+    ready: Notify,
+}
+
+impl<T> LocalQueue<T> {
+    fn new() -> LocalQueue<T> {
+        LocalQueue {
+            queue: RefCell::new(VecDeque::new()),
+            ready: Notify::new(),
+        }
+    }
+
+    fn push(&self, msg: T) {
+        self.queue.borrow_mut().push_back(msg);
+        self.ready.notify();
+    }
+}
+
+impl<T> Outbox<T> {
+    fn is_empty(&self) -> bool {
+        self.urgent.borrow().is_empty() && self.bulk.borrow().is_empty()
+    }
+
+    fn pop(&self) -> Option<T> {
+        let urgent = self.urgent.borrow_mut().pop_front();
+        urgent.or_else(|| self.bulk.borrow_mut().pop_front())
+    }
 }
 
 impl<T: Send + Urgency + 'static> Mesh<T> {
     pub(super) async fn join(
-        builders: Builders<T>,
+        builder: MeshBuilder<T, Full>,
         shard_id: ShardId,
     ) -> Result<Rc<Mesh<T>>, String> {
-        let [bulk, urgent] = builders;
-        let shard_count = bulk.nr_peers();
-        let lanes = [
-            Lane::join(bulk, shard_id).await?,
-            Lane::join(urgent, shard_id).await?,
-        ];
+        let shard_count = builder.nr_peers();
+        let (senders, receivers) = builder
+            .join()
+            .await
+            .map_err(|err| format!("mesh join failed: {err}"))?;
+        debug_assert_eq!(senders.peer_id(), shard_id);
+        let outboxes = (0..shard_count)
+            .map(|_| Outbox {
+                urgent: RefCell::new(VecDeque::new()),
+                bulk: RefCell::new(VecDeque::new()),
+                flushing: Cell::new(false),
+            })
+            .collect();
         Ok(Rc::new(Mesh {
             shard_id,
             shard_count,
-            lanes,
+            senders,
+            receivers: RefCell::new(Some(receivers)),
+            outboxes,
+            bulk: LocalQueue::new(),
+            urgent: LocalQueue::new(),
             congestion_limit: 1024,
             uncongested_waiters: Waiters::new(),
         }))
@@ -103,47 +145,58 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
         self.shard_count
     }
 
-    /// Queues `msg` for shard `to` on its lane; never waits. Order is kept
-    /// per lane and destination.
+    /// Queues `msg` for shard `to`; never waits. Order is kept per lane and
+    /// destination.
     pub fn send(self: &Rc<Self>, to: ShardId, msg: T) {
-        let lane_id = if msg.is_urgent() { URGENT } else { BULK };
-        let lane = &self.lanes[lane_id];
-        let Some(outbox) = lane.outboxes.get(to) else {
+        if to == self.shard_id {
+            match msg.is_urgent() {
+                true => self.urgent.push(msg),
+                false => self.bulk.push(msg),
+            }
+            return;
+        }
+        let Some(outbox) = self.outboxes.get(to) else {
             tracing::error!(to, "message for a shard that does not exist");
             return;
         };
-        if to == self.shard_id {
-            outbox.queue.borrow_mut().push_back(msg);
-            outbox.loopback_ready.notify();
-            return;
-        }
         // While the flusher holds a message it popped, sending directly
         // would overtake it: only an idle, empty outbox may try the ring.
-        if !outbox.flushing.get() && outbox.queue.borrow().is_empty() {
-            match lane.senders.try_send_to(to, msg) {
+        if !outbox.flushing.get() && outbox.is_empty() {
+            match self.senders.try_send_to(to, msg) {
                 Ok(()) => return,
                 Err(GlommioError::WouldBlock(ResourceType::Channel(msg))) => {
-                    outbox.queue.borrow_mut().push_back(msg);
+                    self.hold(outbox, msg);
                 }
                 // The peer has shut down: nothing left to deliver to.
                 Err(_) => return,
             }
         } else {
-            outbox.queue.borrow_mut().push_back(msg);
+            self.hold(outbox, msg);
         }
         if !outbox.flushing.replace(true) {
             let mesh = self.clone();
-            super::spawn(async move { mesh.flush(lane_id, to).await });
+            super::spawn(async move { mesh.flush(to).await });
         }
     }
 
-    /// Whether shard `to`'s bulk outbox holds so much that senders which can
-    /// wait (connections reading publishes) should.
+    fn hold(&self, outbox: &Outbox<T>, msg: T) {
+        match msg.is_urgent() {
+            true => outbox.urgent.borrow_mut().push_back(msg),
+            false => outbox.bulk.borrow_mut().push_back(msg),
+        }
+    }
+
+    /// Whether shard `to`'s bulk backlog holds so much that senders which
+    /// can wait (connections reading publishes) should.
     pub fn is_congested(&self, to: ShardId) -> bool {
-        self.lanes[BULK]
-            .outboxes
-            .get(to)
-            .is_some_and(|outbox| outbox.queue.borrow().len() >= self.congestion_limit)
+        let held = if to == self.shard_id {
+            self.bulk.queue.borrow().len()
+        } else {
+            self.outboxes
+                .get(to)
+                .map_or(0, |outbox| outbox.bulk.borrow().len())
+        };
+        held >= self.congestion_limit
     }
 
     pub async fn wait_uncongested(&self, to: ShardId) {
@@ -152,18 +205,16 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
             .await
     }
 
-    async fn flush(self: Rc<Self>, lane_id: usize, to: ShardId) {
-        let lane = &self.lanes[lane_id];
-        let outbox = &lane.outboxes[to];
-        loop {
-            let next = outbox.queue.borrow_mut().pop_front();
-            let Some(msg) = next else { break };
-            if lane.senders.send_to(to, msg).await.is_err() {
+    async fn flush(self: Rc<Self>, to: ShardId) {
+        let outbox = &self.outboxes[to];
+        while let Some(msg) = outbox.pop() {
+            if self.senders.send_to(to, msg).await.is_err() {
                 // The peer has shut down; drop what is left.
-                outbox.queue.borrow_mut().clear();
+                outbox.urgent.borrow_mut().clear();
+                outbox.bulk.borrow_mut().clear();
                 break;
             }
-            if outbox.queue.borrow().len() + 1 == self.congestion_limit / 2 {
+            if outbox.bulk.borrow().len() + 1 == self.congestion_limit / 2 {
                 self.uncongested_waiters.wake_all();
             }
         }
@@ -171,41 +222,43 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
         self.uncongested_waiters.wake_all();
     }
 
-    /// Starts the tasks that drain the incoming rings and the loopback
-    /// queues, calling `handle` for each message in arrival order per lane
-    /// and sender.
+    /// Starts the tasks that drain the incoming rings and the local queues,
+    /// calling `handle` for each message in arrival order per lane and
+    /// sender.
     pub fn start_receivers(self: &Rc<Self>, handle: Rc<dyn Fn(T)>) {
-        for lane_id in [URGENT, BULK] {
-            let Some(mut receivers) = self.lanes[lane_id].receivers.borrow_mut().take() else {
-                continue;
-            };
-            for (_, receiver) in receivers.streams() {
-                let handle = handle.clone();
-                super::spawn(async move {
-                    let mut handled = 0;
-                    while let Some(msg) = receiver.recv().await {
-                        handle(msg);
-                        handled += 1;
-                        if handled == TURN_MESSAGES_MAX {
-                            handled = 0;
-                            super::yield_now().await;
-                        }
+        let Some(mut receivers) = self.receivers.borrow_mut().take() else {
+            return;
+        };
+        for (_, receiver) in receivers.streams() {
+            let (mesh, handle) = (self.clone(), handle.clone());
+            super::spawn(async move {
+                let mut handled = 0;
+                while let Some(msg) = receiver.recv().await {
+                    match msg.is_urgent() {
+                        true => handle(msg),
+                        false => mesh.bulk.push(msg),
                     }
-                });
-            }
-            let mesh = self.clone();
-            let handle = handle.clone();
-            super::spawn(async move { mesh.drain_loopback(lane_id, handle).await });
+                    handled += 1;
+                    if handled == TURN_MESSAGES_MAX {
+                        handled = 0;
+                        super::yield_now().await;
+                    }
+                }
+            });
+        }
+        for urgent in [true, false] {
+            let (mesh, handle) = (self.clone(), handle.clone());
+            super::spawn(async move { mesh.drain_local(urgent, handle).await });
         }
     }
 
-    async fn drain_loopback(&self, lane_id: usize, handle: Rc<dyn Fn(T)>) {
-        let outbox = &self.lanes[lane_id].outboxes[self.shard_id];
+    async fn drain_local(&self, urgent: bool, handle: Rc<dyn Fn(T)>) {
+        let local = if urgent { &self.urgent } else { &self.bulk };
         loop {
-            outbox.loopback_ready.wait().await;
+            local.ready.wait().await;
             let mut handled = 0;
             loop {
-                let next = outbox.queue.borrow_mut().pop_front();
+                let next = local.queue.borrow_mut().pop_front();
                 let Some(msg) = next else { break };
                 handle(msg);
                 handled += 1;
@@ -220,31 +273,6 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
 
     /// Closes this shard's outgoing rings, so peers see it has gone.
     pub fn close(&self) {
-        for lane in &self.lanes {
-            lane.senders.close();
-        }
-    }
-}
-
-impl<T: Send + 'static> Lane<T> {
-    async fn join(builder: MeshBuilder<T, Full>, shard_id: ShardId) -> Result<Lane<T>, String> {
-        let shard_count = builder.nr_peers();
-        let (senders, receivers) = builder
-            .join()
-            .await
-            .map_err(|err| format!("mesh join failed: {err}"))?;
-        debug_assert_eq!(senders.peer_id(), shard_id);
-        let outboxes = (0..shard_count)
-            .map(|_| Outbox {
-                queue: RefCell::new(VecDeque::new()),
-                flushing: Cell::new(false),
-                loopback_ready: Notify::new(),
-            })
-            .collect();
-        Ok(Lane {
-            senders,
-            receivers: RefCell::new(Some(receivers)),
-            outboxes,
-        })
+        self.senders.close();
     }
 }

@@ -50,8 +50,7 @@ where
     let io_memory = io_memory_per_shard(shard_count)?;
     let cpus = allowed_cpus();
     let pin = cpus.len() >= shard_count;
-    let lane = || MeshBuilder::<T, _>::full(shard_count, ring_capacity);
-    let builders = [lane(), lane()];
+    let builder = MeshBuilder::<T, _>::full(shard_count, ring_capacity);
     let mut handles = Vec::with_capacity(shard_count);
     for (shard_id, cpu) in (0..shard_count).zip(cpus.iter().copied().chain(std::iter::repeat(0))) {
         let placement = if pin {
@@ -59,13 +58,13 @@ where
         } else {
             Placement::Unbound
         };
-        let (builders, shard_main) = (builders.clone(), shard_main.clone());
+        let (builder, shard_main) = (builder.clone(), shard_main.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
             .preempt_timer(PREEMPT_TIMER)
             .spawn(move || async move {
-                match mesh::Mesh::join(builders, shard_id).await {
+                match mesh::Mesh::join(builder, shard_id).await {
                     Ok(mesh) => shard_main(shard_id, mesh).await,
                     Err(err) => tracing::error!(shard_id, "cannot join the shard mesh: {err}"),
                 }
