@@ -903,7 +903,18 @@ impl Catalog {
     }
 
     fn unbind(&mut self, op: &BindingOp) -> Result<MetaOutcome, AmqpError> {
-        let destination = self.binding_destination(op)?;
+        let destination = match self.binding_destination(op) {
+            Ok(destination) => destination,
+            // RabbitMQ 3.x: unbinding from or to something that does not
+            // exist is unbind-ok, so clients may tear down in any order.
+            Err(err) if err.code == crate::protocol::reply_code::NOT_FOUND => {
+                return Ok(MetaOutcome::Unbound {
+                    removed: false,
+                    exchanges: Vec::new(),
+                })
+            }
+            Err(err) => return Err(err),
+        };
         let v = self.vhost_mut(op.vhost.as_bytes())?;
         let removed = v.routing.unbind(
             op.source.as_bytes(),

@@ -423,14 +423,24 @@ impl Connection {
             .channels
             .get_mut(&ch)
             .and_then(|channel| channel.consumers.remove(tag));
-        drop(state);
-        if removed.is_some() && notify {
-            let cancel = BasicCancel {
-                consumer_tag: tag.clone(),
-                no_wait: true,
-            };
-            self.out.method(ch, &Method::BasicCancel(cancel));
+        if removed.is_none() || !notify {
+            return;
         }
+        if state.awaiting.as_ref().is_some_and(|(on, _)| *on == ch) {
+            state.deferred_cancels.push((ch, tag.clone()));
+            return;
+        }
+        drop(state);
+        self.notify_cancel(ch, tag.clone());
+    }
+
+    /// Writes the server's basic.cancel for a consumer whose queue is gone.
+    pub(super) fn notify_cancel(&self, ch: u16, consumer_tag: ShortStr) {
+        let cancel = BasicCancel {
+            consumer_tag,
+            no_wait: true,
+        };
+        self.out.method(ch, &Method::BasicCancel(cancel));
     }
 
     fn client_settle(

@@ -78,6 +78,10 @@ struct State {
     channels: HashMap<u16, Channel>,
     /// The request the reader waits on, and its channel.
     awaiting: Option<(u16, methods::Awaiting)>,
+    /// basic.cancel notifications for a channel whose request is pending:
+    /// written after its reply, as RabbitMQ's busy channel process does (a
+    /// queue.delete on the consuming channel answers delete-ok first).
+    deferred_cancels: Vec<(u16, ShortStr)>,
     /// Whether this connection declared an exclusive queue (which must go
     /// when it closes).
     declared_exclusive: bool,
@@ -138,6 +142,7 @@ impl Connection {
             consumer_cancel_notify: false,
             channels: HashMap::new(),
             awaiting: None,
+            deferred_cancels: Vec::new(),
             declared_exclusive: false,
         };
         Rc::new(Connection {
