@@ -23,6 +23,10 @@ pub struct MessageContent {
     /// The property flags and property list of the content header, verbatim.
     pub properties: Bytes,
     pub body: Bytes,
+    /// The priority property (0 when absent), for `x-max-priority` queues.
+    pub priority: u8,
+    /// The expiration property in milliseconds, validated at publish.
+    pub expiration_ms: Option<u64>,
 }
 
 impl Message {

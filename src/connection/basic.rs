@@ -154,6 +154,11 @@ impl Connection {
         catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
         let summary = scan_properties(&header.properties)?;
         self.check_user_id(summary.user_id.as_ref())?;
+        let expiration_ms = summary
+            .expiration
+            .as_ref()
+            .map(parse_expiration)
+            .transpose()?;
         let properties = match &summary.reply_to {
             Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
                 self.direct_reply_properties(ch, &header.properties)?
@@ -187,6 +192,8 @@ impl Connection {
             routing_key: publish.routing_key,
             properties,
             body,
+            priority: summary.priority.unwrap_or(0),
+            expiration_ms,
         });
         if routes.is_empty() && publish.mandatory {
             let returned = BasicReturn {
@@ -632,4 +639,35 @@ fn reject_action(requeue: bool) -> Settlement {
 
 fn not_transactional() -> AmqpError {
     AmqpError::precondition_failed("channel is not transactional")
+}
+
+/// The expiration property as RabbitMQ reads it (Erlang's
+/// `string:to_integer`: an optional sign, digits, nothing after), in
+/// milliseconds; anything else is 406 with RabbitMQ's text.
+fn parse_expiration(text: &ShortStr) -> Result<u64, AmqpError> {
+    let bytes = text.as_bytes();
+    let invalid =
+        |why: String| AmqpError::precondition_failed(format!("invalid expiration '{text}': {why}"));
+    let (negative, unsigned) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let digits = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(invalid("no_integer".to_owned()));
+    }
+    let value = unsigned[..digits].iter().fold(0u64, |value, &digit| {
+        value
+            .saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+    });
+    if digits < unsigned.len() {
+        let rest = String::from_utf8_lossy(&unsigned[digits..]);
+        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
+    }
+    if negative && value > 0 {
+        return Err(invalid(format!("{{value_negative,-{value}}}")));
+    }
+    Ok(value)
 }

@@ -49,6 +49,8 @@ fn message(n: u64) -> Message {
         routing_key: ShortStr::from("q"),
         properties: Bytes::new(),
         body: Bytes::from(n.to_string()),
+        priority: 0,
+        expiration_ms: None,
     })
 }
 
@@ -63,6 +65,7 @@ fn queue() -> Queue {
         ShortStr::from("/"),
         false,
         None,
+        Settings::default(),
     )
 }
 
@@ -73,18 +76,19 @@ fn auto_delete_queue() -> Queue {
         ShortStr::from("/"),
         true,
         None,
+        Settings::default(),
     )
 }
 
 fn publish(queue: &mut Queue, range: std::ops::RangeInclusive<u64>) {
     for n in range {
-        queue.publish(message(n));
+        queue.publish(message(n), &0);
     }
 }
 
 fn dispatch(queue: &mut Queue) -> Vec<Delivery> {
     let mut deliveries = Vec::new();
-    queue.dispatch(&mut |delivery| deliveries.push(delivery));
+    queue.dispatch(&0, &mut |delivery| deliveries.push(delivery));
     assert_eq!(
         queue.consumers.taker_count(),
         queue.consumers.recount_takers()
@@ -348,16 +352,16 @@ fn remove_channel_requeues_in_original_order_marked_redelivered() {
 fn remove_connection_requeues_basic_get_messages_too() {
     let mut q = queue();
     publish(&mut q, 1..=3);
-    let first = q.get((conn(1), 1), false).unwrap();
-    let _second = q.get((conn(1), 2), false).unwrap();
-    let _third = q.get((conn(2), 1), false).unwrap();
+    let first = q.get((conn(1), 1), false, &0).unwrap();
+    let _second = q.get((conn(1), 2), false, &0).unwrap();
+    let _third = q.get((conn(2), 1), false, &0).unwrap();
     assert_eq!(first.message_count, 2);
     assert_eq!(q.unacked_count(), 3);
 
     let removed = q.remove_connection(conn(1));
     assert!(!removed.existed);
     assert_eq!(q.unacked_count(), 1);
-    let again = q.get((conn(2), 1), true).unwrap();
+    let again = q.get((conn(2), 1), true, &0).unwrap();
     assert_eq!(body(&again.message), "1");
     assert!(again.redelivered);
     assert_eq!(again.message_count, 1);
@@ -422,12 +426,12 @@ fn auto_delete_signal_only_after_having_had_a_consumer() {
 #[test]
 fn get_reports_remaining_message_count() {
     let mut q = queue();
-    assert!(q.get((conn(1), 1), false).is_none());
+    assert!(q.get((conn(1), 1), false, &0).is_none());
     publish(&mut q, 1..=3);
-    let got = q.get((conn(1), 1), true).unwrap();
+    let got = q.get((conn(1), 1), true, &0).unwrap();
     assert_eq!((body(&got.message), got.message_count), ("1".into(), 2));
     assert_eq!(q.unacked_count(), 0);
-    let got = q.get((conn(1), 1), false).unwrap();
+    let got = q.get((conn(1), 1), false, &0).unwrap();
     assert_eq!((body(&got.message), got.message_count), ("2".into(), 1));
     assert_eq!(q.unacked_count(), 1);
     assert!(q.ack(got.seq));
@@ -438,7 +442,7 @@ fn basic_get_does_not_count_against_consumer_prefetch() {
     let mut q = queue();
     q.add_consumer(spec(key(1, 1, "a"), 1, 0)).unwrap();
     publish(&mut q, 1..=2);
-    let got = q.get((conn(1), 1), false).unwrap();
+    let got = q.get((conn(1), 1), false, &0).unwrap();
     q.add_credit(&key(1, 1, "a"), 5);
     assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
     assert!(q.ack(got.seq));
@@ -505,6 +509,7 @@ fn exclusive_queue_is_locked_to_its_owner() {
         ShortStr::from("/"),
         false,
         Some(conn(1)),
+        Settings::default(),
     );
     assert!(q.check_exclusive_access(conn(1)).is_ok());
     let err = q.check_exclusive_access(conn(2)).unwrap_err();

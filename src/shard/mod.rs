@@ -13,13 +13,15 @@
 //! applied it (see `coordinator`).
 
 mod coordinator;
+mod dead_letters;
 pub mod message;
+mod timer;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ahash::RandomState;
 use hashbrown::HashMap;
@@ -29,10 +31,11 @@ use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::AmqpError;
-use crate::queue::Queue;
+use crate::queue::{Clock, Queue};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
 pub use message::*;
+use timer::Timer;
 
 /// Process-wide facts every shard reads and none writes.
 pub struct Shared {
@@ -49,6 +52,9 @@ pub struct Shard {
     connections: RefCell<HashMap<u32, Rc<Connection>, RandomState>>,
     next_connection_id: Cell<u32>,
     coordinator: RefCell<Coordinator>,
+    /// The start of this shard's clock (queue TTLs and expiry).
+    epoch: Instant,
+    timer: Timer,
 }
 
 /// How often a shard looks at the shutdown flag.
@@ -67,7 +73,11 @@ impl Shard {
             connections: RefCell::new(HashMap::default()),
             next_connection_id: Cell::new(0),
             coordinator: RefCell::new(Coordinator::default()),
+            epoch: Instant::now(),
+            timer: Timer::default(),
         });
+        let timekeeper = shard.clone();
+        runtime::spawn(async move { timekeeper.run_timer().await });
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
         let addr = shard.shared.config.listen_addr();
@@ -167,7 +177,9 @@ impl Shard {
         match msg {
             ShardMsg::Publish { queue, message } => {
                 if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-                    q.publish(message);
+                    // A reject-publish refusal (Published::Rejected) is where
+                    // a confirming publisher's basic.nack will come from.
+                    q.publish(message, &**self);
                 }
                 self.dispatch(queue);
             }
@@ -255,13 +267,15 @@ impl Shard {
         self.dispatch(queue);
     }
 
-    /// Sends `queue`'s ready messages to consumers that can take them.
+    /// Sends `queue`'s ready messages to consumers that can take them,
+    /// then what the queue dead-lettered meanwhile to its dead-letter
+    /// exchange, and re-arms the timer if the queue's deadline moved.
     fn dispatch(&self, queue: QueueId) {
         let mut queues = self.queues.borrow_mut();
         let Some(q) = queues.get_mut(&queue) else {
             return;
         };
-        q.dispatch(&mut |delivery| {
+        q.dispatch(self, &mut |delivery| {
             let to = delivery.consumer.conn.shard_id as ShardId;
             let deliver = Deliver {
                 owner: self.id,
@@ -276,6 +290,8 @@ impl Shard {
             };
             self.mesh.send(to, ShardMsg::Deliver(deliver));
         });
+        self.publish_dead_letters(q);
+        self.rearm(queue, q);
     }
 
     fn holder_closed(
@@ -285,14 +301,14 @@ impl Shard {
         queues: &[QueueId],
     ) {
         for &queue in queues {
-            let removed = self
-                .queues
-                .borrow_mut()
-                .get_mut(&queue)
-                .map(|q| match channel {
+            let removed = self.queues.borrow_mut().get_mut(&queue).map(|q| {
+                let removed = match channel {
                     Some(channel) => q.remove_channel(conn, channel),
                     None => q.remove_connection(conn),
-                });
+                };
+                q.touch(&**self);
+                removed
+            });
             match removed {
                 Some(removed) if removed.auto_delete_now => self.auto_delete(queue),
                 Some(_) => self.dispatch(queue),
@@ -353,6 +369,8 @@ impl Shard {
                 _ => Err(AmqpError::not_found("queue was deleted")),
             };
         };
+        q.touch(self);
+        q.expire(self);
         let reply = match request {
             QueueRequest::Consume(spec) => {
                 q.add_consumer(spec)?;
@@ -365,7 +383,7 @@ impl Shard {
                 Reply::CancelOk
             }
             QueueRequest::Get { no_ack } => {
-                let got = q.get((reply_to.conn, reply_to.channel), no_ack);
+                let got = q.get((reply_to.conn, reply_to.channel), no_ack, self);
                 Reply::Got(got.map(|got| Got {
                     queue,
                     seq: got.seq,
@@ -394,9 +412,17 @@ impl Shard {
     fn apply_outcome(&self, outcome: &MetaOutcome) -> Option<(u32, u32)> {
         match outcome {
             MetaOutcome::QueueDeclared { def, .. } if def.shard_id == self.id => {
-                let mut queues = self.queues.borrow_mut();
-                let q = queues.entry(def.id).or_insert_with(|| new_queue(def));
-                Some((q.message_count(), q.consumer_count()))
+                let counts = {
+                    let mut queues = self.queues.borrow_mut();
+                    let q = queues.entry(def.id).or_insert_with(|| new_queue(def));
+                    q.touch(self);
+                    q.expire(self);
+                    (q.message_count(), q.consumer_count())
+                };
+                // Expired messages may have been dead-lettered, and an
+                // x-expires queue needs its timer.
+                self.dispatch(def.id);
+                Some(counts)
             }
             MetaOutcome::QueueDeleted { queues, .. } => {
                 for def in queues.iter().filter(|def| def.shard_id == self.id) {
@@ -440,5 +466,12 @@ fn new_queue(def: &QueueDef) -> Queue {
         def.vhost.clone(),
         def.auto_delete,
         def.exclusive_owner,
+        def.settings.clone(),
     )
+}
+
+impl Clock for Shard {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
