@@ -252,3 +252,163 @@ pub fn is_cycle(reason: DeathReason, headers: &FieldTable, queue: &[u8]) -> bool
 fn is_queue(entry: &FieldTable, queue: &[u8]) -> bool {
     matches!(entry.get("queue"), Some(FieldValue::LongStr(text)) if text.as_bytes() == queue)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message_with(properties: &BasicProperties) -> Message {
+        Message::new(MessageContent {
+            exchange: ShortStr::from("ex"),
+            routing_key: ShortStr::from("rk"),
+            properties: encode_properties(properties),
+            body: bytes::Bytes::from_static(b"body"),
+            priority: 0,
+            expiration_ms: properties.expiration.as_ref().map(|_| 5_000),
+        })
+    }
+
+    fn keys(table: &FieldTable) -> Vec<String> {
+        table.iter().map(|(key, _)| key.to_string()).collect()
+    }
+
+    fn dead_letter_to(routing_key: Option<&str>) -> Settings {
+        Settings {
+            dead_letter_exchange: Some(ShortStr::from("dlx")),
+            dead_letter_routing_key: routing_key.map(ShortStr::from),
+            ..Settings::default()
+        }
+    }
+
+    fn first_death(headers: &FieldTable) -> FieldTable {
+        match headers.get("x-death") {
+            Some(FieldValue::Array(deaths)) => match &deaths[0] {
+                FieldValue::Table(entry) => entry.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // The orders RabbitMQ 3.10 sends, as pika reads them off the wire.
+    #[test]
+    fn x_death_has_rabbitmq_field_order_first_and_sorted_after() {
+        let mut cc = FieldTable::new();
+        cc.insert("CC", FieldValue::Array(vec![long_str(b"other")]));
+        cc.insert("a", FieldValue::Bool(true));
+        let properties = BasicProperties {
+            headers: Some(cc),
+            expiration: Some(ShortStr::from("5000")),
+            ..BasicProperties::default()
+        };
+        let queue = ShortStr::from("q");
+        let death = Death {
+            queue: &queue,
+            reason: DeathReason::Expired,
+            time_s: 7,
+        };
+        let once = make(&message_with(&properties), &death, &dead_letter_to(None));
+        assert_eq!(
+            keys(&once.headers),
+            [
+                "CC",
+                "a",
+                "x-death",
+                "x-first-death-exchange",
+                "x-first-death-queue",
+                "x-first-death-reason",
+                "x-last-death-exchange",
+                "x-last-death-queue",
+                "x-last-death-reason"
+            ]
+        );
+        let entry = first_death(&once.headers);
+        assert_eq!(
+            keys(&entry),
+            [
+                "count",
+                "reason",
+                "queue",
+                "time",
+                "exchange",
+                "routing-keys",
+                "original-expiration"
+            ]
+        );
+        assert_eq!(
+            entry.get("routing-keys"),
+            Some(&FieldValue::Array(vec![
+                long_str(b"rk"),
+                long_str(b"other")
+            ]))
+        );
+        assert_eq!(
+            once.routing_keys,
+            [ShortStr::from("rk"), ShortStr::from("other")]
+        );
+        assert_eq!(once.message.exchange.as_bytes(), b"dlx");
+        assert_eq!(once.message.expiration_ms, None);
+        let decoded = decode_properties(&once.message);
+        assert_eq!(decoded.expiration, None);
+        assert_eq!(decoded.headers.as_ref(), Some(&once.headers));
+
+        let twice = make(&once.message, &death, &dead_letter_to(Some("to")));
+        let entry = first_death(&twice.headers);
+        assert_eq!(
+            keys(&entry),
+            [
+                "count",
+                "exchange",
+                "original-expiration",
+                "queue",
+                "reason",
+                "routing-keys",
+                "time"
+            ]
+        );
+        assert_eq!(entry.get("count"), Some(&FieldValue::I64(2)));
+        assert_eq!(
+            twice.headers.get("CC"),
+            None,
+            "a dead-letter routing key drops CC"
+        );
+        assert_eq!(twice.routing_keys, [ShortStr::from("to")]);
+    }
+
+    #[test]
+    fn a_cycle_is_a_queue_seen_again_without_a_rejection_since() {
+        let entry = |queue: &[u8], reason: &[u8]| {
+            let mut entry = FieldTable::new();
+            entry.insert("queue", long_str(queue));
+            entry.insert("reason", long_str(reason));
+            FieldValue::Table(entry)
+        };
+        let mut headers = FieldTable::new();
+        headers.insert(
+            "x-death",
+            FieldValue::Array(vec![entry(b"b", b"expired"), entry(b"a", b"maxlen")]),
+        );
+        assert!(is_cycle(DeathReason::Expired, &headers, b"a"));
+        assert!(!is_cycle(DeathReason::Rejected, &headers, b"a"));
+        assert!(!is_cycle(DeathReason::Expired, &headers, b"c"));
+        headers.insert(
+            "x-death",
+            FieldValue::Array(vec![entry(b"b", b"rejected"), entry(b"a", b"maxlen")]),
+        );
+        assert!(!is_cycle(DeathReason::Expired, &headers, b"a"));
+    }
+
+    #[test]
+    fn delivery_count_is_a_sorted_long_header() {
+        let mut headers = FieldTable::new();
+        headers.insert("z", FieldValue::Bool(true));
+        let message = message_with(&BasicProperties {
+            headers: Some(headers),
+            ..BasicProperties::default()
+        });
+        let counted = decode_properties(&with_delivery_count(&message, 2));
+        let headers = counted.headers.unwrap_or_default();
+        assert_eq!(keys(&headers), ["x-delivery-count", "z"]);
+        assert_eq!(headers.get("x-delivery-count"), Some(&FieldValue::I64(2)));
+    }
+}

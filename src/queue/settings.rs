@@ -295,3 +295,130 @@ impl Settings {
         self.message_ttl_ms.is_some() || self.expires_ms.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::types::LongStr;
+
+    const RESOURCE: &str = "queue 'q' in vhost '/'";
+
+    fn arguments(entries: &[(&str, FieldValue)]) -> FieldTable {
+        let mut table = FieldTable::new();
+        for (key, value) in entries {
+            table.insert(*key, value.clone());
+        }
+        table
+    }
+
+    fn text(value: &str) -> FieldValue {
+        FieldValue::LongStr(LongStr::from(value))
+    }
+
+    fn complaint(entries: &[(&str, FieldValue)]) -> String {
+        match Settings::from_arguments(&arguments(entries), RESOURCE) {
+            Err(err) => err.reply_text(),
+            Ok(settings) => panic!("accepted {settings:?}"),
+        }
+    }
+
+    #[test]
+    fn every_argument_resolves() {
+        let settings = Settings::from_arguments(
+            &arguments(&[
+                ("x-message-ttl", FieldValue::I32(0)),
+                ("x-expires", FieldValue::U16(10)),
+                ("x-max-length", FieldValue::I64(5)),
+                ("x-max-length-bytes", FieldValue::U8(7)),
+                ("x-overflow", text("reject-publish-dlx")),
+                ("x-dead-letter-exchange", text("dlx")),
+                ("x-dead-letter-routing-key", text("rk")),
+                ("x-max-priority", FieldValue::I8(10)),
+                ("x-single-active-consumer", FieldValue::Bool(true)),
+                ("x-queue-mode", text("lazy")),
+                ("x-queue-version", FieldValue::I32(2)),
+            ]),
+            RESOURCE,
+        )
+        .expect("valid arguments");
+        assert_eq!(
+            settings,
+            Settings {
+                queue_type: QueueType::Classic,
+                message_ttl_ms: Some(0),
+                expires_ms: Some(10),
+                max_length: Some(5),
+                max_length_bytes: Some(7),
+                overflow: Overflow::RejectPublishDlx,
+                dead_letter_exchange: Some(ShortStr::from("dlx")),
+                dead_letter_routing_key: Some(ShortStr::from("rk")),
+                max_priority: Some(10),
+                single_active_consumer: true,
+                delivery_limit: None,
+            }
+        );
+    }
+
+    // Texts from RabbitMQ 3.10.
+    #[test]
+    fn invalid_values_get_rabbitmq_texts() {
+        let prefix = "PRECONDITION_FAILED - invalid arg";
+        assert_eq!(
+            complaint(&[("x-message-ttl", FieldValue::I64(1 << 40))]),
+            format!("{prefix} 'x-message-ttl' for {RESOURCE}: {{value_too_large,1099511627776}}")
+        );
+        assert_eq!(
+            complaint(&[("x-expires", FieldValue::I32(-5))]),
+            format!("{prefix} 'x-expires' for {RESOURCE}: {{value_negative,-5}}")
+        );
+        assert_eq!(
+            complaint(&[("x-overflow", FieldValue::I32(1))]),
+            format!("{prefix} 'x-overflow' for {RESOURCE}: {{unacceptable_type,signedint}}")
+        );
+        assert_eq!(
+            complaint(&[("x-queue-mode", text("foo"))]),
+            format!("{prefix} 'x-queue-mode' for {RESOURCE}: \"unsupported queue mode 'foo'\"")
+        );
+        assert_eq!(
+            complaint(&[("x-queue-version", FieldValue::I32(3))]),
+            format!("{prefix} 'x-queue-version' for {RESOURCE}: \"unsupported queue version '3'\"")
+        );
+        assert_eq!(
+            complaint(&[
+                ("x-queue-type", text("quorum")),
+                ("x-max-priority", FieldValue::I32(5))
+            ]),
+            format!("{prefix} 'x-max-priority' for {RESOURCE} of queue type rabbit_quorum_queue")
+        );
+    }
+
+    #[test]
+    fn the_first_source_that_names_a_key_wins() {
+        let own = arguments(&[("x-message-ttl", FieldValue::I32(10))]);
+        let policy = arguments(&[
+            ("x-message-ttl", FieldValue::I32(99)),
+            ("x-max-length", FieldValue::I32(3)),
+        ]);
+        let settings = Settings::resolve(&[&own, &policy], RESOURCE).expect("valid");
+        assert_eq!(settings.message_ttl_ms, Some(10));
+        assert_eq!(settings.max_length, Some(3));
+    }
+
+    #[test]
+    fn quorum_delivery_limit_is_taken_as_given() {
+        let quorum = |limit: FieldValue| {
+            Settings::from_arguments(
+                &arguments(&[
+                    ("x-queue-type", text("quorum")),
+                    ("x-delivery-limit", limit),
+                ]),
+                RESOURCE,
+            )
+            .expect("RabbitMQ accepts any x-delivery-limit")
+            .delivery_limit
+        };
+        assert_eq!(quorum(FieldValue::I32(3)), Some(3));
+        assert_eq!(quorum(text("x")), None);
+        assert_eq!(quorum(FieldValue::I32(-1)), None);
+    }
+}
