@@ -137,7 +137,7 @@ impl Connection {
                 confirm.published += 1;
             }
         })?;
-        Ok(congested.map_or(Next::Continue, Next::Backpressure))
+        Ok(Next::Published { congested })
     }
 
     /// Routes and enqueues; returns a congested owner shard, if any, so the
@@ -206,6 +206,8 @@ impl Connection {
                 .content(ch, &Method::BasicReturn(returned), &message);
         }
         let mut congested = None;
+        let publisher = self.holder(ch);
+        let bytes = message.body_size() as u64;
         for &queue in routes.iter() {
             let Some(owner) = catalog.queue_by_id(queue).map(|def| def.shard_id) else {
                 continue;
@@ -215,8 +217,10 @@ impl Connection {
                 ShardMsg::Publish {
                     queue,
                     message: message.clone(),
+                    publisher,
                 },
             );
+            self.flow.sent(owner, bytes);
             if self.shard.mesh.is_congested(owner) {
                 congested = Some(owner);
             }
@@ -614,7 +618,7 @@ impl Connection {
             }
         }
         self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
-        Ok(congested.map_or(Next::Continue, Next::Backpressure))
+        Ok(Next::Published { congested })
     }
 }
 

@@ -1,8 +1,9 @@
 //! Dead letters leave their queue's shard like any routed publish: the
 //! message is rebuilt with its x-death header (`queue::dead_letter::make`),
 //! routed on this shard's catalog replica from the dead-letter exchange,
-//! and sent as `ShardMsg::Publish` to each target queue's owner, this shard
-//! included (through the mesh's local outbox, so no handler re-enters).
+//! and sent as `ShardMsg::DeadLetter` (a publish that owes no connection
+//! credit) to each target queue's owner, this shard included (through the
+//! mesh's local outbox, so no handler re-enters).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -59,7 +60,7 @@ impl Shard {
             let message = dead.message.clone();
             self.send(
                 def.shard_id,
-                ShardMsg::Publish {
+                ShardMsg::DeadLetter {
                     queue: target,
                     message,
                 },

@@ -14,10 +14,13 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{Shard, SHUTDOWN_POLL};
+use super::Shard;
 use crate::ids::QueueId;
 use crate::queue::{Clock, Queue};
 use crate::runtime::{self, notify::Notify};
+
+/// The longest the timer sleeps without a deadline, so it sees shutdown.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 pub(super) struct Timer {
@@ -51,8 +54,8 @@ impl Shard {
     pub(super) async fn run_timer(self: Rc<Self>) {
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let first = self.timer.deadlines.borrow().first().map(|&(at, _)| at);
-            let wait = first.map_or(SHUTDOWN_POLL, |at| {
-                Duration::from_millis(at.saturating_sub(self.now_ms())).min(SHUTDOWN_POLL)
+            let wait = first.map_or(IDLE_WAKE, |at| {
+                Duration::from_millis(at.saturating_sub(self.now_ms())).min(IDLE_WAKE)
             });
             if !wait.is_zero() {
                 runtime::timeout(wait, self.timer.earlier.wait()).await;
@@ -87,7 +90,9 @@ impl Shard {
         });
         match unused {
             Some(true) => self.delete_queue(queue, None, 0),
-            Some(false) => self.dispatch(queue),
+            Some(false) => {
+                self.dispatch(queue);
+            }
             None => {}
         }
     }
