@@ -22,12 +22,21 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use warren::ids::QueueId;
+use warren::ids::{ConnectionId, QueueId};
 use warren::message::{Message, MessageContent};
 use warren::protocol::ShortStr;
 use warren::runtime::mesh::Mesh;
 use warren::runtime::notify::Notify;
-use warren::shard::message::ShardMsg;
+use warren::shard::message::{Holder, ShardMsg};
+
+/// The channel the bench's publishes claim to come from.
+const PUBLISHER: Holder = Holder {
+    conn: ConnectionId {
+        shard_id: 0,
+        local_id: 0,
+    },
+    channel: 1,
+};
 
 mod common;
 
@@ -70,6 +79,7 @@ async fn send_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
             let publish = ShardMsg::Publish {
                 queue: QueueId(1),
                 message: message.clone(),
+                publisher: PUBLISHER,
             };
             mesh.send(RECEIVER, publish);
         }
@@ -106,6 +116,7 @@ async fn receive_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
             let publish = ShardMsg::Publish {
                 queue: QueueId(0),
                 message: answer.clone(),
+                publisher: PUBLISHER,
             };
             answer_mesh.send(SENDER, publish);
         }
