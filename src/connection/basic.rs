@@ -13,9 +13,11 @@ use super::{direct_reply, Connection, Next};
 use crate::ids::{QueueId, ShardId};
 use crate::message::{Message, MessageContent};
 use crate::protocol::method::*;
-use crate::protocol::properties::{scan_properties, ContentHeader};
+use crate::protocol::properties::{scan_properties, ContentHeader, PropertySummary};
 use crate::protocol::{reply_code, AmqpError, FieldTable, FieldValue, ShortStr};
 use crate::queue::{ConsumerKey, ConsumerSpec};
+use crate::routing::sender_selected::{self, SenderSelected};
+use crate::routing::RoutingTable;
 use crate::shard::{Deliver, Got, QueueRequest, Settlement, ShardMsg};
 
 impl Connection {
@@ -159,12 +161,12 @@ impl Connection {
             .as_ref()
             .map(parse_expiration)
             .transpose()?;
-        let properties = match &summary.reply_to {
-            Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
-                self.direct_reply_properties(ch, &header.properties)?
-            }
-            _ => header.properties,
+        let selected = match &summary.headers {
+            Some(raw) => sender_selected::parse(raw)?,
+            None => None,
         };
+        let properties =
+            self.stored_properties(ch, &summary, header.properties, selected.as_ref())?;
         let table = catalog
             .routing(&vhost)
             .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))?;
@@ -177,10 +179,11 @@ impl Connection {
         };
         let mut routes = self.routes.borrow_mut();
         routes.clear();
-        table.route(
-            &publish.exchange,
-            &publish.routing_key,
+        route_all(
+            table,
+            &publish,
             headers.as_ref(),
+            selected.as_ref(),
             &mut routes,
         );
         if routes.is_empty() && !publish.mandatory {
@@ -226,6 +229,27 @@ impl Connection {
             }
         }
         Ok(congested)
+    }
+
+    /// The properties as queues keep them: a direct reply-to address
+    /// rewritten to its queue, and BCC removed.
+    fn stored_properties(
+        &self,
+        ch: u16,
+        summary: &PropertySummary,
+        properties: Bytes,
+        selected: Option<&SenderSelected>,
+    ) -> Result<Bytes, AmqpError> {
+        let properties = match &summary.reply_to {
+            Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
+                self.direct_reply_properties(ch, &properties)?
+            }
+            _ => properties,
+        };
+        match selected {
+            Some(selected) if selected.has_bcc => sender_selected::strip_bcc(&properties),
+            _ => Ok(properties),
+        }
     }
 
     /// RabbitMQ's rule: a message may not claim to be from another user.
@@ -674,4 +698,25 @@ fn parse_expiration(text: &ShortStr) -> Result<u64, AmqpError> {
         return Err(invalid(format!("{{value_negative,-{value}}}")));
     }
     Ok(value)
+}
+
+/// Routes a publish by its routing key and, for sender-selected
+/// distribution, its CC and BCC keys; a queue reached by several keys gets
+/// one copy.
+fn route_all(
+    table: &RoutingTable,
+    publish: &BasicPublish,
+    headers: Option<&FieldTable>,
+    selected: Option<&SenderSelected>,
+    routes: &mut Vec<QueueId>,
+) {
+    table.route(&publish.exchange, &publish.routing_key, headers, routes);
+    let Some(selected) = selected else {
+        return;
+    };
+    for key in &selected.routing_keys {
+        table.route(&publish.exchange, key, headers, routes);
+    }
+    routes.sort_unstable();
+    routes.dedup();
 }

@@ -1,6 +1,7 @@
 //! Queue arguments with a real client (lapin): validation, TTLs and expiry,
 //! dead-lettering (with the target on the other shard of a warren), length
-//! limits, priorities, single active consumer, delivery limits.
+//! limits, priorities, single active consumer, delivery limits; and
+//! sender-selected distribution (CC/BCC).
 //!
 //! The header shapes (x-death, x-delivery-count) are asserted value by
 //! value, so the same tests check RabbitMQ in the differential mode; lapin
@@ -714,5 +715,49 @@ async fn delivery_limit_dead_letters_after_too_many_returns() {
     );
     delete_queue(&channel, &source).await;
     delete_queue(&channel, &target).await;
+    close(&connection).await;
+}
+
+// Sender-selected distribution: CC and BCC name more routing keys; each
+// queue gets one copy, and nobody sees BCC.
+#[tokio::test]
+async fn cc_and_bcc_route_to_more_keys_and_bcc_is_stripped() {
+    let broker = Broker::start();
+    let (connection, channel) = open(&broker).await;
+    let [a, b, c] = [0, 1, 0].map(|shard| unique_on_shard("cc", shard));
+    for name in [&a, &b, &c] {
+        declare_queue(&channel, name, QueueDeclareOptions::default()).await;
+    }
+    let mut headers = FieldTable::default();
+    let array = |names: &[&str]| {
+        AMQPValue::FieldArray(FieldArray::from(
+            names
+                .iter()
+                .map(|name| long_string(name))
+                .collect::<Vec<_>>(),
+        ))
+    };
+    headers.insert("CC".into(), array(&[&b, &a]));
+    headers.insert("BCC".into(), array(&[&c]));
+    let confirms = confirm_channel(&connection).await;
+    let properties = BasicProperties::default().with_headers(headers);
+    publish_confirmed_with(&confirms, "", &a, b"selected", properties).await;
+    for name in [&a, &b, &c] {
+        let got = get(&channel, name, true).await.expect("one copy");
+        assert_eq!(got.delivery.data, b"selected");
+        assert_eq!(got.delivery.routing_key.as_str(), a);
+        let headers = got
+            .delivery
+            .properties
+            .headers()
+            .clone()
+            .unwrap_or_default();
+        assert_eq!(headers.inner().get("CC"), Some(&array(&[&b, &a])));
+        assert_eq!(headers.inner().get("BCC"), None, "BCC is stripped");
+        assert!(get(&channel, name, true).await.is_none(), "only one copy");
+    }
+    for name in [&a, &b, &c] {
+        delete_queue(&channel, name).await;
+    }
     close(&connection).await;
 }
