@@ -424,11 +424,17 @@ impl Queue {
     }
 
     /// Hands the collected dead letters to `out` (the shard routes them),
-    /// with the queue's name and settings.
-    pub fn drain_dead_letters(&mut self, mut out: impl FnMut(&ShortStr, &Settings, DeadLetter)) {
+    /// with the queue's vhost, name and settings.
+    pub fn drain_dead_letters(
+        &mut self,
+        mut out: impl FnMut(&ShortStr, &ShortStr, &Settings, DeadLetter),
+    ) {
+        if self.dead_letters.is_empty() {
+            return;
+        }
         let mut letters = std::mem::take(&mut self.dead_letters);
         for letter in letters.drain(..) {
-            out(&self.name, &self.settings, letter);
+            out(&self.vhost, &self.name, &self.settings, letter);
         }
         self.dead_letters = letters;
     }

@@ -554,7 +554,7 @@ fn dead_letter_settings() -> Settings {
 /// (body, reason) of each dead letter, drained.
 fn dead_letters(q: &mut Queue) -> Vec<(String, DeathReason)> {
     let mut letters = Vec::new();
-    q.drain_dead_letters(|_, _, letter| letters.push((body(&letter.message), letter.reason)));
+    q.drain_dead_letters(|_, _, _, letter| letters.push((body(&letter.message), letter.reason)));
     letters
 }
 

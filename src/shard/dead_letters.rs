@@ -15,9 +15,8 @@ use crate::queue::{DeadLetter, Queue, Settings};
 impl Shard {
     /// Routes what `q` dead-lettered since the last call.
     pub(super) fn publish_dead_letters(&self, q: &mut Queue) {
-        let vhost = q.vhost().clone();
-        q.drain_dead_letters(|name, settings, letter| {
-            self.publish_dead_letter(&vhost, name, settings, letter);
+        q.drain_dead_letters(|vhost, name, settings, letter| {
+            self.publish_dead_letter(vhost, name, settings, letter);
         });
     }
 
