@@ -13,7 +13,8 @@
 //!   queue can ask "can anything be dispatched" in O(1).
 //! - A consumer's `serial` is never reused within a queue, so a `ConsumerRef`
 //!   kept in an unacked entry never charges a later consumer that happens to
-//!   occupy the same slot.
+//!   occupy the same slot. With x-single-active-consumer the lowest serial
+//!   (the longest-standing consumer) is the only one charged.
 
 use ahash::RandomState;
 use hashbrown::HashMap;

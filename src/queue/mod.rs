@@ -12,16 +12,18 @@
 //! - Every message the queue ever holds gets a sequence number `seq` when it
 //!   is published, strictly increasing per queue. A message is in exactly one
 //!   of `ready` or `unacked`, under its seq, until it is acked or discarded.
-//! - `ready` is sorted by seq. Publishing appends the largest seq; requeue
-//!   puts a message back at its original position, as RabbitMQ does, so
-//!   redeliveries come before newer messages and in their original order.
+//! - Each priority level of `ready` (one without `x-max-priority`) is
+//!   sorted by seq. Publishing appends the largest seq; requeue puts a
+//!   message back at its original position, as RabbitMQ does, so
+//!   redeliveries come before newer messages of their priority and in
+//!   their original order.
 //! - An unacked message counts against the prefetch of the consumer it was
 //!   delivered to while that consumer exists; a basic.get or a cancelled
 //!   consumer's message counts against no one but stays ackable and is
 //!   requeued when its channel closes.
 //!
 //! The hot path (publish, dispatch, ack) allocates nothing in steady state:
-//! the ready deque and the unacked map keep their capacity, a delivery clones
+//! the ready deques and the unacked map keep their capacity, a delivery clones
 //! the message handle (a refcount) and the consumer tag (a `Bytes` refcount).
 //!
 //! The `x-` arguments (`Settings`) act here: `publish` is the single way a
@@ -52,7 +54,7 @@ use ahash::RandomState;
 use hashbrown::HashMap;
 
 pub use consumer::{ConsumerKey, ConsumerSpec};
-pub use settings::{Overflow, QueueType, Settings, EXPIRY_MS_MAX, PRIORITY_MAX};
+pub use settings::{Overflow, QueueType, Settings};
 
 use crate::ids::{ConnectionId, QueueId};
 use crate::message::Message;

@@ -38,10 +38,7 @@ pub enum Overflow {
 }
 
 /// RabbitMQ's largest TTL and expiry, in milliseconds (its timer limit).
-pub const EXPIRY_MS_MAX: u64 = 4_294_967_295;
-
-/// The highest `x-max-priority` RabbitMQ supports.
-pub const PRIORITY_MAX: u8 = 255;
+const EXPIRY_MS_MAX: u64 = 4_294_967_295;
 
 /// A queue's behaviour beyond the basics; the default is a plain queue.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -163,6 +160,7 @@ fn expires(value: &FieldValue) -> Result<u64, Invalid> {
     expiry(value)
 }
 
+/// RabbitMQ's highest priority is 255, which is what a u8 holds.
 fn max_priority(value: &FieldValue) -> Result<u8, Invalid> {
     let n = non_negative(value)?;
     u8::try_from(n).map_err(|_| format!("{{max_value_exceeded,{n}}}"))
