@@ -209,7 +209,7 @@ impl Queue {
             exclusive_owner,
             has_had_consumer: false,
             next_seq: 1,
-            ready: ReadyQueue::new(settings.max_priority),
+            ready: ReadyQueue::new(settings.max_priority, settings.max_length_bytes.is_some()),
             unacked: HashMap::default(),
             consumers: Consumers::new(settings.single_active_consumer),
             scratch_seqs: Vec::new(),

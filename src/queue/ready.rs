@@ -32,17 +32,22 @@ pub struct Ready {
 pub struct ReadyQueue {
     levels: Vec<VecDeque<Ready>>,
     len: usize,
+    /// Counted only when `count_bytes`: reading a body's size touches the
+    /// message, which a queue without a byte limit need not do.
     bytes: u64,
+    count_bytes: bool,
 }
 
 impl ReadyQueue {
-    /// A queue with priorities 0 to `max_priority` (None: one level).
-    pub fn new(max_priority: Option<u8>) -> ReadyQueue {
+    /// A queue with priorities 0 to `max_priority` (None: one level), that
+    /// counts body bytes if asked (x-max-length-bytes).
+    pub fn new(max_priority: Option<u8>, count_bytes: bool) -> ReadyQueue {
         let level_count = max_priority.map_or(1, |max| usize::from(max) + 1);
         ReadyQueue {
             levels: (0..level_count).map(|_| VecDeque::new()).collect(),
             len: 0,
             bytes: 0,
+            count_bytes,
         }
     }
 
@@ -54,25 +59,28 @@ impl ReadyQueue {
         self.len == 0
     }
 
-    /// Body bytes of the ready messages (x-max-length-bytes).
+    /// Body bytes of the ready messages, if counted (x-max-length-bytes).
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
     /// A priority above the queue's maximum counts as the maximum.
-    fn level(&self, priority: u8) -> usize {
-        usize::from(priority).min(self.levels.len() - 1)
+    fn level(&self, message: &Message) -> usize {
+        match self.levels.len() {
+            1 => 0,
+            len => usize::from(message.priority).min(len - 1),
+        }
     }
 
     pub fn push_back(&mut self, ready: Ready) {
-        let level = self.level(ready.message.priority);
+        let level = self.level(&ready.message);
         self.count_in(&ready);
         self.levels[level].push_back(ready);
     }
 
     /// Puts a message back where its seq belongs within its priority.
     pub fn requeue(&mut self, ready: Ready) {
-        let level = self.level(ready.message.priority);
+        let level = self.level(&ready.message);
         self.count_in(&ready);
         let level = &mut self.levels[level];
         // Requeued messages are older than most ready ones, so the position
@@ -83,12 +91,16 @@ impl ReadyQueue {
 
     fn count_in(&mut self, ready: &Ready) {
         self.len += 1;
-        self.bytes += ready.message.body_size() as u64;
+        if self.count_bytes {
+            self.bytes += ready.message.body_size() as u64;
+        }
     }
 
     fn count_out(&mut self, ready: &Ready) {
         self.len -= 1;
-        self.bytes -= ready.message.body_size() as u64;
+        if self.count_bytes {
+            self.bytes -= ready.message.body_size() as u64;
+        }
     }
 
     /// The level the next message comes from.
