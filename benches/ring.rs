@@ -29,7 +29,12 @@ use warren::runtime::mesh::Mesh;
 use warren::runtime::notify::Notify;
 use warren::shard::message::{Holder, ShardMsg};
 
-/// The channel the bench's publishes claim to come from.
+mod common;
+
+/// The broker's default `--ring-capacity`.
+const RING_CAPACITY: usize = 4096;
+const SENDER: usize = 0;
+const RECEIVER: usize = 1;
 const PUBLISHER: Holder = Holder {
     conn: ConnectionId {
         shard_id: 0,
@@ -37,13 +42,6 @@ const PUBLISHER: Holder = Holder {
     },
     channel: 1,
 };
-
-mod common;
-
-/// The broker's default `--ring-capacity`.
-const RING_CAPACITY: usize = 4096;
-const SENDER: usize = 0;
-const RECEIVER: usize = 1;
 
 #[derive(Clone, Copy)]
 struct Plan {

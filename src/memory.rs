@@ -119,6 +119,17 @@ impl ResidentSet {
     }
 }
 
+/// Hands the calling thread's free allocator pages back to the kernel, so
+/// the resident set (what the alarm reads) falls once messages are gone.
+/// The allocator would otherwise do it only after a delay, and only when
+/// that thread allocates again, which an idle shard may not. `force` does
+/// it now, whatever the delay. Harmless where mimalloc is not the global
+/// allocator (it then holds nothing).
+pub fn return_free_memory(force: bool) {
+    // SAFETY: mi_collect only walks the calling thread's own mimalloc heap.
+    unsafe { libmimalloc_sys::mi_collect(force) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

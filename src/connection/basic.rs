@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::channel::{Channel, Confirms, Consumer, TxAction};
+use super::content::content_cost;
 use super::methods::{generated_name, not_from_client, Awaiting};
 use super::{direct_reply, Connection, Next};
 use crate::ids::{QueueId, ShardId};
@@ -88,6 +89,7 @@ impl Connection {
                     }
                     None => Err(not_transactional()),
                 })??;
+                self.release_all_content(ch);
                 self.out.method(ch, &Method::TxRollbackOk(TxRollbackOk {}));
                 Ok(Next::Continue)
             }
@@ -133,6 +135,7 @@ impl Connection {
         if deferred {
             return Ok(Next::Continue);
         }
+        self.release_content(ch, content_cost(header.body_size));
         let congested = self.route(ch, publish, header, body)?;
         self.with_channel(ch, |channel| {
             if let Some(confirm) = channel.confirm.as_mut() {
@@ -624,6 +627,7 @@ impl Connection {
             Some(actions) => Ok(std::mem::take(actions)),
             None => Err(not_transactional()),
         })??;
+        self.release_all_content(ch);
         let mut congested = None;
         for action in actions {
             match action {

@@ -81,7 +81,13 @@ impl Connection {
     /// blocks publishers, while a shard is owed a whole window, and while
     /// `congested` (a shard's outbox) is full.
     pub(super) async fn pace_publisher(&self, congested: Option<ShardId>) {
-        if self.shard.shared.load.memory_alarm() {
+        let alarm = self.shard.shared.load.memory_alarm();
+        if !alarm && congested.is_none() && !self.flow.exhausted() {
+            return;
+        }
+        // What was routed is confirmed before the reader stops.
+        self.flush_confirms();
+        if alarm {
             self.pause(self.block_while_alarm()).await;
         }
         if self.flow.exhausted() {

@@ -125,7 +125,7 @@ impl Connection {
         }
         match Method::decode(frame.payload) {
             Ok(Method::ChannelCloseOk(_)) => {
-                self.state.borrow_mut().channels.remove(&frame.channel);
+                self.state.borrow_mut().remove_channel(frame.channel);
             }
             // A crossing close: answer it, and keep waiting for the close-ok
             // to our own close (RabbitMQ's reader does the same).
@@ -199,7 +199,7 @@ impl Connection {
             )),
             Method::ChannelClose(_) => {
                 let mut state = self.state.borrow_mut();
-                if let Some(mut channel) = state.channels.remove(&ch) {
+                if let Some(mut channel) = state.remove_channel(ch) {
                     self.release_channel(ch, &mut channel);
                 }
                 drop(state);
@@ -604,10 +604,14 @@ impl Connection {
         let body_size = header.body_size;
         incoming.header = Some(header);
         drop(state);
-        if body_size > message_size_max {
-            let err = AmqpError::precondition_failed(format!(
+        let held = if body_size > message_size_max {
+            Err(AmqpError::precondition_failed(format!(
                 "message size {body_size} is larger than configured max size {message_size_max}"
-            ));
+            )))
+        } else {
+            self.hold_content(ch, body_size)
+        };
+        if let Err(err) = held {
             self.channel_error(ch, err, BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
             return Next::Continue;
         }
@@ -634,7 +638,10 @@ impl Connection {
             return self.hard_error(unexpected_content());
         };
         let expected = header.body_size;
-        body.push(frame.payload);
+        body.push(
+            frame.payload,
+            usize::try_from(expected).unwrap_or(usize::MAX),
+        );
         let received = body.len() as u64;
         drop(state);
         if received > expected {

@@ -11,6 +11,7 @@
 
 mod basic;
 mod channel;
+mod content;
 mod direct_reply;
 mod flow;
 mod handshake;
@@ -90,6 +91,8 @@ struct State {
     /// The client understands connection.blocked / unblocked.
     blocked_notify: bool,
     channels: HashMap<u16, Channel>,
+    /// Content bytes the channels hold, summed (see `content`).
+    content_held: u64,
     /// The request the reader waits on, and its channel.
     awaiting: Option<(u16, methods::Awaiting)>,
     /// basic.cancel notifications for a channel whose request is pending:
@@ -159,6 +162,7 @@ impl Connection {
             consumer_cancel_notify: false,
             blocked_notify: false,
             channels: HashMap::new(),
+            content_held: 0,
             awaiting: None,
             deferred_cancels: Vec::new(),
             declared_exclusive: false,

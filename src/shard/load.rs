@@ -30,6 +30,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(10);
 /// falls far below it.
 const SATURATED_BUSY: f64 = 0.9;
 const UNSATURATED_BUSY: f64 = 0.5;
+/// Ticks between hand-backs of free memory to the kernel when no alarm is
+/// raised (under the alarm, every tick).
+const RETURN_MEMORY_TICKS: u32 = 100;
 /// Weight of the newest tick in the smoothed load.
 const LOAD_SMOOTHING: f64 = 0.25;
 
@@ -150,7 +153,9 @@ impl Shard {
         let mut last = (Instant::now(), demand.total());
         let (mut load, mut saturated) = (0.0, false);
         let mut alarm_seen = false;
+        let mut ticks = 0u32;
         while !self.shared.shutdown.load(Ordering::Relaxed) {
+            ticks = ticks.wrapping_add(1);
             runtime::sleep(TICK).await;
             let now = (Instant::now(), demand.total());
             let busy = now.1.saturating_sub(last.1).as_secs_f64()
@@ -172,6 +177,9 @@ impl Shard {
                 self.forgive_debts();
             }
             let alarm = board.memory_alarm();
+            if alarm || ticks % RETURN_MEMORY_TICKS == 0 {
+                crate::memory::return_free_memory(alarm);
+            }
             if alarm_seen && !alarm {
                 self.alarm_cleared.wake_all();
             }
