@@ -145,7 +145,12 @@ pub fn make(message: &Message, death: &Death<'_>, settings: &Settings) -> DeadLe
             long_str(expiration.as_bytes()),
         ));
     }
-    update_x_death(&mut headers, info, death);
+    update_x_death(
+        &mut headers,
+        info,
+        death,
+        long_str(message.exchange.as_bytes()),
+    );
     let routing_keys = match &settings.dead_letter_routing_key {
         Some(key) => {
             headers.0.retain(|(name, _)| name.as_bytes() != b"CC");
@@ -163,14 +168,16 @@ pub fn make(message: &Message, death: &Death<'_>, settings: &Settings) -> DeadLe
     }
 }
 
-/// RabbitMQ's `update_x_death_header`, with 3.13's `x-last-death-*`.
-fn update_x_death(headers: &mut FieldTable, info: Vec<(ShortStr, FieldValue)>, death: &Death<'_>) {
+/// RabbitMQ's `update_x_death_header`, with 3.13's `x-last-death-*`;
+/// `exchange` is the one the message was last published to.
+fn update_x_death(
+    headers: &mut FieldTable,
+    info: Vec<(ShortStr, FieldValue)>,
+    death: &Death<'_>,
+    exchange: FieldValue,
+) {
     let reason = death.reason.as_str().as_bytes();
     let queue = death.queue.as_bytes();
-    let exchange = match info.iter().find(|(key, _)| key.as_bytes() == b"exchange") {
-        Some((_, value)) => value.clone(),
-        None => long_str(b""),
-    };
     let count_one = (ShortStr::from("count"), FieldValue::I64(1));
     match headers.get("x-death") {
         Some(FieldValue::Array(deaths)) => {
