@@ -305,8 +305,13 @@ impl Shard {
         }
     }
 
-    fn enqueue(&self, queue: QueueId, message: Message) {
+    fn enqueue(&self, queue: QueueId, mut message: Message) {
         if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+            // Behind other ready messages it will wait: it should not keep
+            // its connection's read buffer alive meanwhile.
+            if q.message_count() > 0 {
+                message.compact();
+            }
             // Published::Rejected (x-overflow reject-publish) is where a
             // confirming publisher's basic.nack belongs, once confirms are
             // answered from the queue's shard.
