@@ -9,7 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use warren::ids::{ConnectionId, QueueId};
 use warren::message::{Message, MessageContent};
 use warren::protocol::types::ShortStr;
-use warren::queue::{ConsumerKey, ConsumerSpec, Queue, Settlement};
+use warren::queue::{ConsumerKey, ConsumerSpec, Queue, Settings, Settlement};
 
 mod common;
 
@@ -37,6 +37,7 @@ impl Cycle {
             ShortStr::from("/"),
             false,
             None,
+            Settings::default(),
         );
         let consumers = [1u16, 2].map(|channel| ConsumerKey {
             conn,
@@ -61,6 +62,8 @@ impl Cycle {
             routing_key: ShortStr::from("bench"),
             properties: Bytes::new(),
             body: Bytes::from_static(&[0u8; 128]),
+            priority: 0,
+            expiration_ms: None,
         });
         Cycle {
             queue,
@@ -75,10 +78,10 @@ impl Cycle {
     /// connection would.
     fn run(&mut self) {
         for _ in 0..BATCH {
-            self.queue.publish(self.message.clone());
+            self.queue.publish(self.message.clone(), &0);
         }
         let (seqs, delivered) = (&mut self.seqs, &mut self.delivered);
-        self.queue.dispatch(&mut |delivery| {
+        self.queue.dispatch(&0, &mut |delivery| {
             let channel = delivery.consumer.channel;
             seqs.push(((delivery.consumer.conn, channel), delivery.seq));
             delivered[usize::from(channel - 1)] += 1;

@@ -55,6 +55,8 @@ fn message() -> Message {
         routing_key: ShortStr::from("bench"),
         properties: Bytes::new(),
         body: Bytes::from_static(&[0u8; 16]),
+        priority: 0,
+        expiration_ms: None,
     })
 }
 

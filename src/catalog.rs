@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::{FieldTable, FieldValue, ShortStr};
+use crate::queue::{QueueType, Settings};
 use crate::routing::headers::{format_value, type_name, validate_binding_arguments, values_equal};
 use crate::routing::{Destination, ExchangeKind, RoutingTable};
 
@@ -59,6 +60,8 @@ pub struct QueueDef {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// What the arguments mean, resolved and validated on declare.
+    pub settings: Settings,
 }
 
 /// A binding's destination by name, as queue.bind and exchange.bind name it.
@@ -171,88 +174,6 @@ pub struct Catalog {
     next_queue_id: u64,
 }
 
-/// The queue types warren accepts in `x-queue-type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum QueueType {
-    Classic,
-    Quorum,
-}
-
-impl QueueType {
-    /// The `x-` arguments RabbitMQ compares on redeclaration, per type.
-    fn equivalence_arguments(self) -> &'static [&'static str] {
-        match self {
-            QueueType::Classic => &[
-                "x-expires",
-                "x-message-ttl",
-                "x-dead-letter-exchange",
-                "x-dead-letter-routing-key",
-                "x-max-length",
-                "x-max-length-bytes",
-                "x-max-priority",
-                "x-overflow",
-                "x-queue-mode",
-                "x-queue-version",
-                "x-single-active-consumer",
-                "x-queue-type",
-                "x-queue-master-locator",
-            ],
-            QueueType::Quorum => &[
-                "x-dead-letter-exchange",
-                "x-dead-letter-routing-key",
-                "x-dead-letter-strategy",
-                "x-expires",
-                "x-max-length",
-                "x-max-length-bytes",
-                "x-max-in-memory-length",
-                "x-max-in-memory-bytes",
-                "x-overflow",
-                "x-single-active-consumer",
-                "x-queue-type",
-                "x-quorum-initial-group-size",
-                "x-delivery-limit",
-                "x-message-ttl",
-                "x-queue-leader-locator",
-            ],
-        }
-    }
-
-    /// The type of an existing queue (validated when it was declared).
-    fn of(arguments: &FieldTable) -> QueueType {
-        match arguments.get("x-queue-type").and_then(FieldValue::as_str) {
-            Some("quorum") => QueueType::Quorum,
-            _ => QueueType::Classic,
-        }
-    }
-
-    /// Validates `x-queue-type` on a new queue, with RabbitMQ's texts.
-    fn parse(arguments: &FieldTable, resource: &str) -> Result<QueueType, AmqpError> {
-        let invalid = |detail: String| {
-            AmqpError::precondition_failed(format!(
-                "invalid arg 'x-queue-type' for {resource}: {detail}"
-            ))
-        };
-        match arguments.get("x-queue-type") {
-            None => Ok(QueueType::Classic),
-            Some(FieldValue::LongStr(text)) => match text.as_bytes() {
-                b"classic" => Ok(QueueType::Classic),
-                b"quorum" => Ok(QueueType::Quorum),
-                b"stream" => Err(invalid(
-                    "queue type 'stream' is not supported by warren (yet)".to_owned(),
-                )),
-                other => Err(invalid(format!(
-                    "\"unsupported queue type '{}'\"",
-                    String::from_utf8_lossy(other)
-                ))),
-            },
-            Some(other) => Err(invalid(format!(
-                "{{unacceptable_type,{}}}",
-                type_name(other)
-            ))),
-        }
-    }
-}
-
 /// RabbitMQ's resource description: "queue 'q' in vhost '/'".
 fn resource(kind: &str, vhost: &ShortStr, name: &[u8]) -> String {
     format!(
@@ -355,13 +276,20 @@ fn assert_args_equivalence(
             // A classic queue need not carry x-queue-type at all.
             (None, other) | (other, None) => key == "x-queue-type" && is_classic_type(other),
         };
-        if !equivalent {
-            return Err(AmqpError::precondition_failed(format!(
-                "inequivalent arg '{key}' for {resource}: received {} but current is {}",
-                describe_argument(new),
-                describe_argument(old)
-            )));
+        if equivalent {
+            continue;
         }
+        let (received, current) = match (old, new) {
+            // RabbitMQ's assert_field_equivalence: the bare values.
+            (Some(a), Some(b)) => (
+                format!("'{}'", format_value(b)),
+                format!("'{}'", format_value(a)),
+            ),
+            _ => (describe_argument(new), describe_argument(old)),
+        };
+        return Err(AmqpError::precondition_failed(format!(
+            "inequivalent arg '{key}' for {resource}: received {received} but current is {current}"
+        )));
     }
     Ok(())
 }
@@ -666,6 +594,7 @@ impl Catalog {
                     exclusive_owner,
                     auto_delete: *auto_delete,
                     arguments: arguments.clone(),
+                    settings: Settings::default(),
                 };
                 self.queue_declare(def)
             }
@@ -777,7 +706,7 @@ impl Catalog {
                 (def.durable, def.auto_delete),
                 &resource,
             )?;
-            let keys = QueueType::of(&current.arguments).equivalence_arguments();
+            let keys = current.settings.queue_type.equivalence_arguments();
             assert_args_equivalence(&current.arguments, &def.arguments, &resource, keys)?;
             return Ok(MetaOutcome::QueueDeclared {
                 def: current.clone(),
@@ -785,7 +714,8 @@ impl Catalog {
             });
         }
         check_exchange_name_argument(&def.arguments, "x-dead-letter-exchange", &resource)?;
-        if QueueType::parse(&def.arguments, &resource)? == QueueType::Quorum {
+        let settings = Settings::from_arguments(&def.arguments, &resource)?;
+        if settings.queue_type == QueueType::Quorum {
             let invalid = if def.auto_delete {
                 Some("auto-delete")
             } else if def.exclusive_owner.is_some() {
@@ -801,6 +731,7 @@ impl Catalog {
                 )));
             }
         }
+        let def = QueueDef { settings, ..def };
         vhost.queues.insert(def.name.clone(), def.id);
         vhost.routing.add_queue(def.name.clone(), def.id);
         self.queues.insert(def.id, def.clone());
@@ -903,7 +834,18 @@ impl Catalog {
     }
 
     fn unbind(&mut self, op: &BindingOp) -> Result<MetaOutcome, AmqpError> {
-        let destination = self.binding_destination(op)?;
+        let destination = match self.binding_destination(op) {
+            Ok(destination) => destination,
+            // RabbitMQ 3.x: unbinding from or to something that does not
+            // exist is unbind-ok, so clients may tear down in any order.
+            Err(err) if err.code == crate::protocol::reply_code::NOT_FOUND => {
+                return Ok(MetaOutcome::Unbound {
+                    removed: false,
+                    exchanges: Vec::new(),
+                })
+            }
+            Err(err) => return Err(err),
+        };
         let v = self.vhost_mut(op.vhost.as_bytes())?;
         let removed = v.routing.unbind(
             op.source.as_bytes(),

@@ -92,14 +92,6 @@ fn amqplain_login_is_accepted() {
 }
 
 #[test]
-fn channel_above_channel_max_is_not_allowed() {
-    let broker = Broker::start();
-    let mut client = RawClient::open(&broker.addr());
-    client.send_method(2048, ChannelOpen::default());
-    client.expect_connection_close(reply_code::NOT_ALLOWED, (20, 10));
-}
-
-#[test]
 fn message_over_the_size_limit_closes_only_the_channel() {
     let broker = Broker::start_with(&["--message-size-max", "1024"]);
     if broker.is_external() {

@@ -14,9 +14,11 @@ use super::{direct_reply, Connection, Next};
 use crate::ids::{QueueId, ShardId};
 use crate::message::{Message, MessageContent};
 use crate::protocol::method::*;
-use crate::protocol::properties::{scan_properties, ContentHeader};
+use crate::protocol::properties::{scan_properties, ContentHeader, PropertySummary};
 use crate::protocol::{reply_code, AmqpError, FieldTable, FieldValue, ShortStr};
 use crate::queue::{ConsumerKey, ConsumerSpec};
+use crate::routing::sender_selected::{self, SenderSelected};
+use crate::routing::RoutingTable;
 use crate::shard::{Deliver, Got, QueueRequest, Settlement, ShardMsg};
 
 impl Connection {
@@ -157,12 +159,17 @@ impl Connection {
         catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
         let summary = scan_properties(&header.properties)?;
         self.check_user_id(summary.user_id.as_ref())?;
-        let properties = match &summary.reply_to {
-            Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
-                self.direct_reply_properties(ch, &header.properties)?
-            }
-            _ => header.properties,
+        let expiration_ms = summary
+            .expiration
+            .as_ref()
+            .map(parse_expiration)
+            .transpose()?;
+        let selected = match &summary.headers {
+            Some(raw) => sender_selected::parse(raw)?,
+            None => None,
         };
+        let properties =
+            self.stored_properties(ch, &summary, header.properties, selected.as_ref())?;
         let table = catalog
             .routing(&vhost)
             .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))?;
@@ -175,10 +182,11 @@ impl Connection {
         };
         let mut routes = self.routes.borrow_mut();
         routes.clear();
-        table.route(
-            &publish.exchange,
-            &publish.routing_key,
+        route_all(
+            table,
+            &publish,
             headers.as_ref(),
+            selected.as_ref(),
             &mut routes,
         );
         if routes.is_empty() && !publish.mandatory {
@@ -190,6 +198,8 @@ impl Connection {
             routing_key: publish.routing_key,
             properties,
             body,
+            priority: summary.priority.unwrap_or(0),
+            expiration_ms,
         });
         if routes.is_empty() && publish.mandatory {
             let returned = BasicReturn {
@@ -222,6 +232,27 @@ impl Connection {
             }
         }
         Ok(congested)
+    }
+
+    /// The properties as queues keep them: a direct reply-to address
+    /// rewritten to its queue, and BCC removed.
+    fn stored_properties(
+        &self,
+        ch: u16,
+        summary: &PropertySummary,
+        properties: Bytes,
+        selected: Option<&SenderSelected>,
+    ) -> Result<Bytes, AmqpError> {
+        let properties = match &summary.reply_to {
+            Some(reply_to) if reply_to.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() => {
+                self.direct_reply_properties(ch, &properties)?
+            }
+            _ => properties,
+        };
+        match selected {
+            Some(selected) if selected.has_bcc => sender_selected::strip_bcc(&properties),
+            _ => Ok(properties),
+        }
     }
 
     /// RabbitMQ's rule: a message may not claim to be from another user.
@@ -430,14 +461,24 @@ impl Connection {
             .channels
             .get_mut(&ch)
             .and_then(|channel| channel.consumers.remove(tag));
-        drop(state);
-        if removed.is_some() && notify {
-            let cancel = BasicCancel {
-                consumer_tag: tag.clone(),
-                no_wait: true,
-            };
-            self.out.method(ch, &Method::BasicCancel(cancel));
+        if removed.is_none() || !notify {
+            return;
         }
+        if state.awaiting.as_ref().is_some_and(|(on, _)| *on == ch) {
+            state.deferred_cancels.push((ch, tag.clone()));
+            return;
+        }
+        drop(state);
+        self.notify_cancel(ch, tag.clone());
+    }
+
+    /// Writes the server's basic.cancel for a consumer whose queue is gone.
+    pub(super) fn notify_cancel(&self, ch: u16, consumer_tag: ShortStr) {
+        let cancel = BasicCancel {
+            consumer_tag,
+            no_wait: true,
+        };
+        self.out.method(ch, &Method::BasicCancel(cancel));
     }
 
     fn client_settle(
@@ -630,4 +671,56 @@ fn reject_action(requeue: bool) -> Settlement {
 
 fn not_transactional() -> AmqpError {
     AmqpError::precondition_failed("channel is not transactional")
+}
+
+/// The expiration property as RabbitMQ reads it (Erlang's
+/// `string:to_integer`: an optional sign, digits, nothing after), in
+/// milliseconds; anything else is 406 with RabbitMQ's text.
+fn parse_expiration(text: &ShortStr) -> Result<u64, AmqpError> {
+    let bytes = text.as_bytes();
+    let invalid =
+        |why: String| AmqpError::precondition_failed(format!("invalid expiration '{text}': {why}"));
+    let (negative, unsigned) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let digits = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(invalid("no_integer".to_owned()));
+    }
+    let value = unsigned[..digits].iter().fold(0u64, |value, &digit| {
+        value
+            .saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+    });
+    if digits < unsigned.len() {
+        let rest = String::from_utf8_lossy(&unsigned[digits..]);
+        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
+    }
+    if negative && value > 0 {
+        return Err(invalid(format!("{{value_negative,-{value}}}")));
+    }
+    Ok(value)
+}
+
+/// Routes a publish by its routing key and, for sender-selected
+/// distribution, its CC and BCC keys; a queue reached by several keys gets
+/// one copy.
+fn route_all(
+    table: &RoutingTable,
+    publish: &BasicPublish,
+    headers: Option<&FieldTable>,
+    selected: Option<&SenderSelected>,
+    routes: &mut Vec<QueueId>,
+) {
+    table.route(&publish.exchange, &publish.routing_key, headers, routes);
+    let Some(selected) = selected else {
+        return;
+    };
+    for key in &selected.routing_keys {
+        table.route(&publish.exchange, key, headers, routes);
+    }
+    routes.sort_unstable();
+    routes.dedup();
 }

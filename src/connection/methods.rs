@@ -93,13 +93,19 @@ impl Connection {
         }
     }
 
+    /// channel.open: channel_max limits how many channels are open at once
+    /// (closing ones included), not their numbers, as in RabbitMQ.
     fn open_channel(self: &Rc<Self>, channel_id: u16) -> Next {
-        let channel_max = self.state.borrow().tune.channel_max;
-        if channel_max != 0 && channel_id > channel_max {
+        let (channel_max, open) = {
+            let state = self.state.borrow();
+            (state.tune.channel_max, state.channels.len())
+        };
+        if channel_max != 0 && open >= usize::from(channel_max) {
             let err = AmqpError::not_allowed(format!(
-                "channel {channel_id} is above the negotiated channel_max ({channel_max})"
+                "number of channels opened ({open}) has reached the negotiated channel_max \
+                 ({channel_max})"
             ));
-            self.close_connection(err, ChannelOpen::CLASS_ID, ChannelOpen::METHOD_ID);
+            self.close_connection(err, 0, 0);
             return Next::Continue;
         }
         self.state
@@ -112,6 +118,7 @@ impl Connection {
     }
 
     /// After we closed a channel: only close-ok (or a crossing close) counts.
+    /// The channel number stays taken until close-ok arrives.
     fn closing_channel_frame(&self, frame: Frame) -> Next {
         if frame.frame_type != FrameType::Method {
             return Next::Continue;
@@ -120,8 +127,9 @@ impl Connection {
             Ok(Method::ChannelCloseOk(_)) => {
                 self.state.borrow_mut().remove_channel(frame.channel);
             }
+            // A crossing close: answer it, and keep waiting for the close-ok
+            // to our own close (RabbitMQ's reader does the same).
             Ok(Method::ChannelClose(_)) => {
-                self.state.borrow_mut().remove_channel(frame.channel);
                 self.out
                     .method(frame.channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
             }
@@ -503,6 +511,13 @@ impl Connection {
         let ids = awaiting.class_method();
         if let Err(err) = self.complete(ch, awaiting, reply) {
             self.method_error(ch, err, ids);
+        }
+        let deferred = std::mem::take(&mut self.state.borrow_mut().deferred_cancels);
+        for (channel, tag) in deferred {
+            let open = self.state.borrow().channels.get(&channel).map(|c| c.state);
+            if open == Some(ChannelState::Open) {
+                self.notify_cancel(channel, tag);
+            }
         }
         self.reply_ready.notify();
     }

@@ -95,6 +95,10 @@ struct State {
     content_held: u64,
     /// The request the reader waits on, and its channel.
     awaiting: Option<(u16, methods::Awaiting)>,
+    /// basic.cancel notifications for a channel whose request is pending:
+    /// written after its reply, as RabbitMQ's busy channel process does (a
+    /// queue.delete on the consuming channel answers delete-ok first).
+    deferred_cancels: Vec<(u16, ShortStr)>,
     /// Whether this connection declared an exclusive queue (which must go
     /// when it closes).
     declared_exclusive: bool,
@@ -160,6 +164,7 @@ impl Connection {
             channels: HashMap::new(),
             content_held: 0,
             awaiting: None,
+            deferred_cancels: Vec::new(),
             declared_exclusive: false,
         };
         Rc::new(Connection {

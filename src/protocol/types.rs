@@ -425,6 +425,28 @@ fn decode_array(buf: &mut Bytes, depth: usize) -> Result<Vec<FieldValue>, Decode
     Ok(values)
 }
 
+/// Whether an encoded table names any of `keys` at its top level, found
+/// without decoding or allocating (the publish path asks this of every
+/// message's headers). A malformed table names nothing.
+pub fn table_names_any(raw: &[u8], keys: &[&[u8]]) -> bool {
+    let mut buf = raw;
+    let Ok(mut body) = take_long_prefixed(&mut buf) else {
+        return false;
+    };
+    while let Ok(&[name_len]) = take_slice(&mut body, 1) {
+        let Ok(name) = take_slice(&mut body, name_len.into()) else {
+            return false;
+        };
+        if keys.contains(&name) {
+            return true;
+        }
+        if skip_value(&mut body, 1).is_err() {
+            return false;
+        }
+    }
+    false
+}
+
 /// Runs a slice walker over `buf` and advances `buf` past what it consumed.
 fn skip_with(
     buf: &mut Bytes,

@@ -13,7 +13,8 @@
 //!   queue can ask "can anything be dispatched" in O(1).
 //! - A consumer's `serial` is never reused within a queue, so a `ConsumerRef`
 //!   kept in an unacked entry never charges a later consumer that happens to
-//!   occupy the same slot.
+//!   occupy the same slot. With x-single-active-consumer the lowest serial
+//!   (the longest-standing consumer) is the only one charged.
 
 use ahash::RandomState;
 use hashbrown::HashMap;
@@ -100,9 +101,19 @@ pub(super) struct Consumers {
     taker_count: usize,
     exclusive_count: usize,
     next_serial: u64,
+    /// x-single-active-consumer: only the longest-standing consumer takes
+    /// messages; when it goes, the next in line does.
+    single_active: bool,
 }
 
 impl Consumers {
+    pub fn new(single_active: bool) -> Consumers {
+        Consumers {
+            single_active,
+            ..Consumers::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -219,6 +230,9 @@ impl Consumers {
         if self.taker_count == 0 {
             return None;
         }
+        if self.single_active {
+            return self.charge_active();
+        }
         let mut start = 0;
         while let Some(&first) = self.order.get(start) {
             let priority = self.slot(first).map_or(0, |c| c.priority);
@@ -233,6 +247,16 @@ impl Consumers {
             start += len;
         }
         None
+    }
+
+    /// Charges the single active consumer, the one added first, if it can
+    /// take a message; the others wait their turn.
+    fn charge_active(&mut self) -> Option<Charged> {
+        let position = (0..self.order.len()).min_by_key(|&position| {
+            self.slot(self.order[position])
+                .map_or(u64::MAX, |c| c.serial)
+        })?;
+        self.charge_in(position, 1)
     }
 
     /// Round-robin over `order[start..start + len]` (one priority),

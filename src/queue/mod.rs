@@ -12,45 +12,105 @@
 //! - Every message the queue ever holds gets a sequence number `seq` when it
 //!   is published, strictly increasing per queue. A message is in exactly one
 //!   of `ready` or `unacked`, under its seq, until it is acked or discarded.
-//! - `ready` is sorted by seq. Publishing appends the largest seq; requeue
-//!   puts a message back at its original position, as RabbitMQ does, so
-//!   redeliveries come before newer messages and in their original order.
+//! - Each priority level of `ready` (one without `x-max-priority`) is
+//!   sorted by seq. Publishing appends the largest seq; requeue puts a
+//!   message back at its original position, as RabbitMQ does, so
+//!   redeliveries come before newer messages of their priority and in
+//!   their original order.
 //! - An unacked message counts against the prefetch of the consumer it was
 //!   delivered to while that consumer exists; a basic.get or a cancelled
 //!   consumer's message counts against no one but stays ackable and is
 //!   requeued when its channel closes.
 //!
 //! The hot path (publish, dispatch, ack) allocates nothing in steady state:
-//! the ready deque and the unacked map keep their capacity, a delivery clones
+//! the ready deques and the unacked map keep their capacity, a delivery clones
 //! the message handle (a refcount) and the consumer tag (a `Bytes` refcount).
 //!
-//! Seams for what comes later:
-//! - Disk store: the seq is the natural key for a persistent message in a
-//!   per-queue log; `publish` returns it so the store can write it, `ack` and
-//!   the discard path are where the store deletes it, and a ready entry could
-//!   hold a paged-out reference instead of the `Message` without changing the
-//!   order logic here.
-//! - x-arguments: `publish` is the single way a message enters the queue, so
-//!   x-max-length / x-overflow apply there; x-message-ttl expiry applies at
-//!   the head of `ready`, which is in seq (and so arrival) order.
-//! - Dead-lettering: `discard` is the single way a message leaves without
-//!   being acked.
+//! The `x-` arguments (`Settings`) act here: `publish` is the single way a
+//! message enters the queue, so x-max-length / x-overflow apply there;
+//! expiry (x-message-ttl, the expiration property) applies at the head of
+//! each priority level, as in RabbitMQ's classic queues; `dead_letter` is
+//! the single way a message leaves without being acked or consumed, and it
+//! only collects dead letters: the shard drains them (`drain_dead_letters`),
+//! builds the x-death message (`dead_letter::make`) and routes it. Time is
+//! the caller's: methods that may need it take a `Clock` and read it only
+//! when a message or the queue can expire; `next_deadline` tells the shard
+//! when to come back (`expire`) even if nothing else happens.
+//!
+//! Seam for the disk store: the seq is the natural key for a persistent
+//! message in a per-queue log; `publish` returns it so the store can write
+//! it, `ack` and `dead_letter` are where the store deletes it, and a ready
+//! entry could hold a paged-out reference instead of the `Message` without
+//! changing the order logic here.
 
 mod consumer;
+pub mod dead_letter;
+mod ready;
+mod settings;
 #[cfg(test)]
 mod tests;
 
 use ahash::RandomState;
 use hashbrown::HashMap;
-use std::collections::VecDeque;
 
 pub use consumer::{ConsumerKey, ConsumerSpec};
+pub use settings::{Overflow, QueueType, Settings};
 
 use crate::ids::{ConnectionId, QueueId};
 use crate::message::Message;
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::ShortStr;
 use consumer::{ConsumerRef, Consumers};
+use ready::{Ready, ReadyQueue, NEVER};
+
+/// The shard's monotonic clock in milliseconds, read only when needed.
+pub trait Clock {
+    fn now_ms(&self) -> u64;
+}
+
+/// A fixed instant: for tests, and for callers that already read the clock.
+impl Clock for u64 {
+    fn now_ms(&self) -> u64 {
+        *self
+    }
+}
+
+/// Why a message is dead-lettered, as x-death's `reason` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeathReason {
+    Rejected,
+    Expired,
+    Maxlen,
+    DeliveryLimit,
+}
+
+impl DeathReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Rejected => "rejected",
+            DeathReason::Expired => "expired",
+            DeathReason::Maxlen => "maxlen",
+            DeathReason::DeliveryLimit => "delivery_limit",
+        }
+    }
+}
+
+/// A message on its way to the queue's dead-letter exchange.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub message: Message,
+    pub reason: DeathReason,
+}
+
+/// What `publish` did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Published {
+    /// Enqueued under this seq (it may have pushed older ones out).
+    Accepted { seq: u64 },
+    /// Refused by x-overflow reject-publish(-dlx): a confirming publisher
+    /// gets basic.nack.
+    Rejected,
+}
 
 /// A message handed to a consumer by `Queue::dispatch`.
 #[derive(Clone, Debug)]
@@ -83,21 +143,13 @@ pub struct ConsumerRemoved {
     pub auto_delete_now: bool,
 }
 
-/// A ready message.
-#[derive(Debug)]
-struct Ready {
-    seq: u64,
-    message: Message,
-    redelivered: bool,
-}
-
 /// How a held message is settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Settlement {
     Ack,
     /// Back to its original position, marked redelivered.
     Requeue,
-    /// Rejected without requeue: dropped (dead-lettering will hook here).
+    /// Rejected without requeue: dead-lettered (`rejected`) or dropped.
     Discard,
 }
 
@@ -109,6 +161,9 @@ struct Unacked {
     holder: (ConnectionId, u16),
     /// The consumer whose prefetch it counts against; None for basic.get.
     consumer: Option<ConsumerRef>,
+    /// Kept for a requeue: expiry does not restart.
+    expires_at_ms: u64,
+    returns: u32,
 }
 
 #[derive(Debug)]
@@ -121,11 +176,20 @@ pub struct Queue {
     /// Auto-delete fires only once a queue has had a consumer.
     has_had_consumer: bool,
     next_seq: u64,
-    ready: VecDeque<Ready>,
+    settings: Settings,
+    ready: ReadyQueue,
     unacked: HashMap<u64, Unacked, RandomState>,
     consumers: Consumers,
     /// Reused when a channel closes to collect the seqs it held.
     scratch_seqs: Vec<u64>,
+    /// Messages for the dead-letter exchange, until the shard drains them;
+    /// the capacity is kept, so a steady trickle allocates nothing.
+    dead_letters: Vec<DeadLetter>,
+    /// When the queue was last used (x-expires): declared, consumed, got
+    /// from, or left by its last consumer.
+    last_used_ms: u64,
+    /// The deadline last reported by `deadline_change`.
+    reported_deadline: Option<u64>,
 }
 
 impl Queue {
@@ -135,6 +199,7 @@ impl Queue {
         vhost: ShortStr,
         auto_delete: bool,
         exclusive_owner: Option<ConnectionId>,
+        settings: Settings,
     ) -> Queue {
         Queue {
             id,
@@ -144,11 +209,19 @@ impl Queue {
             exclusive_owner,
             has_had_consumer: false,
             next_seq: 1,
-            ready: VecDeque::new(),
+            ready: ReadyQueue::new(settings.max_priority, settings.max_length_bytes.is_some()),
             unacked: HashMap::default(),
-            consumers: Consumers::default(),
+            consumers: Consumers::new(settings.single_active_consumer),
             scratch_seqs: Vec::new(),
+            dead_letters: Vec::new(),
+            last_used_ms: 0,
+            reported_deadline: None,
+            settings,
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn id(&self) -> QueueId {
@@ -225,16 +298,147 @@ impl Queue {
         count_u32(self.unacked.len())
     }
 
-    /// Appends a message and returns its seq.
-    pub fn publish(&mut self, message: Message) -> u64 {
+    /// Appends a message, applying x-max-length / x-overflow, and says
+    /// whether it was accepted.
+    pub fn publish(&mut self, message: Message, clock: &impl Clock) -> Published {
+        if self.would_overflow(&message) {
+            if self.settings.overflow == Overflow::RejectPublishDlx {
+                self.dead_letter(message, DeathReason::Maxlen);
+            }
+            return Published::Rejected;
+        }
+        let expires_at_ms = self.expiry_of(&message, clock);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ready.push_back(Ready {
             seq,
             message,
             redelivered: false,
+            expires_at_ms,
+            returns: 0,
         });
-        seq
+        self.drop_head_over_limit();
+        Published::Accepted { seq }
+    }
+
+    /// reject-publish(-dlx): RabbitMQ refuses a message that would take
+    /// the ready messages past a limit.
+    fn would_overflow(&self, message: &Message) -> bool {
+        let Settings {
+            max_length,
+            max_length_bytes,
+            overflow,
+            ..
+        } = self.settings;
+        overflow != Overflow::DropHead
+            && (max_length.is_some_and(|max| self.ready.len() as u64 >= max)
+                || max_length_bytes
+                    .is_some_and(|max| self.ready.bytes() + message.body_size() as u64 > max))
+    }
+
+    /// drop-head: the oldest ready messages go (dead-lettered `maxlen`)
+    /// until the queue is within its limits.
+    fn drop_head_over_limit(&mut self) {
+        let Settings {
+            max_length,
+            max_length_bytes,
+            ..
+        } = self.settings;
+        while max_length.is_some_and(|max| self.ready.len() as u64 > max)
+            || max_length_bytes.is_some_and(|max| self.ready.bytes() > max)
+        {
+            let Some(head) = self.ready.pop_front() else {
+                break;
+            };
+            self.dead_letter(head.message, DeathReason::Maxlen);
+        }
+    }
+
+    /// The clock time a message expires: the smaller of the queue's TTL
+    /// and the message's expiration, from now.
+    fn expiry_of(&self, message: &Message, clock: &impl Clock) -> u64 {
+        let ttl_ms = match (self.settings.message_ttl_ms, message.expiration_ms) {
+            (None, None) => return NEVER,
+            (Some(queue), Some(own)) => queue.min(own),
+            (Some(ttl), None) | (None, Some(ttl)) => ttl,
+        };
+        clock.now_ms().saturating_add(ttl_ms)
+    }
+
+    /// Drops (or dead-letters `expired`) the messages that have expired at
+    /// the head of the queue. A message expires once the clock is past its
+    /// deadline, so a TTL of 0 still reaches a consumer waiting right now.
+    pub fn expire(&mut self, clock: &impl Clock) {
+        if self.ready.next_expiry().is_none() {
+            return;
+        }
+        let now_ms = clock.now_ms();
+        while let Some(expired) = self.ready.pop_expired(now_ms.saturating_sub(1)) {
+            self.dead_letter(expired.message, DeathReason::Expired);
+        }
+    }
+
+    /// The queue was used (declared, consumed from, got from, or left by a
+    /// consumer): x-expires counts from now.
+    pub fn touch(&mut self, clock: &impl Clock) {
+        if self.settings.expires_ms.is_some() {
+            self.last_used_ms = clock.now_ms();
+        }
+    }
+
+    /// x-expires: the queue has been unused for its whole expiry period.
+    pub fn is_unused_too_long(&self, clock: &impl Clock) -> bool {
+        self.unused_deadline()
+            .is_some_and(|deadline| clock.now_ms() >= deadline)
+    }
+
+    fn unused_deadline(&self) -> Option<u64> {
+        let expires_ms = self.settings.expires_ms?;
+        (self.consumers.len() == 0).then(|| self.last_used_ms.saturating_add(expires_ms))
+    }
+
+    /// When the shard should next call `expire` or `is_unused_too_long`,
+    /// if anything here can expire.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let message = self.ready.next_expiry().map(|at| at.saturating_add(1));
+        match (message, self.unused_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `(old, new)` deadlines when the deadline changed since the last
+    /// call, so the shard re-arms its timer only then.
+    pub fn deadline_change(&mut self) -> Option<(Option<u64>, Option<u64>)> {
+        let deadline = self.next_deadline();
+        if deadline == self.reported_deadline {
+            return None;
+        }
+        Some((
+            std::mem::replace(&mut self.reported_deadline, deadline),
+            deadline,
+        ))
+    }
+
+    /// The shard's timer fired for the reported deadline and forgot it.
+    pub fn deadline_fired(&mut self) {
+        self.reported_deadline = None;
+    }
+
+    /// Hands the collected dead letters to `out` (the shard routes them),
+    /// with the queue's vhost, name and settings.
+    pub fn drain_dead_letters(
+        &mut self,
+        mut out: impl FnMut(&ShortStr, &ShortStr, &Settings, DeadLetter),
+    ) {
+        if self.dead_letters.is_empty() {
+            return;
+        }
+        let mut letters = std::mem::take(&mut self.dead_letters);
+        for letter in letters.drain(..) {
+            out(&self.vhost, &self.name, &self.settings, letter);
+        }
+        self.dead_letters = letters;
     }
 
     /// Registers a consumer (basic.consume). The caller sends consume-ok and
@@ -288,30 +492,33 @@ impl Queue {
 
     /// Hands ready messages to consumers round-robin, resuming after the
     /// consumer served last, until no message is ready or no consumer can
-    /// take one (prefetch full or no credit). Returns how many it delivered.
-    pub fn dispatch(&mut self, out: &mut impl FnMut(Delivery)) -> usize {
+    /// take one (prefetch full or no credit). Expired messages at the head
+    /// are dropped on the way. Returns how many it delivered.
+    pub fn dispatch(&mut self, clock: &impl Clock, out: &mut impl FnMut(Delivery)) -> usize {
         let mut delivered = 0;
-        while !self.ready.is_empty() {
+        loop {
+            self.expire(clock);
+            if self.ready.is_empty() {
+                break;
+            }
             let Some(charged) = self.consumers.charge_next() else {
                 break;
             };
             let Some(ready) = self.ready.pop_front() else {
                 break;
             };
+            let message = self.delivered_message(&ready, false);
             if !charged.no_ack {
-                self.unacked.insert(
-                    ready.seq,
-                    Unacked {
-                        message: ready.message.clone(),
-                        holder: (charged.key.conn, charged.key.channel),
-                        consumer: Some(charged.consumer),
-                    },
+                self.hold(
+                    &ready,
+                    (charged.key.conn, charged.key.channel),
+                    Some(charged.consumer),
                 );
             }
             out(Delivery {
                 consumer: charged.key,
                 seq: ready.seq,
-                message: ready.message,
+                message,
                 redelivered: ready.redelivered,
                 no_ack: charged.no_ack,
             });
@@ -320,24 +527,49 @@ impl Queue {
         delivered
     }
 
+    /// Keeps a delivered message until it is settled.
+    fn hold(&mut self, ready: &Ready, holder: (ConnectionId, u16), consumer: Option<ConsumerRef>) {
+        self.unacked.insert(
+            ready.seq,
+            Unacked {
+                message: ready.message.clone(),
+                holder,
+                consumer,
+                expires_at_ms: ready.expires_at_ms,
+                returns: ready.returns,
+            },
+        );
+    }
+
+    /// The message as its receiver sees it: a quorum queue adds the
+    /// `x-delivery-count` header (the times it came back), as RabbitMQ
+    /// 3.10 does: always for basic.get, for a consumer once it came back.
+    fn delivered_message(&self, ready: &Ready, by_get: bool) -> Message {
+        if self.settings.queue_type == QueueType::Quorum && (by_get || ready.returns > 0) {
+            return dead_letter::with_delivery_count(&ready.message, ready.returns);
+        }
+        ready.message.clone()
+    }
+
     /// basic.get: takes the head message. With ack required it waits in
     /// unacked, held by `holder` (connection, channel), counting against no
     /// consumer's prefetch.
-    pub fn get(&mut self, holder: (ConnectionId, u16), no_ack: bool) -> Option<GetResult> {
+    pub fn get(
+        &mut self,
+        holder: (ConnectionId, u16),
+        no_ack: bool,
+        clock: &impl Clock,
+    ) -> Option<GetResult> {
+        self.expire(clock);
         let ready = self.ready.pop_front()?;
+        let message = self.delivered_message(&ready, true);
         if !no_ack {
-            self.unacked.insert(
-                ready.seq,
-                Unacked {
-                    message: ready.message.clone(),
-                    holder,
-                    consumer: None,
-                },
-            );
+            self.hold(&ready, holder, None);
         }
+        self.expire(clock);
         Some(GetResult {
             seq: ready.seq,
-            message: ready.message,
+            message,
             redelivered: ready.redelivered,
             message_count: self.message_count(),
         })
@@ -396,20 +628,18 @@ impl Queue {
             known += 1;
             self.release(&unacked);
             if requeue {
-                self.requeue(seq, unacked.message);
+                self.requeue(seq, unacked);
             } else {
-                self.discard(unacked.message);
+                self.dead_letter(unacked.message, DeathReason::Rejected);
             }
         }
         known
     }
 
     /// queue.purge: drops the ready messages, not the unacked ones; returns
-    /// how many it dropped.
+    /// how many it dropped. Purged messages are not dead-lettered.
     pub fn purge(&mut self) -> u32 {
-        let purged = self.message_count();
-        self.ready.clear();
-        purged
+        count_u32(self.ready.clear())
     }
 
     fn remove_holder(&mut self, held_by: impl Fn((ConnectionId, u16)) -> bool) -> ConsumerRemoved {
@@ -426,7 +656,7 @@ impl Queue {
         for &seq in &seqs {
             if let Some(unacked) = self.unacked.remove(&seq) {
                 self.release(&unacked);
-                self.requeue(seq, unacked.message);
+                self.requeue(seq, unacked);
             }
         }
         seqs.clear();
@@ -452,24 +682,33 @@ impl Queue {
         }
     }
 
-    /// Puts a message back where its seq belongs among the ready ones.
-    fn requeue(&mut self, seq: u64, message: Message) {
-        let entry = Ready {
+    /// Puts a message back where its seq belongs among the ready ones,
+    /// unless it has been returned more often than x-delivery-limit allows.
+    fn requeue(&mut self, seq: u64, unacked: Unacked) {
+        let returns = unacked.returns.saturating_add(1);
+        if self
+            .settings
+            .delivery_limit
+            .is_some_and(|limit| u64::from(returns) > limit)
+        {
+            self.dead_letter(unacked.message, DeathReason::DeliveryLimit);
+            return;
+        }
+        self.ready.requeue(Ready {
             seq,
-            message,
+            message: unacked.message,
             redelivered: true,
-        };
-        // Requeued messages are older than most ready ones, so the position
-        // is near the front, and VecDeque::insert shifts the shorter side.
-        let position = self.ready.partition_point(|ready| ready.seq < seq);
-        self.ready.insert(position, entry);
+            expires_at_ms: unacked.expires_at_ms,
+            returns,
+        });
     }
 
-    /// A message leaves the queue unacknowledged (rejected without requeue).
-    /// Dead-lettering (x-dead-letter-exchange) will take it from here; until
-    /// then it is dropped.
-    fn discard(&mut self, message: Message) {
-        drop(message);
+    /// A message leaves the queue unacknowledged: it goes to the
+    /// dead-letter exchange when the queue has one, else it is dropped.
+    fn dead_letter(&mut self, message: Message, reason: DeathReason) {
+        if self.settings.dead_letter_exchange.is_some() {
+            self.dead_letters.push(DeadLetter { message, reason });
+        }
     }
 }
 

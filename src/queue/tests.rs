@@ -44,12 +44,7 @@ fn spec(key: ConsumerKey, prefetch_count: u16, credit: u32) -> ConsumerSpec {
 }
 
 fn message(n: u64) -> Message {
-    Message::new(MessageContent {
-        exchange: ShortStr::from(""),
-        routing_key: ShortStr::from("q"),
-        properties: Bytes::new(),
-        body: Bytes::from(n.to_string()),
-    })
+    message_with_priority(n, 0)
 }
 
 fn body(message: &Message) -> String {
@@ -63,6 +58,7 @@ fn queue() -> Queue {
         ShortStr::from("/"),
         false,
         None,
+        Settings::default(),
     )
 }
 
@@ -73,18 +69,19 @@ fn auto_delete_queue() -> Queue {
         ShortStr::from("/"),
         true,
         None,
+        Settings::default(),
     )
 }
 
 fn publish(queue: &mut Queue, range: std::ops::RangeInclusive<u64>) {
     for n in range {
-        queue.publish(message(n));
+        queue.publish(message(n), &0);
     }
 }
 
 fn dispatch(queue: &mut Queue) -> Vec<Delivery> {
     let mut deliveries = Vec::new();
-    queue.dispatch(&mut |delivery| deliveries.push(delivery));
+    queue.dispatch(&0, &mut |delivery| deliveries.push(delivery));
     assert_eq!(
         queue.consumers.taker_count(),
         queue.consumers.recount_takers()
@@ -348,16 +345,16 @@ fn remove_channel_requeues_in_original_order_marked_redelivered() {
 fn remove_connection_requeues_basic_get_messages_too() {
     let mut q = queue();
     publish(&mut q, 1..=3);
-    let first = q.get((conn(1), 1), false).unwrap();
-    let _second = q.get((conn(1), 2), false).unwrap();
-    let _third = q.get((conn(2), 1), false).unwrap();
+    let first = q.get((conn(1), 1), false, &0).unwrap();
+    let _second = q.get((conn(1), 2), false, &0).unwrap();
+    let _third = q.get((conn(2), 1), false, &0).unwrap();
     assert_eq!(first.message_count, 2);
     assert_eq!(q.unacked_count(), 3);
 
     let removed = q.remove_connection(conn(1));
     assert!(!removed.existed);
     assert_eq!(q.unacked_count(), 1);
-    let again = q.get((conn(2), 1), true).unwrap();
+    let again = q.get((conn(2), 1), true, &0).unwrap();
     assert_eq!(body(&again.message), "1");
     assert!(again.redelivered);
     assert_eq!(again.message_count, 1);
@@ -422,12 +419,12 @@ fn auto_delete_signal_only_after_having_had_a_consumer() {
 #[test]
 fn get_reports_remaining_message_count() {
     let mut q = queue();
-    assert!(q.get((conn(1), 1), false).is_none());
+    assert!(q.get((conn(1), 1), false, &0).is_none());
     publish(&mut q, 1..=3);
-    let got = q.get((conn(1), 1), true).unwrap();
+    let got = q.get((conn(1), 1), true, &0).unwrap();
     assert_eq!((body(&got.message), got.message_count), ("1".into(), 2));
     assert_eq!(q.unacked_count(), 0);
-    let got = q.get((conn(1), 1), false).unwrap();
+    let got = q.get((conn(1), 1), false, &0).unwrap();
     assert_eq!((body(&got.message), got.message_count), ("2".into(), 1));
     assert_eq!(q.unacked_count(), 1);
     assert!(q.ack(got.seq));
@@ -438,7 +435,7 @@ fn basic_get_does_not_count_against_consumer_prefetch() {
     let mut q = queue();
     q.add_consumer(spec(key(1, 1, "a"), 1, 0)).unwrap();
     publish(&mut q, 1..=2);
-    let got = q.get((conn(1), 1), false).unwrap();
+    let got = q.get((conn(1), 1), false, &0).unwrap();
     q.add_credit(&key(1, 1, "a"), 5);
     assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
     assert!(q.ack(got.seq));
@@ -505,6 +502,7 @@ fn exclusive_queue_is_locked_to_its_owner() {
         ShortStr::from("/"),
         false,
         Some(conn(1)),
+        Settings::default(),
     );
     assert!(q.check_exclusive_access(conn(1)).is_ok());
     let err = q.check_exclusive_access(conn(2)).unwrap_err();
@@ -533,4 +531,184 @@ fn delete_conditions_refuse_a_queue_in_use_or_not_empty() {
     q.add_consumer(spec(key(1, 1, "a"), 0, 0)).unwrap();
     let in_use = q.check_delete(true, false).unwrap_err();
     assert!(in_use.text.ends_with("in use"), "{}", in_use.text);
+}
+
+fn queue_with(settings: Settings) -> Queue {
+    Queue::new(
+        QueueId(4),
+        ShortStr::from("args"),
+        ShortStr::from("/"),
+        false,
+        None,
+        settings,
+    )
+}
+
+fn dead_letter_settings() -> Settings {
+    Settings {
+        dead_letter_exchange: Some(ShortStr::from("")),
+        ..Settings::default()
+    }
+}
+
+/// (body, reason) of each dead letter, drained.
+fn dead_letters(q: &mut Queue) -> Vec<(String, DeathReason)> {
+    let mut letters = Vec::new();
+    q.drain_dead_letters(|_, _, _, letter| letters.push((body(&letter.message), letter.reason)));
+    letters
+}
+
+/// The bodies basic.get (no-ack) takes until the queue is empty.
+fn got_bodies(q: &mut Queue, now_ms: u64) -> Vec<String> {
+    std::iter::from_fn(|| q.get(HOLDER, true, &now_ms))
+        .map(|got| body(&got.message))
+        .collect()
+}
+
+#[test]
+fn message_ttl_expires_at_the_head_once_the_clock_passes_it() {
+    let mut q = queue_with(Settings {
+        message_ttl_ms: Some(100),
+        ..dead_letter_settings()
+    });
+    q.publish(message(1), &1_000);
+    q.publish(message(2), &1_050);
+    assert_eq!(q.next_deadline(), Some(1_101));
+    q.expire(&1_100);
+    assert_eq!(q.message_count(), 2, "a TTL is reached, not yet passed");
+    q.expire(&1_101);
+    assert_eq!(q.message_count(), 1);
+    assert_eq!(
+        dead_letters(&mut q),
+        [("1".to_owned(), DeathReason::Expired)]
+    );
+    assert_eq!(q.next_deadline(), Some(1_151));
+    assert!(
+        q.get(HOLDER, true, &1_151).is_none(),
+        "expired messages are never got"
+    );
+}
+
+#[test]
+fn a_plain_queue_has_no_deadline_and_no_dead_letters() {
+    let mut q = queue();
+    publish(&mut q, 1..=3);
+    q.settle(HOLDER, &[1], Settlement::Discard);
+    assert_eq!(q.next_deadline(), None);
+    assert_eq!(q.deadline_change(), None);
+    assert!(dead_letters(&mut q).is_empty());
+}
+
+#[test]
+fn drop_head_dead_letters_the_oldest_over_the_limits() {
+    let mut q = queue_with(Settings {
+        max_length: Some(2),
+        ..dead_letter_settings()
+    });
+    publish(&mut q, 1..=4);
+    assert_eq!(
+        dead_letters(&mut q),
+        [
+            ("1".to_owned(), DeathReason::Maxlen),
+            ("2".to_owned(), DeathReason::Maxlen)
+        ]
+    );
+    assert_eq!(got_bodies(&mut q, 0), ["3", "4"]);
+}
+
+#[test]
+fn reject_publish_refuses_and_reject_publish_dlx_dead_letters() {
+    for (overflow, dead) in [
+        (Overflow::RejectPublish, 0),
+        (Overflow::RejectPublishDlx, 1),
+    ] {
+        let mut q = queue_with(Settings {
+            max_length: Some(1),
+            overflow,
+            ..dead_letter_settings()
+        });
+        assert_eq!(q.publish(message(1), &0), Published::Accepted { seq: 1 });
+        assert_eq!(q.publish(message(2), &0), Published::Rejected);
+        assert_eq!(dead_letters(&mut q).len(), dead);
+        assert_eq!(got_bodies(&mut q, 0), ["1"]);
+    }
+}
+
+fn message_with_priority(n: u64, priority: u8) -> Message {
+    Message::new(MessageContent {
+        exchange: ShortStr::from(""),
+        routing_key: ShortStr::from("q"),
+        properties: Bytes::new(),
+        body: Bytes::from(n.to_string()),
+        priority,
+        expiration_ms: None,
+    })
+}
+
+#[test]
+fn priorities_deliver_highest_first_and_requeue_keeps_place() {
+    let mut q = queue_with(Settings {
+        max_priority: Some(3),
+        ..Settings::default()
+    });
+    for (n, priority) in [(1, 0), (2, 3), (3, 1), (4, 200), (5, 3)] {
+        q.publish(message_with_priority(n, priority), &0);
+    }
+    let first = q.get(HOLDER, false, &0).unwrap();
+    assert_eq!(body(&first.message), "2");
+    q.settle(HOLDER, &[first.seq], Settlement::Requeue);
+    // 200 counts as the maximum, 3, after the earlier 3s.
+    assert_eq!(got_bodies(&mut q, 0), ["2", "4", "5", "3", "1"]);
+}
+
+#[test]
+fn delivery_limit_dead_letters_after_too_many_returns() {
+    let mut q = queue_with(Settings {
+        queue_type: QueueType::Quorum,
+        delivery_limit: Some(1),
+        ..dead_letter_settings()
+    });
+    publish(&mut q, 1..=1);
+    for _ in 0..2 {
+        let got = q.get(HOLDER, false, &0).unwrap();
+        q.settle(HOLDER, &[got.seq], Settlement::Requeue);
+    }
+    assert_eq!(q.message_count(), 0);
+    assert_eq!(
+        dead_letters(&mut q),
+        [("1".to_owned(), DeathReason::DeliveryLimit)]
+    );
+}
+
+#[test]
+fn single_active_consumer_serves_the_first_until_it_goes() {
+    let mut q = queue_with(Settings {
+        single_active_consumer: true,
+        ..Settings::default()
+    });
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    q.add_consumer(spec(key(1, 2, "b"), 0, UNLIMITED_CREDIT))
+        .unwrap();
+    publish(&mut q, 1..=2);
+    assert_eq!(summary(&dispatch(&mut q)), pairs(&[("a", "1"), ("a", "2")]));
+    q.remove_consumer(&key(1, 1, "a"));
+    publish(&mut q, 3..=3);
+    assert_eq!(summary(&dispatch(&mut q)), pairs(&[("b", "3")]));
+}
+
+#[test]
+fn unused_queue_expires_only_without_consumers() {
+    let mut q = queue_with(Settings {
+        expires_ms: Some(500),
+        ..Settings::default()
+    });
+    q.touch(&1_000);
+    assert_eq!(q.next_deadline(), Some(1_500));
+    assert!(!q.is_unused_too_long(&1_499));
+    q.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap();
+    assert!(!q.is_unused_too_long(&9_999));
+    q.remove_consumer(&key(1, 1, "a"));
+    q.touch(&2_000);
+    assert!(q.is_unused_too_long(&2_500));
 }

@@ -24,6 +24,7 @@
 //!   visiting each exchange at most once, so cycles terminate.
 
 pub mod headers;
+pub mod sender_selected;
 pub mod topic;
 
 use std::cell::Cell;

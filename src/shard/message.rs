@@ -21,6 +21,12 @@ pub enum ShardMsg {
         message: Message,
         publisher: Holder,
     },
+    /// Queue owner -> owner of a dead-letter target: enqueue a dead letter.
+    /// No connection published it, so no credit is owed for it.
+    DeadLetter {
+        queue: QueueId,
+        message: Message,
+    },
     /// Queue owner -> publishing connection: `from` has processed this much
     /// of what the connection sent it.
     PublishCredit {
@@ -91,6 +97,7 @@ impl Urgency for ShardMsg {
     fn is_urgent(&self) -> bool {
         match self {
             ShardMsg::Publish { .. }
+            | ShardMsg::DeadLetter { .. }
             | ShardMsg::HolderClosed { .. }
             | ShardMsg::QueueRequest { .. }
             | ShardMsg::Meta(_) => false,

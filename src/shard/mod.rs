@@ -13,15 +13,17 @@
 //! applied it (see `coordinator`).
 
 mod coordinator;
+mod dead_letters;
 mod flow;
 mod load;
 pub mod message;
+mod timer;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ahash::RandomState;
 use hashbrown::HashMap;
@@ -32,7 +34,7 @@ use crate::connection::{self, Connection};
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::AmqpError;
-use crate::queue::Queue;
+use crate::queue::{Clock, Queue};
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
@@ -41,6 +43,7 @@ pub use flow::PublishCredit;
 pub(crate) use flow::PUBLISH_CREDIT_BYTES;
 pub use load::LoadBoard;
 pub use message::*;
+use timer::Timer;
 
 /// Process-wide facts every shard reads and none writes.
 pub struct Shared {
@@ -58,6 +61,9 @@ pub struct Shard {
     connections: RefCell<HashMap<u32, Rc<Connection>, RandomState>>,
     next_connection_id: Cell<u32>,
     coordinator: RefCell<Coordinator>,
+    /// The start of this shard's clock (queue TTLs and expiry).
+    epoch: Instant,
+    timer: Timer,
     /// Publish credit owed to connections (see `flow`).
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
@@ -80,10 +86,14 @@ impl Shard {
             connections: RefCell::new(HashMap::default()),
             next_connection_id: Cell::new(0),
             coordinator: RefCell::new(Coordinator::default()),
+            epoch: Instant::now(),
+            timer: Timer::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
             alarm_cleared: Waiters::new(),
         });
+        let timekeeper = shard.clone();
+        runtime::spawn(async move { timekeeper.run_timer().await });
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
         let addr = shard.shared.config.listen_addr();
@@ -186,6 +196,10 @@ impl Shard {
                 message,
                 publisher,
             } => self.publish(queue, message, publisher),
+            ShardMsg::DeadLetter { queue, message } => {
+                self.enqueue(queue, message);
+                self.dispatch(queue);
+            }
             ShardMsg::PublishCredit { conn, from, credit } => {
                 if let Some(connection) = self.connection(conn) {
                     connection.publish_credit(from, credit);
@@ -277,16 +291,9 @@ impl Shard {
 
     /// Enqueues a routed message and owes its publisher the credit for it,
     /// or holds that back while the queue is throttled (see `flow`).
-    fn publish(&self, queue: QueueId, mut message: Message, publisher: Holder) {
+    fn publish(&self, queue: QueueId, message: Message, publisher: Holder) {
         let bytes = message.body_size() as u64;
-        if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-            // Behind other ready messages it will wait: it should not keep
-            // its connection's read buffer alive meanwhile.
-            if q.message_count() > 0 {
-                message.compact();
-            }
-            q.publish(message);
-        }
+        self.enqueue(queue, message);
         let throttled = self.dispatch(queue);
         let due = self
             .flow
@@ -295,6 +302,20 @@ impl Shard {
         match due {
             Some(credit) => self.pay(publisher.conn, credit),
             None => self.flow_owed.notify(),
+        }
+    }
+
+    fn enqueue(&self, queue: QueueId, mut message: Message) {
+        if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+            // Behind other ready messages it will wait: it should not keep
+            // its connection's read buffer alive meanwhile.
+            if q.message_count() > 0 {
+                message.compact();
+            }
+            // Published::Rejected (x-overflow reject-publish) is where a
+            // confirming publisher's basic.nack belongs, once confirms are
+            // answered from the queue's shard.
+            q.publish(message, self);
         }
     }
 
@@ -333,8 +354,10 @@ impl Shard {
         }
     }
 
-    /// Sends `queue`'s ready messages to consumers that can take them, then
-    /// settles its publishers' credit: a throttled queue repays one message
+    /// Sends `queue`'s ready messages to consumers that can take them, sends
+    /// what the queue dead-lettered meanwhile to its dead-letter exchange,
+    /// re-arms the timer if the queue's deadline moved, then settles its
+    /// publishers' credit: a throttled queue repays one message
     /// per delivery (none while its backlog is above twice the threshold,
     /// so that a burst from before the throttle drains), any other owes them
     /// all. Returns whether the queue is throttled.
@@ -344,6 +367,8 @@ impl Shard {
             return false;
         };
         let delivered = self.deliver_ready(queue, q);
+        self.publish_dead_letters(q);
+        self.rearm(queue, q);
         let backlog = q.message_count();
         let throttled = q.consumer_count() > 0
             && backlog > flow::BACKLOG_MESSAGES
@@ -365,7 +390,7 @@ impl Shard {
     }
 
     fn deliver_ready(&self, queue: QueueId, q: &mut Queue) -> usize {
-        q.dispatch(&mut |delivery| {
+        q.dispatch(self, &mut |delivery| {
             let to = delivery.consumer.conn.shard_id as ShardId;
             let deliver = Deliver {
                 owner: self.id,
@@ -389,14 +414,14 @@ impl Shard {
         queues: &[QueueId],
     ) {
         for &queue in queues {
-            let removed = self
-                .queues
-                .borrow_mut()
-                .get_mut(&queue)
-                .map(|q| match channel {
+            let removed = self.queues.borrow_mut().get_mut(&queue).map(|q| {
+                let removed = match channel {
                     Some(channel) => q.remove_channel(conn, channel),
                     None => q.remove_connection(conn),
-                });
+                };
+                q.touch(&**self);
+                removed
+            });
             match removed {
                 Some(removed) if removed.auto_delete_now => self.auto_delete(queue),
                 Some(_) => {
@@ -459,6 +484,8 @@ impl Shard {
                 _ => Err(AmqpError::not_found("queue was deleted")),
             };
         };
+        q.touch(self);
+        q.expire(self);
         let reply = match request {
             QueueRequest::Consume(spec) => {
                 q.add_consumer(spec)?;
@@ -471,7 +498,7 @@ impl Shard {
                 Reply::CancelOk
             }
             QueueRequest::Get { no_ack } => {
-                let got = q.get((reply_to.conn, reply_to.channel), no_ack);
+                let got = q.get((reply_to.conn, reply_to.channel), no_ack, self);
                 Reply::Got(got.map(|got| Got {
                     queue,
                     seq: got.seq,
@@ -500,9 +527,17 @@ impl Shard {
     fn apply_outcome(&self, outcome: &MetaOutcome) -> Option<(u32, u32)> {
         match outcome {
             MetaOutcome::QueueDeclared { def, .. } if def.shard_id == self.id => {
-                let mut queues = self.queues.borrow_mut();
-                let q = queues.entry(def.id).or_insert_with(|| new_queue(def));
-                Some((q.message_count(), q.consumer_count()))
+                let counts = {
+                    let mut queues = self.queues.borrow_mut();
+                    let q = queues.entry(def.id).or_insert_with(|| new_queue(def));
+                    q.touch(self);
+                    q.expire(self);
+                    (q.message_count(), q.consumer_count())
+                };
+                // Expired messages may have been dead-lettered, and an
+                // x-expires queue needs its timer.
+                self.dispatch(def.id);
+                Some(counts)
             }
             MetaOutcome::QueueDeleted { queues, .. } => {
                 for def in queues.iter().filter(|def| def.shard_id == self.id) {
@@ -548,5 +583,12 @@ fn new_queue(def: &QueueDef) -> Queue {
         def.vhost.clone(),
         def.auto_delete,
         def.exclusive_owner,
+        def.settings.clone(),
     )
+}
+
+impl Clock for Shard {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }

@@ -19,7 +19,7 @@ use warren::protocol::method::{
     ConnectionStartOk, ConnectionTuneOk, Method,
 };
 use warren::protocol::reply_code;
-use warren::protocol::types::{FieldTable, LongStr};
+use warren::protocol::types::{FieldTable, FieldValue, LongStr};
 
 /// Upper bound for any one read from the broker.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +31,30 @@ pub struct RawClient {
     read_buffer: BytesMut,
     /// The frame_max both sides agreed on in the handshake; 0 before it.
     pub frame_max: u32,
+}
+
+/// What `RawClient::open_with` negotiates.
+#[derive(Default)]
+pub struct Options {
+    /// Heartbeat interval asked for; 0 turns heartbeats off.
+    pub heartbeat_s: u16,
+    /// channel_max asked for in tune-ok; None takes the broker's.
+    pub channel_max: Option<u16>,
+    /// Announce the `consumer_cancel_notify` capability, so the broker
+    /// sends basic.cancel when a consumed queue goes away.
+    pub consumer_cancel_notify: bool,
+}
+
+impl Options {
+    fn client_properties(&self) -> FieldTable {
+        let mut properties = FieldTable::new();
+        if self.consumer_cancel_notify {
+            let mut capabilities = FieldTable::new();
+            capabilities.insert("consumer_cancel_notify", FieldValue::Bool(true));
+            properties.insert("capabilities", FieldValue::Table(capabilities));
+        }
+        properties
+    }
 }
 
 /// What one read from the broker gave.
@@ -75,6 +99,17 @@ impl RawClient {
 
     /// Like `open`, asking for heartbeats every `heartbeat_s` seconds.
     pub fn open_with_heartbeat(addr: &str, heartbeat_s: u16) -> RawClient {
+        RawClient::open_with(
+            addr,
+            Options {
+                heartbeat_s,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// A connection through connection.open-ok as `options` ask.
+    pub fn open_with(addr: &str, options: Options) -> RawClient {
         let (mut client, start) = RawClient::start(addr);
         assert!(
             start
@@ -87,7 +122,7 @@ impl RawClient {
         client.send_method(
             0,
             ConnectionStartOk {
-                client_properties: FieldTable::new(),
+                client_properties: options.client_properties(),
                 mechanism: "PLAIN".into(),
                 response: LongStr::from("\0guest\0guest"),
                 locale: "en_US".into(),
@@ -100,9 +135,9 @@ impl RawClient {
         client.send_method(
             0,
             ConnectionTuneOk {
-                channel_max: tune.channel_max,
+                channel_max: options.channel_max.unwrap_or(tune.channel_max),
                 frame_max: tune.frame_max,
-                heartbeat: heartbeat_s,
+                heartbeat: options.heartbeat_s,
             },
         );
         client.send_method(
