@@ -685,7 +685,10 @@ def loadgen_command(uri: str, case: Case, hgrm: Path | None,
 def run_once(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float) -> Run:
     """One loadgen run; for memory cases, the broker's RSS once the idle
     connections are all open, or all through the run."""
-    placement = Placement.prepare(broker) if case.cross_shard else None
+    try:
+        placement = Placement.prepare(broker) if case.cross_shard else None
+    except (OSError, RuntimeError) as error:
+        return Run(broker.name, index, -1, {}, f"placement failed: {error}")
     command = loadgen_command(broker.uri, case, hgrm, placement.args if placement else None)
     rss_before = rss_kb(broker.pid()) if case.measure_rss else None
     sampler = RssSampler(broker.pid()) if case.sample_rss else None

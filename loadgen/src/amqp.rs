@@ -29,7 +29,7 @@ use crate::uri::AmqpUri;
 /// How long connecting and each step of the handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for connection.close-ok.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest frame we ask for; RabbitMQ's default.
 pub const FRAME_MAX: u32 = 131_072;
 /// Read buffer size: big enough that a read syscall picks up many frames.
@@ -323,9 +323,14 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_timeout(&e) => {
                     if give_up() {
-                        return Err(Error::io(
-                            "write to the broker, which stopped reading (blocked?) for too long",
-                        )(e));
+                        return Err(Error::Io {
+                            during: "write to the broker".into(),
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "it stopped reading this connection (connection.blocked?) \
+                                 and did not resume in time",
+                            ),
+                        });
                     }
                 }
                 Err(e) => return Err(Error::io("write to the broker")(e)),
@@ -365,17 +370,18 @@ impl Connection {
     }
 
     /// Sends connection.close, and bounds how long any reader of this
-    /// socket then waits for close-ok.
+    /// socket then waits for close-ok, even when the close cannot be sent
+    /// (a broker that blocked this connection does not read it).
     pub fn send_close(&mut self) -> Result<(), Error> {
+        self.stream
+            .set_read_timeout(Some(CLOSE_TIMEOUT))
+            .map_err(Error::io("set a read timeout"))?;
         let close = ConnectionClose {
             reply_code: reply_code::REPLY_SUCCESS,
             reply_text: ShortStr::from_static("loadgen done"),
             ..ConnectionClose::default()
         };
-        self.send(0, &close.into())?;
-        self.stream
-            .set_read_timeout(Some(CLOSE_TIMEOUT))
-            .map_err(Error::io("set a read timeout"))
+        self.send(0, &close.into())
     }
 
     /// Reads one whole frame, blocking.

@@ -21,7 +21,7 @@
 //! producer or broker shows up in the latency instead of being hidden by
 //! sending late (coordinated omission, as wrk2 avoids it).
 
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
@@ -255,7 +255,22 @@ fn publish(
     }
     // The reader owns the socket's incoming side now: it sees close-ok.
     closing.store(true, Ordering::Release);
-    let _ = connection.send_close();
+    let sent = connection.send_close().is_ok();
+    // A broker that does not read this socket (it blocked the connection)
+    // never answers the close, and the reader is already in a read that no
+    // timeout set now applies to: after a while, wake it with a shutdown.
+    let wait = if sent && outcome.is_ok() {
+        amqp::CLOSE_TIMEOUT
+    } else {
+        Duration::ZERO
+    };
+    let deadline = Instant::now() + wait;
+    while !reader.is_finished() && Instant::now() < deadline {
+        thread::park_timeout(IDLE_WAIT);
+    }
+    if !reader.is_finished() {
+        let _ = connection.stream.shutdown(Shutdown::Both);
+    }
     let _ = reader.join();
     outcome
 }
