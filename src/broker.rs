@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::runtime::{self, net};
-use crate::shard::{Shard, Shared};
+use crate::shard::{LoadBoard, Shard, Shared};
 
 /// Runs the broker until `shutdown` is set (by SIGINT/SIGTERM in the
 /// binary); returns a one-line reason when it cannot start.
@@ -21,7 +21,11 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         env!("CARGO_PKG_VERSION")
     );
     let ring_capacity = config.ring_capacity;
-    let shared = Arc::new(Shared { config, shutdown });
+    let shared = Arc::new(Shared {
+        config,
+        shutdown,
+        load: LoadBoard::new(shard_count),
+    });
     runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
         Shard::run(shared.clone(), shard_id, mesh)
     })?;
