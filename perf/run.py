@@ -357,9 +357,13 @@ class Warren:
 
     def start(self) -> None:
         # SO_REUSEPORT would let a stray warren on our port share the
-        # connections with ours, silently.
-        if established_or_listening(self.port, listening=True):
-            raise RuntimeError(f"something already listens on port {self.port}")
+        # connections with ours, silently. Our own last warren's listeners
+        # may outlive it a moment: io_uring releases their files after exit.
+        deadline = time.monotonic() + 10
+        while established_or_listening(self.port, listening=True):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"something already listens on port {self.port}")
+            time.sleep(0.1)
         # taskset execs warren, so the child's pid is warren's.
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log)
         wait_for_port(self.port, 30)
@@ -668,6 +672,8 @@ class Run:
                   if s.get(k)]
         if not s.get("loss_checked", True):
             counts.append("loss unchecked")
+        if s.get("publishers_unclosed"):
+            counts.append(f"{s['publishers_unclosed']} publishers never read to their close")
         if self.exit_code not in (0, 3):
             counts.append(f"exit {self.exit_code}: {self.stderr.strip()[-200:]}")
         return ", ".join(counts) or "ok"

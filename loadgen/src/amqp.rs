@@ -29,7 +29,7 @@ use crate::uri::AmqpUri;
 /// How long connecting and each step of the handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for connection.close-ok.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest frame we ask for; RabbitMQ's default.
 pub const FRAME_MAX: u32 = 131_072;
 /// Read buffer size: big enough that a read syscall picks up many frames.
@@ -370,9 +370,15 @@ impl Connection {
     }
 
     /// Sends connection.close, and bounds how long any reader of this
-    /// socket then waits for close-ok, even when the close cannot be sent
-    /// (a broker that blocked this connection does not read it).
+    /// socket then waits for close-ok.
     pub fn send_close(&mut self) -> Result<(), Error> {
+        self.queue_close()?;
+        self.flush()
+    }
+
+    /// Queues connection.close for the next flush, and bounds how long a
+    /// read of this socket that starts from now on waits for close-ok.
+    pub fn queue_close(&mut self) -> Result<(), Error> {
         self.stream
             .set_read_timeout(Some(CLOSE_TIMEOUT))
             .map_err(Error::io("set a read timeout"))?;
@@ -381,7 +387,8 @@ impl Connection {
             reply_text: ShortStr::from_static("loadgen done"),
             ..ConnectionClose::default()
         };
-        self.send(0, &close.into())
+        frame::encode_method(&mut self.write_buf, 0, &close.into());
+        Ok(())
     }
 
     /// Reads one whole frame, blocking.

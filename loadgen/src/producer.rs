@@ -255,24 +255,56 @@ fn publish(
     }
     // The reader owns the socket's incoming side now: it sees close-ok.
     closing.store(true, Ordering::Release);
-    let sent = connection.send_close().is_ok();
-    // A broker that does not read this socket (it blocked the connection)
-    // never answers the close, and the reader is already in a read that no
-    // timeout set now applies to: after a while, wake it with a shutdown.
-    let wait = if sent && outcome.is_ok() {
-        amqp::CLOSE_TIMEOUT
-    } else {
-        Duration::ZERO
-    };
-    let deadline = Instant::now() + wait;
+    close(
+        &mut connection,
+        reader,
+        outcome.is_ok(),
+        settings.drain,
+        shared,
+    );
+    outcome
+}
+
+/// Sends connection.close and waits for the reader to see close-ok.
+///
+/// The broker reads the close only after everything written before it,
+/// which takes a while when it holds this publisher back (credit flow), so
+/// the close is written as patiently as the publishes and close-ok awaited
+/// for up to `drain`. A broker that never reads this socket again never
+/// answers, and the reader is already in a read that no timeout set now
+/// applies to: then a shutdown wakes it. After a failed write the buffer
+/// may end in a partial frame, so no close is sent at all.
+fn close(
+    connection: &mut Connection,
+    reader: thread::JoinHandle<()>,
+    wrote_all: bool,
+    drain: Duration,
+    shared: &Shared,
+) {
+    let mut stopped_at = None;
+    let sent = wrote_all
+        && connection.queue_close().is_ok()
+        // Reads that start from now on wait as long as this does.
+        && connection
+            .stream
+            .set_read_timeout(Some(drain.max(IDLE_WAIT)))
+            .is_ok()
+        && connection
+            .flush_patiently(|| blocked_too_long(shared, drain, &mut stopped_at))
+            .is_ok();
+    let deadline = Instant::now() + if sent { drain } else { Duration::ZERO };
     while !reader.is_finished() && Instant::now() < deadline {
         thread::park_timeout(IDLE_WAIT);
     }
     if !reader.is_finished() {
+        if sent {
+            // What the broker had not read by now is lost to it; the
+            // summary says why.
+            Meter::add(&shared.meter.unclosed, 1);
+        }
         let _ = connection.stream.shutdown(Shutdown::Both);
     }
     let _ = reader.join();
-    outcome
 }
 
 fn write_loop(

@@ -223,6 +223,13 @@ impl Summary<'_> {
             self.blocked.unblocked,
             self.blocked.time.as_secs_f64(),
         ));
+        if self.blocked.unclosed > 0 {
+            lines.push(format!(
+                "  {} publisher connections were not read up to their close within the drain: \
+                 what they sent last never reached the broker",
+                self.blocked.unclosed
+            ));
+        }
         lines.push(latency_line("end-to-end latency", self.latency));
         lines.push(latency_line("confirm latency   ", self.confirm_latency));
         let v = self.verdict;
@@ -267,6 +274,7 @@ impl Summary<'_> {
             "connection_blocked": self.blocked.blocked,
             "connection_unblocked": self.blocked.unblocked,
             "blocked_s": self.blocked.time.as_secs_f64(),
+            "publishers_unclosed": self.blocked.unclosed,
             "sent_per_s": self.rate(c.sent, self.publish_time),
             "confirmed_per_s": self.rate(c.confirmed, self.publish_time),
             "received_per_s": self.rate(c.received, self.total_time),

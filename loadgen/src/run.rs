@@ -79,6 +79,8 @@ pub struct Blocked {
     pub blocked: u64,
     pub unblocked: u64,
     pub time: Duration,
+    /// Publisher connections the broker never read up to their close.
+    pub unclosed: u64,
 }
 
 struct Workers {
@@ -148,6 +150,7 @@ pub fn run(
             blocked: shared.meter.blocked.load(Ordering::Relaxed),
             unblocked: shared.meter.unblocked.load(Ordering::Relaxed),
             time: Duration::from_nanos(shared.meter.blocked_ns.load(Ordering::Relaxed)),
+            unclosed: shared.meter.unclosed.load(Ordering::Relaxed),
         },
         latency: reporter.latency,
         confirm_latency: reporter.confirm_latency,
