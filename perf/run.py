@@ -7,11 +7,19 @@ turn (warren, rabbitmq, warren, rabbitmq, ...), and writes a markdown
 report of medians, warren/RabbitMQ ratios and per-run values to
 perf/results/<date>-<shorthash>.md. Python 3.11, standard library only.
 
-    python3 perf/run.py [--runs N] [--duration S] [--only a,c-10k] [--out FILE]
+    python3 perf/run.py [--runs N] [--duration S] [--soak S] [--only a,c-10k]
+                        [--out FILE] [--without-watermark-flag]
 
 Alternating runs, not one broker's block then the other's, so that noise
 from whatever else the machine does (another engineer compiling) lands on
 both sides alike; the ratios are what to read, the absolute rates less so.
+
+Every report starts with the machine's floor: a plain blocking C echo over
+loopback (perf/echo.c, server on CPU 0, client on CPU 1), measured at each
+latency scenario's rate in the same run; the latency scenarios show their
+p50 and p99 as multiples of it. A case that needs other broker settings
+(warren --shards 2, a memory watermark) restarts the brokers with them,
+and the next case that does not restarts them with the defaults again.
 """
 
 from __future__ import annotations
@@ -23,11 +31,15 @@ import json
 import os
 import platform
 import pwd
+import re
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +48,9 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results"
 WARREN_BIN = ROOT / "target" / "release" / "warren"
 LOADGEN_BIN = ROOT / "target" / "release" / "loadgen"
+ECHO_SOURCE = ROOT / "perf" / "echo.c"
+ECHO_BIN = ROOT / "target" / "perf-echo"
+WARREN_LOG = Path("/tmp/perf-warren.log")
 
 BROKER_CPU = "0"
 LOADGEN_CPU = "1"
@@ -51,8 +66,16 @@ PR_SET_CHILD_SUBREAPER = 36
 
 DRAIN_S = 20
 IDLE_CONNECTIONS = 1000
-LATENCY_RATES = [1_000, 10_000, 100_000]
+LATENCY_RATES = [1_000, 10_000, 50_000, 100_000]
 PERCENTILES = ["p50", "p75", "p90", "p95", "p99", "p99.9", "p99.99"]
+# The publish flood's memory high watermark, on both brokers, in bytes
+# (plain bytes read the same in warren's flag and in rabbitmq.conf).
+FLOOD_WATERMARK = 256 << 20
+# How often the broker's RSS is read during a run that samples it.
+RSS_SAMPLE_S = 0.25
+# RSS "first" is read this long into publishing, when the connections and
+# the first buffers are set up, so that growth means growth under load.
+RSS_WARMUP_S = 1.0
 
 
 # ---------------------------------------------------------------- scenarios
@@ -67,94 +90,190 @@ class Case:
     args: list[str]
     doc: str = ""
     note: str = ""
-    # Latency scenarios keep an .hgrm per broker and plot them side by side.
+    # Latency scenarios keep an .hgrm per broker and plot them side by side,
+    # and compare their percentiles with the floor at `rate`.
     hgrm: bool = False
+    rate: int | None = None
     # Memory scenarios start each broker afresh and read its RSS mid-run.
     measure_rss: bool = False
+    # Read the broker's RSS all through the run: first, last, max.
+    sample_rss: bool = False
+    # Start each broker afresh for every run.
+    fresh: bool = False
+    # Broker settings beyond the defaults: warren's extra flags, lines of
+    # rabbitmq.conf. A change restarts the broker.
+    warren_flags: tuple[str, ...] = ()
+    rabbitmq_conf: tuple[str, ...] = ()
+    # Memory high watermark in bytes, to compare the RSS with.
+    watermark: int | None = None
+    # warren --shards 2: put the queue on shard 1 and the connections on 0.
+    cross_shard: bool = False
+    drain_s: float = DRAIN_S
+    like_for_like: bool = True
 
 
-def scenario_a(duration: float) -> list[Case]:
+@dataclass
+class Options:
+    """What the scenarios are built from: the command line's durations and
+    whether this warren takes --memory-high-watermark."""
+
+    duration: float
+    soak: float
+    watermark_flag: bool = True
+
+
+def scenario_a(o: Options) -> list[Case]:
     """1 producer -> 1 queue -> 1 consumer, no confirms, auto-ack: the raw
     publish/deliver path, with the smallest body loadgen can stamp (16 B)
     and a 1 KB one."""
     return [
         Case(f"a-{label}", f"1 -> 1 -> 1, {label} bodies, no confirms, auto-ack",
-             ["-x", "1", "-y", "1", "-s", str(size), "-a", "-z", str(duration)])
+             ["-x", "1", "-y", "1", "-s", str(size), "-a", "-z", str(o.duration)])
         for label, size in [("16B", 16), ("1KB", 1024)]
     ]
 
 
-def scenario_b(duration: float) -> list[Case]:
+def scenario_b(o: Options) -> list[Case]:
     """100 B persistent messages to a durable queue, confirm window 3000,
     manual acks: the 'reliable messaging' configuration."""
     return [Case(
         "b", "100 B persistent, durable queue, confirms (window 3000), manual ack",
-        ["-x", "1", "-y", "1", "-s", "100", "-f", "-c", "3000", "-z", str(duration)],
+        ["-x", "1", "-y", "1", "-s", "100", "-f", "-c", "3000", "-z", str(o.duration)],
         note="**Not like-for-like:** warren does not persist yet. It keeps "
              "durable queues in memory and confirms at once, while RabbitMQ "
              "writes persistent messages to its message store before "
              "confirming. Read this ratio as an upper bound, not a result.",
+        like_for_like=False,
     )]
 
 
-def scenario_c(duration: float) -> list[Case]:
-    """End-to-end latency at fixed rates (1k, 10k, 100k msg/s), 1 -> 1 -> 1,
-    16 B, auto-ack. Latency is measured from each message's scheduled send
-    time, so a broker that falls behind the rate shows it as latency rather
-    than hiding it (no coordinated omission)."""
+def scenario_c(o: Options) -> list[Case]:
+    """End-to-end latency at fixed rates (1k, 10k, 50k, 100k msg/s),
+    1 -> 1 -> 1, 16 B, auto-ack. Latency is measured from each message's
+    scheduled send time, so a broker that falls behind the rate shows it as
+    latency rather than hiding it (no coordinated omission). p50 and p99
+    are also given as multiples of the floor (the C echo) at the same rate,
+    measured in the same run; the target is at most 2x."""
     return [
         Case(f"c-{rate // 1000}k", f"latency at {rate // 1000}k msg/s, 1 -> 1 -> 1, 16 B, auto-ack",
-             ["-x", "1", "-y", "1", "-s", "16", "-a", "-r", str(rate), "-z", str(duration)],
-             hgrm=True)
+             ["-x", "1", "-y", "1", "-s", "16", "-a", "-r", str(rate), "-z", str(o.duration)],
+             hgrm=True, rate=rate)
         for rate in LATENCY_RATES
     ]
 
 
-def scenario_d(duration: float) -> list[Case]:
+def scenario_d(o: Options) -> list[Case]:
     """5 producers -> 5 queues -> 5 consumers (producer i and consumer i on
     queue i), 100 B, no confirms, auto-ack."""
     return [Case("d", "5 producers, 5 queues, 5 consumers, 100 B, auto-ack",
                  ["-x", "5", "-y", "5", "--queues", "5", "-s", "100", "-a",
-                  "-z", str(duration)])]
+                  "-z", str(o.duration)])]
 
 
-def scenario_e(duration: float) -> list[Case]:
+def scenario_e(o: Options) -> list[Case]:
     """Fanout: 1 producer into a fanout exchange bound to 10 queues, one
     consumer each, 100 B, auto-ack. Received rate counts every copy."""
     return [Case("e", "fanout to 10 queues, 1 consumer each, 100 B, auto-ack",
                  ["-t", "fanout", "-x", "1", "-y", "10", "--queues", "10",
-                  "-s", "100", "-a", "-z", str(duration)])]
+                  "-s", "100", "-a", "-z", str(o.duration)])]
 
 
-def scenario_f(duration: float) -> list[Case]:
+def scenario_f(o: Options) -> list[Case]:
     """Topic exchange with 10k bindings: one real binding
     (orders.eu.created) among 10,000 random ones that match nothing,
     1 -> 1 -> 1, 100 B, auto-ack. Measures the routing cost of a big table."""
     return [Case("f", "topic exchange, 10k bindings, 1 -> 1 -> 1, 100 B, auto-ack",
                  ["-t", "topic", "-k", "orders.eu.created", "--bindings", "10000",
-                  "-x", "1", "-y", "1", "-s", "100", "-a", "-z", str(duration)])]
+                  "-x", "1", "-y", "1", "-s", "100", "-a", "-z", str(o.duration)])]
 
 
-def scenario_g(duration: float) -> list[Case]:
+def scenario_g(o: Options) -> list[Case]:
     """1000 idle connections: each broker starts afresh, loadgen opens 1000
     connections that stay idle beside a 100 msg/s trickle, and the broker's
     RSS (VmRSS; beam.smp for RabbitMQ) is read once they are all open."""
     return [Case("g", f"{IDLE_CONNECTIONS} idle connections, broker RSS",
                  ["--idle-connections", str(IDLE_CONNECTIONS), "-x", "1", "-y", "1",
-                  "-r", "100", "-a", "-z", str(max(duration, 5.0))],
+                  "-r", "100", "-a", "-z", str(max(o.duration, 5.0))],
                  measure_rss=True)]
 
 
+def scenario_h(o: Options) -> list[Case]:
+    """Manual acks under an unlimited publisher, one shard, 16 B (issue 6):
+    h-p100 is 1 -> 1 -> 1 with prefetch 100 and one ack per message, for
+    --soak seconds (30 by default); h-p1000 the same with prefetch 1000 and
+    a multiple-ack every 100; h-2x2 two producers and two consumers on one
+    queue (prefetch 100, one ack each); h-shards2 is h-p100 on warren
+    --shards 2 with the queue on the other shard from both connections.
+    The consumer rate is taken while the publisher runs (before the drain
+    empties what the queue kept); publisher/consumer is the ratio of the
+    two rates (targets: consumer at least 300k msg/s on warren, publisher
+    within 10% of it). The broker's RSS is read every 0.25 s: first (1 s
+    into publishing), last (end of publishing), max (whole run)."""
+    base = ["-s", "16", "-q", "100"]
+    cases = [
+        Case("h-p100", "manual acks, prefetch 100, ack each, 1 -> 1 -> 1, unlimited publisher",
+             ["-x", "1", "-y", "1", *base, "-z", str(o.soak)]),
+        Case("h-p1000", "manual acks, prefetch 1000, multiple-ack every 100, 1 -> 1 -> 1",
+             ["-x", "1", "-y", "1", "-s", "16", "-q", "1000", "-A", "100",
+              "-z", str(o.duration)]),
+        Case("h-2x2", "manual acks, prefetch 100, 2 producers -> 1 queue -> 2 consumers",
+             ["-x", "2", "-y", "2", *base, "-z", str(o.duration)]),
+        Case("h-shards2", "manual acks, prefetch 100, 1 -> 1 -> 1, warren --shards 2, "
+                          "queue on the other shard",
+             ["-x", "1", "-y", "1", *base, "-z", str(o.duration)],
+             # The connection log names the shard that accepted each peer.
+             warren_flags=("--shards", "2", "--log", "info,warren::connection=debug"),
+             cross_shard=True,
+             note="warren runs `--shards 2` (both shards on CPU 0). The queue's name is "
+                  "chosen so that `catalog::queue_shard` puts it on shard 1, and the "
+                  "producer and consumer connect from local ports that a probe just "
+                  "before the run saw the kernel's SO_REUSEPORT hash hand to shard 0; "
+                  "the placement column says where warren's log shows they landed. "
+                  "RabbitMQ has no shards: its row is the same node as h-p100, for scale."),
+    ]
+    for case in cases:
+        case.sample_rss = True
+        # What a publisher got ahead by must drain, or it counts as lost.
+        case.drain_s = 60
+    return cases
+
+
+def scenario_i(o: Options) -> list[Case]:
+    """Publish flood with no consumer: the memory high watermark set to
+    256 MiB on both brokers (warren --memory-high-watermark,
+    RabbitMQ vm_memory_high_watermark.absolute), each broker started afresh
+    per run. One unlimited publisher sends 1 KB messages with no consumer
+    for 2 x --duration seconds; then a consumer (prefetch 1000, a
+    multiple-ack every 100) subscribes while the publisher goes on for
+    --duration more, and drains the queue. Reported: the broker's RSS max
+    against the watermark, connection.blocked and connection.unblocked
+    seen by the publisher and the time it spent blocked, and the loss
+    check over every message."""
+    publish_s, delay_s = 3 * o.duration, 2 * o.duration
+    warren_flags = (("--memory-high-watermark", str(FLOOD_WATERMARK))
+                    if o.watermark_flag else ())
+    note = ("" if o.watermark_flag else
+            "**warren ran without a watermark** (`--without-watermark-flag`: "
+            "this warren predates `--memory-high-watermark`).")
+    return [Case(
+        "i", "publish flood, no consumer at first, watermark 256 MiB, 1 KB, then a consumer drains",
+        ["-x", "1", "-y", "1", "-s", "1024", "-q", "1000", "-A", "100",
+         "--consumer-delay", str(delay_s), "-z", str(publish_s)],
+        sample_rss=True, fresh=True, warren_flags=warren_flags,
+        rabbitmq_conf=(f"vm_memory_high_watermark.absolute = {FLOOD_WATERMARK}",),
+        watermark=FLOOD_WATERMARK, drain_s=120, note=note)]
+
+
 SCENARIOS = [scenario_a, scenario_b, scenario_c, scenario_d, scenario_e,
-             scenario_f, scenario_g]
+             scenario_f, scenario_g, scenario_h, scenario_i]
 
 
-def all_cases(duration: float, only: str | None) -> list[Case]:
+def all_cases(options: Options, only: str | None) -> list[Case]:
     """Every case, or those named by --only (a scenario letter or a case
     name, comma-separated)."""
     cases = []
     for scenario in SCENARIOS:
-        for case in scenario(duration):
+        for case in scenario(options):
             case.doc = " ".join(scenario.__doc__.split())
             cases.append(case)
     if not only:
@@ -222,12 +341,29 @@ class Warren:
     def __init__(self) -> None:
         self.port = WARREN_PORT
         self.uri = f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
-        self.command = pinned(BROKER_CPU, [str(WARREN_BIN), "--bind", "127.0.0.1",
-                                           "--port", str(self.port), "--shards", "1"])
+        # Flags beyond the defaults, as name/value pairs (see Case.warren_flags).
+        self.settings: tuple[str, ...] = ()
         self.process: subprocess.Popen | None = None
-        self.log = open("/tmp/perf-warren.log", "ab")
+        self.log = open(WARREN_LOG, "ab")
+
+    @property
+    def command(self) -> list[str]:
+        flags = {"--bind": "127.0.0.1", "--port": str(self.port), "--shards": "1"}
+        flags.update(zip(self.settings[::2], self.settings[1::2]))
+        return pinned(BROKER_CPU, [str(WARREN_BIN), *(x for kv in flags.items() for x in kv)])
+
+    def case_settings(self, case: "Case") -> tuple[str, ...]:
+        return case.warren_flags
 
     def start(self) -> None:
+        # SO_REUSEPORT would let a stray warren on our port share the
+        # connections with ours, silently. Our own last warren's listeners
+        # may outlive it a moment: io_uring releases their files after exit.
+        deadline = time.monotonic() + 10
+        while established_or_listening(self.port, listening=True):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"something already listens on port {self.port}")
+            time.sleep(0.1)
         # taskset execs warren, so the child's pid is warren's.
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log)
         wait_for_port(self.port, 30)
@@ -257,7 +393,12 @@ class RabbitMQ:
         self.user = "rabbitmq" if os.geteuid() == 0 else None
         self.env = self.environment()
         self.command = pinned(BROKER_CPU, ["/usr/lib/rabbitmq/bin/rabbitmq-server"])
+        # Lines of rabbitmq.conf (see Case.rabbitmq_conf); none by default.
+        self.settings: tuple[str, ...] = ()
         self.process: subprocess.Popen | None = None
+
+    def case_settings(self, case: "Case") -> tuple[str, ...]:
+        return case.rabbitmq_conf
 
     def environment(self) -> dict[str, str]:
         """Our node's own name, ports, directories, epmd and empty config, so
@@ -287,6 +428,7 @@ class RabbitMQ:
             (base / sub).mkdir(parents=True, exist_ok=True)
         (base / "plugins").write_text("[].\n")
         (base / "rabbitmq-env.conf").write_text("")
+        (base / "rabbitmq.conf").write_text("".join(f"{line}\n" for line in self.settings))
         if self.user:
             account = pwd.getpwnam(self.user)
             for path in [base, *base.rglob("*")]:
@@ -374,7 +516,93 @@ def epmd_pids(port: int) -> list[int]:
     return pids
 
 
+def configure(broker, settings: tuple[str, ...], fresh: bool) -> None:
+    """Restarts `broker` with `settings` if it runs with others (or not at
+    all), or if the case wants a fresh broker."""
+    if fresh or settings != broker.settings or broker.process is None:
+        broker.stop()
+        broker.settings = settings
+        broker.start()
+
+
+# ------------------------------------------------------------------ floor
+
+
+def build_echo() -> None:
+    """Compiles perf/echo.c with the system gcc, when the binary is older."""
+    if ECHO_BIN.exists() and ECHO_BIN.stat().st_mtime >= ECHO_SOURCE.stat().st_mtime:
+        return
+    ECHO_BIN.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(ECHO_BIN), str(ECHO_SOURCE)],
+                   check=True)
+
+
+def echo_once(rate: int, duration: float) -> dict:
+    """One floor measurement: the echo server on the broker's CPU, the
+    client on loadgen's; the client's JSON, or {} if it failed."""
+    server = subprocess.Popen(pinned(BROKER_CPU, [str(ECHO_BIN), "server"]),
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().strip()
+        client = subprocess.run(
+            pinned(LOADGEN_CPU, [str(ECHO_BIN), "client", port, str(rate), str(duration)]),
+            capture_output=True, text=True, timeout=duration + 30)
+        return json.loads(client.stdout) if client.returncode == 0 else {}
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        return {}
+    finally:
+        kill_pid(server.pid)
+        server.wait()
+
+
+def measure_floor(runs: int, duration: float) -> dict[int, list[dict]]:
+    """The echo at every latency rate, `runs` times each, rates alternating."""
+    floor: dict[int, list[dict]] = {rate: [] for rate in LATENCY_RATES}
+    for index in range(1, runs + 1):
+        for rate in LATENCY_RATES:
+            result = echo_once(rate, duration)
+            latency = result.get("latency_us", {})
+            print(f"  floor-{rate // 1000}k run {index}: p50 {latency.get('p50', '-')} us "
+                  f"p99 {latency.get('p99', '-')} us", flush=True)
+            floor[rate].append(result)
+    return floor
+
+
+def floor_medians(results: list[dict]) -> dict[str, float]:
+    """Median of each percentile over the floor runs at one rate."""
+    by_label: dict[str, list[float]] = {}
+    for result in results:
+        for label, value in result.get("latency_us", {}).items():
+            by_label.setdefault(label, []).append(value)
+    return {label: statistics.median(values) for label, values in by_label.items()}
+
+
 # ------------------------------------------------------------------- runs
+
+
+class RssSampler(threading.Thread):
+    """Reads a process's RSS every RSS_SAMPLE_S until stopped, as (seconds
+    since start, KiB) pairs."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.samples: list[tuple[float, int]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        while not self.done.is_set():
+            try:
+                self.samples.append((time.monotonic() - start, rss_kb(self.pid)))
+            except (OSError, RuntimeError):
+                return
+            self.done.wait(RSS_SAMPLE_S)
+
+    def stop(self) -> list[tuple[float, int]]:
+        self.done.set()
+        self.join()
+        return self.samples
 
 
 @dataclass
@@ -386,6 +614,11 @@ class Run:
     stderr: str = ""
     rss_before_kb: int | None = None
     rss_kb: int | None = None
+    rss_samples: list[tuple[float, int]] = field(default_factory=list)
+    # The floor's median percentiles at this case's rate, if it has one.
+    floor: dict[str, float] | None = None
+    watermark: int | None = None
+    placement: str = ""
 
     def figures(self) -> dict[str, float]:
         """The figures this run contributes to the medians."""
@@ -398,11 +631,40 @@ class Run:
         latency = s.get("latency_us", {})
         for p in PERCENTILES:
             values[f"latency {p} us"] = latency.get(p)
+        if self.floor:
+            for p in ("p50", "p99"):
+                if latency.get(p) is not None and self.floor.get(p):
+                    values[f"latency {p} / floor"] = latency[p] / self.floor[p]
         if self.rss_kb is not None:
             values["RSS idle MiB"] = self.rss_before_kb / 1024
             values["RSS MiB"] = self.rss_kb / 1024
             values["RSS growth KiB/conn"] = (self.rss_kb - self.rss_before_kb) / IDLE_CONNECTIONS
+        if self.rss_samples:
+            values.update(self.flow_figures())
         return {k: float(v) for k, v in values.items() if v is not None}
+
+    def flow_figures(self) -> dict[str, float | None]:
+        """Rates while publishing, RSS over the run, blocking: the figures of
+        the runs that sample RSS (scenarios h and i)."""
+        s = self.summary
+        consumer = s.get("received_while_publishing_per_s")
+        publishing_s = s.get("publish_time_s", 0.0)
+        during = [kb for t, kb in self.rss_samples if RSS_WARMUP_S <= t <= publishing_s]
+        most = max(kb for _, kb in self.rss_samples)
+        values = {
+            "consumer msg/s while publishing": consumer,
+            "publisher/consumer": s["sent_per_s"] / consumer if consumer else None,
+            "RSS first MiB": during[0] / 1024 if during else None,
+            "RSS last MiB": during[-1] / 1024 if during else None,
+            "RSS max MiB": most / 1024,
+            "connection.blocked": s.get("connection_blocked"),
+            "connection.unblocked": s.get("connection_unblocked"),
+            "blocked s": s.get("blocked_s"),
+            "lost": s.get("lost"),
+        }
+        if self.watermark:
+            values["RSS max / watermark"] = most * 1024 / self.watermark
+        return values
 
     def problems(self) -> str:
         s = self.summary
@@ -410,14 +672,17 @@ class Run:
                   if s.get(k)]
         if not s.get("loss_checked", True):
             counts.append("loss unchecked")
+        if s.get("publishers_unclosed"):
+            counts.append(f"{s['publishers_unclosed']} publishers never read to their close")
         if self.exit_code not in (0, 3):
             counts.append(f"exit {self.exit_code}: {self.stderr.strip()[-200:]}")
         return ", ".join(counts) or "ok"
 
 
-def loadgen_command(uri: str, case: Case, hgrm: Path | None) -> list[str]:
+def loadgen_command(uri: str, case: Case, hgrm: Path | None,
+                    extra: list[str] | None = None) -> list[str]:
     command = [str(LOADGEN_BIN), "--uri", uri, "--json", "--quiet",
-               "--drain", str(DRAIN_S), *case.args]
+               "--drain", str(case.drain_s), *case.args, *(extra or [])]
     if hgrm:
         command += ["--hgrm", str(hgrm)]
     return pinned(LOADGEN_CPU, command)
@@ -425,10 +690,17 @@ def loadgen_command(uri: str, case: Case, hgrm: Path | None) -> list[str]:
 
 def run_once(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float) -> Run:
     """One loadgen run; for memory cases, the broker's RSS once the idle
-    connections are all open."""
-    command = loadgen_command(broker.uri, case, hgrm)
+    connections are all open, or all through the run."""
+    try:
+        placement = Placement.prepare(broker) if case.cross_shard else None
+    except (OSError, RuntimeError) as error:
+        return Run(broker.name, index, -1, {}, f"placement failed: {error}")
+    command = loadgen_command(broker.uri, case, hgrm, placement.args if placement else None)
     rss_before = rss_kb(broker.pid()) if case.measure_rss else None
+    sampler = RssSampler(broker.pid()) if case.sample_rss else None
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if sampler:
+        sampler.start()
     rss = None
     if case.measure_rss:
         rss = rss_when_connected(broker, IDLE_CONNECTIONS, timeout_s)
@@ -441,7 +713,105 @@ def run_once(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float
         summary = json.loads(stdout) if stdout.strip() else {}
     except json.JSONDecodeError:
         summary = {}
-    return Run(broker.name, index, process.returncode, summary, stderr, rss_before, rss)
+    return Run(broker.name, index, process.returncode, summary, stderr, rss_before, rss,
+               rss_samples=sampler.stop() if sampler else [], watermark=case.watermark,
+               placement=placement.landed() if placement else "")
+
+
+@dataclass
+class Placement:
+    """Scenario h-shards2 on warren: the queue on shard 1, the producer and
+    consumer connections on shard 0, and afterwards where they landed.
+
+    The queue's shard is `catalog::queue_shard`, FNV-1a of vhost and name,
+    so a name is chosen for it. A connection's shard is the kernel's
+    SO_REUSEPORT choice, a hash of the connection's addresses and ports
+    that is fixed while warren's listeners are; so plain TCP connections
+    probe it (warren's debug log names the shard that accepted each peer
+    port), are reset so that their ports are free at once, and loadgen
+    connects from the ports that landed on shard 0. On RabbitMQ only the
+    queue name applies."""
+
+    args: list[str]
+    ports: list[int]
+    log_offset: int
+    queue: str
+
+    QUEUE_SHARD = 1
+    CONNECTION_SHARD = 0
+    PROBES = 8
+    ACCEPTED = re.compile(r"accepted peer=127\.0\.0\.1:(\d+) conn=(\d+)\.")
+
+    @classmethod
+    def prepare(cls, broker) -> "Placement":
+        queue = queue_on_shard(cls.QUEUE_SHARD, 2)
+        if broker.name != "warren":
+            return cls(["-u", queue], [], 0, queue)
+        ports = cls.probe(broker.port, wanted=2)
+        return cls(["-u", queue, "--local-ports", ",".join(map(str, ports))], ports,
+                   WARREN_LOG.stat().st_size, queue)
+
+    @classmethod
+    def probe(cls, port: int, wanted: int) -> list[int]:
+        """Local ports whose connections warren accepts on CONNECTION_SHARD."""
+        found: list[int] = []
+        for _ in range(5):
+            offset = WARREN_LOG.stat().st_size
+            probes = [socket.create_connection(("127.0.0.1", port), timeout=5)
+                      for _ in range(cls.PROBES)]
+            try:
+                shards = accepted_shards(offset, {s.getsockname()[1] for s in probes})
+            finally:
+                for probe in probes:
+                    # A reset, not a close: no TIME_WAIT keeps the port.
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    probe.close()
+            found += [p for p, shard in shards.items() if shard == cls.CONNECTION_SHARD]
+            if len(found) >= wanted:
+                return found[:wanted]
+        raise RuntimeError(f"no {wanted} probe connections landed on shard {cls.CONNECTION_SHARD}")
+
+    def landed(self) -> str:
+        """Where warren's log says the run's connections were accepted."""
+        if not self.ports:
+            return f"queue {self.queue}"
+        shards = accepted_shards(self.log_offset, set(self.ports), timeout_s=0)
+        where = ", ".join(f"{role} on shard {shards.get(port, '?')}"
+                          for role, port in zip(["consumer", "producer"], self.ports))
+        return f"queue {self.queue} on shard {self.QUEUE_SHARD}; {where}"
+
+
+def accepted_shards(offset: int, ports: set[int], timeout_s: float = 5.0) -> dict[int, int]:
+    """The shard of each of `ports` as warren's log (from `offset`) names
+    it, waiting up to `timeout_s` for them all."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with open(WARREN_LOG, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        shards = {int(port): int(shard) for port, shard in Placement.ACCEPTED.findall(text)
+                  if int(port) in ports}
+        if len(shards) == len(ports) or time.monotonic() >= deadline:
+            return shards
+        time.sleep(0.05)
+
+
+def fnv1a(parts: list[bytes]) -> int:
+    """catalog::fnv1a: 64-bit FNV-1a over length-prefixed parts."""
+    value = 0xcbf29ce484222325
+    for part in parts:
+        for byte in len(part).to_bytes(8, "little") + part:
+            value = ((value ^ byte) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return value
+
+
+def queue_on_shard(shard: int, shards: int) -> str:
+    """A fresh queue name that catalog::queue_shard puts on `shard`."""
+    stem = f"perf-shard{shard}-{os.getpid()}-{time.monotonic_ns()}"
+    suffix = 0
+    while fnv1a([b"/", f"{stem}-{suffix}".encode()]) % shards != shard:
+        suffix += 1
+    return f"{stem}-{suffix}"
 
 
 def rss_when_connected(broker, connections: int, timeout_s: float) -> int | None:
@@ -456,21 +826,24 @@ def rss_when_connected(broker, connections: int, timeout_s: float) -> int | None
     return None
 
 
-def run_case(case: Case, brokers: list, runs: int, duration: float, out: Path) -> list[Run]:
+def run_case(case: Case, brokers: list, runs: int, out: Path,
+             floor: dict[str, float] | None) -> list[Run]:
     """N runs per broker, alternating; keeps the last run's .hgrm per broker."""
     results = []
-    timeout_s = duration + DRAIN_S + 90
+    timeout_s = float(case.args[case.args.index("-z") + 1]) + case.drain_s + 90
     for index in range(1, runs + 1):
         for broker in brokers:
             hgrm = hgrm_path(out, case, broker.name) if case.hgrm else None
-            if case.measure_rss:
-                broker.stop()
-                broker.start()
+            configure(broker, broker.case_settings(case), case.fresh or case.measure_rss)
             run = run_once(broker, case, index, hgrm, timeout_s)
+            run.floor = floor
+            f = run.figures()
             print(f"  {case.name} run {index} {broker.name}: "
                   f"sent/s {run.summary.get('sent_per_s', 0):,.0f} "
                   f"received/s {run.summary.get('received_per_s', 0):,.0f} "
                   f"{'RSS %.1f MiB ' % (run.rss_kb / 1024) if run.rss_kb else ''}"
+                  f"{'RSS max %.1f MiB ' % f['RSS max MiB'] if 'RSS max MiB' in f else ''}"
+                  f"{run.placement + ' ' if run.placement else ''}"
                   f"[{run.problems()}]", flush=True)
             results.append(run)
     return results
@@ -508,7 +881,7 @@ def median_figures(runs: list[Run], broker: str) -> dict[str, float]:
 def fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.2f}"
+    return f"{value:,.0f}" if abs(value) >= 100 or value.is_integer() else f"{value:,.2f}"
 
 
 def ratio(warren: float | None, rabbitmq: float | None) -> str:
@@ -527,23 +900,30 @@ def median_table(runs: list[Run]) -> list[str]:
 
 
 def runs_table(runs: list[Run]) -> list[str]:
+    """Every run's key values; RSS is the mid-run reading (g) or the
+    maximum (runs that sample it)."""
     lines = ["| run | broker | sent/s | received/s | confirmed/s | p50 us | p99 us "
              "| p99.9 us | max us | RSS MiB | check |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for run in runs:
         f, latency = run.figures(), run.summary.get("latency_us", {})
+        placement = f" ({run.placement})" if run.placement else ""
         lines.append(
             f"| {run.index} | {run.broker} | {fmt(f.get('sent/s'))} | {fmt(f.get('received/s'))} "
             f"| {fmt(f.get('confirmed/s'))} | {fmt(latency.get('p50'))} | {fmt(latency.get('p99'))} "
-            f"| {fmt(latency.get('p99.9'))} | {fmt(latency.get('max'))} | {fmt(f.get('RSS MiB'))} "
-            f"| {run.problems()} |")
+            f"| {fmt(latency.get('p99.9'))} | {fmt(latency.get('max'))} "
+            f"| {fmt(f.get('RSS MiB', f.get('RSS max MiB')))} | {run.problems()}{placement} |")
     return lines
 
 
 HEADLINE = {
-    "c": ["latency p50 us", "latency p99 us"],
+    "c": ["latency p50 us", "latency p99 us", "latency p50 / floor", "latency p99 / floor"],
     "g": ["RSS idle MiB", "RSS MiB", "RSS growth KiB/conn"],
     "b": ["received/s", "confirmed/s"],
+    "h": ["consumer msg/s while publishing", "sent/s", "publisher/consumer",
+          "RSS first MiB", "RSS last MiB", "RSS max MiB"],
+    "i": ["RSS max MiB", "RSS max / watermark", "connection.blocked", "connection.unblocked",
+          "blocked s", "lost"],
 }
 
 
@@ -553,7 +933,7 @@ def headline_table(results: list[tuple[Case, list[Run]]]) -> list[str]:
     for case, runs in results:
         warren, rabbitmq = median_figures(runs, "warren"), median_figures(runs, "rabbitmq")
         for name in HEADLINE.get(case.name[0], ["sent/s", "received/s"]):
-            mark = " (not like-for-like)" if case.note else ""
+            mark = "" if case.like_for_like else " (not like-for-like)"
             lines.append(f"| {case.name}{mark} | {name} | {fmt(warren.get(name))} "
                          f"| {fmt(rabbitmq.get(name))} | {ratio(warren.get(name), rabbitmq.get(name))} |")
     return lines
@@ -599,6 +979,7 @@ class Context:
     load_after: str = ""
     elapsed_s: float = 0.0
     brokers: list = field(default_factory=list)
+    floor: dict[int, list[dict]] = field(default_factory=dict)
 
 
 def report(ctx: Context, results: list[tuple[Case, list[Run]]],
@@ -614,8 +995,9 @@ def report(ctx: Context, results: list[tuple[Case, list[Run]]],
              "", "## Machine", "", *machine(), "",
              "## Setup", "",
              "Broker on CPU 0, loadgen on CPU 1. Both brokers stay up for the whole matrix "
-             "(except scenario g, which starts each afresh); the idle one sits on CPU 0 "
-             "beside the measured one.", "", "```",
+             "(except scenarios g and i, which start each afresh per run, and cases with "
+             "their own broker settings, which restart them); the idle one sits on CPU 0 "
+             "beside the measured one. The default commands:", "", "```",
              *[" ".join(b.command) for b in ctx.brokers],
              *[f"# {b.name} URI: {b.uri}" for b in ctx.brokers],
              "# RabbitMQ runs as the rabbitmq user when started by root, with: " + " ".join(
@@ -625,16 +1007,44 @@ def report(ctx: Context, results: list[tuple[Case, list[Run]]],
              "## Headline", "",
              "Rates: higher is better, so a ratio above 1 favours warren. Latency and "
              "memory: lower is better, so a ratio below 1 favours warren.", "",
-             *headline_table(results), ""]
+             *headline_table(results), "",
+             *floor_section(ctx.floor)]
     for case, runs in results:
         lines += case_section(case, runs, latency.get(case.name))
     return "\n".join(lines) + "\n"
+
+
+def floor_section(floor: dict[int, list[dict]]) -> list[str]:
+    """The echo floor: medians per rate, and every run."""
+    labels = ["p50", "p75", "p90", "p99", "p99.9", "p99.99", "max"]
+    lines = ["## Floor: C echo over loopback", "",
+             "perf/echo.c: a plain blocking TCP echo, server on CPU 0 (where the brokers "
+             "run, idle meanwhile), client on CPU 1, 16-byte messages, TCP_NODELAY, sent "
+             "at a fixed rate and stamped with their scheduled send time like loadgen's. "
+             "Round trip in microseconds: what two wake-ups and two loopback hops cost "
+             "on this machine now. The c scenarios give p50 and p99 as multiples of the "
+             "median here.", "",
+             "| rate msg/s | runs | " + " | ".join(labels) + " |",
+             "|---:|---:|" + "---:|" * len(labels)]
+    for rate, results in floor.items():
+        medians = floor_medians(results)
+        lines.append(f"| {rate:,} | {len(results)} | "
+                     + " | ".join(fmt(medians.get(label)) for label in labels) + " |")
+    lines += ["", "Per run (p50 / p99 us): " + "; ".join(
+        f"{rate // 1000}k: " + ", ".join(
+            f"{r.get('latency_us', {}).get('p50', '-')}/{r.get('latency_us', {}).get('p99', '-')}"
+            if r else "failed" for r in results)
+        for rate, results in floor.items()), ""]
+    return lines
 
 
 def case_section(case: Case, runs: list[Run], latency: tuple[str, str] | None) -> list[str]:
     lines = [f"## {case.name}: {case.title}", "", case.doc, ""]
     if case.note:
         lines += [case.note, ""]
+    if case.warren_flags or case.rabbitmq_conf:
+        lines += [f"Broker settings for this case: warren `{' '.join(case.warren_flags) or '(defaults)'}`; "
+                  f"rabbitmq.conf `{'; '.join(case.rabbitmq_conf) or '(empty)'}`.", ""]
     hgrm = Path(f"{case.name}-BROKER.hgrm") if case.hgrm else None
     lines += ["```", " ".join(loadgen_command("URI", case, hgrm)), "```", ""]
     lines += [*median_table(runs), "", "Per run:", "", *runs_table(runs), ""]
@@ -659,6 +1069,7 @@ def ensure_tools() -> None:
     if not (WARREN_BIN.exists() and LOADGEN_BIN.exists()):
         subprocess.run(["cargo", "build", "--release", "-p", "warren", "-p", "loadgen"],
                        cwd=ROOT, check=True)
+    build_echo()
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 CPUs: broker on CPU 0, loadgen on CPU 1")
 
@@ -693,14 +1104,20 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per broker per scenario")
     parser.add_argument("--duration", type=float, default=6.0, help="publishing seconds per run")
-    parser.add_argument("--only", help="scenarios or cases, comma-separated (a, c-10k, ...)")
+    parser.add_argument("--soak", type=float, default=30.0,
+                        help="publishing seconds of h-p100 (RSS over time)")
+    parser.add_argument("--only", help="scenarios or cases, comma-separated (a, c-10k, h-p100, ...); "
+                                       "the floor is always measured")
     parser.add_argument("--out", type=Path, help="report file (default perf/results/<date>-<hash>.md)")
+    parser.add_argument("--without-watermark-flag", action="store_true",
+                        help="do not pass --memory-high-watermark to warren (one that predates it)")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    cases = all_cases(args.duration, args.only)
+    options = Options(args.duration, args.soak, watermark_flag=not args.without_watermark_flag)
+    cases = all_cases(options, args.only)
     ensure_tools()
     adopt_orphans()
     ctx = Context(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
@@ -713,9 +1130,12 @@ def main() -> None:
     try:
         for broker in ctx.brokers:
             broker.start()
+        print("floor: C echo over loopback", flush=True)
+        ctx.floor = measure_floor(args.runs, args.duration)
         for case in cases:
             print(f"{case.name}: {case.title}", flush=True)
-            results.append((case, run_case(case, ctx.brokers, args.runs, args.duration, out)))
+            floor = floor_medians(ctx.floor[case.rate]) if case.rate else None
+            results.append((case, run_case(case, ctx.brokers, args.runs, out, floor)))
             if case.hgrm:
                 latency[case.name] = compare_latency(case, out)
     except KeyboardInterrupt:
@@ -723,6 +1143,8 @@ def main() -> None:
     finally:
         for broker in ctx.brokers:
             broker.stop()
+            # The report's setup shows the default commands.
+            broker.settings = ()
         reap_orphans()
     ctx.elapsed_s = (datetime.datetime.now().astimezone() - ctx.started).total_seconds()
     ctx.load_after = loadavg()

@@ -12,10 +12,11 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Protocol, Socket, Type};
 use warren::protocol::frame::{self, Frame, FrameType, PROTOCOL_HEADER};
 use warren::protocol::method::{
     ChannelOpen, ConnectionClose, ConnectionOpen, ConnectionStartOk, ConnectionTuneOk, Method,
@@ -144,8 +145,17 @@ impl Connection {
     /// Connects and completes the handshake; `name` shows up in the
     /// broker's connection list.
     pub fn open(uri: &AmqpUri, name: &str) -> Result<Connection, Error> {
+        Connection::open_from(uri, name, None)
+    }
+
+    /// As [`Connection::open`], from `local_port` if given.
+    pub fn open_from(
+        uri: &AmqpUri,
+        name: &str,
+        local_port: Option<u16>,
+    ) -> Result<Connection, Error> {
         let address = uri.address();
-        let stream = connect(&address)?;
+        let stream = connect(&address, local_port)?;
         stream
             .set_nodelay(true)
             .map_err(Error::io("set TCP_NODELAY"))?;
@@ -296,6 +306,40 @@ impl Connection {
         Ok(())
     }
 
+    /// Writes the whole buffer on a socket with a write timeout, asking
+    /// `give_up` each time a write times out. A broker that blocks a
+    /// publisher (connection.blocked) stops reading its socket, so one
+    /// write may wait as long as the broker holds it back.
+    pub fn flush_patiently(&mut self, mut give_up: impl FnMut() -> bool) -> Result<(), Error> {
+        let mut written = 0;
+        while written < self.write_buf.len() {
+            match self.stream.write(&self.write_buf[written..]) {
+                Ok(0) => {
+                    return Err(Error::io("write to the broker")(
+                        io::ErrorKind::WriteZero.into(),
+                    ))
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => {
+                    if give_up() {
+                        return Err(Error::Io {
+                            during: "write to the broker".into(),
+                            source: io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                "it stopped reading this connection (connection.blocked?) \
+                                 and did not resume in time",
+                            ),
+                        });
+                    }
+                }
+                Err(e) => return Err(Error::io("write to the broker")(e)),
+            }
+        }
+        self.write_buf.clear();
+        Ok(())
+    }
+
     /// Reads the next method on `channel` (or a close on channel 0),
     /// turning the broker's closes into errors. Content and heartbeats are
     /// skipped: they do not occur on a connection during its setup.
@@ -328,15 +372,23 @@ impl Connection {
     /// Sends connection.close, and bounds how long any reader of this
     /// socket then waits for close-ok.
     pub fn send_close(&mut self) -> Result<(), Error> {
+        self.queue_close()?;
+        self.flush()
+    }
+
+    /// Queues connection.close for the next flush, and bounds how long a
+    /// read of this socket that starts from now on waits for close-ok.
+    pub fn queue_close(&mut self) -> Result<(), Error> {
+        self.stream
+            .set_read_timeout(Some(CLOSE_TIMEOUT))
+            .map_err(Error::io("set a read timeout"))?;
         let close = ConnectionClose {
             reply_code: reply_code::REPLY_SUCCESS,
             reply_text: ShortStr::from_static("loadgen done"),
             ..ConnectionClose::default()
         };
-        self.send(0, &close.into())?;
-        self.stream
-            .set_read_timeout(Some(CLOSE_TIMEOUT))
-            .map_err(Error::io("set a read timeout"))
+        frame::encode_method(&mut self.write_buf, 0, &close.into());
+        Ok(())
     }
 
     /// Reads one whole frame, blocking.
@@ -369,19 +421,38 @@ impl Connection {
     }
 }
 
-fn connect(address: &str) -> Result<TcpStream, Error> {
+fn connect(address: &str, local_port: Option<u16>) -> Result<TcpStream, Error> {
     let failed = |source| Error::Connect {
         address: address.to_owned(),
         source,
     };
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address found for the host");
     for socket_address in address.to_socket_addrs().map_err(failed)? {
-        match TcpStream::connect_timeout(&socket_address, HANDSHAKE_TIMEOUT) {
+        let connected = match local_port {
+            None => TcpStream::connect_timeout(&socket_address, HANDSHAKE_TIMEOUT),
+            Some(port) => connect_from(socket_address, port),
+        };
+        match connected {
             Ok(stream) => return Ok(stream),
             Err(error) => last = error,
         }
     }
     Err(failed(last))
+}
+
+/// Connects from a chosen local port, on the unspecified address of the
+/// peer's family.
+fn connect_from(peer: SocketAddr, port: u16) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(peer), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a port whose last connection is in TIME_WAIT be bound again.
+    socket.set_reuse_address(true)?;
+    let local = match peer {
+        SocketAddr::V4(_) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+        SocketAddr::V6(_) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port),
+    };
+    socket.bind(&local.into())?;
+    socket.connect_timeout(&peer.into(), HANDSHAKE_TIMEOUT)?;
+    Ok(socket.into())
 }
 
 fn start_ok(uri: &AmqpUri, name: &str) -> Method {
@@ -438,6 +509,14 @@ pub fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
         0 => Err(io::ErrorKind::UnexpectedEof.into()),
         n => Ok(n),
     }
+}
+
+/// A read or write that ran into the socket's timeout.
+pub fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 pub fn is_closed(error: &io::Error) -> bool {

@@ -50,9 +50,12 @@ pub fn plan(args: &RunArgs) -> Result<Plan, Error> {
             "consumers need at least one queue (--queues)".into(),
         ));
     }
-    if !(args.rate >= 0.0 && args.duration >= 0.0 && args.drain >= 0.0) {
+    if ![args.rate, args.duration, args.drain, args.consumer_delay]
+        .iter()
+        .all(|&value| value >= 0.0 && value.is_finite())
+    {
         return Err(Error::Usage(
-            "--rate, --duration and --drain must not be negative".into(),
+            "--rate, --duration, --drain and --consumer-delay must be finite, not negative".into(),
         ));
     }
     if args.duration == 0.0 && args.count == 0 && args.producers > 0 {
@@ -64,6 +67,14 @@ pub fn plan(args: &RunArgs) -> Result<Plan, Error> {
         return Err(Error::Usage(
             "--channels-per-connection must be from 1 to 65535".into(),
         ));
+    }
+    let per_connection = args.channels_per_connection;
+    let connections =
+        args.consumers.div_ceil(per_connection) + args.producers.div_ceil(per_connection);
+    if !args.local_ports.is_empty() && args.local_ports.len() != connections {
+        return Err(Error::Usage(format!(
+            "--local-ports needs one port per worker connection: {connections} here"
+        )));
     }
     let run_id = new_run_id();
     let topology = Topology::from_args(args, run_id)?;
@@ -94,6 +105,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan, Error> {
             },
             prefetch: args.prefetch,
             producer_count: args.producers,
+            start_after: Duration::from_secs_f64(args.consumer_delay),
         },
         uri,
         topology,
@@ -103,6 +115,7 @@ pub fn plan(args: &RunArgs) -> Result<Plan, Error> {
         duration: (args.duration > 0.0).then(|| Duration::from_secs_f64(args.duration)),
         drain: Duration::from_secs_f64(args.drain),
         idle_connections: args.idle_connections,
+        local_ports: args.local_ports.clone(),
         expect_received: None,
         declare: true,
         delete: true,
@@ -148,6 +161,8 @@ fn summary<'a>(plan: &Plan, outcome: &'a Outcome) -> Summary<'a> {
         publish_time: outcome.publish_time,
         total_time: outcome.total_time,
         counts: outcome.counts,
+        received_while_publishing: outcome.received_while_publishing,
+        consumer_delay: plan.consume.start_after,
         unconfirmed: outcome.unconfirmed,
         blocked: outcome.blocked,
         latency: &outcome.latency,
@@ -161,7 +176,11 @@ fn summary<'a>(plan: &Plan, outcome: &'a Outcome) -> Summary<'a> {
 /// with nothing bound (the broker routes and drops), then consume-only
 /// from a queue pre-filled with `prefill` messages.
 fn ceiling(args: &RunArgs, prefill: u64, interrupt: &AtomicBool) -> Result<i32, Error> {
-    let base = plan(args)?;
+    // Each phase opens other connections, so no port list fits them all.
+    let base = Plan {
+        local_ports: Vec::new(),
+        ..plan(args)?
+    };
     let publish_only = Plan {
         topology: Topology {
             exchange: "loadgen.ceiling".into(),

@@ -118,6 +118,15 @@ pub struct RunArgs {
     /// Channels per connection, for producers and consumers alike.
     #[arg(long, default_value_t = 1)]
     pub channels_per_connection: usize,
+    /// Consumers connect at once but start consuming this many seconds after
+    /// publishing starts: a publish flood that meets no consumer at first.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS")]
+    pub consumer_delay: f64,
+    /// Local ports for the worker connections, comma-separated: consumer
+    /// connections first, then producer connections (a placement test picks
+    /// ports whose connections the broker's kernel hands to a known shard).
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub local_ports: Vec<u16>,
     /// Open N more connections that stay idle for the run (memory tests).
     #[arg(long, default_value_t = 0)]
     pub idle_connections: usize,

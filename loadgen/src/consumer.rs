@@ -6,11 +6,15 @@
 //! latencies recorded with the one timestamp taken when the read returned,
 //! and the acks the batch calls for written back with one syscall. Only the
 //! first 16 body octets of a message are looked at.
+//!
+//! With a start delay, consumers connect and set their prefetch at once but
+//! subscribe only that long after publishing starts, all in one write
+//! without waiting for the replies, so deliveries on one channel are never
+//! read past while another waits for its consume-ok.
 
-use std::io;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use warren::protocol::frame::{self, FrameType};
@@ -36,6 +40,8 @@ pub struct ConsumeSettings {
     pub ack_every: u64,
     pub prefetch: u16,
     pub producer_count: usize,
+    /// How long after publishing starts the consumers subscribe.
+    pub start_after: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -72,6 +78,7 @@ struct ConsumeChannel {
 /// consumes until told to stop; returns each consumer's tracker.
 pub fn run_connection(
     uri: &AmqpUri,
+    local_port: Option<u16>,
     specs: Vec<ConsumerSpec>,
     settings: &ConsumeSettings,
     shared: &Arc<Shared>,
@@ -81,8 +88,17 @@ pub fn run_connection(
         "loadgen consumers {}",
         specs.first().map_or(0, |s| s.consumer)
     );
-    let setup = Connection::open(uri, &name).and_then(|mut connection| {
-        let channels = start_consumers(&mut connection, specs, settings)?;
+    let late = !settings.start_after.is_zero();
+    let setup = Connection::open_from(uri, &name, local_port).and_then(|mut connection| {
+        let channels = open_channels(&mut connection, specs, settings)?;
+        if !late {
+            for channel in &channels {
+                connection.call(
+                    channel.spec.channel,
+                    consume_method(&channel.spec, settings),
+                )?;
+            }
+        }
         Ok((connection, channels))
     });
     let _ = ready.send(());
@@ -95,14 +111,59 @@ pub fn run_connection(
     };
     // Consumers read from the moment consume-ok arrives, before the gate:
     // a pre-filled queue starts delivering at once, and that is fine.
-    if let Err(error) = consume(&mut connection, &mut channels, settings, shared) {
+    let subscribed = if late {
+        subscribe_late(&mut connection, &channels, settings, shared)
+    } else {
+        Ok(true)
+    };
+    let consumed = subscribed.and_then(|go| match go {
+        true => consume(&mut connection, &mut channels, settings, shared),
+        false => Ok(()),
+    });
+    if let Err(error) = consumed {
         shared.fail(error);
     }
     connection.close();
     channels.into_iter().map(|c| c.tracker).collect()
 }
 
-fn start_consumers(
+/// Waits for the gate and then `start_after`, and subscribes every channel
+/// in one write; false if the run ended first.
+fn subscribe_late(
+    connection: &mut Connection,
+    channels: &[ConsumeChannel],
+    settings: &ConsumeSettings,
+    shared: &Shared,
+) -> Result<bool, Error> {
+    if !shared.wait_gate() {
+        return Ok(false);
+    }
+    let start = Instant::now() + settings.start_after;
+    while Instant::now() < start {
+        if shared.stopping_consumers() {
+            return Ok(false);
+        }
+        std::thread::sleep(STOP_POLL.min(start.saturating_duration_since(Instant::now())));
+    }
+    for channel in channels {
+        let method = consume_method(&channel.spec, settings);
+        frame::encode_method(&mut connection.write_buf, channel.spec.channel, &method);
+    }
+    connection.flush()?;
+    Ok(true)
+}
+
+fn consume_method(spec: &ConsumerSpec, settings: &ConsumeSettings) -> Method {
+    BasicConsume {
+        queue: ShortStr::from(spec.queue.as_str()),
+        consumer_tag: ShortStr::from(format!("loadgen-{}", spec.consumer)),
+        no_ack: settings.auto_ack,
+        ..BasicConsume::default()
+    }
+    .into()
+}
+
+fn open_channels(
     connection: &mut Connection,
     specs: Vec<ConsumerSpec>,
     settings: &ConsumeSettings,
@@ -117,13 +178,6 @@ fn start_consumers(
             };
             connection.call(spec.channel, qos.into())?;
         }
-        let consume = BasicConsume {
-            queue: ShortStr::from(spec.queue.as_str()),
-            consumer_tag: ShortStr::from(format!("loadgen-{}", spec.consumer)),
-            no_ack: settings.auto_ack,
-            ..BasicConsume::default()
-        };
-        connection.call(spec.channel, consume.into())?;
         let tracker = ConsumerTracker::new(spec.queue_index, settings.producer_count);
         channels.push(ConsumeChannel {
             spec,
@@ -149,14 +203,7 @@ fn consume(
     while !shared.stopping_consumers() {
         match amqp::fill(&mut connection.stream, &mut connection.read_buf) {
             Ok(_) => {}
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(error) if amqp::is_timeout(&error) => continue,
             Err(error) if shared.stopping_consumers() && amqp::is_closed(&error) => return Ok(()),
             Err(source) => {
                 return Err(Error::Io {

@@ -65,6 +65,13 @@ pub struct Meter {
     pub received: AtomicU64,
     /// connection.blocked notifications: the broker throttling publishers.
     pub blocked: AtomicU64,
+    /// connection.unblocked notifications: the broker letting them go on.
+    pub unblocked: AtomicU64,
+    /// Time publisher connections spent blocked, summed over connections.
+    pub blocked_ns: AtomicU64,
+    /// Publisher connections whose connection.close the broker did not
+    /// answer within the drain time: it had stopped reading them.
+    pub unclosed: AtomicU64,
     pub latency: LatencyMeter,
     pub confirm_latency: LatencyMeter,
 }

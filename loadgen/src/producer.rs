@@ -7,15 +7,21 @@
 //! allocated per message.
 //!
 //! The reader handles what the broker sends back: confirms (recording their
-//! latency), connection.blocked, and closes, which fail the run. It unparks
-//! the writer after each batch so a full confirm window reopens at once.
+//! latency), connection.blocked and connection.unblocked (counting them and
+//! the time spent blocked), and closes, which fail the run. It unparks the
+//! writer after each batch so a full confirm window reopens at once.
+//!
+//! A blocked connection's socket is not read by the broker, so the writer
+//! waits in its write; it keeps waiting after publishing time is up, for at
+//! most the drain time, so that what it wrote is all delivered or the run
+//! fails.
 //!
 //! With `--rate`, message n of a producer is due at start + n/rate and is
 //! stamped with that due time, not the time it was written, so a stalled
 //! producer or broker shows up in the latency instead of being hidden by
 //! sending late (coordinated omission, as wrk2 avoids it).
 
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, Thread};
@@ -37,7 +43,8 @@ use crate::uri::AmqpUri;
 const BATCH_MESSAGES_MAX: usize = 256;
 /// Upper bound on the octets of one write, before the round ends.
 const BATCH_BYTES_MAX: usize = 256 * 1024;
-/// Longest the writer sleeps before looking at the stop flag again.
+/// Longest the writer sleeps, or waits in a write, before looking at the
+/// stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 const BASIC_CLASS_ID: u16 = 60;
 
@@ -156,6 +163,7 @@ struct PublishChannel {
 /// for the gate and publishes until told to stop. Runs on its own thread.
 pub fn run_connection(
     uri: &AmqpUri,
+    local_port: Option<u16>,
     specs: Vec<ProducerSpec>,
     settings: &PublishSettings,
     shared: &Arc<Shared>,
@@ -165,7 +173,7 @@ pub fn run_connection(
         "loadgen producers {}",
         specs.first().map_or(0, |s| s.producer)
     );
-    let setup = Connection::open(uri, &name).and_then(|mut connection| {
+    let setup = Connection::open_from(uri, &name, local_port).and_then(|mut connection| {
         let channels = open_channels(&mut connection, specs, settings)?;
         Ok((connection, channels))
     });
@@ -235,6 +243,10 @@ fn publish(
     settings: &PublishSettings,
     shared: &Arc<Shared>,
 ) -> Result<(), Error> {
+    connection
+        .stream
+        .set_write_timeout(Some(IDLE_WAIT))
+        .map_err(Error::io("set a write timeout"))?;
     let closing = Arc::new(AtomicBool::new(false));
     let reader = spawn_reader(&connection, channels, shared, &closing)?;
     let outcome = write_loop(&mut connection, channels, settings, shared);
@@ -243,9 +255,56 @@ fn publish(
     }
     // The reader owns the socket's incoming side now: it sees close-ok.
     closing.store(true, Ordering::Release);
-    let _ = connection.send_close();
-    let _ = reader.join();
+    close(
+        &mut connection,
+        reader,
+        outcome.is_ok(),
+        settings.drain,
+        shared,
+    );
     outcome
+}
+
+/// Sends connection.close and waits for the reader to see close-ok.
+///
+/// The broker reads the close only after everything written before it,
+/// which takes a while when it holds this publisher back (credit flow), so
+/// the close is written as patiently as the publishes and close-ok awaited
+/// for up to `drain`. A broker that never reads this socket again never
+/// answers, and the reader is already in a read that no timeout set now
+/// applies to: then a shutdown wakes it. After a failed write the buffer
+/// may end in a partial frame, so no close is sent at all.
+fn close(
+    connection: &mut Connection,
+    reader: thread::JoinHandle<()>,
+    wrote_all: bool,
+    drain: Duration,
+    shared: &Shared,
+) {
+    let mut stopped_at = None;
+    let sent = wrote_all
+        && connection.queue_close().is_ok()
+        // Reads that start from now on wait as long as this does.
+        && connection
+            .stream
+            .set_read_timeout(Some(drain.max(IDLE_WAIT)))
+            .is_ok()
+        && connection
+            .flush_patiently(|| blocked_too_long(shared, drain, &mut stopped_at))
+            .is_ok();
+    let deadline = Instant::now() + if sent { drain } else { Duration::ZERO };
+    while !reader.is_finished() && Instant::now() < deadline {
+        thread::park_timeout(IDLE_WAIT);
+    }
+    if !reader.is_finished() {
+        if sent {
+            // What the broker had not read by now is lost to it; the
+            // summary says why.
+            Meter::add(&shared.meter.unclosed, 1);
+        }
+        let _ = connection.stream.shutdown(Shutdown::Both);
+    }
+    let _ = reader.join();
 }
 
 fn write_loop(
@@ -264,6 +323,7 @@ fn write_loop(
         0.0
     };
     let frame_max = connection.frame_max;
+    let mut stopped_at = None;
     while !shared.stopping_producers() {
         let now = now_ns();
         let mut next_due_ns = u64::MAX;
@@ -319,7 +379,8 @@ fn write_loop(
             written += n;
         }
         if written > 0 {
-            connection.flush()?;
+            connection
+                .flush_patiently(|| blocked_too_long(shared, settings.drain, &mut stopped_at))?;
             Meter::add(&shared.meter.sent, written);
         } else if all_done {
             return Ok(());
@@ -329,6 +390,15 @@ fn write_loop(
         }
     }
     Ok(())
+}
+
+/// Whether a writer held back by the broker should give up: once the run
+/// failed, or `drain` after publishing time ran out.
+fn blocked_too_long(shared: &Shared, drain: Duration, stopped_at: &mut Option<Instant>) -> bool {
+    if shared.failed() {
+        return true;
+    }
+    shared.stopping_producers() && stopped_at.get_or_insert_with(Instant::now).elapsed() >= drain
 }
 
 fn properties(persistent: bool) -> Vec<u8> {
@@ -379,6 +449,7 @@ fn spawn_reader(
         writer: thread::current(),
         shared: Arc::clone(shared),
         closing: Arc::clone(closing),
+        blocked_since_ns: None,
     };
     thread::Builder::new()
         .name("loadgen-confirms".into())
@@ -395,10 +466,18 @@ struct ConfirmReader {
     writer: Thread,
     shared: Arc<Shared>,
     closing: Arc<AtomicBool>,
+    /// When the broker last sent connection.blocked, until it unblocks.
+    blocked_since_ns: Option<u64>,
 }
 
 impl ConfirmReader {
     fn run(mut self) {
+        self.read_loop();
+        // Still blocked at the end: that time counts too.
+        self.unblocked(now_ns());
+    }
+
+    fn read_loop(&mut self) {
         let mut latencies = Vec::with_capacity(4096);
         loop {
             if let Err(error) = amqp::fill(&mut self.stream, &mut self.buf) {
@@ -458,7 +537,14 @@ impl ConfirmReader {
                         Meter::add(&self.shared.meter.nacked, nacked);
                     }
                 }
-                Method::ConnectionBlocked(_) => Meter::add(&self.shared.meter.blocked, 1),
+                Method::ConnectionBlocked(_) => {
+                    Meter::add(&self.shared.meter.blocked, 1);
+                    self.blocked_since_ns.get_or_insert(now);
+                }
+                Method::ConnectionUnblocked(_) => {
+                    Meter::add(&self.shared.meter.unblocked, 1);
+                    self.unblocked(now);
+                }
                 Method::ConnectionCloseOk(_) => return Ok(true),
                 Method::ConnectionClose(close) => {
                     return Err(Error::ConnectionClosed {
@@ -477,6 +563,15 @@ impl ConfirmReader {
             }
         }
         Ok(false)
+    }
+}
+
+impl ConfirmReader {
+    /// Ends a blocked spell, if one is on, adding its length to the meter.
+    fn unblocked(&mut self, now: u64) {
+        if let Some(since) = self.blocked_since_ns.take() {
+            Meter::add(&self.shared.meter.blocked_ns, now.saturating_sub(since));
+        }
     }
 }
 

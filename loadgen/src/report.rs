@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::amqp::Error;
 use crate::meter::{new_histogram, Counts, Meter};
+use crate::run::Blocked;
 use crate::tracker::Verdict;
 
 /// An open interval log (`--hlog`).
@@ -155,8 +156,10 @@ pub struct Summary<'a> {
     pub publish_time: Duration,
     pub total_time: Duration,
     pub counts: Counts,
+    pub received_while_publishing: u64,
+    pub consumer_delay: Duration,
     pub unconfirmed: u64,
-    pub blocked: u64,
+    pub blocked: Blocked,
     pub latency: &'a Histogram<u64>,
     pub confirm_latency: &'a Histogram<u64>,
     pub verdict: &'a Verdict,
@@ -170,6 +173,14 @@ const QUANTILES: &[(&str, f64)] = crate::compare::PERCENTILES.split_at(7).0;
 impl Summary<'_> {
     fn rate(&self, count: u64, time: Duration) -> f64 {
         count as f64 / time.as_secs_f64().max(1e-9)
+    }
+
+    /// The consumers' rate while the producers publish, from when the
+    /// consumers subscribe: the rate a queue under load delivers at, before
+    /// the drain empties what it kept.
+    fn receive_rate_while_publishing(&self) -> f64 {
+        let consuming = self.publish_time.saturating_sub(self.consumer_delay);
+        self.rate(self.received_while_publishing, consuming)
     }
 
     pub fn text(&self) -> String {
@@ -200,9 +211,25 @@ impl Summary<'_> {
             self.rate(c.received, self.total_time)
         ));
         lines.push(format!(
-            "  nacked {}  unconfirmed {}  connection.blocked {}",
-            c.nacked, self.unconfirmed, self.blocked
+            "  received while publishing {:>12} msg {:>12.0} msg/s",
+            self.received_while_publishing,
+            self.receive_rate_while_publishing()
         ));
+        lines.push(format!(
+            "  nacked {}  unconfirmed {}  connection.blocked {}  connection.unblocked {}  blocked {:.3} s",
+            c.nacked,
+            self.unconfirmed,
+            self.blocked.blocked,
+            self.blocked.unblocked,
+            self.blocked.time.as_secs_f64(),
+        ));
+        if self.blocked.unclosed > 0 {
+            lines.push(format!(
+                "  {} publisher connections were not read up to their close within the drain: \
+                 what they sent last never reached the broker",
+                self.blocked.unclosed
+            ));
+        }
         lines.push(latency_line("end-to-end latency", self.latency));
         lines.push(latency_line("confirm latency   ", self.confirm_latency));
         let v = self.verdict;
@@ -242,10 +269,16 @@ impl Summary<'_> {
             "nacked": c.nacked,
             "unconfirmed": self.unconfirmed,
             "received": c.received,
-            "connection_blocked": self.blocked,
+            "received_while_publishing": self.received_while_publishing,
+            "consumer_delay_s": self.consumer_delay.as_secs_f64(),
+            "connection_blocked": self.blocked.blocked,
+            "connection_unblocked": self.blocked.unblocked,
+            "blocked_s": self.blocked.time.as_secs_f64(),
+            "publishers_unclosed": self.blocked.unclosed,
             "sent_per_s": self.rate(c.sent, self.publish_time),
             "confirmed_per_s": self.rate(c.confirmed, self.publish_time),
             "received_per_s": self.rate(c.received, self.total_time),
+            "received_while_publishing_per_s": self.receive_rate_while_publishing(),
             "latency_us": latency_json(self.latency),
             "confirm_latency_us": latency_json(self.confirm_latency),
             "lost": v.lost,

@@ -45,6 +45,9 @@ pub struct Plan {
     pub duration: Option<Duration>,
     pub drain: Duration,
     pub idle_connections: usize,
+    /// Local ports of the worker connections, consumers' first; empty for
+    /// any.
+    pub local_ports: Vec<u16>,
     /// For consume-only runs: stop once this many messages arrived.
     pub expect_received: Option<u64>,
     /// Declare the topology first; delete generated queues at the end.
@@ -58,12 +61,26 @@ pub struct Outcome {
     pub publish_time: Duration,
     pub total_time: Duration,
     pub counts: Counts,
+    /// Messages received by the time publishing stopped.
+    pub received_while_publishing: u64,
     pub unconfirmed: u64,
-    pub blocked: u64,
+    pub blocked: Blocked,
     pub latency: Histogram<u64>,
     pub confirm_latency: Histogram<u64>,
     pub verdict: Verdict,
     pub interrupted: bool,
+}
+
+/// How the broker held publishers back: connection.blocked and
+/// connection.unblocked seen, and the time spent blocked, summed over
+/// publishing connections.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Blocked {
+    pub blocked: u64,
+    pub unblocked: u64,
+    pub time: Duration,
+    /// Publisher connections the broker never read up to their close.
+    pub unclosed: u64,
 }
 
 struct Workers {
@@ -88,7 +105,7 @@ pub fn run(
     let workers = start(plan, &shared)?;
     let mut reporter = Reporter::new(plan.progress);
     let started = Instant::now();
-    let (results, publish_time, interrupted) = publish_phase(
+    let (results, publish_time, received_while_publishing, interrupted) = publish_phase(
         plan,
         &shared,
         workers.producers,
@@ -97,14 +114,9 @@ pub fn run(
         &mut log,
     )?;
     let expected = expected_deliveries(plan, &results);
-    drain_phase(
-        plan,
-        &shared,
-        expected,
-        started + publish_time,
-        &mut reporter,
-        &mut log,
-    )?;
+    // Late consumers have all of the drain time from when they start.
+    let drain_from = (started + publish_time).max(started + plan.consume.start_after);
+    drain_phase(plan, &shared, expected, drain_from, &mut reporter, &mut log)?;
     shared.stop_consumers.store(true, Ordering::Relaxed);
     let trackers: Vec<ConsumerTracker> = workers.consumers.into_iter().flat_map(join).collect();
     reporter.tick(&shared.meter, log)?;
@@ -132,8 +144,14 @@ pub fn run(
         publish_time,
         total_time: started.elapsed(),
         counts: shared.meter.counts(),
+        received_while_publishing,
         unconfirmed: results.iter().map(|r| r.unconfirmed).sum(),
-        blocked: shared.meter.blocked.load(Ordering::Relaxed),
+        blocked: Blocked {
+            blocked: shared.meter.blocked.load(Ordering::Relaxed),
+            unblocked: shared.meter.unblocked.load(Ordering::Relaxed),
+            time: Duration::from_nanos(shared.meter.blocked_ns.load(Ordering::Relaxed)),
+            unclosed: shared.meter.unclosed.load(Ordering::Relaxed),
+        },
         latency: reporter.latency,
         confirm_latency: reporter.confirm_latency,
         verdict,
@@ -169,28 +187,31 @@ fn start(plan: &Plan, shared: &Arc<Shared>) -> Result<Workers, Error> {
         producers: Vec::new(),
         consumers: Vec::new(),
     };
+    let mut local_ports = plan.local_ports.iter().copied();
     for specs in consumer_specs.chunks(per_connection) {
-        let (uri, specs, settings, shared, ready) = (
+        let (uri, port, specs, settings, shared, ready) = (
             plan.uri.clone(),
+            local_ports.next(),
             specs.to_vec(),
             plan.consume.clone(),
             Arc::clone(shared),
             ready_tx.clone(),
         );
         workers.consumers.push(spawn("loadgen-consumer", move || {
-            consumer::run_connection(&uri, specs, &settings, &shared, ready)
+            consumer::run_connection(&uri, port, specs, &settings, &shared, ready)
         })?);
     }
     for specs in producer_specs.chunks(per_connection) {
-        let (uri, specs, settings, shared, ready) = (
+        let (uri, port, specs, settings, shared, ready) = (
             plan.uri.clone(),
+            local_ports.next(),
             specs.to_vec(),
             plan.publish.clone(),
             Arc::clone(shared),
             ready_tx.clone(),
         );
         workers.producers.push(spawn("loadgen-producer", move || {
-            producer::run_connection(&uri, specs, &settings, &shared, ready)
+            producer::run_connection(&uri, port, specs, &settings, &shared, ready)
         })?);
     }
     // Every worker reports once, successful or not.
@@ -223,10 +244,11 @@ fn join<T: Default>(handle: JoinHandle<T>) -> T {
     handle.join().unwrap_or_default()
 }
 
-type PublishResult = (Vec<ProducerResult>, Duration, bool);
+type PublishResult = (Vec<ProducerResult>, Duration, u64, bool);
 
 /// Reports every second until publishing is over; returns what each
-/// producer did, how long publishing lasted and whether it was interrupted.
+/// producer did, how long publishing lasted, what was received by then and
+/// whether it was interrupted.
 fn publish_phase(
     plan: &Plan,
     shared: &Shared,
@@ -253,9 +275,10 @@ fn publish_phase(
         }
     }
     let publish_time = started.elapsed();
+    let received = shared.meter.counts().received;
     shared.stop_producers.store(true, Ordering::Relaxed);
     let results = producers.into_iter().flat_map(join).collect();
-    Ok((results, publish_time, interrupted))
+    Ok((results, publish_time, received, interrupted))
 }
 
 /// Deliveries the consumers should see: each message once per routed queue
@@ -281,11 +304,11 @@ fn drain_phase(
     plan: &Plan,
     shared: &Shared,
     expected: u64,
-    publish_end: Instant,
+    drain_from: Instant,
     reporter: &mut Reporter,
     log: &mut Option<&mut IntervalLog>,
 ) -> Result<(), Error> {
-    let deadline = publish_end + plan.drain;
+    let deadline = drain_from + plan.drain;
     while plan.consumers > 0 && !shared.failed() && Instant::now() < deadline {
         if shared.meter.counts().received >= expected {
             break;

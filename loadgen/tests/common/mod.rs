@@ -26,6 +26,13 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// A warren with `extra_args` on its command line (two shards unless
+    /// they say `--shards`), or the broker at `WARREN_TEST_AMQP_URL` as it
+    /// is (see [`Broker::is_external`]).
+    pub fn start_with(extra_args: &[&str]) -> Broker {
         if let Ok(url) = std::env::var("WARREN_TEST_AMQP_URL") {
             return Broker { url, child: None };
         }
@@ -33,7 +40,13 @@ impl Broker {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/warren").into()
         });
         let mut child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--shards", "2"])
+            .args(["--bind", "127.0.0.1", "--port", "0"])
+            .args(if extra_args.contains(&"--shards") {
+                &[][..]
+            } else {
+                &["--shards", "2"][..]
+            })
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -60,6 +73,11 @@ impl Broker {
             .expect("warren did not log 'AMQP listening on'");
         broker.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
         broker
+    }
+
+    /// Whether this broker was given by URL, with settings not ours to choose.
+    pub fn is_external(&self) -> bool {
+        self.child.is_none()
     }
 
     pub fn uri(&self) -> AmqpUri {
