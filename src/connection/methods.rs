@@ -301,7 +301,7 @@ impl Connection {
         }
     }
 
-    pub(super) fn vhost(&self) -> ShortStr {
+    pub(crate) fn vhost(&self) -> ShortStr {
         self.state.borrow().vhost.clone()
     }
 

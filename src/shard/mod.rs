@@ -28,7 +28,7 @@ use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::ids::{ConnectionId, QueueId, ShardId};
-use crate::protocol::AmqpError;
+use crate::protocol::{AmqpError, ShortStr};
 use crate::queue::Queue;
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
@@ -399,12 +399,30 @@ impl Shard {
                 Some((q.message_count(), q.consumer_count()))
             }
             MetaOutcome::QueueDeleted { queues, .. } => {
-                for def in queues.iter().filter(|def| def.shard_id == self.id) {
-                    self.drop_queue(def.id);
-                }
+                self.drop_queues(queues);
+                None
+            }
+            MetaOutcome::VhostDeleted { vhost, queues } => {
+                self.drop_queues(queues);
+                self.close_vhost_connections(vhost);
                 None
             }
             _ => None,
+        }
+    }
+
+    fn drop_queues(&self, queues: &[QueueDef]) {
+        for def in queues.iter().filter(|def| def.shard_id == self.id) {
+            self.drop_queue(def.id);
+        }
+    }
+
+    /// RabbitMQ closes a deleted vhost's connections with 320.
+    fn close_vhost_connections(&self, vhost: &ShortStr) {
+        let text = format!("vhost '{vhost}' is deleted");
+        let connections: Vec<_> = self.connections.borrow().values().cloned().collect();
+        for conn in connections.iter().filter(|conn| conn.vhost() == *vhost) {
+            conn.force_close(&text);
         }
     }
 
