@@ -135,16 +135,6 @@ pub enum Access {
     Read,
 }
 
-impl Access {
-    pub fn name(self) -> &'static str {
-        match self {
-            Access::Configure => "configure",
-            Access::Write => "write",
-            Access::Read => "read",
-        }
-    }
-}
-
 /// One compiled permission pattern.
 #[derive(Clone, Debug)]
 enum Pattern {
@@ -221,17 +211,16 @@ impl UserPermission {
     }
 }
 
-/// RabbitMQ's refusal: "write access to exchange 'x' in vhost '/' refused
-/// for user 'u'".
-pub fn access_refused(access: Access, kind: &str, name: &[u8], vhost: &str, user: &str) -> AmqpError {
+/// RabbitMQ 3.10's refusal, which does not say which access was missing:
+/// "access to exchange 'x' in vhost '/' refused for user 'u'".
+pub fn access_refused(kind: &str, name: &[u8], vhost: &str, user: &str) -> AmqpError {
     let name = if name.is_empty() {
         "amq.default".into()
     } else {
         String::from_utf8_lossy(name)
     };
     AmqpError::access_refused(format!(
-        "{} access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'",
-        access.name()
+        "access to {kind} '{name}' in vhost '{vhost}' refused for user '{user}'"
     ))
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::channel::{Channel, Confirms, Consumer, TxAction};
 use super::methods::{generated_name, not_from_client, Awaiting};
 use super::{direct_reply, Connection, Next};
+use crate::catalog::access::Access;
 use crate::ids::{QueueId, ShardId};
 use crate::message::{Message, MessageContent};
 use crate::protocol::method::*;
@@ -52,7 +53,7 @@ impl Connection {
             Method::BasicConsume(m) => self.consume(ch, m),
             Method::BasicCancel(m) => self.cancel(ch, m.consumer_tag, m.no_wait),
             Method::BasicGet(m) => {
-                let queue = self.accessible_queue(ch, m.queue)?;
+                let queue = self.readable_queue(ch, m.queue)?;
                 let request = QueueRequest::Get { no_ack: m.no_ack };
                 self.queue_request(ch, queue, request, Awaiting::Get { no_ack: m.no_ack })
             }
@@ -117,6 +118,7 @@ impl Connection {
         header: ContentHeader,
         body: Bytes,
     ) -> Result<Next, AmqpError> {
+        self.check_access(Access::Write, "exchange", &publish.exchange)?;
         let deferred = self.with_channel(ch, |channel| match channel.tx.as_mut() {
             Some(actions) => {
                 actions.push(TxAction::Publish {
@@ -254,7 +256,7 @@ impl Connection {
         if m.queue.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() {
             return self.consume_direct_reply(ch, m);
         }
-        let queue = self.accessible_queue(ch, m.queue)?;
+        let queue = self.readable_queue(ch, m.queue)?;
         let tag = if m.consumer_tag.is_empty() {
             generated_name("amq.ctag-")
         } else {

@@ -15,15 +15,18 @@ mod direct_reply;
 mod handshake;
 mod methods;
 mod outbound;
+mod permission;
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use crate::catalog::access::UserPermission;
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::frame::{self, Frame, FrameType};
 use crate::protocol::method::{ChannelClose, ConnectionClose, Method};
@@ -74,6 +77,8 @@ struct State {
     vhost: ShortStr,
     /// The authenticated user, which a message's user_id must name.
     user: ShortStr,
+    /// The user's permission in `vhost`, from connection.open on.
+    permission: Option<Arc<UserPermission>>,
     consumer_cancel_notify: bool,
     channels: HashMap<u16, Channel>,
     /// The request the reader waits on, and its channel.
@@ -135,6 +140,7 @@ impl Connection {
             tune: Tune::offered(&shard.shared.config),
             vhost: ShortStr::default(),
             user: ShortStr::default(),
+            permission: None,
             consumer_cancel_notify: false,
             channels: HashMap::new(),
             awaiting: None,
