@@ -1041,7 +1041,9 @@ impl Catalog {
     /// keeps: None when the user has none there.
     pub fn user_permission(&self, vhost: &str, user: &str) -> Option<Arc<UserPermission>> {
         let key = (vhost.to_owned(), user.to_owned());
-        self.permissions.get(&key).map(|(_, compiled)| compiled.clone())
+        self.permissions
+            .get(&key)
+            .map(|(_, compiled)| compiled.clone())
     }
 
     /// Every policy, by vhost then name.
@@ -1084,7 +1086,11 @@ impl Catalog {
                 self.policies.insert(key, def.clone());
             }
             AccessOp::PolicyClear { vhost, name } => {
-                if self.policies.remove(&(vhost.clone(), name.clone())).is_none() {
+                if self
+                    .policies
+                    .remove(&(vhost.clone(), name.clone()))
+                    .is_none()
+                {
                     return Err(AmqpError::not_found(format!(
                         "no policy '{name}' in vhost '{vhost}'"
                     )));

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod ids;
+pub mod management;
 pub mod message;
 pub mod protocol;
 pub mod queue;

@@ -13,6 +13,7 @@ mod basic;
 mod channel;
 mod direct_reply;
 mod handshake;
+mod info;
 mod methods;
 mod outbound;
 mod permission;
@@ -37,6 +38,7 @@ use crate::runtime::{self};
 use crate::shard::{Holder, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
 pub use handshake::Tune;
+pub use info::ConnectionInfo;
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of

@@ -13,6 +13,7 @@
 //! applied it (see `coordinator`).
 
 mod coordinator;
+mod inspect;
 pub mod message;
 
 use std::cell::{Cell, RefCell};
@@ -28,16 +29,20 @@ use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::management::{bridge, Bridge};
 use crate::protocol::{AmqpError, ShortStr};
 use crate::queue::Queue;
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
+pub(crate) use coordinator::Requester;
 pub use message::*;
 
 /// Process-wide facts every shard reads and none writes.
 pub struct Shared {
     pub config: Config,
     pub shutdown: Arc<AtomicBool>,
+    /// The management API's command inboxes, one per shard.
+    pub bridge: Bridge,
 }
 
 pub struct Shard {
@@ -53,6 +58,9 @@ pub struct Shard {
 
 /// How often a shard looks at the shutdown flag.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+/// How often a shard runs the management API's commands: often enough
+/// for an HTTP answer to feel immediate, rare enough to cost nothing.
+const MANAGEMENT_POLL: Duration = Duration::from_millis(5);
 
 impl Shard {
     /// The body of one shard's executor: serve until shutdown.
@@ -84,11 +92,23 @@ impl Shard {
                 shard.shared.shutdown.store(true, Ordering::SeqCst);
             }
         }
+        if shard.shared.config.management_addr().is_some() {
+            runtime::spawn(shard.clone().serve_management());
+        }
         while !shard.shared.shutdown.load(Ordering::Relaxed) {
             runtime::sleep(SHUTDOWN_POLL).await;
         }
         shard.close_all_connections().await;
         mesh.close();
+    }
+
+    /// Runs the management API's commands for this shard until shutdown.
+    async fn serve_management(self: Rc<Self>) {
+        let inbox = self.shared.bridge.inbox(self.id);
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            runtime::sleep(MANAGEMENT_POLL).await;
+            bridge::drain(&inbox, &self);
+        }
     }
 
     async fn accept_loop(self: Rc<Self>, listener: Listener) {
