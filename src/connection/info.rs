@@ -2,10 +2,12 @@
 //! snapshot taken on the connection's own shard.
 
 use super::{Connection, Phase};
+use crate::ids::ConnectionId;
 
 /// A connection as `/api/connections` lists it.
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo {
+    pub id: ConnectionId,
     /// RabbitMQ's name: "peer -> listener".
     pub name: String,
     pub peer_host: String,
@@ -32,6 +34,7 @@ impl Connection {
             .collect();
         channel_list.sort_unstable();
         ConnectionInfo {
+            id: self.id,
             name: format!("{} -> {listener}", self.peer),
             peer_host: self.peer.ip().to_string(),
             peer_port: self.peer.port(),

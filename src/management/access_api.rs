@@ -94,14 +94,27 @@ async fn vhost(State(api): State<Api>, headers: HeaderMap, Path(name): Path<Stri
     Ok(Json(views::vhost(&name)))
 }
 
+/// Creates a vhost; as RabbitMQ's management plugin does, the user who
+/// created it gets full permissions there.
 async fn vhost_put(State(api): State<Api>, headers: HeaderMap, Path(name): Path<String>) -> Done {
-    api.authorize(&headers, Need::Administrator).await?;
+    let caller = api.authorize(&headers, Need::Administrator).await?;
     let key = name.clone();
     let exists = read_catalog(&api, move |catalog| catalog.has_vhost(key.as_bytes())).await?;
     let op = MetaOp::VhostAdd {
-        name: ShortStr::from(name),
+        name: ShortStr::from(name.as_str()),
     };
-    change(&api, op, !exists).await
+    let done = change(&api, op, !exists).await?;
+    if !exists && !caller.operator {
+        let full = PermissionDef {
+            user: caller.name,
+            vhost: name,
+            configure: ".*".to_owned(),
+            write: ".*".to_owned(),
+            read: ".*".to_owned(),
+        };
+        change(&api, MetaOp::Access(AccessOp::PermissionSet(full)), false).await?;
+    }
+    Ok(done)
 }
 
 async fn vhost_delete(

@@ -866,17 +866,29 @@ async fn consumers(State(api): State<Api>, headers: HeaderMap) -> Answer {
         .bridge
         .on_every_shard(|shard| shard.consumer_list())
         .await?;
+    let names: HashMap<_, _> = connection_infos(&api)
+        .await?
+        .into_iter()
+        .map(|info| (info.id, (info.name, info.user)))
+        .collect();
     let list = read_catalog(&api, move |catalog| {
         per_shard
             .into_iter()
             .flatten()
             .filter_map(|(queue, conn, channel, tag)| {
                 let def = catalog.queue_by_id(queue)?;
-                caller.sees_vhost(&def.vhost.to_str_lossy()).then(|| {
+                let (connection_name, user) = names.get(&conn)?;
+                let shown = caller.vhosts.is_none() || *user == caller.name;
+                shown.then(|| {
                     json!({
                         "consumer_tag": tag.to_str_lossy(),
                         "queue": {"name": def.name.to_str_lossy(), "vhost": def.vhost.to_str_lossy()},
-                        "channel_details": {"number": channel, "connection_name": conn.to_string()},
+                        "channel_details": {
+                            "name": format!("{connection_name} ({channel})"),
+                            "number": channel,
+                            "connection_name": connection_name,
+                            "user": user,
+                        },
                     })
                 })
             })
