@@ -44,9 +44,12 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         shutdown,
         bridge,
     });
-    runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
+    let result = runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
         Shard::run(shared.clone(), shard_id, mesh)
-    })?;
+    });
+    // A token left behind would send warrenctl to a broker that is gone.
+    let _ = std::fs::remove_file(data_dir.join(management::TOKEN_FILE));
+    result?;
     tracing::info!("stopped");
     Ok(())
 }

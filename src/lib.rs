@@ -6,6 +6,7 @@ pub mod broker;
 pub mod catalog;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod ids;
 pub mod management;
 pub mod message;
