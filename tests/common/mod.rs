@@ -221,9 +221,9 @@ impl Broker {
 
     /// Sends SIGTERM to the broker's PID and waits for it to exit.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        let mut child = self
+        let child = self
             .child
-            .take()
+            .as_ref()
             .expect("terminate needs a broker this test started");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on our own child's PID, which is not reaped yet.
@@ -232,6 +232,16 @@ impl Broker {
             0,
             "kill -TERM {pid}"
         );
+        self.wait_exit(limit)
+    }
+
+    /// Waits for the broker to exit by itself (SIGKILL after `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("wait_exit needs a broker this test started");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         let (exited, exit) = mpsc::channel();
         thread::spawn(move || {
             let _ = exited.send(child.wait());
@@ -241,10 +251,7 @@ impl Broker {
             Err(_) => {
                 // SAFETY: as above; the waiting thread reaps it.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!(
-                    "warren did not exit within {limit:?} of SIGTERM\n{}",
-                    self.log_tail()
-                );
+                panic!("warren did not exit within {limit:?}\n{}", self.log_tail());
             }
         }
     }
