@@ -22,12 +22,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use warren::ids::QueueId;
+use warren::ids::{ConnectionId, QueueId};
 use warren::message::{Message, MessageContent};
 use warren::protocol::ShortStr;
 use warren::runtime::mesh::Mesh;
 use warren::runtime::notify::Notify;
-use warren::shard::message::ShardMsg;
+use warren::shard::message::{Holder, ShardMsg};
 
 mod common;
 
@@ -35,6 +35,13 @@ mod common;
 const RING_CAPACITY: usize = 4096;
 const SENDER: usize = 0;
 const RECEIVER: usize = 1;
+const PUBLISHER: Holder = Holder {
+    conn: ConnectionId {
+        shard_id: 0,
+        local_id: 0,
+    },
+    channel: 1,
+};
 
 #[derive(Clone, Copy)]
 struct Plan {
@@ -68,6 +75,7 @@ async fn send_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
             let publish = ShardMsg::Publish {
                 queue: QueueId(1),
                 message: message.clone(),
+                publisher: PUBLISHER,
             };
             mesh.send(RECEIVER, publish);
         }
@@ -104,6 +112,7 @@ async fn receive_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
             let publish = ShardMsg::Publish {
                 queue: QueueId(0),
                 message: answer.clone(),
+                publisher: PUBLISHER,
             };
             answer_mesh.send(SENDER, publish);
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::management::{self, Bridge};
 use crate::runtime::{self, net};
-use crate::shard::{Shard, Shared};
+use crate::shard::{LoadBoard, Shard, Shared};
 
 /// Runs the broker until `shutdown` is set (by SIGINT/SIGTERM in the
 /// binary, or `warrenctl stop`); returns a one-line reason when it cannot
@@ -43,6 +43,7 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         config,
         shutdown,
         bridge,
+        load: LoadBoard::new(shard_count),
     });
     let result = runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
         Shard::run(shared.clone(), shard_id, mesh)

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::memory::Watermark;
+
 /// warren: an AMQP 0-9-1 message broker, wire-compatible with RabbitMQ.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "warren", version, about)]
@@ -62,6 +64,18 @@ pub struct Config {
     /// $HOME/.local/share/warren.
     #[arg(long, env = "WARREN_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Publishes one connection may have routed to a shard that the shard
+    /// has not processed yet. Past it the connection stops reading its
+    /// socket until the shard catches up, so TCP slows the publisher.
+    #[arg(long, env = "WARREN_PUBLISH_CREDIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub publish_credit: u32,
+
+    /// Memory use past which publishing connections are blocked: a fraction
+    /// of the machine's memory (0.4, RabbitMQ's default) or a size (512MiB,
+    /// 2GB, or bytes).
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
+    pub memory_high_watermark: Watermark,
 
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "warren=debug").
     #[arg(long, env = "WARREN_LOG", default_value = "info")]

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod ctl;
 pub mod ids;
 pub mod management;
+pub mod memory;
 pub mod message;
 pub mod protocol;
 pub mod queue;

@@ -8,6 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use super::channel::{Channel, Confirms, Consumer, TxAction};
+use super::content::content_cost;
 use super::methods::{generated_name, not_from_client, Awaiting};
 use super::{direct_reply, Connection, Next};
 use crate::catalog::access::Access;
@@ -87,6 +88,7 @@ impl Connection {
                     }
                     None => Err(not_transactional()),
                 })??;
+                self.release_all_content(ch);
                 self.out.method(ch, &Method::TxRollbackOk(TxRollbackOk {}));
                 Ok(Next::Continue)
             }
@@ -133,13 +135,14 @@ impl Connection {
         if deferred {
             return Ok(Next::Continue);
         }
+        self.release_content(ch, content_cost(header.body_size));
         let congested = self.route(ch, publish, header, body)?;
         self.with_channel(ch, |channel| {
             if let Some(confirm) = channel.confirm.as_mut() {
                 confirm.published += 1;
             }
         })?;
-        Ok(congested.map_or(Next::Continue, Next::Backpressure))
+        Ok(Next::Published { congested })
     }
 
     /// Routes and enqueues; returns a congested owner shard, if any, so the
@@ -201,6 +204,8 @@ impl Connection {
                 .content(ch, &Method::BasicReturn(returned), &message);
         }
         let mut congested = None;
+        let publisher = self.holder(ch);
+        let bytes = message.body_size() as u64;
         for &queue in routes.iter() {
             let Some(owner) = catalog.queue_by_id(queue).map(|def| def.shard_id) else {
                 continue;
@@ -210,8 +215,10 @@ impl Connection {
                 ShardMsg::Publish {
                     queue,
                     message: message.clone(),
+                    publisher,
                 },
             );
+            self.flow.sent(owner, bytes);
             if self.shard.mesh.is_congested(owner) {
                 congested = Some(owner);
             }
@@ -581,6 +588,7 @@ impl Connection {
             Some(actions) => Ok(std::mem::take(actions)),
             None => Err(not_transactional()),
         })??;
+        self.release_all_content(ch);
         let mut congested = None;
         for action in actions {
             match action {
@@ -599,7 +607,7 @@ impl Connection {
             }
         }
         self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
-        Ok(congested.map_or(Next::Continue, Next::Backpressure))
+        Ok(Next::Published { congested })
     }
 }
 

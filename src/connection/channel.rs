@@ -24,6 +24,9 @@ pub struct Channel {
     pub incoming: Option<Incoming>,
     pub confirm: Option<Confirms>,
     pub tx: Option<Vec<TxAction>>,
+    /// Content this channel holds against the connection's cap: the message
+    /// being assembled and the transaction's publishes (see `content`).
+    pub content_held: u64,
     /// basic.qos prefetch_count (global=false) for consumers created from
     /// now on; the queue enforces it per consumer.
     pub prefetch_count: u16,
@@ -58,6 +61,10 @@ pub struct Incoming {
     pub body: Body,
 }
 
+/// The most a joined body reserves up front; a larger one (only with a
+/// huge `--message-size-max`) grows as its frames arrive.
+const JOIN_PREALLOCATION_MAX: usize = 512 << 20;
+
 /// Body frames as they arrive: one frame stays a zero-copy slice of the read
 /// buffer; several are joined.
 pub enum Body {
@@ -75,11 +82,17 @@ impl Body {
         }
     }
 
-    pub fn push(&mut self, chunk: Bytes) {
+    /// Adds a body frame of a body announced as `body_size` bytes: a body
+    /// of several frames is joined into one allocation of exactly that size
+    /// (growing by doubling would hold up to twice the bytes).
+    pub fn push(&mut self, chunk: Bytes, body_size: usize) {
         *self = match std::mem::replace(self, Body::Empty) {
             Body::Empty => Body::One(chunk),
             Body::One(first) => {
-                let mut joined = BytesMut::with_capacity(first.len() + chunk.len());
+                let joined_size = body_size
+                    .min(JOIN_PREALLOCATION_MAX)
+                    .max(first.len() + chunk.len());
+                let mut joined = BytesMut::with_capacity(joined_size);
                 joined.extend_from_slice(&first);
                 joined.extend_from_slice(&chunk);
                 Body::Many(joined)
@@ -122,6 +135,9 @@ pub enum TxAction {
         action: Settlement,
     },
 }
+
+/// Settled entries an `Unacked` may keep beyond twice its live ones.
+const COMPACT_SLACK: usize = 64;
 
 /// Delivery tags this channel handed out with ack required, in tag order.
 /// Acks mostly come in order, so a deque with settled entries popped from
@@ -186,6 +202,13 @@ impl Unacked {
         while self.entries.front().is_some_and(|e| e.settled) {
             self.entries.pop_front();
         }
+        // One old unacked tag must not keep an entry alive for every later
+        // delivery: once settled entries dominate, drop them. Tags stay in
+        // order, so lookups still bisect; the cost is amortised over the
+        // settles that made the garbage.
+        if self.entries.len() > 2 * self.live + COMPACT_SLACK {
+            self.entries.retain(|e| !e.settled);
+        }
         true
     }
 
@@ -199,6 +222,12 @@ impl Unacked {
 
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Entries kept, settled or not (for tests of the memory bound).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.entries.len()
     }
 
     /// Everything still unacked, oldest first; leaves the set empty.
@@ -215,6 +244,7 @@ impl Channel {
             incoming: None,
             confirm: None,
             tx: None,
+            content_held: 0,
             prefetch_count: 0,
             prefetch_global: 0,
             held: VecDeque::new(),
@@ -255,5 +285,50 @@ impl Channel {
         if !self.touched.contains(&queue) {
             self.touched.push(queue);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_old_unacked_tag_does_not_keep_every_later_delivery() {
+        let mut unacked = Unacked::default();
+        let queue = QueueId(1);
+        let first = unacked.next(queue, 1, true);
+        for seq in 2..10_000 {
+            let tag = unacked.next(queue, seq, true);
+            assert!(unacked.settle(tag, false, |_| {}));
+        }
+        assert_eq!(unacked.len(), 1);
+        assert!(
+            unacked.kept() <= 2 + COMPACT_SLACK,
+            "kept {}",
+            unacked.kept()
+        );
+        let mut settled = Vec::new();
+        assert!(unacked.settle(first, false, |entry| settled.push(entry.seq)));
+        assert_eq!(settled, vec![1]);
+        assert_eq!(unacked.kept(), 0);
+    }
+
+    #[test]
+    fn multiple_settles_still_find_tags_after_compaction() {
+        let mut unacked = Unacked::default();
+        let queue = QueueId(1);
+        let tags: Vec<u64> = (1..=500)
+            .map(|seq| unacked.next(queue, seq, true))
+            .collect();
+        for &tag in tags.iter().skip(1).step_by(2) {
+            assert!(unacked.settle(tag, false, |_| {}));
+        }
+        let mut settled = Vec::new();
+        assert!(unacked.settle(tags[200], true, |entry| settled.push(entry.seq)));
+        assert_eq!(settled, (1..=201).step_by(2).collect::<Vec<u64>>());
+        assert!(
+            !unacked.settle(tags[1], false, |_| {}),
+            "a settled tag is unknown"
+        );
     }
 }

@@ -149,17 +149,11 @@ impl Connection {
                 "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
             )));
         }
-        let cancel_notify = start_ok
-            .client_properties
-            .get("capabilities")
-            .and_then(|caps| match caps {
-                FieldValue::Table(caps) => caps.get("consumer_cancel_notify"),
-                _ => None,
-            })
-            .is_some_and(|value| *value == FieldValue::Bool(true));
+        let properties = &start_ok.client_properties;
         let mut state = self.state.borrow_mut();
         state.user = ShortStr::from(user);
-        state.consumer_cancel_notify = cancel_notify;
+        state.consumer_cancel_notify = client_capability(properties, "consumer_cancel_notify");
+        state.blocked_notify = client_capability(properties, "connection.blocked");
         state.phase = Phase::AwaitTuneOk;
         let tune = state.tune;
         drop(state);
@@ -226,7 +220,7 @@ impl Connection {
             if self.out.idle_since_write() >= interval / 2 {
                 self.out.heartbeat();
             }
-            if self.last_read.get().elapsed() > interval * 2 {
+            if !self.paused.get() && self.last_read.get().elapsed() > interval * 2 {
                 tracing::warn!(peer = %self.peer, "missed heartbeats from client, timeout: {heartbeat_s}s");
                 self.state.borrow_mut().phase = Phase::Closed;
                 self.out.close_after_flush();
@@ -234,6 +228,17 @@ impl Connection {
             }
         }
     }
+}
+
+/// Whether the client's properties announce capability `name`.
+fn client_capability(properties: &FieldTable, name: &str) -> bool {
+    properties
+        .get("capabilities")
+        .and_then(|caps| match caps {
+            FieldValue::Table(caps) => caps.get(name),
+            _ => None,
+        })
+        .is_some_and(|value| *value == FieldValue::Bool(true))
 }
 
 /// RabbitMQ's rule: the client may lower a limit, not raise it; 0 means

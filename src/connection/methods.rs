@@ -119,10 +119,10 @@ impl Connection {
         }
         match Method::decode(frame.payload) {
             Ok(Method::ChannelCloseOk(_)) => {
-                self.state.borrow_mut().channels.remove(&frame.channel);
+                self.state.borrow_mut().remove_channel(frame.channel);
             }
             Ok(Method::ChannelClose(_)) => {
-                self.state.borrow_mut().channels.remove(&frame.channel);
+                self.state.borrow_mut().remove_channel(frame.channel);
                 self.out
                     .method(frame.channel, &Method::ChannelCloseOk(ChannelCloseOk {}));
             }
@@ -192,7 +192,7 @@ impl Connection {
             )),
             Method::ChannelClose(_) => {
                 let mut state = self.state.borrow_mut();
-                if let Some(mut channel) = state.channels.remove(&ch) {
+                if let Some(mut channel) = state.remove_channel(ch) {
                     self.release_channel(ch, &mut channel);
                 }
                 drop(state);
@@ -624,10 +624,14 @@ impl Connection {
         let body_size = header.body_size;
         incoming.header = Some(header);
         drop(state);
-        if body_size > message_size_max {
-            let err = AmqpError::precondition_failed(format!(
+        let held = if body_size > message_size_max {
+            Err(AmqpError::precondition_failed(format!(
                 "message size {body_size} is larger than configured max size {message_size_max}"
-            ));
+            )))
+        } else {
+            self.hold_content(ch, body_size)
+        };
+        if let Err(err) = held {
             self.channel_error(ch, err, BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
             return Next::Continue;
         }
@@ -654,7 +658,10 @@ impl Connection {
             return self.hard_error(unexpected_content());
         };
         let expected = header.body_size;
-        body.push(frame.payload);
+        body.push(
+            frame.payload,
+            usize::try_from(expected).unwrap_or(usize::MAX),
+        );
         let received = body.len() as u64;
         drop(state);
         if received > expected {

@@ -11,7 +11,9 @@
 
 mod basic;
 mod channel;
+mod content;
 mod direct_reply;
+mod flow;
 mod handshake;
 mod info;
 mod methods;
@@ -19,6 +21,7 @@ mod outbound;
 mod permission;
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use crate::runtime::notify::Notify;
 use crate::runtime::{self};
 use crate::shard::{Holder, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
+use flow::PublisherFlow;
 pub use handshake::Tune;
 pub use info::ConnectionInfo;
 use outbound::Outbound;
@@ -54,6 +58,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Initial read buffer: small, since an idle connection keeps it; frames
 /// are split off it, and it grows with the read window for busy ones.
 const READ_BUFFER_CAPACITY: usize = 4 << 10;
+/// Frames the reader handles before it lets the shard's other tasks have a
+/// turn: a connection with a full read buffer must not hold up the acks
+/// and deliveries of the others.
+const TURN_FRAMES_MAX: usize = 256;
 
 pub struct Connection {
     pub id: ConnectionId,
@@ -67,6 +75,11 @@ pub struct Connection {
     writer_finished: Notify,
     writer_done: Cell<bool>,
     last_read: Cell<Instant>,
+    /// The reader has stopped reading by our choice (waiting for a reply,
+    /// for credit, for the memory alarm): missed heartbeats are not the
+    /// peer's fault meanwhile.
+    paused: Cell<bool>,
+    flow: PublisherFlow,
     /// Scratch for routing results, reused by every publish.
     routes: RefCell<Vec<QueueId>>,
     /// Scratch for acks being sent to queue shards.
@@ -82,7 +95,11 @@ struct State {
     /// The user's permission in `vhost`, from connection.open on.
     permission: Option<Arc<UserPermission>>,
     consumer_cancel_notify: bool,
+    /// The client understands connection.blocked / unblocked.
+    blocked_notify: bool,
     channels: HashMap<u16, Channel>,
+    /// Content bytes the channels hold, summed (see `content`).
+    content_held: u64,
     /// The request the reader waits on, and its channel.
     awaiting: Option<(u16, methods::Awaiting)>,
     /// Whether this connection declared an exclusive queue (which must go
@@ -109,8 +126,11 @@ enum Next {
     Continue,
     /// Wait for the reply to a request sent to another shard.
     AwaitReply,
-    /// A queue's shard is congested: stop reading until it drains.
-    Backpressure(ShardId),
+    /// A publish was routed: pace the publisher before reading more (see
+    /// `flow`); `congested` names a shard whose outbox is full.
+    Published {
+        congested: Option<ShardId>,
+    },
     /// Stop reading; the socket closes once the writer flushes.
     Stop,
 }
@@ -144,13 +164,14 @@ impl Connection {
             user: ShortStr::default(),
             permission: None,
             consumer_cancel_notify: false,
+            blocked_notify: false,
             channels: HashMap::new(),
+            content_held: 0,
             awaiting: None,
             declared_exclusive: false,
         };
         Rc::new(Connection {
             id,
-            shard,
             peer,
             out: Outbound::new(),
             state: RefCell::new(state),
@@ -158,8 +179,11 @@ impl Connection {
             writer_finished: Notify::new(),
             writer_done: Cell::new(false),
             last_read: Cell::new(Instant::now()),
+            paused: Cell::new(false),
+            flow: PublisherFlow::new(shard.mesh.shard_count(), shard.shared.config.publish_credit),
             routes: RefCell::new(Vec::new()),
             settled: RefCell::new(Vec::new()),
+            shard,
         })
     }
 
@@ -192,16 +216,22 @@ impl Connection {
         self.out
             .method(0, &handshake::start_method(&self.shard.shared.config));
         loop {
+            let mut turn_frames = 0;
             while let Some(frame) = self.next_frame(&mut buf)? {
                 match self.handle_frame(frame) {
                     Next::Continue => {}
-                    Next::AwaitReply => self.wait_reply().await,
-                    Next::Backpressure(shard) => self.shard.mesh.wait_uncongested(shard).await,
+                    Next::AwaitReply => self.pause(self.wait_reply()).await,
+                    Next::Published { congested } => self.pace_publisher(congested).await,
                     Next::Stop => return Ok(()),
+                }
+                turn_frames += 1;
+                if turn_frames == TURN_FRAMES_MAX {
+                    turn_frames = 0;
+                    runtime::yield_now().await;
                 }
             }
             self.flush_confirms();
-            self.out.wait_drained().await;
+            self.pause(self.out.wait_drained()).await;
             if !self.fill(read, &mut buf).await? {
                 return Ok(());
             }
@@ -253,6 +283,17 @@ impl Connection {
                 Err("frame error".into())
             }
         }
+    }
+
+    /// Runs `wait` with the reader marked paused, and counts the peer as
+    /// heard from when it ends: we were not reading, so its silence meant
+    /// nothing.
+    async fn pause<T>(&self, wait: impl Future<Output = T>) -> T {
+        self.paused.set(true);
+        let output = wait.await;
+        self.paused.set(false);
+        self.last_read.set(Instant::now());
+        output
     }
 
     async fn wait_reply(&self) {
@@ -442,6 +483,8 @@ impl Connection {
         // The socket is shut: make sure a reader waiting on a reply wakes.
         self.state.borrow_mut().phase = Phase::Closed;
         self.reply_ready.notify();
+        self.flow.wake();
+        self.shard.alarm_cleared.wake_all();
     }
 
     fn holder(&self, channel: u16) -> Holder {

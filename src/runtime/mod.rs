@@ -43,14 +43,15 @@ pub fn run_shards<T, F, Fut>(
     shard_main: F,
 ) -> Result<(), String>
 where
-    T: Send + 'static,
+    T: Send + mesh::Urgency + 'static,
     F: Fn(ShardId, std::rc::Rc<mesh::Mesh<T>>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + 'static,
 {
     let io_memory = io_memory_per_shard(shard_count)?;
     let cpus = allowed_cpus();
     let pin = cpus.len() >= shard_count;
-    let builder = MeshBuilder::<T, _>::full(shard_count, ring_capacity);
+    let lane = || MeshBuilder::<T, _>::full(shard_count, ring_capacity);
+    let builders = [lane(), lane()];
     let mut handles = Vec::with_capacity(shard_count);
     for (shard_id, cpu) in (0..shard_count).zip(cpus.iter().copied().chain(std::iter::repeat(0))) {
         let placement = if pin {
@@ -58,12 +59,12 @@ where
         } else {
             Placement::Unbound
         };
-        let (builder, shard_main) = (builder.clone(), shard_main.clone());
+        let (builders, shard_main) = (builders.clone(), shard_main.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
             .spawn(move || async move {
-                match mesh::Mesh::join(builder, shard_id).await {
+                match mesh::Mesh::join(builders, shard_id).await {
                     Ok(mesh) => shard_main(shard_id, mesh).await,
                     Err(err) => tracing::error!(shard_id, "cannot join the shard mesh: {err}"),
                 }
@@ -136,9 +137,10 @@ pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;
 }
 
-/// Lets other tasks of this shard run before continuing.
+/// Lets every other runnable task of this shard have its turn before
+/// continuing: how a task that could go on working bounds its work per turn.
 pub async fn yield_now() {
-    glommio::yield_if_needed().await;
+    futures_lite::future::yield_now().await;
 }
 
 /// Runs `future` for at most `limit`; `None` when the time ran out first.

@@ -37,3 +37,36 @@ impl Notify {
         .await
     }
 }
+
+/// Tasks of one shard waiting for a condition that some other code makes
+/// true (an outbox drained, an alarm cleared): each waiter re-checks its
+/// condition when woken, so a spurious wake-up is harmless.
+#[derive(Default)]
+pub struct Waiters {
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Waiters {
+    pub fn new() -> Waiters {
+        Waiters::default()
+    }
+
+    /// Returns once `ready()` holds, checking it again after every wake-up.
+    pub async fn wait_until(&self, ready: impl Fn() -> bool) {
+        poll_fn(|cx| {
+            if ready() {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    pub fn wake_all(&self) {
+        for waker in self.wakers.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    }
+}

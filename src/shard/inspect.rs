@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use super::{Shard, ShardMsg};
+use super::{Holder, Shard, ShardMsg};
 use crate::connection::ConnectionInfo;
 use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::message::{Message, MessageContent};
@@ -129,7 +129,18 @@ impl Shard {
             if let Some(def) = catalog.queue_by_id(queue) {
                 let owner: ShardId = def.shard_id;
                 let message = message.clone();
-                self.send(owner, ShardMsg::Publish { queue, message });
+                let publisher = Holder {
+                    conn: MANAGEMENT_CONNECTION,
+                    channel: 0,
+                };
+                self.send(
+                    owner,
+                    ShardMsg::Publish {
+                        queue,
+                        message,
+                        publisher,
+                    },
+                );
             }
         }
         Ok(!routes.is_empty())

@@ -4,18 +4,29 @@
 //! the message handle, never its bytes. Metadata travels boxed: it is rare,
 //! and keeping it out of line keeps every ring slot small.
 
+use super::PublishCredit;
 use crate::catalog::{MetaOp, MetaOutcome};
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 pub use crate::queue::Settlement;
 use crate::queue::{ConsumerKey, ConsumerSpec};
+use crate::runtime::mesh::Urgency;
 
 pub enum ShardMsg {
-    /// Connection -> queue owner: enqueue a routed message.
+    /// Connection -> queue owner: enqueue a routed message. The owner pays
+    /// the publisher's connection credit for it (`PublishCredit`).
     Publish {
         queue: QueueId,
         message: Message,
+        publisher: Holder,
+    },
+    /// Queue owner -> publishing connection: `from` has processed this much
+    /// of what the connection sent it.
+    PublishCredit {
+        conn: ConnectionId,
+        from: ShardId,
+        credit: PublishCredit,
     },
     /// Connection -> queue owner: settle one message the channel holds.
     Settle {
@@ -66,6 +77,32 @@ pub enum ShardMsg {
         reply: Reply,
     },
     Meta(Box<MetaMsg>),
+}
+
+/// The urgent lane carries what keeps consumers and publishers moving
+/// (acks, deliveries, credit, replies), so none of it waits behind a backlog
+/// of publishes. Publishes stay on the bulk lane, in order with the requests
+/// and closes that must see them (a get, purge or delete after a publish
+/// from the same connection; a channel's close after its publishes).
+/// Crossing lanes is safe for the urgent ones: an ack or a credit refers to
+/// deliveries already made, and a reply and the deliveries after it travel
+/// together on the urgent lane.
+impl Urgency for ShardMsg {
+    fn is_urgent(&self) -> bool {
+        match self {
+            ShardMsg::Publish { .. }
+            | ShardMsg::HolderClosed { .. }
+            | ShardMsg::QueueRequest { .. }
+            | ShardMsg::Meta(_) => false,
+            ShardMsg::PublishCredit { .. }
+            | ShardMsg::Settle { .. }
+            | ShardMsg::SettleMany { .. }
+            | ShardMsg::Credit { .. }
+            | ShardMsg::Deliver(_)
+            | ShardMsg::ConsumerGone { .. }
+            | ShardMsg::Reply { .. } => true,
+        }
+    }
 }
 
 // Every ring slot is as large as the largest message: keep them small.

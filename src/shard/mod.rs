@@ -13,7 +13,9 @@
 //! applied it (see `coordinator`).
 
 mod coordinator;
+mod flow;
 mod inspect;
+mod load;
 pub mod message;
 
 use std::cell::{Cell, RefCell};
@@ -28,13 +30,19 @@ use hashbrown::HashMap;
 use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
 use crate::connection::{self, Connection};
-use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::management::{bridge, Bridge};
+use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 use crate::queue::Queue;
+use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
 pub(crate) use coordinator::Requester;
+use flow::Flow;
+pub use flow::PublishCredit;
+pub(crate) use flow::PUBLISH_CREDIT_BYTES;
+pub use load::LoadBoard;
 pub use message::*;
 
 /// Process-wide facts every shard reads and none writes.
@@ -43,6 +51,7 @@ pub struct Shared {
     pub shutdown: Arc<AtomicBool>,
     /// The management API's command inboxes, one per shard.
     pub bridge: Bridge,
+    pub load: LoadBoard,
 }
 
 pub struct Shard {
@@ -54,10 +63,14 @@ pub struct Shard {
     connections: RefCell<HashMap<u32, Rc<Connection>, RandomState>>,
     next_connection_id: Cell<u32>,
     coordinator: RefCell<Coordinator>,
+    /// Publish credit owed to connections (see `flow`).
+    flow: RefCell<Flow>,
+    /// Something is owed: the flusher should pay it.
+    flow_owed: Notify,
+    /// Connections blocked by the memory alarm, waiting for it to clear.
+    pub alarm_cleared: Waiters,
 }
 
-/// How often a shard looks at the shutdown flag.
-const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
 /// How often a shard runs the management API's commands: often enough
 /// for an HTTP answer to feel immediate, rare enough to cost nothing.
 const MANAGEMENT_POLL: Duration = Duration::from_millis(5);
@@ -66,6 +79,7 @@ impl Shard {
     /// The body of one shard's executor: serve until shutdown.
     pub async fn run(shared: Arc<Shared>, id: ShardId, mesh: Rc<Mesh<ShardMsg>>) {
         let catalog = Catalog::new(mesh.shard_count());
+        let flow = Flow::new(shared.config.publish_credit);
         let shard = Rc::new(Shard {
             id,
             shared,
@@ -75,6 +89,9 @@ impl Shard {
             connections: RefCell::new(HashMap::default()),
             next_connection_id: Cell::new(0),
             coordinator: RefCell::new(Coordinator::default()),
+            flow: RefCell::new(flow),
+            flow_owed: Notify::new(),
+            alarm_cleared: Waiters::new(),
         });
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
@@ -95,9 +112,9 @@ impl Shard {
         if shard.shared.config.management_addr().is_some() {
             runtime::spawn(shard.clone().serve_management());
         }
-        while !shard.shared.shutdown.load(Ordering::Relaxed) {
-            runtime::sleep(SHUTDOWN_POLL).await;
-        }
+        let flusher = shard.clone();
+        runtime::spawn(async move { flusher.pay_credit_owed().await });
+        shard.tick_until_shutdown().await;
         shard.close_all_connections().await;
         mesh.close();
     }
@@ -185,11 +202,15 @@ impl Shard {
 
     fn handle(self: &Rc<Self>, msg: ShardMsg) {
         match msg {
-            ShardMsg::Publish { queue, message } => {
-                if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-                    q.publish(message);
+            ShardMsg::Publish {
+                queue,
+                message,
+                publisher,
+            } => self.publish(queue, message, publisher),
+            ShardMsg::PublishCredit { conn, from, credit } => {
+                if let Some(connection) = self.connection(conn) {
+                    connection.publish_credit(from, credit);
                 }
-                self.dispatch(queue);
             }
             ShardMsg::Settle {
                 queue,
@@ -275,12 +296,83 @@ impl Shard {
         self.dispatch(queue);
     }
 
-    /// Sends `queue`'s ready messages to consumers that can take them.
-    fn dispatch(&self, queue: QueueId) {
+    /// Enqueues a routed message and owes its publisher the credit for it,
+    /// or holds that back while the queue is throttled (see `flow`).
+    fn publish(&self, queue: QueueId, message: Message, publisher: Holder) {
+        let bytes = message.body_size() as u64;
+        if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+            q.publish(message);
+        }
+        let throttled = self.dispatch(queue);
+        let due = self
+            .flow
+            .borrow_mut()
+            .processed(publisher.conn, queue, bytes, throttled);
+        match due {
+            Some(credit) => self.pay(publisher.conn, credit),
+            None => self.flow_owed.notify(),
+        }
+    }
+
+    fn pay(&self, conn: ConnectionId, credit: PublishCredit) {
+        // The management API publishes one message per request, on no
+        // shard's connection: it needs no credit back.
+        if conn == MANAGEMENT_CONNECTION {
+            return;
+        }
+        let from = self.id;
+        self.send(
+            conn.shard_id as ShardId,
+            ShardMsg::PublishCredit { conn, from, credit },
+        );
+    }
+
+    /// The flusher: pays what is owed once the tasks that ran up the debt
+    /// have yielded, so credit goes back in batches.
+    async fn pay_credit_owed(&self) {
+        loop {
+            self.flow_owed.wait().await;
+            let mut flow = self.flow.borrow_mut();
+            flow.pay_all(&mut |conn, credit| self.pay(conn, credit));
+        }
+    }
+
+    /// No shard is saturated: throttled queues owe their publishers again.
+    fn forgive_debts(&self) {
+        let mut flow = self.flow.borrow_mut();
+        if flow.has_debts() {
+            flow.forgive_all();
+            self.flow_owed.notify();
+        }
+    }
+
+    /// Sends `queue`'s ready messages to consumers that can take them, then
+    /// settles its publishers' credit: a throttled queue repays one message
+    /// per delivery (none while its backlog is above twice the threshold,
+    /// so that a burst from before the throttle drains), any other owes them
+    /// all. Returns whether the queue is throttled.
+    fn dispatch(&self, queue: QueueId) -> bool {
         let mut queues = self.queues.borrow_mut();
         let Some(q) = queues.get_mut(&queue) else {
-            return;
+            return false;
         };
+        let delivered = self.deliver_ready(queue, q);
+        let backlog = q.message_count();
+        let throttled = q.consumer_count() > 0
+            && backlog > flow::BACKLOG_MESSAGES
+            && self.shared.load.any_saturated();
+        drop(queues);
+        let mut flow = self.flow.borrow_mut();
+        if !throttled {
+            flow.forgive(queue);
+        } else if backlog <= 2 * flow::BACKLOG_MESSAGES {
+            let delivered = u32::try_from(delivered).unwrap_or(u32::MAX);
+            flow.repay(queue, delivered, &mut |conn, credit| self.pay(conn, credit));
+        }
+        throttled
+    }
+
+    fn deliver_ready(&self, queue: QueueId, q: &mut Queue) -> usize {
         q.dispatch(&mut |delivery| {
             let to = delivery.consumer.conn.shard_id as ShardId;
             let deliver = Deliver {
@@ -295,7 +387,7 @@ impl Shard {
                 message: delivery.message,
             };
             self.mesh.send(to, ShardMsg::Deliver(deliver));
-        });
+        })
     }
 
     fn holder_closed(
@@ -315,7 +407,9 @@ impl Shard {
                 });
             match removed {
                 Some(removed) if removed.auto_delete_now => self.auto_delete(queue),
-                Some(_) => self.dispatch(queue),
+                Some(_) => {
+                    self.dispatch(queue);
+                }
                 None => {}
             }
         }
@@ -451,6 +545,8 @@ impl Shard {
         let Some(q) = self.queues.borrow_mut().remove(&queue) else {
             return;
         };
+        self.flow.borrow_mut().forgive(queue);
+        self.flow_owed.notify();
         for key in q.consumer_keys() {
             self.send(
                 key.conn.shard_id as ShardId,

@@ -214,6 +214,15 @@ impl Broker {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// The broker's resident memory in bytes (None in differential mode).
+    pub fn resident_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib << 10)
+    }
+
     /// True in differential mode: the broker is shared and outlives the test.
     pub fn is_external(&self) -> bool {
         self.child.is_none()
