@@ -12,6 +12,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::oneshot;
@@ -29,6 +30,10 @@ pub type Inbox = Arc<ArrayQueue<Command>>;
 /// Commands a shard may have waiting; past it the API answers 503.
 pub const INBOX_CAPACITY: usize = 1024;
 
+/// How long a command may wait for its answer (a metadata change waits
+/// for every shard) before the API answers 503.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why a command got no answer.
 #[derive(Debug)]
 pub enum BridgeError {
@@ -36,6 +41,8 @@ pub enum BridgeError {
     Busy,
     /// The shard stopped (shutdown) before answering.
     Gone,
+    /// No answer within [`ANSWER_TIMEOUT`].
+    Timeout,
 }
 
 /// The management thread's handle on every shard's inbox.
@@ -86,7 +93,10 @@ impl Bridge {
         self.inboxes[shard]
             .push(command)
             .map_err(|_| BridgeError::Busy)?;
-        reply.await.map_err(|_| BridgeError::Gone)
+        match tokio::time::timeout(ANSWER_TIMEOUT, reply).await {
+            Ok(answer) => answer.map_err(|_| BridgeError::Gone),
+            Err(_) => Err(BridgeError::Timeout),
+        }
     }
 
     /// Runs `f` on every shard, in shard order.

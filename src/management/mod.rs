@@ -93,6 +93,7 @@ impl From<BridgeError> for ApiError {
         match err {
             BridgeError::Busy => ApiError::unavailable("broker busy, try again"),
             BridgeError::Gone => ApiError::unavailable("broker shutting down"),
+            BridgeError::Timeout => ApiError::unavailable("broker did not answer in time"),
         }
     }
 }
