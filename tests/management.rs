@@ -141,67 +141,85 @@ async fn a_user_without_a_permission_on_the_vhost_is_refused_at_open() {
     connection.expect("with a permission the user gets in");
 }
 
-#[tokio::test]
-async fn permission_checks_refuse_with_rabbitmqs_texts_where_rabbitmq_checks() {
-    let broker = Broker::start_managed(&[]);
-    let api = guest(&broker);
-    let tenant = Tenant::new(&api);
+/// A tenant whose user may configure `^c`, write `^w` and read `^r`, with
+/// queues wq, rq and direct exchanges wx, rx declared by guest; and the
+/// user's connection.
+async fn restricted<'a>(broker: &Broker, api: &'a Http) -> (Tenant<'a>, Connection) {
+    let tenant = Tenant::new(api);
     tenant.permit(&tenant.user, "^c", "^w", "^r");
-    let setup = connect(&tenant.url(&broker, "guest", "guest"))
+    let guest = connect(&tenant.url(broker, "guest", "guest"))
         .await
         .expect("guest");
-    let setup = within("channel", setup.create_channel())
-        .await
-        .expect("channel");
+    let setup = open_channel(&guest).await;
     for queue in ["wq", "rq"] {
         let declared =
             setup.queue_declare(queue, QueueDeclareOptions::default(), FieldTable::default());
         within("declare", declared).await.expect("declare");
     }
     for exchange in ["wx", "rx"] {
-        let declared = setup.exchange_declare(
-            exchange,
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions::default(),
-            FieldTable::default(),
-        );
+        let kind = ExchangeKind::Direct;
+        let options = ExchangeDeclareOptions::default();
+        let declared = setup.exchange_declare(exchange, kind, options, FieldTable::default());
         within("declare", declared).await.expect("declare");
     }
-    let refused = |kind: &str, name: &str| {
-        format!(
-            "ACCESS_REFUSED - access to {kind} '{name}' in vhost '{}' refused for user '{}'",
-            tenant.vhost, tenant.user
-        )
-    };
-    let connection = connect(&tenant.url(&broker, &tenant.user, "pw"))
+    let connection = connect(&tenant.url(broker, &tenant.user, "pw"))
         .await
         .expect("user");
-    let no_args = FieldTable::default;
+    (tenant, connection)
+}
 
-    // configure: declare (not passive).
-    let channel = within("channel", connection.create_channel())
+async fn open_channel(connection: &Connection) -> lapin::Channel {
+    within("channel", connection.create_channel())
         .await
-        .expect("channel");
-    let declared = channel.queue_declare("q1", QueueDeclareOptions::default(), no_args());
+        .expect("channel")
+}
+
+impl Tenant<'_> {
+    /// RabbitMQ 3.10's refusal text for this tenant's user.
+    fn refused(&self, kind: &str, name: &str) -> (u16, String) {
+        let text = format!(
+            "ACCESS_REFUSED - access to {kind} '{name}' in vhost '{}' refused for user '{}'",
+            self.vhost, self.user
+        );
+        (403, text)
+    }
+}
+
+#[tokio::test]
+async fn declare_needs_configure_and_publish_needs_write_on_the_exchange() {
+    let broker = Broker::start_managed(&[]);
+    let api = guest(&broker);
+    let (tenant, connection) = restricted(&broker, &api).await;
+    let channel = open_channel(&connection).await;
+    let declared =
+        channel.queue_declare("q1", QueueDeclareOptions::default(), FieldTable::default());
     assert_eq!(
         refusal(within("declare", declared).await),
-        (403, refused("queue", "q1"))
+        tenant.refused("queue", "q1")
     );
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel");
+    // Checked before the name is looked at: amq.* is refused for access.
+    let channel = open_channel(&connection).await;
+    let declared = channel.exchange_declare(
+        "amq.x",
+        ExchangeKind::Direct,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    );
+    assert_eq!(
+        refusal(within("declare", declared).await),
+        tenant.refused("exchange", "amq.x")
+    );
+    let channel = open_channel(&connection).await;
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    let declared = channel.queue_declare("wq", passive, no_args());
+    let declared = channel.queue_declare("wq", passive, FieldTable::default());
     within("passive declare", declared)
         .await
         .expect("passive declares are not checked");
-
-    // write on the exchange: publish, the default exchange as amq.default.
     // The refusal closes the channel with no RPC waiting: lapin reports it
-    // through on_error.
+    // through on_error. The default exchange is checked as amq.default.
     let (errors_tx, mut errors) = tokio::sync::mpsc::unbounded_channel();
     channel.on_error(move |error| {
         let _ = errors_tx.send(error);
@@ -221,55 +239,51 @@ async fn permission_checks_refuse_with_rabbitmqs_texts_where_rabbitmq_checks() {
         .expect("an error");
     assert_eq!(
         refusal::<()>(Err(error)),
-        (403, refused("exchange", "amq.default"))
+        tenant.refused("exchange", "amq.default")
     );
+}
 
-    // read on the queue: get; a missing one is refused before it is looked up.
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel");
+#[tokio::test]
+async fn get_needs_read_and_binds_need_write_on_the_destination_and_read_on_the_source() {
+    let broker = Broker::start_managed(&[]);
+    let api = guest(&broker);
+    let (tenant, connection) = restricted(&broker, &api).await;
+    let no_args = FieldTable::default;
+    let channel = open_channel(&connection).await;
     let got = channel.basic_get("wq", BasicGetOptions::default());
     assert_eq!(
         refusal(within("get", got).await),
-        (403, refused("queue", "wq"))
+        tenant.refused("queue", "wq")
     );
-
-    // queue.bind: write on the queue, then read on the exchange.
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel");
+    // Refused before the lookup: a missing queue is 403, not 404.
+    let channel = open_channel(&connection).await;
+    let got = channel.basic_get("wmissing", BasicGetOptions::default());
+    assert_eq!(
+        refusal(within("get", got).await),
+        tenant.refused("queue", "wmissing")
+    );
+    let channel = open_channel(&connection).await;
     let bound = channel.queue_bind("rq", "rx", "k", QueueBindOptions::default(), no_args());
     assert_eq!(
         refusal(within("bind", bound).await),
-        (403, refused("queue", "rq"))
+        tenant.refused("queue", "rq")
     );
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel");
+    let channel = open_channel(&connection).await;
     let bound = channel.queue_bind("wq", "wx", "k", QueueBindOptions::default(), no_args());
     assert_eq!(
         refusal(within("bind", bound).await),
-        (403, refused("exchange", "wx"))
+        tenant.refused("exchange", "wx")
     );
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel");
+    let channel = open_channel(&connection).await;
     let bound = channel.queue_bind("wq", "rx", "k", QueueBindOptions::default(), no_args());
     within("bind", bound)
         .await
         .expect("write on wq and read on rx suffice");
-
-    // exchange.bind: write on the destination, read on the source.
-    let bound = channel.exchange_bind(
-        "wx",
-        "amq.direct",
-        "k",
-        ExchangeBindOptions::default(),
-        no_args(),
-    );
+    let options = ExchangeBindOptions::default();
+    let bound = channel.exchange_bind("wx", "amq.direct", "k", options, no_args());
     assert_eq!(
         refusal(within("exchange.bind", bound).await),
-        (403, refused("exchange", "amq.direct"))
+        tenant.refused("exchange", "amq.direct")
     );
 }
 
@@ -416,6 +430,124 @@ fn keys(value: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Fields every client relies on, which RabbitMQ and warren must both
+/// show, per endpoint.
+const REQUIRED_FIELDS: &[(&str, &[&str])] = &[
+    (
+        "/api/overview",
+        &[
+            "management_version",
+            "rabbitmq_version",
+            "node",
+            "object_totals",
+            "queue_totals",
+            "listeners",
+            "exchange_types",
+        ],
+    ),
+    ("/api/whoami", &["name", "tags"]),
+    ("/api/vhosts", &["name", "description", "tags", "tracing"]),
+    (
+        "/api/users",
+        &[
+            "name",
+            "password_hash",
+            "hashing_algorithm",
+            "tags",
+            "limits",
+        ],
+    ),
+    (
+        "/api/permissions",
+        &["user", "vhost", "configure", "write", "read"],
+    ),
+    (
+        "/api/exchanges",
+        &[
+            "name",
+            "vhost",
+            "type",
+            "durable",
+            "auto_delete",
+            "internal",
+            "arguments",
+        ],
+    ),
+    (
+        "/api/queues",
+        &[
+            "name",
+            "vhost",
+            "durable",
+            "auto_delete",
+            "exclusive",
+            "arguments",
+            "node",
+            "state",
+            "type",
+            "consumers",
+            "messages",
+            "messages_ready",
+            "messages_unacknowledged",
+        ],
+    ),
+    (
+        "/api/bindings",
+        &[
+            "source",
+            "vhost",
+            "destination",
+            "destination_type",
+            "routing_key",
+            "arguments",
+            "properties_key",
+        ],
+    ),
+    (
+        "/api/connections",
+        &[
+            "name",
+            "node",
+            "vhost",
+            "user",
+            "state",
+            "channels",
+            "peer_host",
+            "peer_port",
+            "protocol",
+        ],
+    ),
+    (
+        "/api/channels",
+        &[
+            "name",
+            "number",
+            "vhost",
+            "user",
+            "consumer_count",
+            "messages_unacknowledged",
+            "connection_details",
+        ],
+    ),
+    (
+        "/api/consumers",
+        &["consumer_tag", "queue", "channel_details"],
+    ),
+    (
+        "/api/definitions",
+        &[
+            "rabbit_version",
+            "users",
+            "vhosts",
+            "permissions",
+            "policies",
+            "queues",
+            "exchanges",
+            "bindings",
+        ],
+    ),
+];
+
 #[tokio::test]
 async fn json_field_names_are_rabbitmqs() {
     let recorded: Value =
@@ -438,123 +570,7 @@ async fn json_field_names_are_rabbitmqs() {
     within("declare", declared).await.expect("declare");
     let consumed = channel.basic_consume(&queue, "", Default::default(), FieldTable::default());
     let _consumer = within("consume", consumed).await.expect("consume");
-    // Fields every client relies on, which both must show.
-    let required: &[(&str, &[&str])] = &[
-        (
-            "/api/overview",
-            &[
-                "management_version",
-                "rabbitmq_version",
-                "node",
-                "object_totals",
-                "queue_totals",
-                "listeners",
-                "exchange_types",
-            ],
-        ),
-        ("/api/whoami", &["name", "tags"]),
-        ("/api/vhosts", &["name", "description", "tags", "tracing"]),
-        (
-            "/api/users",
-            &[
-                "name",
-                "password_hash",
-                "hashing_algorithm",
-                "tags",
-                "limits",
-            ],
-        ),
-        (
-            "/api/permissions",
-            &["user", "vhost", "configure", "write", "read"],
-        ),
-        (
-            "/api/exchanges",
-            &[
-                "name",
-                "vhost",
-                "type",
-                "durable",
-                "auto_delete",
-                "internal",
-                "arguments",
-            ],
-        ),
-        (
-            "/api/queues",
-            &[
-                "name",
-                "vhost",
-                "durable",
-                "auto_delete",
-                "exclusive",
-                "arguments",
-                "node",
-                "state",
-                "type",
-                "consumers",
-                "messages",
-                "messages_ready",
-                "messages_unacknowledged",
-            ],
-        ),
-        (
-            "/api/bindings",
-            &[
-                "source",
-                "vhost",
-                "destination",
-                "destination_type",
-                "routing_key",
-                "arguments",
-                "properties_key",
-            ],
-        ),
-        (
-            "/api/connections",
-            &[
-                "name",
-                "node",
-                "vhost",
-                "user",
-                "state",
-                "channels",
-                "peer_host",
-                "peer_port",
-                "protocol",
-            ],
-        ),
-        (
-            "/api/channels",
-            &[
-                "name",
-                "number",
-                "vhost",
-                "user",
-                "consumer_count",
-                "messages_unacknowledged",
-                "connection_details",
-            ],
-        ),
-        (
-            "/api/consumers",
-            &["consumer_tag", "queue", "channel_details"],
-        ),
-        (
-            "/api/definitions",
-            &[
-                "rabbit_version",
-                "users",
-                "vhosts",
-                "permissions",
-                "policies",
-                "queues",
-                "exchanges",
-                "bindings",
-            ],
-        ),
-    ];
-    for (path, fields) in required {
+    for (path, fields) in REQUIRED_FIELDS {
         // RabbitMQ lists a connection once it has collected its stats.
         let shown = keys(&queue_when(&api, path, |shown| !keys(shown).is_empty()));
         let rabbitmq: BTreeSet<String> = recorded["keys"][*path]

@@ -98,179 +98,216 @@ pub fn run(invocation: &Invocation, data_dir: &Path) -> Result<(), CtlError> {
     }
 }
 
+/// Which rows of an API listing a command shows.
+#[derive(Clone, Copy)]
+enum Only {
+    All,
+    /// Rows whose `vhost` is `-p`'s.
+    Vhost,
+    /// Consumers of queues in `-p`'s vhost.
+    QueueVhost,
+    /// Rows whose `user` is the first argument.
+    User,
+}
+
+/// A list command: the API path (`{v}`: the vhost), rabbitmqctl's banner
+/// (`{vhost}`, `{user}`), its rows, default and known columns.
+struct ListSpec {
+    command: &'static str,
+    path: &'static str,
+    banner: &'static str,
+    only: Only,
+    default_columns: &'static [&'static str],
+    known_columns: &'static [&'static str],
+}
+
+const QUEUE_COLUMNS: &[&str] = &[
+    "name",
+    "messages",
+    "messages_ready",
+    "messages_unacknowledged",
+    "consumers",
+    "durable",
+    "auto_delete",
+    "exclusive",
+    "arguments",
+    "type",
+    "state",
+    "policy",
+    "vhost",
+];
+const BINDING_COLUMNS: &[&str] = &[
+    "source_name",
+    "source_kind",
+    "destination_name",
+    "destination_kind",
+    "routing_key",
+    "arguments",
+];
+const CONNECTION_COLUMNS: &[&str] = &[
+    "user",
+    "peer_host",
+    "peer_port",
+    "state",
+    "name",
+    "vhost",
+    "channels",
+    "protocol",
+    "frame_max",
+    "channel_max",
+    "timeout",
+    "auth_mechanism",
+    "ssl",
+];
+const POLICY_COLUMNS: &[&str] = &[
+    "vhost",
+    "name",
+    "pattern",
+    "apply-to",
+    "definition",
+    "priority",
+];
+
+const LISTS: [ListSpec; 11] = [
+    ListSpec {
+        command: "list_queues",
+        path: "/api/queues/{v}",
+        banner: "Timeout: 60.0 seconds ...\nListing queues for vhost {vhost} ...",
+        only: Only::All,
+        default_columns: &["name", "messages"],
+        known_columns: QUEUE_COLUMNS,
+    },
+    ListSpec {
+        command: "list_exchanges",
+        path: "/api/exchanges/{v}",
+        banner: "Listing exchanges for vhost {vhost} ...",
+        only: Only::All,
+        default_columns: &["name", "type"],
+        known_columns: &[
+            "name",
+            "type",
+            "durable",
+            "auto_delete",
+            "internal",
+            "arguments",
+            "vhost",
+        ],
+    },
+    ListSpec {
+        command: "list_bindings",
+        path: "/api/bindings/{v}",
+        banner: "Listing bindings for vhost {vhost}...",
+        only: Only::All,
+        default_columns: BINDING_COLUMNS,
+        known_columns: BINDING_COLUMNS,
+    },
+    ListSpec {
+        command: "list_connections",
+        path: "/api/connections",
+        banner: "Listing connections ...",
+        only: Only::All,
+        default_columns: &["user", "peer_host", "peer_port", "state"],
+        known_columns: CONNECTION_COLUMNS,
+    },
+    ListSpec {
+        command: "list_channels",
+        path: "/api/channels",
+        banner: "Listing channels ...",
+        only: Only::All,
+        default_columns: &["pid", "user", "consumer_count", "messages_unacknowledged"],
+        known_columns: &[
+            "pid",
+            "name",
+            "number",
+            "user",
+            "vhost",
+            "consumer_count",
+            "messages_unacknowledged",
+        ],
+    },
+    ListSpec {
+        command: "list_consumers",
+        path: "/api/consumers",
+        banner: "Listing consumers in vhost {vhost} ...",
+        only: Only::QueueVhost,
+        default_columns: &["queue_name", "channel_pid", "consumer_tag"],
+        known_columns: &["queue_name", "channel_pid", "consumer_tag"],
+    },
+    ListSpec {
+        command: "list_users",
+        path: "/api/users",
+        banner: "Listing users ...",
+        only: Only::All,
+        default_columns: &["user", "tags"],
+        known_columns: &["user", "tags"],
+    },
+    ListSpec {
+        command: "list_vhosts",
+        path: "/api/vhosts",
+        banner: "Listing vhosts ...",
+        only: Only::All,
+        default_columns: &["name"],
+        known_columns: &["name", "description", "tags", "tracing"],
+    },
+    ListSpec {
+        command: "list_permissions",
+        path: "/api/permissions",
+        banner: "Listing permissions for vhost \"{vhost}\" ...",
+        only: Only::Vhost,
+        default_columns: &["user", "configure", "write", "read"],
+        known_columns: &["user", "configure", "write", "read"],
+    },
+    ListSpec {
+        command: "list_user_permissions",
+        path: "/api/permissions",
+        banner: "Listing permissions for user \"{user}\" ...",
+        only: Only::User,
+        default_columns: &["vhost", "configure", "write", "read"],
+        known_columns: &["vhost", "configure", "write", "read"],
+    },
+    ListSpec {
+        command: "list_policies",
+        path: "/api/policies/{v}",
+        banner: "Listing policies for vhost \"{vhost}\" ...",
+        only: Only::All,
+        default_columns: POLICY_COLUMNS,
+        known_columns: POLICY_COLUMNS,
+    },
+];
+
 fn listing(invocation: &Invocation, client: &Client) -> Result<Listing, CtlError> {
-    let vhost = &invocation.vhost;
-    let v = segment(vhost);
-    let rows = |path: &str| -> Result<Vec<Value>, CtlError> {
-        Ok(client.get(path)?.as_array().cloned().unwrap_or_default())
+    let spec = LISTS
+        .iter()
+        .find(|spec| spec.command == invocation.command)
+        .ok_or_else(|| CtlError::usage(format!("unknown command '{}'", invocation.command)))?;
+    let vhost = invocation.vhost.as_str();
+    let user = match spec.only {
+        Only::User => invocation.args.first().cloned().ok_or_else(|| {
+            CtlError::usage("usage: warrenctl list_user_permissions USER [COLUMN ...]")
+        })?,
+        _ => String::new(),
     };
-    let listing = match invocation.command.as_str() {
-        "list_queues" => Listing {
-            banner: format!("Timeout: 60.0 seconds ...\nListing queues for vhost {vhost} ..."),
-            rows: rows(&format!("/api/queues/{v}"))?,
-            default_columns: &["name", "messages"],
-            known_columns: &[
-                "name",
-                "messages",
-                "messages_ready",
-                "messages_unacknowledged",
-                "consumers",
-                "durable",
-                "auto_delete",
-                "exclusive",
-                "arguments",
-                "type",
-                "state",
-                "policy",
-                "vhost",
-            ],
-            leading_args: 0,
-        },
-        "list_exchanges" => Listing {
-            banner: format!("Listing exchanges for vhost {vhost} ..."),
-            rows: rows(&format!("/api/exchanges/{v}"))?,
-            default_columns: &["name", "type"],
-            known_columns: &[
-                "name",
-                "type",
-                "durable",
-                "auto_delete",
-                "internal",
-                "arguments",
-                "vhost",
-            ],
-            leading_args: 0,
-        },
-        "list_bindings" => Listing {
-            banner: format!("Listing bindings for vhost {vhost}..."),
-            rows: rows(&format!("/api/bindings/{v}"))?,
-            default_columns: &[
-                "source_name",
-                "source_kind",
-                "destination_name",
-                "destination_kind",
-                "routing_key",
-                "arguments",
-            ],
-            known_columns: &[
-                "source_name",
-                "source_kind",
-                "destination_name",
-                "destination_kind",
-                "routing_key",
-                "arguments",
-                "vhost",
-            ],
-            leading_args: 0,
-        },
-        "list_connections" => Listing {
-            banner: "Listing connections ...".to_owned(),
-            rows: rows("/api/connections")?,
-            default_columns: &["user", "peer_host", "peer_port", "state"],
-            known_columns: &[
-                "user",
-                "peer_host",
-                "peer_port",
-                "state",
-                "name",
-                "vhost",
-                "channels",
-                "protocol",
-                "frame_max",
-                "channel_max",
-                "timeout",
-                "auth_mechanism",
-                "ssl",
-            ],
-            leading_args: 0,
-        },
-        "list_channels" => Listing {
-            banner: "Listing channels ...".to_owned(),
-            rows: rows("/api/channels")?,
-            default_columns: &["pid", "user", "consumer_count", "messages_unacknowledged"],
-            known_columns: &[
-                "pid",
-                "name",
-                "number",
-                "user",
-                "vhost",
-                "consumer_count",
-                "messages_unacknowledged",
-            ],
-            leading_args: 0,
-        },
-        "list_consumers" => Listing {
-            banner: format!("Listing consumers in vhost {vhost} ..."),
-            rows: rows("/api/consumers")?
-                .into_iter()
-                .filter(|c| c["queue"]["vhost"] == vhost.as_str())
-                .collect(),
-            default_columns: &["queue_name", "channel_pid", "consumer_tag"],
-            known_columns: &["queue_name", "channel_pid", "consumer_tag"],
-            leading_args: 0,
-        },
-        "list_users" => Listing {
-            banner: "Listing users ...".to_owned(),
-            rows: rows("/api/users")?,
-            default_columns: &["user", "tags"],
-            known_columns: &["user", "tags"],
-            leading_args: 0,
-        },
-        "list_vhosts" => Listing {
-            banner: "Listing vhosts ...".to_owned(),
-            rows: rows("/api/vhosts")?,
-            default_columns: &["name"],
-            known_columns: &["name", "description", "tags", "tracing"],
-            leading_args: 0,
-        },
-        "list_permissions" => Listing {
-            banner: format!("Listing permissions for vhost \"{vhost}\" ..."),
-            rows: rows("/api/permissions")?
-                .into_iter()
-                .filter(|p| p["vhost"] == vhost.as_str())
-                .collect(),
-            default_columns: &["user", "configure", "write", "read"],
-            known_columns: &["user", "configure", "write", "read"],
-            leading_args: 0,
-        },
-        "list_user_permissions" => {
-            let user = invocation.args.first().cloned().ok_or_else(|| {
-                CtlError::usage("usage: warrenctl list_user_permissions USER [COLUMN ...]")
-            })?;
-            Listing {
-                banner: format!("Listing permissions for user \"{user}\" ..."),
-                rows: rows("/api/permissions")?
-                    .into_iter()
-                    .filter(|p| p["user"] == user.as_str())
-                    .collect(),
-                default_columns: &["vhost", "configure", "write", "read"],
-                known_columns: &["vhost", "configure", "write", "read"],
-                leading_args: 1,
-            }
-        }
-        _ => Listing {
-            banner: format!("Listing policies for vhost \"{vhost}\" ..."),
-            rows: rows(&format!("/api/policies/{v}"))?,
-            default_columns: &[
-                "vhost",
-                "name",
-                "pattern",
-                "apply-to",
-                "definition",
-                "priority",
-            ],
-            known_columns: &[
-                "vhost",
-                "name",
-                "pattern",
-                "apply-to",
-                "definition",
-                "priority",
-            ],
-            leading_args: 0,
-        },
-    };
-    Ok(listing)
+    let path = spec.path.replace("{v}", &segment(vhost));
+    let rows = client.get(&path)?.as_array().cloned().unwrap_or_default();
+    let rows = rows
+        .into_iter()
+        .filter(|row| match spec.only {
+            Only::All => true,
+            Only::Vhost => row["vhost"] == vhost,
+            Only::QueueVhost => row["queue"]["vhost"] == vhost,
+            Only::User => row["user"] == user.as_str(),
+        })
+        .collect();
+    Ok(Listing {
+        banner: spec
+            .banner
+            .replace("{vhost}", vhost)
+            .replace("{user}", &user),
+        rows,
+        default_columns: spec.default_columns,
+        known_columns: spec.known_columns,
+        leading_args: usize::from(matches!(spec.only, Only::User)),
+    })
 }
 
 fn status(invocation: &Invocation, client: &Client) -> Result<(), CtlError> {
