@@ -395,6 +395,12 @@ fn declare_publish_get_and_purge_over_http() {
         q["messages_ready"] == 1
     });
     assert_eq!(queue["messages"], 1, "requeued: {queue}");
+    let (status, page) = api.get(&format!("/api/queues/{v}?page=1&page_size=1&columns=name"));
+    let expected = json!({
+        "filtered_count": 1, "item_count": 1, "items": [{"name": "hq"}],
+        "page": 1, "page_count": 1, "page_size": 1, "total_count": 1,
+    });
+    assert_eq!((status, page), (200, expected), "RabbitMQ's page object");
     let (status, _) = api.delete(&format!("/api/queues/{v}/hq/contents"));
     assert_eq!(status, 204);
     queue_when(&api, &format!("/api/queues/{v}/hq"), |q| q["messages"] == 0);

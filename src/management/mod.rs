@@ -14,6 +14,7 @@
 mod access_api;
 pub mod bridge;
 mod definitions;
+mod listing;
 mod messages;
 mod resources;
 mod routes;
@@ -51,9 +52,14 @@ impl ApiError {
     }
 
     pub fn bad_request(reason: impl Into<String>) -> ApiError {
+        ApiError::new_bad_request("bad_request", reason)
+    }
+
+    /// A 400 with an `error` other than "bad_request".
+    pub fn new_bad_request(error: &'static str, reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
-            error: "bad_request",
+            error,
             reason: reason.into(),
         }
     }
