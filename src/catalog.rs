@@ -195,6 +195,10 @@ pub enum MetaOutcome {
         vhost: ShortStr,
         queues: Vec<QueueDef>,
     },
+    /// A user went; its connections must be closed.
+    UserDeleted {
+        name: String,
+    },
     /// A user, vhost, permission or policy was created, changed or removed.
     AccessChanged,
 }
@@ -1063,6 +1067,7 @@ impl Catalog {
                     return Err(AmqpError::not_found(format!("no user '{name}'")));
                 }
                 self.permissions.retain(|(_, user), _| user != name);
+                return Ok(MetaOutcome::UserDeleted { name: name.clone() });
             }
             AccessOp::PermissionSet(def) => {
                 self.check_user_and_vhost(&def.user, &def.vhost)?;

@@ -636,6 +636,35 @@ async fn definitions_exported_by_rabbitmq_import_and_their_users_log_in() {
     api.delete("/api/users/imported");
 }
 
+/// The error lapin reports for `connection` from now on.
+fn connection_errors(connection: &Connection) -> std::sync::mpsc::Receiver<lapin::Error> {
+    let (errors_tx, errors) = std::sync::mpsc::channel();
+    connection.on_error(move |error| {
+        let _ = errors_tx.send(error);
+    });
+    errors
+}
+
+/// Waits for the connection's close and checks it is 320 with `text`.
+/// RabbitMQ sends the same close, but lapin may see its socket reset
+/// before it reads it, so against RabbitMQ any error counts.
+async fn assert_forced(
+    broker: &Broker,
+    errors: std::sync::mpsc::Receiver<lapin::Error>,
+    text: String,
+) {
+    let error = tokio::task::spawn_blocking(move || errors.recv_timeout(STEP))
+        .await
+        .expect("join")
+        .expect("the connection is closed");
+    if !broker.is_external() {
+        assert_eq!(
+            refusal::<()>(Err(error)),
+            (320, format!("CONNECTION_FORCED - {text}"))
+        );
+    }
+}
+
 #[tokio::test]
 async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
     let broker = Broker::start_managed(&[]);
@@ -644,31 +673,39 @@ async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
     let connection = connect(&tenant.url(&broker, "guest", "guest"))
         .await
         .expect("connect");
-    let (closed_tx, closed_rx) = std::sync::mpsc::channel();
-    connection.on_error(move |error| {
-        let _ = closed_tx.send(error);
-    });
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel");
-    let declared = channel.queue_declare(
-        "doomed",
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    );
+    let errors = connection_errors(&connection);
+    let channel = open_channel(&connection).await;
+    let options = QueueDeclareOptions::default();
+    let declared = channel.queue_declare("doomed", options, FieldTable::default());
     within("declare", declared).await.expect("declare");
     let (status, _) = api.delete(&format!("/api/vhosts/{}", tenant.vhost));
     assert_eq!(status, 204);
-    let error = tokio::task::spawn_blocking(move || closed_rx.recv_timeout(STEP))
-        .await
-        .expect("join")
-        .expect("the connection is closed");
-    let text = format!("CONNECTION_FORCED - vhost '{}' is deleted", tenant.vhost);
-    // RabbitMQ sends the same close, but lapin may see its socket reset
-    // before it reads it.
-    if !broker.is_external() {
-        assert_eq!(refusal::<()>(Err(error)), (320, text));
-    }
+    assert_forced(
+        &broker,
+        errors,
+        format!("vhost '{}' is deleted", tenant.vhost),
+    )
+    .await;
     let (status, _) = api.get(&format!("/api/queues/{}/doomed", tenant.vhost));
     assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn deleting_a_user_closes_its_connections() {
+    let broker = Broker::start_managed(&[]);
+    let api = guest(&broker);
+    let tenant = Tenant::new(&api);
+    tenant.permit(&tenant.user, ".*", ".*", ".*");
+    let connection = connect(&tenant.url(&broker, &tenant.user, "pw"))
+        .await
+        .expect("connect");
+    let errors = connection_errors(&connection);
+    let (status, _) = api.delete(&format!("/api/users/{}", tenant.user));
+    assert_eq!(status, 204);
+    assert_forced(
+        &broker,
+        errors,
+        format!("user '{}' is deleted", tenant.user),
+    )
+    .await;
 }

@@ -309,6 +309,11 @@ impl Connection {
         }
     }
 
+    /// The authenticated user's name.
+    pub(crate) fn user(&self) -> String {
+        self.state.borrow().user.to_str_lossy().into_owned()
+    }
+
     pub(crate) fn vhost(&self) -> ShortStr {
         self.state.borrow().vhost.clone()
     }

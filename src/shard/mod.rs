@@ -33,7 +33,7 @@ use crate::connection::{self, Connection};
 use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::management::{bridge, Bridge};
 use crate::message::Message;
-use crate::protocol::{AmqpError, ShortStr};
+use crate::protocol::AmqpError;
 use crate::queue::Queue;
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
@@ -518,7 +518,13 @@ impl Shard {
             }
             MetaOutcome::VhostDeleted { vhost, queues } => {
                 self.drop_queues(queues);
-                self.close_vhost_connections(vhost);
+                let text = format!("vhost '{vhost}' is deleted");
+                self.close_connections_where(|conn| conn.vhost() == *vhost, &text);
+                None
+            }
+            MetaOutcome::UserDeleted { name } => {
+                let text = format!("user '{name}' is deleted");
+                self.close_connections_where(|conn| conn.user() == name.as_str(), &text);
                 None
             }
             _ => None,
@@ -531,12 +537,12 @@ impl Shard {
         }
     }
 
-    /// RabbitMQ closes a deleted vhost's connections with 320.
-    fn close_vhost_connections(&self, vhost: &ShortStr) {
-        let text = format!("vhost '{vhost}' is deleted");
+    /// RabbitMQ closes the connections of a deleted vhost or user with
+    /// 320 and `text`.
+    fn close_connections_where(&self, doomed: impl Fn(&Connection) -> bool, text: &str) {
         let connections: Vec<_> = self.connections.borrow().values().cloned().collect();
-        for conn in connections.iter().filter(|conn| conn.vhost() == *vhost) {
-            conn.force_close(&text);
+        for conn in connections.iter().filter(|conn| doomed(conn)) {
+            conn.force_close(text);
         }
     }
 
