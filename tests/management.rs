@@ -328,7 +328,12 @@ fn api_errors_and_tag_rules_are_rabbitmqs() {
             json!({"error": "not_authorised", "reason": "Not administrator user"})
         )
     );
+    let (status, permissions) = api.get(&format!("/api/vhosts/{}/permissions", tenant.vhost));
+    let guest_everything = json!([{"user": "guest", "vhost": tenant.vhost, "configure": ".*", "write": ".*", "read": ".*"}]);
+    assert_eq!((status, permissions), (200, guest_everything));
     let not_found = json!({"error": "Object Not Found", "reason": "Not Found"});
+    let missing_vhost = format!("/api/vhosts/{}/permissions", unique("nowhere"));
+    assert_eq!(api.get(&missing_vhost), (404, not_found.clone()));
     assert_eq!(
         api.get("/api/queues/%2F/no-such-queue"),
         (404, not_found.clone())

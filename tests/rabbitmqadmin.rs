@@ -169,6 +169,22 @@ fn rabbitmqadmin_manages_users_vhosts_permissions_and_definitions() {
     assert!(queues
         .iter()
         .any(|q| q["name"] == queue.as_str() && q["vhost"] == vhost.as_str()));
+    // One vhost's definitions: its objects without a vhost field.
+    let vhost_file = std::env::temp_dir().join(format!("{}.json", unique("vhost-definitions")));
+    let vhost_path = vhost_file.display().to_string();
+    admin.ok(&["-V", &vhost, "export", &vhost_path]);
+    let exported: Value =
+        serde_json::from_str(&std::fs::read_to_string(&vhost_file).expect("exported"))
+            .expect("JSON");
+    assert_eq!(exported["queues"][0]["name"], queue.as_str(), "{exported}");
+    assert!(exported["queues"][0].get("vhost").is_none(), "{exported}");
+    admin.ok(&["-V", &vhost, "delete", "queue", &format!("name={queue}")]);
+    admin.ok(&["-V", &vhost, "import", &vhost_path]);
+    let _ = std::fs::remove_file(&vhost_file);
+    let queues = admin.list(&["queues", "name", "vhost"]);
+    assert!(queues
+        .iter()
+        .any(|q| q["name"] == queue.as_str() && q["vhost"] == vhost.as_str()));
     admin.ok(&["delete", "vhost", &format!("name={vhost}")]);
     admin.ok(&["delete", "user", &format!("name={user}")]);
 }

@@ -31,6 +31,8 @@ pub(super) fn routes() -> Router<Api> {
             get(user).put(user_put).delete(user_delete),
         )
         .route("/api/permissions", get(permissions))
+        .route("/api/vhosts/{vhost}/permissions", get(vhost_permissions))
+        .route("/api/users/{user}/permissions", get(user_permissions))
         .route(
             "/api/permissions/{vhost}/{user}",
             get(permission)
@@ -221,6 +223,42 @@ async fn permissions(State(api): State<Api>, headers: HeaderMap) -> Answer {
     })
     .await?;
     Ok(Json(Value::Array(list)))
+}
+
+/// `/api/vhosts/{v}/permissions`: 404 for a missing vhost.
+async fn vhost_permissions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(vhost): Path<String>,
+) -> Answer {
+    api.authorize(&headers, Need::Administrator).await?;
+    read_catalog(&api, move |catalog| {
+        catalog.has_vhost(vhost.as_bytes()).then(|| {
+            let list = catalog.permissions().filter(|p| p.vhost == vhost);
+            Value::Array(list.map(views::permission).collect())
+        })
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(ApiError::not_found)
+}
+
+/// `/api/users/{u}/permissions`: 404 for a missing user.
+async fn user_permissions(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Answer {
+    api.authorize(&headers, Need::Administrator).await?;
+    read_catalog(&api, move |catalog| {
+        catalog.user(&user).is_some().then(|| {
+            let list = catalog.permissions().filter(|p| p.user == user);
+            Value::Array(list.map(views::permission).collect())
+        })
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(ApiError::not_found)
 }
 
 async fn permission(

@@ -6,7 +6,7 @@
 //! then bindings, each as an ordinary `MetaOp`; the first refusal stops it
 //! with 400 and RabbitMQ's reason text.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
@@ -79,6 +79,78 @@ fn export_catalog(catalog: &Catalog) -> Value {
         "exchanges": exchanges,
         "bindings": bindings,
     })
+}
+
+/// The sections a vhost's definitions file has; its items carry no vhost.
+const VHOST_SECTIONS: [&str; 4] = ["policies", "queues", "exchanges", "bindings"];
+
+/// `GET /api/definitions/{vhost}`: one vhost's objects, without users,
+/// vhosts or permissions, as RabbitMQ exports them.
+pub(super) async fn export_vhost(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(vhost): Path<String>,
+) -> Answer {
+    api.authorize(&headers, Need::Administrator).await?;
+    let key = vhost.clone();
+    let all = read_catalog(&api, move |catalog| {
+        catalog
+            .has_vhost(key.as_bytes())
+            .then(|| export_catalog(catalog))
+    })
+    .await?
+    .ok_or_else(|| ApiError::bad_request("vhost_not_found"))?;
+    let mut answer = json!({"rabbit_version": all["rabbit_version"], "parameters": []});
+    for section in VHOST_SECTIONS {
+        let items: Vec<Value> = all[section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| item["vhost"] == vhost.as_str())
+            .map(|item| {
+                let mut item = item.clone();
+                if let Value::Object(map) = &mut item {
+                    map.remove("vhost");
+                }
+                item
+            })
+            .collect();
+        answer[section] = Value::Array(items);
+    }
+    Ok(Json(answer))
+}
+
+/// `POST /api/definitions/{vhost}`: a vhost's definitions, applied there.
+pub(super) async fn import_vhost(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(vhost): Path<String>,
+    body: Bytes,
+) -> Done {
+    api.authorize(&headers, Need::Administrator).await?;
+    let definitions = body_json(&body)?;
+    let key = vhost.clone();
+    if !read_catalog(&api, move |c| c.has_vhost(key.as_bytes())).await? {
+        return Err(ApiError::bad_request("vhost_not_found"));
+    }
+    let mut scoped = json!({});
+    for section in VHOST_SECTIONS {
+        let items: Vec<Value> = definitions[section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|item| {
+                let mut item = item.clone();
+                item["vhost"] = Value::from(vhost.as_str());
+                item
+            })
+            .collect();
+        scoped[section] = Value::Array(items);
+    }
+    for op in import_ops(&scoped)? {
+        api.bridge.meta(op).await??;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(super) async fn import(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Done {

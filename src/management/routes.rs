@@ -39,6 +39,10 @@ pub(super) fn router(api: Api) -> Router {
             "/api/definitions",
             get(definitions::export).post(definitions::import),
         )
+        .route(
+            "/api/definitions/{vhost}",
+            get(definitions::export_vhost).post(definitions::import_vhost),
+        )
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn(listing::shape_lists))
         .layer(DefaultBodyLimit::max(BODY_SIZE_MAX))
