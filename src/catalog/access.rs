@@ -127,6 +127,15 @@ impl User {
     }
 }
 
+/// RabbitMQ's `loopback_users` default: these log in from loopback only,
+/// over AMQP and over the management API.
+pub const LOOPBACK_USERS: [&str; 1] = [super::GUEST_USER];
+
+/// Whether `user` may log in from a peer that is (or is not) loopback.
+pub fn may_log_in_from(user: &str, peer_is_loopback: bool) -> bool {
+    peer_is_loopback || !LOOPBACK_USERS.contains(&user)
+}
+
 /// What an operation needs on a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -381,6 +390,13 @@ mod tests {
         assert!(permission.allows(Access::Write, b"xyz"));
         assert!(!permission.allows(Access::Write, b"yx"));
         assert!(permission.allows(Access::Read, b"aqb"));
+    }
+
+    #[test]
+    fn guest_logs_in_from_loopback_only_and_others_from_anywhere() {
+        assert!(may_log_in_from("guest", true));
+        assert!(!may_log_in_from("guest", false));
+        assert!(may_log_in_from("ann", false));
     }
 
     #[test]

@@ -10,12 +10,8 @@
 //! reach new connections, not open ones.
 
 use super::Connection;
-use crate::catalog::access::{access_refused, Access};
-use crate::catalog::GUEST_USER;
+use crate::catalog::access::{access_refused, may_log_in_from, Access};
 use crate::protocol::{AmqpError, ShortStr};
-
-/// RabbitMQ's `loopback_users` default: these log in from loopback only.
-const LOOPBACK_USERS: [&str; 1] = [GUEST_USER];
 
 impl Connection {
     /// The user's password matches, and a loopback-only user comes from
@@ -25,8 +21,7 @@ impl Connection {
         let Some(known) = catalog.user(user) else {
             return false;
         };
-        let from_loopback = self.peer.ip().is_loopback();
-        known.password_hash.matches(password) && (from_loopback || !LOOPBACK_USERS.contains(&user))
+        known.password_hash.matches(password) && may_log_in_from(user, self.peer.ip().is_loopback())
     }
 
     /// connection.open: the vhost exists and the user has a permission

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use super::server::{Api, Need};
 use super::views::NODE_NAME;
-use super::{access_api, definitions, listing, resources, ApiError, BODY_SIZE_MAX};
+use super::{access_api, definitions, listing, resources, server, ApiError, BODY_SIZE_MAX};
 
 pub(super) type Answer = Result<Json<Value>, ApiError>;
 pub(super) type Done = Result<StatusCode, ApiError>;
@@ -45,6 +45,7 @@ pub(super) fn router(api: Api) -> Router {
         )
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn(listing::shape_lists))
+        .layer(axum::middleware::from_fn(server::loopback_users))
         .layer(DefaultBodyLimit::max(BODY_SIZE_MAX))
         .with_state(api)
 }

@@ -7,11 +7,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::{routes, ApiError, Bridge};
+use crate::catalog::access::may_log_in_from;
 
 /// The token file's name in the data directory: one line, the token.
 pub const TOKEN_FILE: &str = "warrenctl.token";
@@ -97,7 +101,8 @@ fn serve(listener: std::net::TcpListener, api: Api) {
             Ok(listener) => listener,
             Err(err) => return tracing::error!("management listener: {err}"),
         };
-        if let Err(err) = axum::serve(listener, routes::router(api)).await {
+        let app = routes::router(api).into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(err) = axum::serve(listener, app).await {
             tracing::error!("management API stopped: {err}");
         }
     });
@@ -163,6 +168,35 @@ impl Caller {
     }
 }
 
+/// Middleware: a loopback-only user (guest) is refused from elsewhere,
+/// as RabbitMQ's `loopback_users` also applies to the management API.
+pub(super) async fn loopback_users(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let user = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(basic_credentials)
+        .map(|(user, _)| user);
+    match user {
+        Some(user) if !may_log_in_from(&user, peer.ip().is_loopback()) => {
+            ApiError::unauthorized("not_authorized", "Login failed").into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+/// (user, password) of an `Authorization: Basic ...` header value.
+fn basic_credentials(header: &str) -> Option<(String, String)> {
+    let encoded = header.strip_prefix("Basic ")?;
+    let text = String::from_utf8(BASE64.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = text.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
 impl Api {
     /// Checks the request's credentials and that the caller has `need`.
     pub async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Caller, ApiError> {
@@ -182,15 +216,7 @@ impl Api {
                 operator: true,
             });
         }
-        let (user, password) = header
-            .strip_prefix("Basic ")
-            .and_then(|encoded| BASE64.decode(encoded.trim()).ok())
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|text| {
-                let (user, password) = text.split_once(':')?;
-                Some((user.to_owned(), password.to_owned()))
-            })
-            .ok_or_else(login_failed)?;
+        let (user, password) = basic_credentials(header).ok_or_else(login_failed)?;
         let caller = self
             .bridge
             .on_shard(0, move |shard| {
