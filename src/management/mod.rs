@@ -16,6 +16,7 @@ pub mod bridge;
 mod definitions;
 mod listing;
 mod messages;
+mod rates;
 mod resources;
 mod routes;
 mod server;

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::access_api::{change, read_catalog};
 use super::messages::{decode_payload, encode_payload, encode_properties, properties_json};
+use super::rates::{message_stats, Rates};
 use super::routes::{body_json, flag, query_flag, text, Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::{self, to_field_table, QueueFigures, NODE_NAME};
@@ -26,6 +27,7 @@ use crate::catalog::{BindingOp, Catalog, DestinationName, MetaOp, QueueDef};
 use crate::connection::ConnectionInfo;
 use crate::ids::{QueueId, MANAGEMENT_CONNECTION};
 use crate::protocol::ShortStr;
+use crate::queue::QueueTotals;
 
 /// Most messages one get request takes.
 const GET_COUNT_MAX: usize = 10_000;
@@ -103,20 +105,29 @@ async fn check_permission(
 async fn queue_figures(api: &Api) -> Result<HashMap<QueueId, QueueFigures>, ApiError> {
     let per_shard = api
         .bridge
-        .on_every_shard(|shard| shard.queue_counts())
+        .on_every_shard(|shard| shard.queue_samples())
         .await?;
-    Ok(per_shard
+    let now = std::time::Instant::now();
+    let mut book = api
+        .rates
+        .lock()
+        .unwrap_or_else(|poison| poison.into_inner());
+    let figures: HashMap<QueueId, QueueFigures> = per_shard
         .into_iter()
         .flatten()
-        .map(|(id, ready, unacked, consumers)| {
+        .map(|sample| {
             let figures = QueueFigures {
-                messages_ready: u64::from(ready),
-                messages_unacknowledged: u64::from(unacked),
-                consumers: u64::from(consumers),
+                messages_ready: u64::from(sample.ready),
+                messages_unacknowledged: u64::from(sample.unacked),
+                consumers: u64::from(sample.consumers),
+                totals: sample.totals,
+                rates: book.observe(sample.id, sample.totals, now),
             };
-            (id, figures)
+            (sample.id, figures)
         })
-        .collect())
+        .collect();
+    book.retain(|queue| figures.contains_key(queue));
+    Ok(figures)
 }
 
 /// Queue totals and object counts for the overview.
@@ -124,11 +135,13 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
     let figures = queue_figures(api).await?;
     let connections = connection_infos(api).await?;
     let caller = caller.clone();
-    let (queues, exchanges, ready, unacked, consumers) = read_catalog(api, move |catalog| {
+    let (queues, exchanges, ready, unacked, consumers, stats) = read_catalog(api, move |catalog| {
         let visible: Vec<&QueueDef> = catalog
             .queues()
             .filter(|q| caller.sees_vhost(&q.vhost.to_str_lossy()))
             .collect();
+        let shown: Vec<&QueueFigures> = visible.iter().filter_map(|q| figures.get(&q.id)).collect();
+        let stats = overall_stats(&shown);
         let sum = |f: fn(&QueueFigures) -> u64| -> u64 {
             visible
                 .iter()
@@ -145,6 +158,7 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
             sum(|f| f.messages_ready),
             sum(|f| f.messages_unacknowledged),
             sum(|f| f.consumers),
+            stats,
         )
     })
     .await?;
@@ -152,7 +166,23 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
     Ok(json!({
         "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
         "object_totals": {"connections": connections.len(), "channels": channels, "exchanges": exchanges, "queues": queues, "consumers": consumers},
+        "message_stats": stats,
     }))
+}
+
+/// The overview's `message_stats`: the sums over the queues shown.
+fn overall_stats(queues: &[&QueueFigures]) -> Value {
+    let mut totals = QueueTotals::default();
+    let mut rates = Rates::default();
+    for figures in queues {
+        totals.published += figures.totals.published;
+        totals.delivered += figures.totals.delivered;
+        totals.acked += figures.totals.acked;
+        rates.publish += figures.rates.publish;
+        rates.deliver_get += figures.rates.deliver_get;
+        rates.ack += figures.rates.ack;
+    }
+    message_stats(totals, rates)
 }
 
 async fn exchanges(State(api): State<Api>, headers: HeaderMap) -> Answer {

@@ -106,7 +106,7 @@ async fn overview(State(api): State<Api>, headers: HeaderMap) -> Answer {
             {"node": NODE_NAME, "protocol": "http", "ip_address": "::", "port": api.management_port},
         ],
         "contexts": [{"node": NODE_NAME, "description": "RabbitMQ Management", "path": "/", "port": api.management_port.to_string()}],
-        "message_stats": {},
+    "message_stats": totals["message_stats"],
         "churn_rates": {},
         "queue_totals": totals["queue_totals"],
         "object_totals": totals["object_totals"],

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
+use super::rates::RateBook;
 use super::{routes, ApiError, Bridge};
 use crate::catalog::access::may_log_in_from;
 
@@ -29,6 +30,8 @@ pub(super) struct Api {
     pub started: Instant,
     pub amqp_port: u16,
     pub management_port: u16,
+    /// Only this thread touches it; the shards never wait on it.
+    pub rates: Arc<std::sync::Mutex<RateBook>>,
 }
 
 /// A fresh random token for this run of the broker.
@@ -80,6 +83,7 @@ pub fn start(
         started: Instant::now(),
         amqp_port,
         management_port: local.port(),
+        rates: Arc::default(),
     };
     std::thread::Builder::new()
         .name("management".to_owned())

@@ -7,20 +7,24 @@
 
 use serde_json::{json, Map, Value};
 
+use super::rates::{message_stats, Rates};
 use crate::catalog::access::{PermissionDef, PolicyDef, User};
 use crate::catalog::{Catalog, ExchangeDef, QueueDef};
 use crate::protocol::types::{FieldTable, FieldValue, LongStr};
+use crate::queue::QueueTotals;
 use crate::routing::{BindingView, Destination};
 
 /// The node name warren reports where RabbitMQ reports `rabbit@host`.
 pub const NODE_NAME: &str = "warren@localhost";
 
-/// A queue's figures, from its owning shard.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A queue's figures, from its owning shard, and its rates.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct QueueFigures {
     pub messages_ready: u64,
     pub messages_unacknowledged: u64,
     pub consumers: u64,
+    pub totals: QueueTotals,
+    pub rates: Rates,
 }
 
 pub fn field_value(value: &FieldValue) -> Value {
@@ -128,6 +132,7 @@ pub fn queue(def: &QueueDef, figures: QueueFigures) -> Value {
         "messages": figures.messages_ready + figures.messages_unacknowledged,
         "messages_ready": figures.messages_ready,
         "messages_unacknowledged": figures.messages_unacknowledged,
+        "message_stats": message_stats(figures.totals, figures.rates),
     })
 }
 

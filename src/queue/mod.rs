@@ -126,6 +126,18 @@ pub struct Queue {
     consumers: Consumers,
     /// Reused when a channel closes to collect the seqs it held.
     scratch_seqs: Vec<u64>,
+    /// Lifetime counts the management API turns into rates.
+    totals: QueueTotals,
+}
+
+/// What a queue has done since it was created: RabbitMQ's `message_stats`
+/// counters (publish, deliver_get, ack).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub published: u64,
+    /// Deliveries to consumers and basic.gets, redeliveries included.
+    pub delivered: u64,
+    pub acked: u64,
 }
 
 impl Queue {
@@ -148,6 +160,15 @@ impl Queue {
             unacked: HashMap::default(),
             consumers: Consumers::default(),
             scratch_seqs: Vec::new(),
+            totals: QueueTotals::default(),
+        }
+    }
+
+    pub fn totals(&self) -> QueueTotals {
+        QueueTotals {
+            // Every publish takes the next seq; requeues keep theirs.
+            published: self.next_seq - 1,
+            ..self.totals
         }
     }
 
@@ -317,6 +338,7 @@ impl Queue {
             });
             delivered += 1;
         }
+        self.totals.delivered += delivered as u64;
         delivered
     }
 
@@ -325,6 +347,7 @@ impl Queue {
     /// consumer's prefetch.
     pub fn get(&mut self, holder: (ConnectionId, u16), no_ack: bool) -> Option<GetResult> {
         let ready = self.ready.pop_front()?;
+        self.totals.delivered += 1;
         if !no_ack {
             self.unacked.insert(
                 ready.seq,
@@ -350,6 +373,7 @@ impl Queue {
         match self.unacked.remove(&seq) {
             Some(unacked) => {
                 self.release(&unacked);
+                self.totals.acked += 1;
                 true
             }
             None => false,

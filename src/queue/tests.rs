@@ -534,3 +534,25 @@ fn delete_conditions_refuse_a_queue_in_use_or_not_empty() {
     let in_use = q.check_delete(true, false).unwrap_err();
     assert!(in_use.text.ends_with("in use"), "{}", in_use.text);
 }
+
+#[test]
+fn totals_count_publishes_deliveries_with_redeliveries_and_acks() {
+    let mut q = queue();
+    for n in 1..=3 {
+        q.publish(message(n));
+    }
+    let first = q.get((conn(1), 1), false).expect("a message");
+    assert_eq!(q.settle((conn(1), 1), &[first.seq], Settlement::Requeue), 1);
+    let again = q.get((conn(1), 1), false).expect("the requeued message");
+    assert_eq!(q.settle((conn(1), 1), &[again.seq], Settlement::Ack), 1);
+    let totals = q.totals();
+    let expected = QueueTotals {
+        published: 3,
+        delivered: 2,
+        acked: 1,
+    };
+    assert_eq!(
+        totals, expected,
+        "a requeue is no publish; a redelivery is a delivery"
+    );
+}

@@ -10,21 +10,34 @@ use crate::connection::ConnectionInfo;
 use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::message::{Message, MessageContent};
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
-use crate::queue::{GetResult, Settlement};
+use crate::queue::{GetResult, QueueTotals, Settlement};
 
 /// The holder the management API takes messages as.
 const MANAGEMENT_HOLDER: (ConnectionId, u16) = (MANAGEMENT_CONNECTION, 0);
 
-/// Ready, unacked and consumers of one queue.
-pub type QueueCounts = (QueueId, u32, u32, u32);
+/// One queue's figures, as its owning shard sees them.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueSample {
+    pub id: QueueId,
+    pub ready: u32,
+    pub unacked: u32,
+    pub consumers: u32,
+    pub totals: QueueTotals,
+}
 
 impl Shard {
     /// Every queue this shard owns, with its counts.
-    pub fn queue_counts(&self) -> Vec<QueueCounts> {
+    pub fn queue_samples(&self) -> Vec<QueueSample> {
         self.queues
             .borrow()
             .iter()
-            .map(|(&id, q)| (id, q.message_count(), q.unacked_count(), q.consumer_count()))
+            .map(|(&id, q)| QueueSample {
+                id,
+                ready: q.message_count(),
+                unacked: q.unacked_count(),
+                consumers: q.consumer_count(),
+                totals: q.totals(),
+            })
             .collect()
     }
 

@@ -15,6 +15,7 @@
 mod coordinator;
 mod flow;
 mod inspect;
+pub use inspect::QueueSample;
 mod load;
 pub mod message;
 
