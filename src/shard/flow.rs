@@ -195,6 +195,10 @@ mod tests {
     };
     const QUEUE: QueueId = QueueId(3);
 
+    fn credit(messages: u32, bytes: u64) -> PublishCredit {
+        PublishCredit { messages, bytes }
+    }
+
     fn paid(flow: &mut Flow) -> Vec<(ConnectionId, PublishCredit)> {
         let mut paid = Vec::new();
         flow.pay_all(&mut |conn, credit| paid.push((conn, credit)));
@@ -209,13 +213,7 @@ mod tests {
             assert_eq!(flow.processed(CONN, QUEUE, 1, false), None);
         }
         let due = flow.processed(CONN, QUEUE, 1, false);
-        assert_eq!(
-            due,
-            Some(PublishCredit {
-                messages: 5,
-                bytes: 5
-            })
-        );
+        assert_eq!(due, Some(credit(5, 5)));
         assert!(paid(&mut flow).is_empty());
     }
 
@@ -235,35 +233,11 @@ mod tests {
         flow.processed(OTHER, QUEUE, 10, true);
         assert!(paid(&mut flow).is_empty(), "throttled credit is not owed");
         flow.repay(QUEUE, 2, &mut |_, _| panic!("nothing is due yet"));
-        assert_eq!(
-            paid(&mut flow),
-            vec![(
-                CONN,
-                PublishCredit {
-                    messages: 2,
-                    bytes: 20
-                }
-            )]
-        );
+        assert_eq!(paid(&mut flow), vec![(CONN, credit(2, 20))]);
         flow.repay(QUEUE, 5, &mut |_, _| {});
         assert_eq!(
             paid(&mut flow),
-            vec![
-                (
-                    CONN,
-                    PublishCredit {
-                        messages: 1,
-                        bytes: 10
-                    }
-                ),
-                (
-                    OTHER,
-                    PublishCredit {
-                        messages: 1,
-                        bytes: 10
-                    }
-                )
-            ]
+            vec![(CONN, credit(1, 10)), (OTHER, credit(1, 10))]
         );
         assert!(!flow.has_debts(), "repaid debt leaves no entry behind");
     }
@@ -274,16 +248,7 @@ mod tests {
         flow.processed(CONN, QUEUE, 10, true);
         flow.processed(CONN, QueueId(4), 10, true);
         flow.forgive_all();
-        assert_eq!(
-            paid(&mut flow),
-            vec![(
-                CONN,
-                PublishCredit {
-                    messages: 2,
-                    bytes: 20
-                }
-            )]
-        );
+        assert_eq!(paid(&mut flow), vec![(CONN, credit(2, 20))]);
         assert!(!flow.has_debts());
     }
 }

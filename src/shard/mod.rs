@@ -299,9 +299,14 @@ impl Shard {
 
     /// Enqueues a routed message and owes its publisher the credit for it,
     /// or holds that back while the queue is throttled (see `flow`).
-    fn publish(&self, queue: QueueId, message: Message, publisher: Holder) {
+    fn publish(&self, queue: QueueId, mut message: Message, publisher: Holder) {
         let bytes = message.body_size() as u64;
         if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+            // Behind other ready messages it will wait: it should not keep
+            // its connection's read buffer alive meanwhile.
+            if q.message_count() > 0 {
+                message.compact();
+            }
             q.publish(message);
         }
         let throttled = self.dispatch(queue);
