@@ -12,7 +12,9 @@
 //! administrator may do.
 
 mod access_api;
+mod bindings;
 pub mod bridge;
+mod connections;
 mod definitions;
 mod listing;
 mod messages;

@@ -1,5 +1,5 @@
-//! Exchanges, queues, bindings, messages, connections, channels and
-//! consumers over HTTP, with RabbitMQ's paths, status codes and JSON.
+//! Exchanges, queues and messages over HTTP, with RabbitMQ's paths,
+//! status codes and JSON.
 //!
 //! Listings join the catalog (shard 0's replica) with figures the owning
 //! shards compute on request; changes are `MetaOp`s through the
@@ -8,23 +8,22 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::access_api::{change, read_catalog};
+use super::connections::connection_infos;
 use super::messages::{decode_payload, encode_payload, encode_properties, properties_json};
 use super::rates::{message_stats, Rates};
 use super::routes::{body_json, flag, query_flag, text, Answer, Done};
 use super::server::{Api, Caller, Need};
-use super::views::{self, to_field_table, QueueFigures, NODE_NAME};
+use super::views::{self, to_field_table, QueueFigures};
 use super::ApiError;
 use crate::catalog::access::Access;
-use crate::catalog::{BindingOp, Catalog, DestinationName, MetaOp, QueueDef};
-use crate::connection::ConnectionInfo;
+use crate::catalog::{MetaOp, QueueDef};
 use crate::ids::{QueueId, MANAGEMENT_CONNECTION};
 use crate::protocol::ShortStr;
 use crate::queue::QueueTotals;
@@ -41,10 +40,6 @@ pub(super) fn routes() -> Router<Api> {
             get(exchange).put(exchange_put).delete(exchange_delete),
         )
         .route("/api/exchanges/{vhost}/{name}/publish", post(publish))
-        .route(
-            "/api/exchanges/{vhost}/{name}/bindings/{side}",
-            get(exchange_bindings),
-        )
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(queues_in))
         .route(
@@ -56,29 +51,11 @@ pub(super) fn routes() -> Router<Api> {
             "/api/queues/{vhost}/{name}/contents",
             axum::routing::delete(queue_purge),
         )
-        .route("/api/queues/{vhost}/{name}/bindings", get(queue_bindings))
-        .route("/api/bindings", get(bindings))
-        .route("/api/bindings/{vhost}", get(bindings_in))
-        .route(
-            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
-            get(bindings_between).post(binding_create),
-        )
-        .route(
-            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
-            get(binding).delete(binding_delete),
-        )
-        .route("/api/connections", get(connections))
-        .route(
-            "/api/connections/{name}",
-            get(connection).delete(connection_close),
-        )
-        .route("/api/channels", get(channels))
-        .route("/api/consumers", get(consumers))
 }
 
 /// 401 unless the caller (a user, not the operator token) has `access` to
 /// the named resource, as AMQP would check it.
-async fn check_permission(
+pub(super) async fn check_permission(
     api: &Api,
     caller: &Caller,
     vhost: &str,
@@ -221,13 +198,13 @@ async fn list_exchanges(api: &Api, caller: Caller, vhost: Option<String>) -> Ans
     Ok(Json(Value::Array(list)))
 }
 
-fn in_scope(caller: &Caller, vhost: Option<&str>, of: &ShortStr) -> bool {
+pub(super) fn in_scope(caller: &Caller, vhost: Option<&str>, of: &ShortStr) -> bool {
     let of = of.to_str_lossy();
     caller.sees_vhost(&of) && vhost.is_none_or(|v| v == of)
 }
 
 /// "amq.default" names the default exchange in the API's paths.
-fn exchange_name(name: &str) -> ShortStr {
+pub(super) fn exchange_name(name: &str) -> ShortStr {
     ShortStr::from(if name == "amq.default" { "" } else { name })
 }
 
@@ -397,7 +374,7 @@ async fn list_queues(api: &Api, caller: Caller, vhost: Option<String>) -> Answer
 }
 
 /// The queue's definition, or 404.
-async fn find_queue(api: &Api, vhost: &str, name: &str) -> Result<QueueDef, ApiError> {
+pub(super) async fn find_queue(api: &Api, vhost: &str, name: &str) -> Result<QueueDef, ApiError> {
     let (v, n) = (vhost.to_owned(), name.to_owned());
     read_catalog(api, move |c| c.queue(v.as_bytes(), n.as_bytes()).cloned())
         .await?
@@ -549,381 +526,4 @@ async fn queue_get(
         })
         .await?;
     Ok(Json(Value::Array(taken)))
-}
-
-/// Bindings in `vhost` (all vhosts when None), with the default
-/// exchange's implicit ones as RabbitMQ lists them, filtered by `keep`.
-fn binding_list(
-    catalog: &Catalog,
-    caller: &Caller,
-    vhost: Option<&str>,
-    keep: &dyn Fn(&Value) -> bool,
-) -> Vec<Value> {
-    let mut list = Vec::new();
-    for name in catalog.vhost_names() {
-        let v = name.to_str_lossy();
-        if !in_scope(caller, vhost, name) {
-            continue;
-        }
-        for q in catalog.queues().filter(|q| q.vhost == *name) {
-            let implicit = json!({
-                "source": "", "vhost": v, "destination": q.name.to_str_lossy(),
-                "destination_type": "queue", "routing_key": q.name.to_str_lossy(),
-                "arguments": {}, "properties_key": views::properties_key(&q.name.to_str_lossy(), &Default::default()),
-            });
-            list.push(implicit);
-        }
-        if let Some(table) = catalog.routing(name.as_bytes()) {
-            list.extend(
-                table
-                    .bindings()
-                    .filter_map(|b| views::binding(catalog, &v, &b)),
-            );
-        }
-    }
-    list.retain(|b| keep(b));
-    list
-}
-
-async fn bindings(State(api): State<Api>, headers: HeaderMap) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    let list = read_catalog(&api, move |c| binding_list(c, &caller, None, &|_| true)).await?;
-    Ok(Json(Value::Array(list)))
-}
-
-async fn bindings_in(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
-) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
-    filtered_bindings(&api, caller, vhost, |_| true).await
-}
-
-async fn filtered_bindings(
-    api: &Api,
-    caller: Caller,
-    vhost: String,
-    keep: impl Fn(&Value) -> bool + Send + 'static,
-) -> Answer {
-    let list = read_catalog(api, move |c| {
-        c.has_vhost(vhost.as_bytes())
-            .then(|| binding_list(c, &caller, Some(&vhost), &keep))
-    })
-    .await?
-    .ok_or_else(ApiError::not_found)?;
-    Ok(Json(Value::Array(list)))
-}
-
-async fn exchange_bindings(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path((vhost, name, side)): Path<(String, String, String)>,
-) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
-    let field = match side.as_str() {
-        "source" => "source",
-        "destination" => "destination",
-        _ => return Err(ApiError::not_found()),
-    };
-    let name = exchange_name(&name).to_str_lossy().into_owned();
-    filtered_bindings(&api, caller, vhost, move |b| {
-        b[field] == name.as_str() && (field == "source" || b["destination_type"] == "exchange")
-    })
-    .await
-}
-
-async fn queue_bindings(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
-    find_queue(&api, &vhost, &name).await?;
-    filtered_bindings(&api, caller, vhost, move |b| {
-        b["destination"] == name.as_str() && b["destination_type"] == "queue"
-    })
-    .await
-}
-
-/// The destination a binding path names: `q` or `e`.
-fn destination(kind: &str, name: &str) -> Result<DestinationName, ApiError> {
-    match kind {
-        "q" => Ok(DestinationName::Queue(ShortStr::from(name))),
-        "e" => Ok(DestinationName::Exchange(exchange_name(name))),
-        _ => Err(ApiError::not_found()),
-    }
-}
-
-fn destination_matches(binding: &Value, source: &str, kind: &str, name: &str) -> bool {
-    let kind = if kind == "q" { "queue" } else { "exchange" };
-    binding["source"] == source
-        && binding["destination"] == name
-        && binding["destination_type"] == kind
-}
-
-async fn bindings_between(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path((vhost, source, kind, name)): Path<(String, String, String, String)>,
-) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
-    destination(&kind, &name)?;
-    let source = exchange_name(&source).to_str_lossy().into_owned();
-    filtered_bindings(&api, caller, vhost, move |b| {
-        destination_matches(b, &source, &kind, &name)
-    })
-    .await
-}
-
-async fn binding_create(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path((vhost, source, kind, name)): Path<(String, String, String, String)>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
-    let destination = destination(&kind, &name)?;
-    check_permission(&api, &caller, &vhost, Access::Write, &name).await?;
-    check_permission(&api, &caller, &vhost, Access::Read, &source).await?;
-    let body = body_json(&body)?;
-    let routing_key = text(&body, "routing_key", "").to_owned();
-    let arguments = arguments(&body)?;
-    let location = format!(
-        "/api/bindings/{}/e/{source}/{kind}/{name}/{}",
-        url_segment(&vhost),
-        views::properties_key(&routing_key, &arguments)
-    );
-    let op = MetaOp::Bind(BindingOp {
-        vhost: ShortStr::from(vhost),
-        source: exchange_name(&source),
-        destination,
-        routing_key: ShortStr::from(routing_key),
-        arguments,
-        conn: MANAGEMENT_CONNECTION,
-    });
-    change(&api, op, true).await?;
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)]).into_response())
-}
-
-fn url_segment(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-/// The binding a path's properties key names, if it exists.
-async fn find_binding(
-    api: &Api,
-    caller: Caller,
-    (vhost, source, kind, name, props): (String, String, String, String, String),
-) -> Result<Value, ApiError> {
-    let source = exchange_name(&source).to_str_lossy().into_owned();
-    let found = read_catalog(api, move |c| {
-        binding_list(c, &caller, Some(&vhost), &|b| {
-            destination_matches(b, &source, &kind, &name) && b["properties_key"] == props.as_str()
-        })
-        .into_iter()
-        .next()
-    })
-    .await?;
-    found.ok_or_else(ApiError::not_found)
-}
-
-async fn binding(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(path): Path<(String, String, String, String, String)>,
-) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&path.0)?;
-    find_binding(&api, caller, path).await.map(Json)
-}
-
-async fn binding_delete(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(path): Path<(String, String, String, String, String)>,
-) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&path.0)?;
-    let (vhost, source, kind, name) = (
-        path.0.clone(),
-        path.1.clone(),
-        path.2.clone(),
-        path.3.clone(),
-    );
-    check_permission(&api, &caller, &vhost, Access::Write, &name).await?;
-    check_permission(&api, &caller, &vhost, Access::Read, &source).await?;
-    let found = find_binding(&api, caller, path).await?;
-    let op = MetaOp::Unbind(BindingOp {
-        vhost: ShortStr::from(vhost),
-        source: exchange_name(&source),
-        destination: destination(&kind, &name)?,
-        routing_key: ShortStr::from(found["routing_key"].as_str().unwrap_or("")),
-        arguments: to_field_table(&found["arguments"]).unwrap_or_default(),
-        conn: MANAGEMENT_CONNECTION,
-    });
-    change(&api, op, false).await
-}
-
-async fn connection_infos(api: &Api) -> Result<Vec<ConnectionInfo>, ApiError> {
-    let per_shard = api
-        .bridge
-        .on_every_shard(|shard| shard.connection_infos())
-        .await?;
-    Ok(per_shard.into_iter().flatten().collect())
-}
-
-fn connection_json(info: &ConnectionInfo) -> Value {
-    json!({
-        "name": info.name,
-        "node": NODE_NAME,
-        "vhost": info.vhost,
-        "user": info.user,
-        "state": info.state,
-        "channels": info.channels,
-        "peer_host": info.peer_host,
-        "peer_port": info.peer_port,
-        "protocol": "AMQP 0-9-1",
-        "type": "network",
-        "ssl": false,
-        "auth_mechanism": "PLAIN",
-        "frame_max": info.frame_max,
-        "channel_max": info.channel_max,
-        "timeout": info.heartbeat_s,
-        "client_properties": {},
-    })
-}
-
-/// Connections the caller may see: its own, or all for monitoring and up.
-fn visible(caller: &Caller, info: &ConnectionInfo) -> bool {
-    caller.vhosts.is_none() || info.user == caller.name
-}
-
-async fn connections(State(api): State<Api>, headers: HeaderMap) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    let mut infos = connection_infos(&api).await?;
-    infos.sort_by(|a, b| a.name.cmp(&b.name));
-    let list = infos
-        .iter()
-        .filter(|info| visible(&caller, info))
-        .map(connection_json)
-        .collect();
-    Ok(Json(Value::Array(list)))
-}
-
-async fn connection(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    let infos = connection_infos(&api).await?;
-    infos
-        .iter()
-        .find(|info| info.name == name && visible(&caller, info))
-        .map(|info| Json(connection_json(info)))
-        .ok_or_else(ApiError::not_found)
-}
-
-/// Closes a connection with 320 and RabbitMQ's text (or the `X-Reason`
-/// header, as RabbitMQ allows).
-async fn connection_close(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    let infos = connection_infos(&api).await?;
-    if !infos
-        .iter()
-        .any(|info| info.name == name && visible(&caller, info))
-    {
-        return Err(ApiError::not_found());
-    }
-    let reason = headers
-        .get("x-reason")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("Closed via management plugin")
-        .to_owned();
-    let closed = api
-        .bridge
-        .on_every_shard(move |shard| shard.close_connection_named(&name, &reason))
-        .await?;
-    if !closed.contains(&true) {
-        return Err(ApiError::not_found());
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn channels(State(api): State<Api>, headers: HeaderMap) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    let infos = connection_infos(&api).await?;
-    let mut list = Vec::new();
-    for info in infos.iter().filter(|info| visible(&caller, info)) {
-        for &(number, consumers, unacked) in &info.channel_list {
-            list.push(json!({
-                "name": format!("{} ({number})", info.name),
-                "number": number,
-                "node": NODE_NAME,
-                "vhost": info.vhost,
-                "user": info.user,
-                "state": "running",
-                "consumer_count": consumers,
-                "messages_unacknowledged": unacked,
-                "connection_details": {"name": info.name, "peer_host": info.peer_host, "peer_port": info.peer_port},
-            }));
-        }
-    }
-    Ok(Json(Value::Array(list)))
-}
-
-async fn consumers(State(api): State<Api>, headers: HeaderMap) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    let per_shard = api
-        .bridge
-        .on_every_shard(|shard| shard.consumer_list())
-        .await?;
-    let names: HashMap<_, _> = connection_infos(&api)
-        .await?
-        .into_iter()
-        .map(|info| (info.id, (info.name, info.user)))
-        .collect();
-    let list = read_catalog(&api, move |catalog| {
-        per_shard
-            .into_iter()
-            .flatten()
-            .filter_map(|(queue, conn, channel, tag)| {
-                let def = catalog.queue_by_id(queue)?;
-                let (connection_name, user) = names.get(&conn)?;
-                let shown = caller.vhosts.is_none() || *user == caller.name;
-                shown.then(|| {
-                    json!({
-                        "consumer_tag": tag.to_str_lossy(),
-                        "queue": {"name": def.name.to_str_lossy(), "vhost": def.vhost.to_str_lossy()},
-                        "channel_details": {
-                            "name": format!("{connection_name} ({channel})"),
-                            "number": channel,
-                            "connection_name": connection_name,
-                            "user": user,
-                        },
-                    })
-                })
-            })
-            .collect::<Vec<_>>()
-    })
-    .await?;
-    Ok(Json(Value::Array(list)))
 }

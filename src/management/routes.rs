@@ -17,7 +17,10 @@ use serde_json::{json, Value};
 
 use super::server::{Api, Need};
 use super::views::NODE_NAME;
-use super::{access_api, definitions, listing, resources, server, ApiError, BODY_SIZE_MAX};
+use super::{
+    access_api, bindings, connections, definitions, listing, resources, server, ApiError,
+    BODY_SIZE_MAX,
+};
 
 pub(super) type Answer = Result<Json<Value>, ApiError>;
 pub(super) type Done = Result<StatusCode, ApiError>;
@@ -35,6 +38,8 @@ pub(super) fn router(api: Api) -> Router {
         .route("/api/warren/stop", post(stop))
         .merge(access_api::routes())
         .merge(resources::routes())
+        .merge(bindings::routes())
+        .merge(connections::routes())
         .route(
             "/api/definitions",
             get(definitions::export).post(definitions::import),
