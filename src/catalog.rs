@@ -727,18 +727,12 @@ impl Catalog {
                 server_named,
             } => {
                 if *passive {
-                    let def = self.check_queue_access(vhost.as_bytes(), name.as_bytes(), *owner)?;
-                    return Ok(MetaOutcome::QueueDeclared {
-                        def: def.clone(),
-                        created: false,
-                    });
+                    return self.queue_declare_passive(vhost, name, *owner);
                 }
                 if !server_named {
                     check_name("queue", name)?;
                 }
-                // RabbitMQ never makes an exclusive queue durable.
-                let durable = *durable && !*exclusive;
-                let exclusive_owner = exclusive.then_some(*owner);
+                // Exclusive and server-named queues live with their user.
                 let shard_id = if *exclusive || *server_named {
                     *owner_shard
                 } else {
@@ -749,8 +743,9 @@ impl Catalog {
                     name: name.clone(),
                     vhost: vhost.clone(),
                     shard_id,
-                    durable,
-                    exclusive_owner,
+                    // RabbitMQ never makes an exclusive queue durable.
+                    durable: *durable && !*exclusive,
+                    exclusive_owner: exclusive.then_some(*owner),
                     auto_delete: *auto_delete,
                     arguments: arguments.clone(),
                 };
@@ -764,6 +759,19 @@ impl Catalog {
             MetaOp::VhostDelete { name } => self.vhost_delete(name),
             MetaOp::Access(op) => self.apply_access(op),
         }
+    }
+
+    fn queue_declare_passive(
+        &self,
+        vhost: &ShortStr,
+        name: &ShortStr,
+        owner: ConnectionId,
+    ) -> Result<MetaOutcome, AmqpError> {
+        let def = self.check_queue_access(vhost.as_bytes(), name.as_bytes(), owner)?;
+        Ok(MetaOutcome::QueueDeclared {
+            def: def.clone(),
+            created: false,
+        })
     }
 
     fn exchange_declare_passive(
