@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use regex::Regex;
+use regex::bytes::Regex;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::protocol::error::AmqpError;
@@ -150,7 +150,7 @@ enum Pattern {
     /// `.*` and friends: every name.
     All,
     /// `""`, which RabbitMQ reads as `^$`: no resource has an empty name
-    /// (the default exchange is checked as `amq.default`).
+    /// (the default exchange is checked as `amq.default`), so nothing.
     Nothing,
     /// Anything else, searched unanchored as Erlang's `re:run` does.
     Regex(Regex),
@@ -167,10 +167,12 @@ impl Pattern {
         }
     }
 
-    fn allows(&self, name: &str) -> bool {
+    /// Names are matched as bytes: AMQP names need not be UTF-8, and a
+    /// publish should not pay for validating one.
+    fn allows(&self, name: &[u8]) -> bool {
         match self {
             Pattern::All => true,
-            Pattern::Nothing => name.is_empty(),
+            Pattern::Nothing => false,
             Pattern::Regex(regex) => regex.is_match(name),
         }
     }
@@ -212,9 +214,9 @@ impl UserPermission {
         };
         // The default exchange is the resource 'amq.default' to RabbitMQ.
         let name = if name.is_empty() {
-            "amq.default"
+            b"amq.default"
         } else {
-            std::str::from_utf8(name).unwrap_or("")
+            name
         };
         pattern.allows(name)
     }
@@ -397,6 +399,21 @@ mod tests {
         assert!(may_log_in_from("guest", true));
         assert!(!may_log_in_from("guest", false));
         assert!(may_log_in_from("ann", false));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_matched_as_bytes() {
+        let def = PermissionDef {
+            user: "u".into(),
+            vhost: "/".into(),
+            configure: "".into(),
+            write: "^x".into(),
+            read: ".*".into(),
+        };
+        let permission = UserPermission::compile(&def).expect("valid");
+        assert!(!permission.allows(Access::Configure, b"\xff"));
+        assert!(permission.allows(Access::Write, b"x\xff"));
+        assert!(!permission.allows(Access::Write, b"\xffx"));
     }
 
     #[test]
