@@ -22,8 +22,13 @@
 //!   in every process and version.
 //! - It does no I/O and knows nothing of messages or consumers: the queue's
 //!   owning shard checks if-unused / if-empty before a delete is issued.
+//!
+//! Users, permissions and policies live in [`access`]; vhosts here.
+
+pub mod access;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::error::AmqpError;
@@ -31,6 +36,10 @@ use crate::protocol::types::{FieldTable, FieldValue, ShortStr};
 use crate::queue::{QueueType, Settings};
 use crate::routing::headers::{format_value, type_name, validate_binding_arguments, values_equal};
 use crate::routing::{Destination, ExchangeKind, RoutingTable};
+use access::{
+    check_name_len, check_pattern_len, validate_policy, PasswordHash, PermissionDef, PolicyDef,
+    User, UserPermission,
+};
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -113,6 +122,35 @@ pub enum MetaOp {
     ConnectionClosed {
         conn: ConnectionId,
     },
+    Access(AccessOp),
+    /// Creates a vhost; one that exists is left as it is.
+    VhostAdd {
+        name: ShortStr,
+    },
+    /// Deletes a vhost with its exchanges, queues, permissions and policies.
+    VhostDelete {
+        name: ShortStr,
+    },
+}
+
+/// A change to users, permissions or policies.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccessOp {
+    /// Creates a user or replaces its password hash and tags.
+    UserPut(User),
+    UserDelete {
+        name: String,
+    },
+    PermissionSet(PermissionDef),
+    PermissionClear {
+        vhost: String,
+        user: String,
+    },
+    PolicySet(PolicyDef),
+    PolicyClear {
+        vhost: String,
+        name: String,
+    },
 }
 
 /// A binding to add or remove: queue.bind / exchange.bind and their
@@ -155,6 +193,17 @@ pub enum MetaOutcome {
         removed: bool,
         exchanges: Vec<ExchangeDef>,
     },
+    /// A vhost went, with these queues; its connections must be closed.
+    VhostDeleted {
+        vhost: ShortStr,
+        queues: Vec<QueueDef>,
+    },
+    /// A user went; its connections must be closed.
+    UserDeleted {
+        name: String,
+    },
+    /// A user, vhost, permission or policy was created, changed or removed.
+    AccessChanged,
 }
 
 /// One vhost's definitions.
@@ -172,7 +221,18 @@ pub struct Catalog {
     vhosts: BTreeMap<ShortStr, Vhost>,
     queues: BTreeMap<QueueId, QueueDef>,
     next_queue_id: u64,
+    users: BTreeMap<String, User>,
+    /// By (vhost, user), with the compiled patterns connections share.
+    permissions: BTreeMap<(String, String), (PermissionDef, Arc<UserPermission>)>,
+    /// By (vhost, name).
+    policies: BTreeMap<(String, String), PolicyDef>,
 }
+
+/// RabbitMQ's default user, created at start.
+pub const GUEST_USER: &str = "guest";
+/// A fixed salt for guest's hash, so every replica builds the same one
+/// (guest's password is no secret).
+const GUEST_SALT: [u8; 4] = *b"warr";
 
 /// RabbitMQ's resource description: "queue 'q' in vhost '/'".
 fn resource(kind: &str, vhost: &ShortStr, name: &[u8]) -> String {
@@ -430,11 +490,38 @@ impl Catalog {
         let vhost = ShortStr::from(DEFAULT_VHOST);
         let mut vhosts = BTreeMap::new();
         vhosts.insert(vhost.clone(), Vhost::new(&vhost));
-        Catalog {
+        let mut catalog = Catalog {
             shard_count: shard_count.max(1),
             vhosts,
             queues: BTreeMap::new(),
             next_queue_id: 1,
+            users: BTreeMap::new(),
+            permissions: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        };
+        catalog.add_guest();
+        catalog
+    }
+
+    /// guest/guest, administrator, with full permissions on `/`, as
+    /// RabbitMQ creates it on first start.
+    fn add_guest(&mut self) {
+        let guest = User {
+            name: GUEST_USER.to_owned(),
+            password_hash: PasswordHash::new(GUEST_USER, GUEST_SALT),
+            tags: vec!["administrator".to_owned()],
+        };
+        let full = PermissionDef {
+            user: GUEST_USER.to_owned(),
+            vhost: DEFAULT_VHOST.to_owned(),
+            configure: ".*".to_owned(),
+            write: ".*".to_owned(),
+            read: ".*".to_owned(),
+        };
+        let ops = [AccessOp::UserPut(guest), AccessOp::PermissionSet(full)];
+        for op in &ops {
+            let applied = self.apply_access(op);
+            debug_assert!(applied.is_ok(), "guest's definitions are valid");
         }
     }
 
@@ -568,18 +655,12 @@ impl Catalog {
                 server_named,
             } => {
                 if *passive {
-                    let def = self.check_queue_access(vhost.as_bytes(), name.as_bytes(), *owner)?;
-                    return Ok(MetaOutcome::QueueDeclared {
-                        def: def.clone(),
-                        created: false,
-                    });
+                    return self.queue_declare_passive(vhost, name, *owner);
                 }
                 if !server_named {
                     check_name("queue", name)?;
                 }
-                // RabbitMQ never makes an exclusive queue durable.
-                let durable = *durable && !*exclusive;
-                let exclusive_owner = exclusive.then_some(*owner);
+                // Exclusive and server-named queues live with their user.
                 let shard_id = if *exclusive || *server_named {
                     *owner_shard
                 } else {
@@ -590,8 +671,9 @@ impl Catalog {
                     name: name.clone(),
                     vhost: vhost.clone(),
                     shard_id,
-                    durable,
-                    exclusive_owner,
+                    // RabbitMQ never makes an exclusive queue durable.
+                    durable: *durable && !*exclusive,
+                    exclusive_owner: exclusive.then_some(*owner),
                     auto_delete: *auto_delete,
                     arguments: arguments.clone(),
                     settings: Settings::default(),
@@ -602,7 +684,23 @@ impl Catalog {
             MetaOp::Bind(binding) => self.bind(binding),
             MetaOp::Unbind(binding) => self.unbind(binding),
             MetaOp::ConnectionClosed { conn } => Ok(self.connection_closed(*conn)),
+            MetaOp::VhostAdd { name } => self.vhost_add(name),
+            MetaOp::VhostDelete { name } => self.vhost_delete(name),
+            MetaOp::Access(op) => self.apply_access(op),
         }
+    }
+
+    fn queue_declare_passive(
+        &self,
+        vhost: &ShortStr,
+        name: &ShortStr,
+        owner: ConnectionId,
+    ) -> Result<MetaOutcome, AmqpError> {
+        let def = self.check_queue_access(vhost.as_bytes(), name.as_bytes(), owner)?;
+        Ok(MetaOutcome::QueueDeclared {
+            def: def.clone(),
+            created: false,
+        })
     }
 
     fn exchange_declare_passive(
@@ -831,6 +929,126 @@ impl Catalog {
             op.arguments.clone(),
         );
         Ok(MetaOutcome::Bound { created })
+    }
+
+    fn vhost_add(&mut self, name: &ShortStr) -> Result<MetaOutcome, AmqpError> {
+        check_name_len("vhost", &name.to_str_lossy())?;
+        if std::str::from_utf8(name.as_bytes()).is_err() {
+            return Err(AmqpError::precondition_failed("vhost name must be UTF-8"));
+        }
+        self.vhosts
+            .entry(name.clone())
+            .or_insert_with(|| Vhost::new(name));
+        Ok(MetaOutcome::AccessChanged)
+    }
+
+    /// Removes the vhost, its queues (the owners drop their messages), its
+    /// permissions and its policies.
+    fn vhost_delete(&mut self, name: &ShortStr) -> Result<MetaOutcome, AmqpError> {
+        let vhost = self.vhost(name.as_bytes())?;
+        let ids: Vec<QueueId> = vhost.queues.values().copied().collect();
+        let (queues, _) = self.remove_queues(&ids);
+        self.vhosts.remove(name.as_bytes());
+        let text = name.to_str_lossy();
+        self.permissions.retain(|(vhost, _), _| *vhost != text);
+        self.policies.retain(|(vhost, _), _| *vhost != text);
+        Ok(MetaOutcome::VhostDeleted {
+            vhost: name.clone(),
+            queues,
+        })
+    }
+
+    /// Every vhost's name, sorted.
+    pub fn vhost_names(&self) -> impl Iterator<Item = &ShortStr> {
+        self.vhosts.keys()
+    }
+
+    pub fn has_vhost(&self, name: &[u8]) -> bool {
+        self.vhosts.contains_key(name)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+
+    /// Every permission, by vhost then user.
+    pub fn permissions(&self) -> impl Iterator<Item = &PermissionDef> {
+        self.permissions.values().map(|(def, _)| def)
+    }
+
+    /// The compiled permission of `user` in `vhost`, which a connection
+    /// keeps: None when the user has none there.
+    pub fn user_permission(&self, vhost: &str, user: &str) -> Option<Arc<UserPermission>> {
+        let key = (vhost.to_owned(), user.to_owned());
+        self.permissions
+            .get(&key)
+            .map(|(_, compiled)| compiled.clone())
+    }
+
+    /// Every policy, by vhost then name.
+    pub fn policies(&self) -> impl Iterator<Item = &PolicyDef> {
+        self.policies.values()
+    }
+
+    /// Users, permissions and policies; vhosts are [`Catalog::apply`]'s.
+    fn apply_access(&mut self, op: &AccessOp) -> Result<MetaOutcome, AmqpError> {
+        match op {
+            AccessOp::UserPut(user) => {
+                check_name_len("user", &user.name)?;
+                self.users.insert(user.name.clone(), user.clone());
+            }
+            AccessOp::UserDelete { name } => {
+                if self.users.remove(name).is_none() {
+                    return Err(AmqpError::not_found(format!("no user '{name}'")));
+                }
+                self.permissions.retain(|(_, user), _| user != name);
+                return Ok(MetaOutcome::UserDeleted { name: name.clone() });
+            }
+            AccessOp::PermissionSet(def) => {
+                self.check_user_and_vhost(&def.user, &def.vhost)?;
+                for pattern in [&def.configure, &def.write, &def.read] {
+                    check_pattern_len(pattern)?;
+                }
+                let compiled = UserPermission::compile(def)?;
+                let key = (def.vhost.clone(), def.user.clone());
+                self.permissions.insert(key, (def.clone(), compiled));
+            }
+            AccessOp::PermissionClear { vhost, user } => {
+                self.check_user_and_vhost(user, vhost)?;
+                self.permissions.remove(&(vhost.clone(), user.clone()));
+            }
+            AccessOp::PolicySet(def) => {
+                check_name_len("policy", &def.name)?;
+                check_pattern_len(&def.pattern)?;
+                self.vhost(def.vhost.as_bytes())?;
+                validate_policy(def)?;
+                let key = (def.vhost.clone(), def.name.clone());
+                self.policies.insert(key, def.clone());
+            }
+            AccessOp::PolicyClear { vhost, name } => {
+                if self
+                    .policies
+                    .remove(&(vhost.clone(), name.clone()))
+                    .is_none()
+                {
+                    return Err(AmqpError::not_found(format!(
+                        "no policy '{name}' in vhost '{vhost}'"
+                    )));
+                }
+            }
+        }
+        Ok(MetaOutcome::AccessChanged)
+    }
+
+    fn check_user_and_vhost(&self, user: &str, vhost: &str) -> Result<(), AmqpError> {
+        if !self.users.contains_key(user) {
+            return Err(AmqpError::not_found(format!("no user '{user}'")));
+        }
+        self.vhost(vhost.as_bytes()).map(|_| ())
     }
 
     fn unbind(&mut self, op: &BindingOp) -> Result<MetaOutcome, AmqpError> {

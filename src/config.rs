@@ -2,6 +2,7 @@
 //! every flag, and the limits the rest of the broker checks once.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::Parser;
 
@@ -50,6 +51,20 @@ pub struct Config {
     #[arg(long, env = "WARREN_CONSUMER_CREDIT", default_value_t = 2000)]
     pub consumer_credit: u32,
 
+    /// HTTP management API port (RabbitMQ's 15672; 0 disables it).
+    #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = 15672)]
+    pub management_port: u16,
+
+    /// Address the management API listens on (default: the AMQP --bind).
+    #[arg(long, env = "WARREN_MANAGEMENT_BIND")]
+    pub management_bind: Option<IpAddr>,
+
+    /// Directory for the broker's files (the warrenctl token now; the
+    /// durable store later). Default: $XDG_DATA_HOME/warren, else
+    /// $HOME/.local/share/warren.
+    #[arg(long, env = "WARREN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
     /// Publishes one connection may have routed to a shard that the shard
     /// has not processed yet. Past it the connection stops reading its
     /// socket until the shard catches up, so TCP slows the publisher.
@@ -72,10 +87,37 @@ impl Config {
         SocketAddr::new(self.bind, self.port)
     }
 
+    /// The management API's address, if it is enabled.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        let bind = self.management_bind.unwrap_or(self.bind);
+        (self.management_port != 0).then(|| SocketAddr::new(bind, self.management_port))
+    }
+
+    /// The data directory: the flag, else the XDG default.
+    pub fn data_dir(&self) -> Result<PathBuf, String> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(dir.clone());
+        }
+        default_data_dir().ok_or_else(|| {
+            "no data directory: set --data-dir, WARREN_DATA_DIR, XDG_DATA_HOME or HOME".to_owned()
+        })
+    }
+
     /// The shard count to run: the flag, else one per usable CPU.
     pub fn shard_count(&self) -> usize {
         self.shards
             .unwrap_or_else(|| crate::runtime::allowed_cpus().len())
             .max(1)
     }
+}
+
+/// `${XDG_DATA_HOME:-$HOME/.local/share}/warren`, which warrenctl also
+/// reads.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty());
+    let base = match non_empty("XDG_DATA_HOME") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(non_empty("HOME")?).join(".local/share"),
+    };
+    Some(base.join("warren"))
 }

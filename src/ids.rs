@@ -30,3 +30,11 @@ impl fmt::Display for QueueId {
         write!(f, "q{}", self.0)
     }
 }
+
+/// The management API's stand-in for a connection: it declares, binds and
+/// takes messages (basic.get on its behalf) under this id, which no
+/// accepted connection ever has (shard ids are far below `u32::MAX`).
+pub const MANAGEMENT_CONNECTION: ConnectionId = ConnectionId {
+    shard_id: u32::MAX,
+    local_id: u32::MAX,
+};

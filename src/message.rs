@@ -12,6 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::protocol::types::ShortStr;
+use crate::protocol::AmqpError;
 
 #[derive(Clone, Debug)]
 pub struct Message(Arc<MessageContent>);
@@ -72,6 +73,37 @@ impl std::ops::Deref for Message {
     fn deref(&self) -> &MessageContent {
         &self.0
     }
+}
+
+/// The expiration property as RabbitMQ reads it (Erlang's
+/// `string:to_integer`: an optional sign, digits, nothing after), in
+/// milliseconds; anything else is 406 with RabbitMQ's text.
+pub(crate) fn parse_expiration(text: &ShortStr) -> Result<u64, AmqpError> {
+    let bytes = text.as_bytes();
+    let invalid =
+        |why: String| AmqpError::precondition_failed(format!("invalid expiration '{text}': {why}"));
+    let (negative, unsigned) = match bytes.first() {
+        Some(b'-') => (true, &bytes[1..]),
+        Some(b'+') => (false, &bytes[1..]),
+        _ => (false, bytes),
+    };
+    let digits = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 {
+        return Err(invalid("no_integer".to_owned()));
+    }
+    let value = unsigned[..digits].iter().fold(0u64, |value, &digit| {
+        value
+            .saturating_mul(10)
+            .saturating_add(u64::from(digit - b'0'))
+    });
+    if digits < unsigned.len() {
+        let rest = String::from_utf8_lossy(&unsigned[digits..]);
+        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
+    }
+    if negative && value > 0 {
+        return Err(invalid(format!("{{value_negative,-{value}}}")));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -72,6 +72,8 @@ impl InProcessBroker {
         let (reserved, addr) = warren::runtime::net::reserve_port(([127, 0, 0, 1], 0).into())
             .unwrap_or_else(|err| panic!("cannot reserve a port: {err}"));
         let (port, shards) = (addr.port().to_string(), SHARD_COUNT.to_string());
+        let data_dir = data_dir().display().to_string();
+        // No management API: the measurement is the AMQP data path's.
         let config = Config::parse_from([
             "warren",
             "--bind",
@@ -80,6 +82,10 @@ impl InProcessBroker {
             port.as_str(),
             "--shards",
             shards.as_str(),
+            "--management-port",
+            "0",
+            "--data-dir",
+            data_dir.as_str(),
         ]);
         let shutdown = Arc::new(AtomicBool::new(false));
         let flag = shutdown.clone();
@@ -117,7 +123,13 @@ impl Drop for InProcessBroker {
                 Err(_) => eprintln!("broker thread panicked"),
             }
         }
+        let _ = std::fs::remove_dir_all(data_dir());
     }
+}
+
+/// The in-process broker's --data-dir.
+fn data_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("warren-alloc-{}", std::process::id()))
 }
 
 /// A blocking AMQP client for the setup steps (which may allocate).

@@ -1,3 +1,4 @@
+use super::access::{PasswordHash, PermissionDef, PolicyDef, User};
 use super::*;
 use crate::protocol::error::reply_code;
 use crate::protocol::types::LongStr;
@@ -790,4 +791,121 @@ fn replicas_applying_the_same_ops_agree() {
         first.exchange(b"/", b"ad").is_none(),
         "auto-deleted on connection close"
     );
+}
+
+fn user(name: &str, password: &str) -> MetaOp {
+    MetaOp::Access(AccessOp::UserPut(User {
+        name: name.to_owned(),
+        password_hash: PasswordHash::new(password, [9, 8, 7, 6]),
+        tags: Vec::new(),
+    }))
+}
+
+fn permission(vhost: &str, user: &str, configure: &str, write: &str, read: &str) -> MetaOp {
+    MetaOp::Access(AccessOp::PermissionSet(PermissionDef {
+        user: user.to_owned(),
+        vhost: vhost.to_owned(),
+        configure: configure.to_owned(),
+        write: write.to_owned(),
+        read: read.to_owned(),
+    }))
+}
+
+#[test]
+fn guest_exists_at_start_with_full_permissions_on_the_default_vhost() {
+    let catalog = Catalog::new(2);
+    let guest = catalog.user("guest").expect("guest exists");
+    assert!(guest.password_hash.matches("guest"));
+    assert_eq!(guest.tags, ["administrator"]);
+    let permission = catalog.user_permission("/", "guest").expect("permission");
+    assert!(permission.allows(access::Access::Configure, b"anything"));
+}
+
+#[test]
+fn a_permission_needs_an_existing_user_and_vhost() {
+    let mut catalog = Catalog::new(2);
+    let refused = catalog.apply(&permission("/", "ann", ".*", ".*", ".*"));
+    assert_eq!(refused.map_err(|e| e.code), Err(reply_code::NOT_FOUND));
+    catalog.apply(&user("ann", "pw")).expect("user");
+    let refused = catalog.apply(&permission("/v", "ann", ".*", ".*", ".*"));
+    assert_eq!(refused.map_err(|e| e.code), Err(reply_code::NOT_FOUND));
+    catalog
+        .apply(&permission("/", "ann", "", "^x", ".*"))
+        .expect("set");
+    let compiled = catalog.user_permission("/", "ann").expect("compiled");
+    assert!(!compiled.allows(access::Access::Configure, b"q"));
+    assert!(compiled.allows(access::Access::Write, b"xq"));
+}
+
+#[test]
+fn deleting_a_user_removes_its_permissions() {
+    let mut catalog = Catalog::new(2);
+    catalog.apply(&user("ann", "pw")).expect("user");
+    catalog
+        .apply(&permission("/", "ann", ".*", ".*", ".*"))
+        .expect("set");
+    let delete = MetaOp::Access(AccessOp::UserDelete {
+        name: "ann".to_owned(),
+    });
+    catalog.apply(&delete).expect("deleted");
+    assert!(catalog.user_permission("/", "ann").is_none());
+    assert_eq!(
+        catalog.apply(&delete).map_err(|e| e.code),
+        Err(reply_code::NOT_FOUND)
+    );
+}
+
+#[test]
+fn deleting_a_vhost_removes_its_queues_exchanges_and_permissions() {
+    let mut catalog = Catalog::new(2);
+    let v = s("v1");
+    catalog
+        .apply(&MetaOp::VhostAdd { name: v.clone() })
+        .expect("added");
+    catalog
+        .apply(&permission("v1", "guest", ".*", ".*", ".*"))
+        .expect("set");
+    let mut declare = queue_declare("q", CONN_A);
+    if let MetaOp::QueueDeclare { vhost, .. } = &mut declare {
+        *vhost = v.clone();
+    }
+    catalog.apply(&declare).expect("declared");
+    let outcome = catalog.apply(&MetaOp::VhostDelete { name: v.clone() });
+    let Ok(MetaOutcome::VhostDeleted { vhost, queues }) = outcome else {
+        panic!("unexpected {outcome:?}");
+    };
+    assert_eq!(vhost, v);
+    assert_eq!(queues.len(), 1);
+    assert!(catalog.queues().next().is_none());
+    assert!(catalog.exchange(b"v1", b"amq.direct").is_none());
+    assert!(catalog.user_permission("v1", "guest").is_none());
+    assert!(catalog.user_permission("/", "guest").is_some());
+}
+
+#[test]
+fn a_policy_with_an_unknown_key_is_refused_and_a_valid_one_is_listed() {
+    let mut catalog = Catalog::new(2);
+    let policy = |key: &str, value: serde_json::Value| {
+        let mut definition = serde_json::Map::new();
+        definition.insert(key.to_owned(), value);
+        MetaOp::Access(AccessOp::PolicySet(PolicyDef {
+            vhost: "/".to_owned(),
+            name: "p".to_owned(),
+            pattern: "^q".to_owned(),
+            apply_to: access::ApplyTo::Queues,
+            priority: 1,
+            definition,
+        }))
+    };
+    let refused = catalog.apply(&policy("no-such-key", serde_json::json!(1)));
+    assert_eq!(
+        refused.map_err(|e| e.code),
+        Err(reply_code::PRECONDITION_FAILED)
+    );
+    let refused = catalog.apply(&policy("max-length", serde_json::json!("ten")));
+    assert!(refused.is_err());
+    catalog
+        .apply(&policy("max-length", serde_json::json!(10)))
+        .expect("valid");
+    assert_eq!(catalog.policies().count(), 1);
 }

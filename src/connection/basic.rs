@@ -11,8 +11,9 @@ use super::channel::{Channel, Confirms, Consumer, TxAction};
 use super::content::content_cost;
 use super::methods::{generated_name, not_from_client, Awaiting};
 use super::{direct_reply, Connection, Next};
+use crate::catalog::access::Access;
 use crate::ids::{QueueId, ShardId};
-use crate::message::{Message, MessageContent};
+use crate::message::{parse_expiration, Message, MessageContent};
 use crate::protocol::method::*;
 use crate::protocol::properties::{scan_properties, ContentHeader, PropertySummary};
 use crate::protocol::{reply_code, AmqpError, FieldTable, FieldValue, ShortStr};
@@ -55,7 +56,7 @@ impl Connection {
             Method::BasicConsume(m) => self.consume(ch, m),
             Method::BasicCancel(m) => self.cancel(ch, m.consumer_tag, m.no_wait),
             Method::BasicGet(m) => {
-                let queue = self.accessible_queue(ch, m.queue)?;
+                let queue = self.readable_queue(ch, m.queue)?;
                 let request = QueueRequest::Get { no_ack: m.no_ack };
                 self.queue_request(ch, queue, request, Awaiting::Get { no_ack: m.no_ack })
             }
@@ -121,6 +122,7 @@ impl Connection {
         header: ContentHeader,
         body: Bytes,
     ) -> Result<Next, AmqpError> {
+        self.check_access(Access::Write, "exchange", &publish.exchange)?;
         let deferred = self.with_channel(ch, |channel| match channel.tx.as_mut() {
             Some(actions) => {
                 actions.push(TxAction::Publish {
@@ -292,7 +294,7 @@ impl Connection {
         if m.queue.as_bytes() == direct_reply::PSEUDO_QUEUE.as_bytes() {
             return self.consume_direct_reply(ch, m);
         }
-        let queue = self.accessible_queue(ch, m.queue)?;
+        let queue = self.readable_queue(ch, m.queue)?;
         let tag = if m.consumer_tag.is_empty() {
             generated_name("amq.ctag-")
         } else {
@@ -671,37 +673,6 @@ fn reject_action(requeue: bool) -> Settlement {
 
 fn not_transactional() -> AmqpError {
     AmqpError::precondition_failed("channel is not transactional")
-}
-
-/// The expiration property as RabbitMQ reads it (Erlang's
-/// `string:to_integer`: an optional sign, digits, nothing after), in
-/// milliseconds; anything else is 406 with RabbitMQ's text.
-fn parse_expiration(text: &ShortStr) -> Result<u64, AmqpError> {
-    let bytes = text.as_bytes();
-    let invalid =
-        |why: String| AmqpError::precondition_failed(format!("invalid expiration '{text}': {why}"));
-    let (negative, unsigned) = match bytes.first() {
-        Some(b'-') => (true, &bytes[1..]),
-        Some(b'+') => (false, &bytes[1..]),
-        _ => (false, bytes),
-    };
-    let digits = unsigned.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return Err(invalid("no_integer".to_owned()));
-    }
-    let value = unsigned[..digits].iter().fold(0u64, |value, &digit| {
-        value
-            .saturating_mul(10)
-            .saturating_add(u64::from(digit - b'0'))
-    });
-    if digits < unsigned.len() {
-        let rest = String::from_utf8_lossy(&unsigned[digits..]);
-        return Err(invalid(format!("{{leftover_string,\"{rest}\"}}")));
-    }
-    if negative && value > 0 {
-        return Err(invalid(format!("{{value_negative,-{value}}}")));
-    }
-    Ok(value)
 }
 
 /// Routes a publish by its routing key and, for sender-selected

@@ -17,11 +17,6 @@ use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr, ShortStr};
 use crate::runtime;
 use crate::shard::ReplyTo;
 
-/// The only user until user management exists: RabbitMQ's default.
-const GUEST_USER: &str = "guest";
-const GUEST_PASSWORD: &str = "guest";
-const VHOST_DEFAULT: &str = "/";
-
 /// The connection's negotiated limits.
 #[derive(Clone, Copy, Debug)]
 pub struct Tune {
@@ -173,11 +168,6 @@ impl Connection {
         Ok(())
     }
 
-    /// guest/guest, and (RabbitMQ's loopback_users) only from loopback.
-    fn authenticate(&self, user: &str, password: &str) -> bool {
-        user == GUEST_USER && password == GUEST_PASSWORD && self.peer.ip().is_loopback()
-    }
-
     fn tune_ok(self: &Rc<Self>, tune_ok: ConnectionTuneOk) -> Result<(), AmqpError> {
         let mut state = self.state.borrow_mut();
         let offered = state.tune;
@@ -208,12 +198,7 @@ impl Connection {
     }
 
     fn open(&self, open: ConnectionOpen) -> Result<(), AmqpError> {
-        if open.virtual_host.as_bytes() != VHOST_DEFAULT.as_bytes() {
-            return Err(AmqpError::not_allowed(format!(
-                "vhost {} not found",
-                open.virtual_host
-            )));
-        }
+        self.admit_to_vhost(&open.virtual_host)?;
         let mut state = self.state.borrow_mut();
         state.vhost = open.virtual_host;
         state.phase = Phase::Open;

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use super::channel::{Body, Channel, ChannelState, Incoming};
 use super::{Connection, Next};
+use crate::catalog::access::Access;
 use crate::catalog::{BindingOp, DestinationName, MetaOp, MetaOutcome};
 use crate::ids::{QueueId, ShardId};
 use crate::protocol::frame::{Frame, FrameType};
@@ -227,6 +228,7 @@ impl Connection {
         match method {
             Method::ExchangeDeclare(m) => self.exchange_declare(ch, m),
             Method::ExchangeDelete(m) => {
+                self.check_access(Access::Configure, "exchange", &m.exchange)?;
                 let op = MetaOp::ExchangeDelete {
                     vhost: self.vhost(),
                     name: m.exchange,
@@ -241,6 +243,7 @@ impl Connection {
                 )
             }
             Method::ExchangeBind(m) => {
+                self.check_exchange_binding(&m.destination, &m.source)?;
                 let destination = DestinationName::Exchange(m.destination);
                 let op =
                     MetaOp::Bind(self.binding(m.source, destination, m.routing_key, m.arguments));
@@ -253,6 +256,7 @@ impl Connection {
                 )
             }
             Method::ExchangeUnbind(m) => {
+                self.check_exchange_binding(&m.destination, &m.source)?;
                 let destination = DestinationName::Exchange(m.destination);
                 let op =
                     MetaOp::Unbind(self.binding(m.source, destination, m.routing_key, m.arguments));
@@ -272,7 +276,9 @@ impl Connection {
         match method {
             Method::QueueDeclare(m) => self.queue_declare(ch, m),
             Method::QueueBind(m) => {
-                let destination = DestinationName::Queue(self.queue_name(ch, m.queue)?);
+                let queue = self.queue_name(ch, m.queue)?;
+                self.check_queue_binding(&queue, &m.exchange)?;
+                let destination = DestinationName::Queue(queue);
                 let op =
                     MetaOp::Bind(self.binding(m.exchange, destination, m.routing_key, m.arguments));
                 self.meta(
@@ -284,7 +290,9 @@ impl Connection {
                 )
             }
             Method::QueueUnbind(m) => {
-                let destination = DestinationName::Queue(self.queue_name(ch, m.queue)?);
+                let queue = self.queue_name(ch, m.queue)?;
+                self.check_queue_binding(&queue, &m.exchange)?;
+                let destination = DestinationName::Queue(queue);
                 let op = MetaOp::Unbind(self.binding(
                     m.exchange,
                     destination,
@@ -300,7 +308,7 @@ impl Connection {
                 )
             }
             Method::QueuePurge(m) => {
-                let queue = self.accessible_queue(ch, m.queue)?;
+                let queue = self.readable_queue(ch, m.queue)?;
                 let awaiting = Awaiting::Purge { no_wait: m.no_wait };
                 self.queue_request(ch, queue, QueueRequest::Purge, awaiting)
             }
@@ -309,11 +317,19 @@ impl Connection {
         }
     }
 
-    pub(super) fn vhost(&self) -> ShortStr {
+    /// The authenticated user's name.
+    pub(crate) fn user(&self) -> String {
+        self.state.borrow().user.to_str_lossy().into_owned()
+    }
+
+    pub(crate) fn vhost(&self) -> ShortStr {
         self.state.borrow().vhost.clone()
     }
 
     fn exchange_declare(&self, ch: u16, m: ExchangeDeclare) -> Result<Next, AmqpError> {
+        if !m.passive {
+            self.check_access(Access::Configure, "exchange", &m.exchange)?;
+        }
         let op = MetaOp::ExchangeDeclare {
             vhost: self.vhost(),
             name: m.exchange,
@@ -357,6 +373,9 @@ impl Connection {
         } else {
             m.queue
         };
+        if !m.passive {
+            self.check_access(Access::Configure, "queue", &name)?;
+        }
         let mut state = self.state.borrow_mut();
         if m.exclusive {
             state.declared_exclusive = true;
@@ -388,6 +407,7 @@ impl Connection {
 
     fn queue_delete(&self, ch: u16, m: QueueDelete) -> Result<Next, AmqpError> {
         let name = self.queue_name(ch, m.queue)?;
+        self.check_access(Access::Configure, "queue", &name)?;
         let found = {
             let catalog = self.shard.catalog.borrow();
             match catalog.check_queue_access(&self.vhost(), &name, self.id) {
@@ -488,6 +508,26 @@ impl Connection {
             .get(&ch)
             .and_then(|channel| channel.last_queue.clone())
             .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// Resolves a queue this connection may read from (consume, get,
+    /// purge): read permission first, then as [`Self::accessible_queue`].
+    pub(super) fn readable_queue(&self, ch: u16, name: ShortStr) -> Result<QueueId, AmqpError> {
+        let name = self.queue_name(ch, name)?;
+        self.check_access(Access::Read, "queue", &name)?;
+        self.accessible_queue(ch, name)
+    }
+
+    /// queue.bind / unbind: write on the queue, read on the exchange.
+    fn check_queue_binding(&self, queue: &[u8], exchange: &[u8]) -> Result<(), AmqpError> {
+        self.check_access(Access::Write, "queue", queue)?;
+        self.check_access(Access::Read, "exchange", exchange)
+    }
+
+    /// exchange.bind / unbind: write on the destination, read on the source.
+    fn check_exchange_binding(&self, destination: &[u8], source: &[u8]) -> Result<(), AmqpError> {
+        self.check_access(Access::Write, "exchange", destination)?;
+        self.check_access(Access::Read, "exchange", source)
     }
 
     /// Resolves a queue this connection may use (404 missing, 405 exclusive

@@ -15,18 +15,22 @@ mod content;
 mod direct_reply;
 mod flow;
 mod handshake;
+mod info;
 mod methods;
 mod outbound;
+mod permission;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use hashbrown::HashMap;
 
+use crate::catalog::access::UserPermission;
 use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::frame::{self, Frame, FrameType};
 use crate::protocol::method::{ChannelClose, ConnectionClose, Method};
@@ -38,6 +42,7 @@ use crate::shard::{Holder, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
 use flow::PublisherFlow;
 pub use handshake::Tune;
+pub use info::ConnectionInfo;
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of
@@ -87,6 +92,8 @@ struct State {
     vhost: ShortStr,
     /// The authenticated user, which a message's user_id must name.
     user: ShortStr,
+    /// The user's permission in `vhost`, from connection.open on.
+    permission: Option<Arc<UserPermission>>,
     consumer_cancel_notify: bool,
     /// The client understands connection.blocked / unblocked.
     blocked_notify: bool,
@@ -159,6 +166,7 @@ impl Connection {
             tune: Tune::offered(&shard.shared.config),
             vhost: ShortStr::default(),
             user: ShortStr::default(),
+            permission: None,
             consumer_cancel_notify: false,
             blocked_notify: false,
             channels: HashMap::new(),

@@ -190,6 +190,18 @@ pub struct Queue {
     last_used_ms: u64,
     /// The deadline last reported by `deadline_change`.
     reported_deadline: Option<u64>,
+    /// Lifetime counts the management API turns into rates.
+    totals: QueueTotals,
+}
+
+/// What a queue has done since it was created: RabbitMQ's `message_stats`
+/// counters (publish, deliver_get, ack).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    pub published: u64,
+    /// Deliveries to consumers and basic.gets, redeliveries included.
+    pub delivered: u64,
+    pub acked: u64,
 }
 
 impl Queue {
@@ -217,6 +229,15 @@ impl Queue {
             last_used_ms: 0,
             reported_deadline: None,
             settings,
+            totals: QueueTotals::default(),
+        }
+    }
+
+    pub fn totals(&self) -> QueueTotals {
+        QueueTotals {
+            // Every publish takes the next seq; requeues keep theirs.
+            published: self.next_seq - 1,
+            ..self.totals
         }
     }
 
@@ -524,6 +545,7 @@ impl Queue {
             });
             delivered += 1;
         }
+        self.totals.delivered += delivered as u64;
         delivered
     }
 
@@ -563,6 +585,7 @@ impl Queue {
         self.expire(clock);
         let ready = self.ready.pop_front()?;
         let message = self.delivered_message(&ready, true);
+        self.totals.delivered += 1;
         if !no_ack {
             self.hold(&ready, holder, None);
         }
@@ -582,6 +605,7 @@ impl Queue {
         match self.unacked.remove(&seq) {
             Some(unacked) => {
                 self.release(&unacked);
+                self.totals.acked += 1;
                 true
             }
             None => false,

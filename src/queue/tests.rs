@@ -712,3 +712,26 @@ fn unused_queue_expires_only_without_consumers() {
     q.touch(&2_000);
     assert!(q.is_unused_too_long(&2_500));
 }
+#[test]
+fn totals_count_publishes_deliveries_with_redeliveries_and_acks() {
+    let mut q = queue();
+    for n in 1..=3 {
+        q.publish(message(n), &0);
+    }
+    let first = q.get((conn(1), 1), false, &0).expect("a message");
+    assert_eq!(q.settle((conn(1), 1), &[first.seq], Settlement::Requeue), 1);
+    let again = q
+        .get((conn(1), 1), false, &0)
+        .expect("the requeued message");
+    assert_eq!(q.settle((conn(1), 1), &[again.seq], Settlement::Ack), 1);
+    let totals = q.totals();
+    let expected = QueueTotals {
+        published: 3,
+        delivered: 2,
+        acked: 1,
+    };
+    assert_eq!(
+        totals, expected,
+        "a requeue is no publish; a redelivery is a delivery"
+    );
+}

@@ -13,6 +13,7 @@ use hashbrown::HashMap;
 use super::{MetaDone, MetaMsg, Reply, ReplyTo, Shard, ShardMsg};
 use crate::catalog::{MetaOp, MetaOutcome};
 use crate::ids::ShardId;
+use crate::protocol::AmqpError;
 
 #[derive(Default)]
 pub(super) struct Coordinator {
@@ -20,9 +21,19 @@ pub(super) struct Coordinator {
     pending: HashMap<u64, Pending>,
 }
 
+/// Who waits for a change: a connection's channel (or nobody), or a
+/// callback on this shard (the management API's command).
+pub(crate) enum Requester {
+    Connection(Option<ReplyTo>),
+    Local(LocalDone),
+}
+
+/// Called on shard 0 with the change's outcome once every shard applied it.
+pub(crate) type LocalDone = Box<dyn FnOnce(Result<MetaOutcome, AmqpError>)>;
+
 /// A change applied here and broadcast, waiting for the other shards.
 struct Pending {
-    reply_to: Option<ReplyTo>,
+    requester: Requester,
     outcome: MetaOutcome,
     shards_left: usize,
     counts: (u32, u32),
@@ -35,7 +46,7 @@ impl Shard {
                 reply_to,
                 op,
                 message_count,
-            } => self.coordinate(reply_to, op, message_count),
+            } => self.coordinate(Requester::Connection(reply_to), op, message_count),
             MetaMsg::Apply { id, op } => {
                 let result = self.catalog.borrow_mut().apply(&op);
                 let counts = match result {
@@ -53,13 +64,17 @@ impl Shard {
         }
     }
 
-    fn coordinate(&self, reply_to: Option<ReplyTo>, op: MetaOp, message_count: u32) {
+    /// Applies `op` here, then on every other shard; `requester` hears
+    /// when all have. Shard 0 only.
+    pub(crate) fn coordinate(&self, requester: Requester, op: MetaOp, message_count: u32) {
         let result = self.catalog.borrow_mut().apply(&op);
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(err) => {
-                if let Some(to) = reply_to {
-                    self.reply(to, Reply::Meta(Err(err)));
+                match requester {
+                    Requester::Connection(Some(to)) => self.reply(to, Reply::Meta(Err(err))),
+                    Requester::Connection(None) => {}
+                    Requester::Local(done) => done(Err(err)),
                 }
                 return;
             }
@@ -67,7 +82,7 @@ impl Shard {
         let counts = self.apply_outcome(&outcome).unwrap_or((message_count, 0));
         let others = self.mesh.shard_count() - 1;
         let pending = Pending {
-            reply_to,
+            requester,
             outcome,
             shards_left: others,
             counts,
@@ -110,7 +125,11 @@ impl Shard {
     }
 
     fn finish(&self, pending: Pending) {
-        let Some(to) = pending.reply_to else { return };
+        let to = match pending.requester {
+            Requester::Connection(Some(to)) => to,
+            Requester::Connection(None) => return,
+            Requester::Local(done) => return done(Ok(pending.outcome)),
+        };
         let (message_count, consumer_count) = pending.counts;
         let done = MetaDone {
             outcome: pending.outcome,

@@ -15,6 +15,8 @@
 mod coordinator;
 mod dead_letters;
 mod flow;
+mod inspect;
+pub use inspect::QueueSample;
 mod load;
 pub mod message;
 mod timer;
@@ -31,13 +33,15 @@ use hashbrown::HashMap;
 use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
 use crate::connection::{self, Connection};
-use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
+use crate::management::{bridge, Bridge};
 use crate::message::Message;
 use crate::protocol::AmqpError;
 use crate::queue::{Clock, Queue};
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
+pub(crate) use coordinator::Requester;
 use flow::Flow;
 pub use flow::PublishCredit;
 pub(crate) use flow::PUBLISH_CREDIT_BYTES;
@@ -49,6 +53,8 @@ use timer::Timer;
 pub struct Shared {
     pub config: Config,
     pub shutdown: Arc<AtomicBool>,
+    /// The management API's command inboxes, one per shard.
+    pub bridge: Bridge,
     pub load: LoadBoard,
 }
 
@@ -71,6 +77,10 @@ pub struct Shard {
     /// Connections blocked by the memory alarm, waiting for it to clear.
     pub alarm_cleared: Waiters,
 }
+
+/// How often a shard runs the management API's commands: often enough
+/// for an HTTP answer to feel immediate, rare enough to cost nothing.
+const MANAGEMENT_POLL: Duration = Duration::from_millis(5);
 
 impl Shard {
     /// The body of one shard's executor: serve until shutdown.
@@ -110,11 +120,23 @@ impl Shard {
                 shard.shared.shutdown.store(true, Ordering::SeqCst);
             }
         }
+        if shard.shared.config.management_addr().is_some() {
+            runtime::spawn(shard.clone().serve_management());
+        }
         let flusher = shard.clone();
         runtime::spawn(async move { flusher.pay_credit_owed().await });
         shard.tick_until_shutdown().await;
         shard.close_all_connections().await;
         mesh.close();
+    }
+
+    /// Runs the management API's commands for this shard until shutdown.
+    async fn serve_management(self: Rc<Self>) {
+        let inbox = self.shared.bridge.inbox(self.id);
+        while !self.shared.shutdown.load(Ordering::Relaxed) {
+            runtime::sleep(MANAGEMENT_POLL).await;
+            bridge::drain(&inbox, &self);
+        }
     }
 
     async fn accept_loop(self: Rc<Self>, listener: Listener) {
@@ -320,6 +342,11 @@ impl Shard {
     }
 
     fn pay(&self, conn: ConnectionId, credit: PublishCredit) {
+        // The management API publishes one message per request, on no
+        // shard's connection: it needs no credit back.
+        if conn == MANAGEMENT_CONNECTION {
+            return;
+        }
         let from = self.id;
         self.send(
             conn.shard_id as ShardId,
@@ -540,12 +567,36 @@ impl Shard {
                 Some(counts)
             }
             MetaOutcome::QueueDeleted { queues, .. } => {
-                for def in queues.iter().filter(|def| def.shard_id == self.id) {
-                    self.drop_queue(def.id);
-                }
+                self.drop_queues(queues);
+                None
+            }
+            MetaOutcome::VhostDeleted { vhost, queues } => {
+                self.drop_queues(queues);
+                let text = format!("vhost '{vhost}' is deleted");
+                self.close_connections_where(|conn| conn.vhost() == *vhost, &text);
+                None
+            }
+            MetaOutcome::UserDeleted { name } => {
+                let text = format!("user '{name}' is deleted");
+                self.close_connections_where(|conn| conn.user() == name.as_str(), &text);
                 None
             }
             _ => None,
+        }
+    }
+
+    fn drop_queues(&self, queues: &[QueueDef]) {
+        for def in queues.iter().filter(|def| def.shard_id == self.id) {
+            self.drop_queue(def.id);
+        }
+    }
+
+    /// RabbitMQ closes the connections of a deleted vhost or user with
+    /// 320 and `text`.
+    fn close_connections_where(&self, doomed: impl Fn(&Connection) -> bool, text: &str) {
+        let connections: Vec<_> = self.connections.borrow().values().cloned().collect();
+        for conn in connections.iter().filter(|conn| doomed(conn)) {
+            conn.force_close(text);
         }
     }
 

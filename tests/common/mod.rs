@@ -30,6 +30,9 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset of the harness.
 
+pub mod command;
+pub mod http;
+
 use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -44,6 +47,10 @@ use std::time::{Duration, Instant};
 
 /// The environment variable that switches the tests to an external broker.
 pub const EXTERNAL_URL_VAR: &str = "WARREN_TEST_AMQP_URL";
+
+/// In differential mode, the external broker's management API
+/// (`http://127.0.0.1:15672` when unset).
+pub const EXTERNAL_MANAGEMENT_URL_VAR: &str = "WARREN_TEST_MANAGEMENT_URL";
 
 /// How long a broker may take to say where it listens.
 const BROKER_START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -62,6 +69,10 @@ pub struct Broker {
     host: String,
     url: String,
     log: Arc<Mutex<VecDeque<String>>>,
+    /// The management API's port, for brokers started with one.
+    management_port: Option<u16>,
+    /// The broker's own temporary --data-dir, removed on drop.
+    data_dir: Option<PathBuf>,
 }
 
 impl Broker {
@@ -70,15 +81,40 @@ impl Broker {
         Broker::start_with(&[])
     }
 
-    /// Starts warren with the default flags followed by `extra_args`.
-    /// In differential mode the arguments are ignored.
+    /// Starts warren with the management API on a free port (see
+    /// [`Broker::management_url`]), and `extra_args`.
+    pub fn start_managed(extra_args: &[&str]) -> Broker {
+        let port = free_port().to_string();
+        let mut args = vec!["--management-port", port.as_str()];
+        args.extend_from_slice(extra_args);
+        let mut broker = Broker::start_with(&args);
+        if !broker.is_external() {
+            broker.management_port = port.parse().ok();
+        }
+        broker
+    }
+
+    /// Starts warren with the default flags followed by `extra_args`: its
+    /// own temporary data directory and no management API, unless
+    /// `extra_args` name them. In differential mode the arguments are
+    /// ignored.
     pub fn start_with(extra_args: &[&str]) -> Broker {
         if let Ok(url) = std::env::var(EXTERNAL_URL_VAR) {
             return Broker::external(url);
         }
         let binary = env!("CARGO_BIN_EXE_warren");
+        let data_dir = temp_data_dir();
+        let mut defaults = vec![];
+        if !extra_args.contains(&"--data-dir") {
+            defaults.push("--data-dir".to_owned());
+            defaults.push(data_dir.display().to_string());
+        }
+        if !extra_args.contains(&"--management-port") {
+            defaults.extend(["--management-port".to_owned(), "0".to_owned()]);
+        }
         let mut child = Command::new(binary)
             .args(["--bind", "127.0.0.1", "--port", "0", "--shards", "2"])
+            .args(&defaults)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -96,6 +132,8 @@ impl Broker {
             host: "127.0.0.1".to_string(),
             url: String::new(),
             log,
+            management_port: None,
+            data_dir: Some(data_dir),
         };
         let address = match address_receiver.recv_timeout(BROKER_START_TIMEOUT) {
             Ok(address) => address,
@@ -129,7 +167,30 @@ impl Broker {
             host,
             url,
             log: Arc::default(),
+            management_port: None,
+            data_dir: None,
         }
+    }
+
+    /// `http://127.0.0.1:PORT` of the management API (started with
+    /// [`Broker::start_managed`]), or the external one in differential
+    /// mode.
+    pub fn management_url(&self) -> String {
+        if self.is_external() {
+            return std::env::var(EXTERNAL_MANAGEMENT_URL_VAR)
+                .unwrap_or_else(|_| "http://127.0.0.1:15672".to_owned());
+        }
+        let port = self
+            .management_port
+            .expect("management_url needs Broker::start_managed");
+        format!("http://{}:{port}", self.host)
+    }
+
+    /// The broker's data directory (its own temporary one).
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir
+            .as_deref()
+            .expect("an external broker's data directory is not ours")
     }
 
     fn fail_start(&mut self, reason: &str) -> ! {
@@ -169,9 +230,9 @@ impl Broker {
 
     /// Sends SIGTERM to the broker's PID and waits for it to exit.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
-        let mut child = self
+        let child = self
             .child
-            .take()
+            .as_ref()
             .expect("terminate needs a broker this test started");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on our own child's PID, which is not reaped yet.
@@ -180,6 +241,16 @@ impl Broker {
             0,
             "kill -TERM {pid}"
         );
+        self.wait_exit(limit)
+    }
+
+    /// Waits for the broker to exit by itself (SIGKILL after `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("wait_exit needs a broker this test started");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         let (exited, exit) = mpsc::channel();
         thread::spawn(move || {
             let _ = exited.send(child.wait());
@@ -189,10 +260,7 @@ impl Broker {
             Err(_) => {
                 // SAFETY: as above; the waiting thread reaps it.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
-                panic!(
-                    "warren did not exit within {limit:?} of SIGTERM\n{}",
-                    self.log_tail()
-                );
+                panic!("warren did not exit within {limit:?}\n{}", self.log_tail());
             }
         }
     }
@@ -206,17 +274,20 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let Some(child) = self.child.as_mut() else {
-            return;
-        };
-        // Child::kill sends SIGKILL to this child's own PID, nothing else.
-        let _ = child.kill();
-        let _ = child.wait();
-        if thread::panicking() {
-            eprintln!(
-                "--- warren stderr (last {BROKER_LOG_LINES_MAX} lines) ---\n{}",
-                self.log_tail()
-            );
+        if let Some(child) = self.child.as_mut() {
+            // Child::kill sends SIGKILL to this child's own PID, nothing else.
+            let _ = child.kill();
+            let _ = child.wait();
+            if thread::panicking() {
+                eprintln!(
+                    "--- warren stderr (last {BROKER_LOG_LINES_MAX} lines) ---\n{}",
+                    self.log_tail()
+                );
+            }
+        }
+        // After terminate() took the child, the directory still goes.
+        if let Some(dir) = &self.data_dir {
+            let _ = fs::remove_dir_all(dir);
         }
     }
 }
@@ -246,6 +317,25 @@ fn drain_broker_stderr(
             log.push_back(line);
         }
     });
+}
+
+/// A fresh directory under the system temp dir for one broker.
+fn temp_data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("warren-test-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create a temporary data directory");
+    dir
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (the broker binds it
+/// right after; the kernel does not hand it out again that soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("bind 127.0.0.1:0")
 }
 
 /// Parses `IP:PORT` or `[IPv6]:PORT`.

@@ -22,6 +22,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Broker {
     pub url: String,
     child: Option<Child>,
+    /// The broker's temporary --data-dir, removed when the test ends.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Broker {
@@ -34,11 +36,16 @@ impl Broker {
     /// is (see [`Broker::is_external`]).
     pub fn start_with(extra_args: &[&str]) -> Broker {
         if let Ok(url) = std::env::var("WARREN_TEST_AMQP_URL") {
-            return Broker { url, child: None };
+            return Broker {
+                url,
+                child: None,
+                data_dir: None,
+            };
         }
         let bin = std::env::var("WARREN_BIN").unwrap_or_else(|_| {
             concat!(env!("CARGO_MANIFEST_DIR"), "/../target/debug/warren").into()
         });
+        let data_dir = temp_data_dir();
         let mut child = Command::new(&bin)
             .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(if extra_args.contains(&"--shards") {
@@ -47,6 +54,8 @@ impl Broker {
                 &["--shards", "2"][..]
             })
             .args(extra_args)
+            .args(["--management-port", "0", "--data-dir"])
+            .arg(&data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -67,6 +76,7 @@ impl Broker {
         let mut broker = Broker {
             url: String::new(),
             child: Some(child),
+            data_dir: Some(data_dir),
         };
         let port = port_rx
             .recv_timeout(STARTUP_TIMEOUT)
@@ -91,7 +101,19 @@ impl Drop for Broker {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A fresh directory for one broker's --data-dir.
+fn temp_data_dir() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("loadgen-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 /// The port of "... AMQP listening on 127.0.0.1:PORT ...".

@@ -1,0 +1,170 @@
+//! What the management API asks of a shard, run on the shard's own thread
+//! (from a `management::bridge` command): figures of the queues it owns,
+//! its connections, and the queue and publish operations the API offers.
+//! Nothing here is on the data path.
+
+use std::rc::Rc;
+
+use super::{Holder, Shard, ShardMsg};
+use crate::connection::ConnectionInfo;
+use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
+use crate::message::{parse_expiration, Message, MessageContent};
+use crate::protocol::properties::scan_properties;
+use crate::protocol::{AmqpError, FieldTable, ShortStr};
+use crate::queue::{GetResult, QueueTotals, Settlement};
+
+/// The holder the management API takes messages as.
+const MANAGEMENT_HOLDER: (ConnectionId, u16) = (MANAGEMENT_CONNECTION, 0);
+
+/// One queue's figures, as its owning shard sees them.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueSample {
+    pub id: QueueId,
+    pub ready: u32,
+    pub unacked: u32,
+    pub consumers: u32,
+    pub totals: QueueTotals,
+}
+
+impl Shard {
+    /// Every queue this shard owns, with its counts.
+    pub fn queue_samples(&self) -> Vec<QueueSample> {
+        self.queues
+            .borrow()
+            .iter()
+            .map(|(&id, q)| QueueSample {
+                id,
+                ready: q.message_count(),
+                unacked: q.unacked_count(),
+                consumers: q.consumer_count(),
+                totals: q.totals(),
+            })
+            .collect()
+    }
+
+    /// Every consumer of the queues this shard owns: (queue, connection,
+    /// channel, tag).
+    pub fn consumer_list(&self) -> Vec<(QueueId, ConnectionId, u16, ShortStr)> {
+        let queues = self.queues.borrow();
+        let mut list = Vec::new();
+        for (&id, q) in queues.iter() {
+            for key in q.consumer_keys() {
+                list.push((id, key.conn, key.channel, key.tag.clone()));
+            }
+        }
+        list
+    }
+
+    pub fn connection_infos(&self) -> Vec<ConnectionInfo> {
+        self.connections
+            .borrow()
+            .values()
+            .map(|conn| conn.info())
+            .collect()
+    }
+
+    /// Closes the connection called `name` with 320 and `reason`; false if
+    /// this shard has none by that name.
+    pub fn close_connection_named(&self, name: &str, reason: &str) -> bool {
+        let found: Vec<_> = self
+            .connections
+            .borrow()
+            .values()
+            .filter(|conn| conn.info().name == name)
+            .cloned()
+            .collect();
+        for conn in &found {
+            conn.force_close(reason);
+        }
+        !found.is_empty()
+    }
+
+    /// Takes up to `count` messages from a queue this shard owns; with
+    /// `requeue` they go back (marked redelivered), as the API's
+    /// `ack_requeue_true` does.
+    pub fn queue_take(
+        self: &Rc<Self>,
+        queue: QueueId,
+        count: usize,
+        requeue: bool,
+    ) -> Vec<GetResult> {
+        let mut taken = Vec::new();
+        {
+            let mut queues = self.queues.borrow_mut();
+            let Some(q) = queues.get_mut(&queue) else {
+                return taken;
+            };
+            while taken.len() < count {
+                let Some(got) = q.get(MANAGEMENT_HOLDER, !requeue, &**self) else {
+                    break;
+                };
+                taken.push(got);
+            }
+            if requeue {
+                let seqs: Vec<u64> = taken.iter().map(|got| got.seq).collect();
+                q.settle(MANAGEMENT_HOLDER, &seqs, Settlement::Requeue);
+            }
+        }
+        self.dispatch(queue);
+        taken
+    }
+
+    /// Purges a queue this shard owns; None if it has no such queue.
+    pub fn queue_purge(&self, queue: QueueId) -> Option<u32> {
+        self.queues.borrow_mut().get_mut(&queue).map(|q| q.purge())
+    }
+
+    /// Routes a message on this shard's replica, as basic.publish does, and
+    /// sends it to the owners of the queues it reached. Returns whether it
+    /// was routed.
+    pub fn publish_message(
+        &self,
+        vhost: &[u8],
+        exchange: ShortStr,
+        routing_key: ShortStr,
+        properties: bytes::Bytes,
+        headers: Option<&FieldTable>,
+        body: bytes::Bytes,
+    ) -> Result<bool, AmqpError> {
+        let catalog = self.catalog.borrow();
+        catalog.exchange_accepts_publish(vhost, &exchange)?;
+        let table = catalog
+            .routing(vhost)
+            .ok_or_else(|| AmqpError::not_found("no vhost"))?;
+        let mut routes = Vec::new();
+        table.route(&exchange, &routing_key, headers, &mut routes);
+        let summary = scan_properties(&properties)?;
+        let expiration_ms = summary
+            .expiration
+            .as_ref()
+            .map(parse_expiration)
+            .transpose()?;
+        let message = Message::new(MessageContent {
+            exchange,
+            routing_key,
+            properties,
+            body,
+            priority: summary.priority.unwrap_or(0),
+            expiration_ms,
+        });
+        for &queue in &routes {
+            if let Some(def) = catalog.queue_by_id(queue) {
+                let owner: ShardId = def.shard_id;
+                let message = message.clone();
+                let publisher = Holder {
+                    conn: MANAGEMENT_CONNECTION,
+                    channel: 0,
+                };
+                self.send(
+                    owner,
+                    ShardMsg::Publish {
+                        queue,
+                        message,
+                        publisher,
+                    },
+                );
+            }
+        }
+        Ok(!routes.is_empty())
+    }
+}
