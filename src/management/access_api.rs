@@ -341,8 +341,7 @@ async fn vhost_policies(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     list_policies(&api, caller, Some(vhost)).await
 }
 
@@ -364,8 +363,7 @@ async fn policy(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    api.authorize_in(&headers, Need::Management, &vhost).await?;
     read_catalog(&api, move |catalog| {
         catalog
             .policies()
@@ -383,8 +381,8 @@ async fn policy_put(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Policymaker).await?;
-    caller.check_vhost(&vhost)?;
+    api.authorize_in(&headers, Need::Policymaker, &vhost)
+        .await?;
     let def = policy_from_json(vhost, name, &body_json(&body)?)?;
     let (v, n) = (def.vhost.clone(), def.name.clone());
     let exists = read_catalog(&api, move |catalog| {
@@ -431,8 +429,8 @@ async fn policy_delete(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Policymaker).await?;
-    caller.check_vhost(&vhost)?;
+    api.authorize_in(&headers, Need::Policymaker, &vhost)
+        .await?;
     change(
         &api,
         MetaOp::Access(AccessOp::PolicyClear { vhost, name }),

@@ -86,8 +86,7 @@ async fn bindings_in(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     filtered_bindings(&api, caller, vhost, |_| true).await
 }
 
@@ -111,8 +110,7 @@ async fn exchange_bindings(
     headers: HeaderMap,
     Path((vhost, name, side)): Path<(String, String, String)>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     let field = match side.as_str() {
         "source" => "source",
         "destination" => "destination",
@@ -130,8 +128,7 @@ async fn queue_bindings(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     find_queue(&api, &vhost, &name).await?;
     filtered_bindings(&api, caller, vhost, move |b| {
         b["destination"] == name.as_str() && b["destination_type"] == "queue"
@@ -160,8 +157,7 @@ async fn bindings_between(
     headers: HeaderMap,
     Path((vhost, source, kind, name)): Path<(String, String, String, String)>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     destination(&kind, &name)?;
     let source = exchange_name(&source).to_str_lossy().into_owned();
     filtered_bindings(&api, caller, vhost, move |b| {
@@ -176,8 +172,7 @@ async fn binding_create(
     Path((vhost, source, kind, name)): Path<(String, String, String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     let destination = destination(&kind, &name)?;
     check_permission(&api, &caller, &vhost, Access::Write, &name).await?;
     check_permission(&api, &caller, &vhost, Access::Read, &source).await?;

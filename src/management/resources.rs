@@ -172,8 +172,7 @@ async fn exchanges_in(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     list_exchanges(&api, caller, Some(vhost)).await
 }
 
@@ -213,8 +212,7 @@ async fn exchange(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    api.authorize_in(&headers, Need::Management, &vhost).await?;
     let name = exchange_name(&name);
     read_catalog(&api, move |catalog| {
         catalog
@@ -232,8 +230,7 @@ async fn exchange_put(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     check_permission(&api, &caller, &vhost, Access::Configure, &name).await?;
     let body = body_json(&body)?;
     let op = MetaOp::ExchangeDeclare {
@@ -277,8 +274,7 @@ async fn exchange_delete(
     Path((vhost, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     check_permission(&api, &caller, &vhost, Access::Configure, &name).await?;
     let (v, n) = (vhost.clone(), name.clone());
     let exists = read_catalog(&api, move |c| {
@@ -301,8 +297,7 @@ async fn publish(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     let exchange = exchange_name(&name);
     check_permission(
         &api,
@@ -343,8 +338,7 @@ async fn queues_in(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     list_queues(&api, caller, Some(vhost)).await
 }
 
@@ -386,8 +380,7 @@ async fn queue(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    api.authorize_in(&headers, Need::Management, &vhost).await?;
     let def = find_queue(&api, &vhost, &name).await?;
     let figures = queue_figures(&api).await?;
     let shown = figures.get(&def.id).copied().unwrap_or_default();
@@ -400,8 +393,7 @@ async fn queue_put(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     check_permission(&api, &caller, &vhost, Access::Configure, &name).await?;
     let body = body_json(&body)?;
     let op = MetaOp::QueueDeclare {
@@ -425,8 +417,7 @@ async fn queue_delete(
     Path((vhost, name)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     check_permission(&api, &caller, &vhost, Access::Configure, &name).await?;
     let def = find_queue(&api, &vhost, &name).await?;
     let (if_empty, if_unused) = (
@@ -459,8 +450,7 @@ async fn queue_purge(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Done {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     check_permission(&api, &caller, &vhost, Access::Read, &name).await?;
     let def = find_queue(&api, &vhost, &name).await?;
     let id = def.id;
@@ -477,8 +467,7 @@ async fn queue_get(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
     check_permission(&api, &caller, &vhost, Access::Read, &name).await?;
     let body = body_json(&body)?;
     let count = match body.get("count") {

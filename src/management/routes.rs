@@ -150,8 +150,7 @@ async fn aliveness(
     headers: HeaderMap,
     Path(vhost): Path<String>,
 ) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    caller.check_vhost(&vhost)?;
+    api.authorize_in(&headers, Need::Management, &vhost).await?;
     let exists = api
         .bridge
         .on_shard(0, move |shard| {

@@ -203,6 +203,18 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
 
 impl Api {
     /// Checks the request's credentials and that the caller has `need`.
+    /// `authorize`, for a request about one vhost the caller must see.
+    pub async fn authorize_in(
+        &self,
+        headers: &HeaderMap,
+        need: Need,
+        vhost: &str,
+    ) -> Result<Caller, ApiError> {
+        let caller = self.authorize(headers, need).await?;
+        caller.check_vhost(vhost)?;
+        Ok(caller)
+    }
+
     pub async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Caller, ApiError> {
         let login_failed = || ApiError::unauthorized("not_authorized", "Login failed");
         let header = headers
