@@ -88,7 +88,12 @@ async fn a_work_queue_under_a_publish_flood_keeps_serving_its_consumer() {
     }
     let published = flooding.await.expect("flood thread");
 
-    assert!(published > 10_000, "the flood was a trickle: {published}");
+    // Throttled, the flood goes about as fast as the consumer; it must
+    // still have published at least a second of the consumer's own rate.
+    assert!(
+        published as f64 >= alone,
+        "the flood was a trickle: {published} published, consumer alone {alone:.0} msg/s"
+    );
     assert!(
         flooded * 2.0 >= alone,
         "the consumer was starved: {flooded:.0} msg/s under the flood, {alone:.0} msg/s alone"
