@@ -204,17 +204,6 @@ impl Definitions {
         ops.extend(self.bindings.values().cloned().map(MetaOp::Bind));
         ops
     }
-
-    /// How many things the set holds, which bounds a snapshot's records.
-    pub fn len(&self) -> usize {
-        self.vhosts.len()
-            + self.users.len()
-            + self.permissions.len()
-            + self.policies.len()
-            + self.exchanges.len()
-            + self.queues.len()
-            + self.bindings.len()
-    }
 }
 
 /// A server-named queue's declare names its shard: the hash's, on replay.
