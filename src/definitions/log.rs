@@ -26,6 +26,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, BytesMut};
@@ -90,6 +91,7 @@ impl DefinitionsLog {
             file: OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(failed)?,
             path: path.clone(),
@@ -176,6 +178,7 @@ impl DefinitionsLog {
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(0o600)
             .open(&temp)?;
         file.write_all(&out)?;
         file.sync_data()?;
