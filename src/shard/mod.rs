@@ -167,9 +167,9 @@ impl Shard {
         if self.id == 0 {
             let catalog = self.catalog.borrow();
             tracing::info!(
-                "recovered {} vhosts, {} exchanges, {} queues, {} users",
+                "recovered {} durable definitions: {} vhosts, {} queues, {} users",
+                self.shared.replay.len(),
                 catalog.vhost_names().count(),
-                catalog.exchanges().filter(|x| x.durable).count(),
                 catalog.queues().count(),
                 catalog.users().count()
             );
