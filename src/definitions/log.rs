@@ -21,8 +21,9 @@
 //! `definitions.log.damaged`, and the log is rewritten from what read
 //! back, so later appends follow clean records.
 //!
-//! std::fs, synchronous: definitions change rarely and off the data path;
-//! an append is one small write and one fdatasync on the coordinator.
+//! Plain blocking std::fs: definitions change rarely and off the data
+//! path. The coordinator calls [`DefinitionsLog::record`] on its shard's
+//! blocking thread, never on the shard itself.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

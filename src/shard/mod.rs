@@ -80,6 +80,8 @@ pub struct Shard {
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
     flow_owed: Notify,
+    /// Changes wait for the definitions log: its writer should run.
+    definitions_due: Notify,
     /// Connections blocked by the memory alarm, waiting for it to clear.
     pub alarm_cleared: Waiters,
 }
@@ -116,11 +118,15 @@ impl Shard {
             timer: Timer::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
+            definitions_due: Notify::new(),
             alarm_cleared: Waiters::new(),
         });
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
         shard.replay();
+        if shard.coordinator.borrow().is_logged() {
+            runtime::spawn(shard.clone().write_definitions());
+        }
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
         let addr = shard.shared.config.listen_addr();
