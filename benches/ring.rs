@@ -56,6 +56,7 @@ fn message() -> Message {
         properties: Bytes::new(),
         body: Bytes::from_static(&[0u8; 16]),
         priority: 0,
+        persistent: false,
         expiration_ms: None,
     })
 }

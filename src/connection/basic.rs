@@ -201,6 +201,7 @@ impl Connection {
             properties,
             body,
             priority: summary.priority.unwrap_or(0),
+            persistent: summary.delivery_mode == Some(2),
             expiration_ms,
         });
         if routes.is_empty() && publish.mandatory {

@@ -10,6 +10,7 @@
 //! it if it ever holds us back.
 
 pub mod mesh;
+pub mod file;
 pub mod net;
 pub mod notify;
 

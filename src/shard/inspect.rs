@@ -145,6 +145,7 @@ impl Shard {
             properties,
             body,
             priority: summary.priority.unwrap_or(0),
+            persistent: summary.delivery_mode == Some(2),
             expiration_ms,
         });
         for &queue in &routes {
