@@ -30,6 +30,21 @@ struct SimFile {
 struct State {
     files: BTreeMap<String, SimFile>,
     fail_writes: bool,
+    /// Writes and syncs left before the power goes (they fail after).
+    power_left: Option<usize>,
+}
+
+impl State {
+    /// Whether the next write or sync fails, counting it.
+    fn refuses(&mut self) -> bool {
+        if let Some(left) = self.power_left.as_mut() {
+            if *left == 0 {
+                return true;
+            }
+            *left -= 1;
+        }
+        self.fail_writes
+    }
 }
 
 #[derive(Clone, Default)]
@@ -51,9 +66,15 @@ impl SimDisk {
         self.state.borrow_mut().fail_writes = fail;
     }
 
+    /// The power goes after `ops` more writes and syncs.
+    pub(crate) fn cut_power_after(&self, ops: usize) {
+        self.state.borrow_mut().power_left = Some(ops);
+    }
+
     /// A power loss.
     pub(crate) fn crash(&self, rng: &mut StdRng) {
         let mut state = self.state.borrow_mut();
+        state.power_left = None;
         state.files.retain(|_, file| file.named);
         for file in state.files.values_mut() {
             let mut kept = file.synced.clone();
@@ -95,7 +116,7 @@ impl SimDisk {
 impl DiskFile for SimHandle {
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         let mut state = self.disk.state.borrow_mut();
-        if state.fail_writes {
+        if state.refuses() {
             return Err(failure());
         }
         let file = state.files.entry(self.name.clone()).or_default();
@@ -118,7 +139,7 @@ impl DiskFile for SimHandle {
 
     async fn fdatasync(&self) -> io::Result<()> {
         let mut state = self.disk.state.borrow_mut();
-        if state.fail_writes {
+        if state.refuses() {
             return Err(failure());
         }
         if let Some(file) = state.files.get_mut(&self.name) {
