@@ -9,7 +9,10 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::management::{self, Bridge};
 use crate::runtime::{self, net};
-use crate::shard::{LoadBoard, Shard, Shared};
+use crate::shard::{LoadBoard, Shard, Shared, StoreSetup};
+
+/// The message store's directory under the data directory.
+const MESSAGES_DIR: &str = "messages";
 
 /// Runs the broker until `shutdown` is set (by SIGINT/SIGTERM in the
 /// binary, or `warrenctl stop`); returns a one-line reason when it cannot
@@ -39,7 +42,17 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         tracing::info!("management API listening on {bound}");
     }
     let ring_capacity = config.ring_capacity;
+    let store = StoreSetup::recover(
+        data_dir.join(MESSAGES_DIR),
+        shard_count,
+        config.segment_size,
+        !config.unsafe_no_fsync,
+    )?;
+    if config.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: persistent messages are confirmed before fdatasync");
+    }
     let shared = Arc::new(Shared {
+        store,
         config,
         shutdown,
         bridge,

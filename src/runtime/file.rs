@@ -97,14 +97,6 @@ impl File {
         Ok(())
     }
 
-    pub async fn truncate(&self, len: u64) -> io::Result<()> {
-        match &self.inner {
-            Inner::Direct(file) => file.truncate(len).await?,
-            Inner::Buffered(file) => file.truncate(len).await?,
-        }
-        Ok(())
-    }
-
     /// Reserves `len` bytes on disk, so writes up to it cannot fail for
     /// space, without changing the file's size.
     pub async fn preallocate(&self, len: u64) -> io::Result<()> {

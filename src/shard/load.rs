@@ -40,6 +40,8 @@ const LOAD_SMOOTHING: f64 = 0.25;
 pub struct LoadBoard {
     saturated: Box<[AtomicBool]>,
     memory_alarm: AtomicBool,
+    /// The message store cannot write: publishers block until restart.
+    disk_alarm: AtomicBool,
 }
 
 impl LoadBoard {
@@ -47,6 +49,7 @@ impl LoadBoard {
         LoadBoard {
             saturated: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             memory_alarm: AtomicBool::new(false),
+            disk_alarm: AtomicBool::new(false),
         }
     }
 
@@ -59,6 +62,15 @@ impl LoadBoard {
     /// Whether memory use is past the high watermark: publishers block.
     pub fn memory_alarm(&self) -> bool {
         self.memory_alarm.load(Ordering::Relaxed)
+    }
+
+    /// Whether the message store failed: publishers block.
+    pub fn disk_alarm(&self) -> bool {
+        self.disk_alarm.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_disk_alarm(&self) {
+        self.disk_alarm.store(true, Ordering::Relaxed);
     }
 
     fn set_saturated(&self, shard: usize, saturated: bool) {

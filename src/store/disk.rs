@@ -22,7 +22,6 @@ pub(crate) trait DiskFile {
     /// Reads up to `len` bytes at `pos`; fewer at the end of the file.
     fn read_at(&self, pos: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>>;
     fn fdatasync(&self) -> impl Future<Output = io::Result<()>>;
-    fn truncate(&self, len: u64) -> impl Future<Output = io::Result<()>>;
     fn preallocate(&self, len: u64) -> impl Future<Output = io::Result<()>>;
     fn size(&self) -> impl Future<Output = io::Result<u64>>;
 }
@@ -56,10 +55,6 @@ impl DiskFile for file::File {
 
     async fn fdatasync(&self) -> io::Result<()> {
         file::File::fdatasync(self).await
-    }
-
-    async fn truncate(&self, len: u64) -> io::Result<()> {
-        file::File::truncate(self, len).await
     }
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {

@@ -110,6 +110,7 @@ impl<D: Disk> Log<D> {
 
     /// Why the log stopped, if a write or sync failed: it takes nothing
     /// more after that.
+    #[cfg(test)]
     pub(crate) fn failed(&self) -> Option<String> {
         self.state.borrow().failed.clone()
     }

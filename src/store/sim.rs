@@ -149,19 +149,6 @@ impl DiskFile for SimHandle {
         Ok(())
     }
 
-    async fn truncate(&self, len: u64) -> io::Result<()> {
-        let mut state = self.disk.state.borrow_mut();
-        if let Some(file) = state.files.get_mut(&self.name) {
-            file.data.truncate(len as usize);
-            file.synced.truncate(len as usize);
-            file.unsynced.retain(|&(pos, _)| pos < len as usize);
-            for write in &mut file.unsynced {
-                write.1 = write.1.min(len as usize - write.0);
-            }
-        }
-        Ok(())
-    }
-
     async fn preallocate(&self, _len: u64) -> io::Result<()> {
         if self.disk.state.borrow().fail_writes {
             return Err(failure());
