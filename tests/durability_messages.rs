@@ -47,7 +47,14 @@ impl DataDir {
 
     fn start(&self, shards: &str) -> Broker {
         let dir = self.0.display().to_string();
-        Broker::start_with(&["--data-dir", &dir, "--shards", shards, "--segment-size", "65536"])
+        Broker::start_with(&[
+            "--data-dir",
+            &dir,
+            "--shards",
+            shards,
+            "--segment-size",
+            "65536",
+        ])
     }
 }
 
@@ -58,14 +65,18 @@ impl Drop for DataDir {
 }
 
 async fn open(broker: &Broker) -> (Connection, Channel) {
-    let connect = Connection::connect(&broker.amqp_url(), ConnectionProperties::default());
+    let url = broker.amqp_url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
     let connection = within("connect", connect).await.expect("connect");
     let channel = within("channel", connection.create_channel())
         .await
         .expect("channel.open");
-    within("confirm.select", channel.confirm_select(ConfirmSelectOptions::default()))
-        .await
-        .expect("confirm.select");
+    within(
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
     (connection, channel)
 }
 
@@ -74,9 +85,12 @@ async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) {
         durable: true,
         ..QueueDeclareOptions::default()
     };
-    within("queue.declare", channel.queue_declare(queue, options, arguments))
-        .await
-        .expect("queue.declare");
+    within(
+        "queue.declare",
+        channel.queue_declare(queue, options, arguments),
+    )
+    .await
+    .expect("queue.declare");
 }
 
 /// Two queue names for each shard of a 2-shard broker.
@@ -109,7 +123,7 @@ fn properties(n: usize, persistent: bool) -> BasicProperties {
         .with_reply_to("replies".into())
         .with_message_id(format!("m{n}").into())
         .with_timestamp(1_700_000_000 + n as u64)
-        .with_kind("kind".into())
+        .with_type("kind".into())
         .with_app_id("app".into())
 }
 
@@ -136,18 +150,24 @@ async fn publish(channel: &Channel, queue: &str, n: usize, persistent: bool) -> 
 }
 
 async fn get(channel: &Channel, queue: &str) -> Option<BasicGetMessage> {
-    within("basic.get", channel.basic_get(queue, BasicGetOptions::default()))
-        .await
-        .expect("basic.get")
+    within(
+        "basic.get",
+        channel.basic_get(queue, BasicGetOptions::default()),
+    )
+    .await
+    .expect("basic.get")
 }
 
 /// Takes (and acks) every message of `queue`.
 async fn drain(channel: &Channel, queue: &str) -> Vec<BasicGetMessage> {
     let mut messages = Vec::new();
     while let Some(message) = get(channel, queue).await {
-        within("ack", message.delivery.acker.ack(BasicAckOptions::default()))
-            .await
-            .expect("basic.ack");
+        within(
+            "ack",
+            message.delivery.acker.ack(BasicAckOptions::default()),
+        )
+        .await
+        .expect("basic.ack");
         messages.push(message);
     }
     messages
@@ -156,7 +176,9 @@ async fn drain(channel: &Channel, queue: &str) -> Vec<BasicGetMessage> {
 fn message_number(message: &BasicGetMessage) -> usize {
     let text = String::from_utf8_lossy(&message.delivery.data);
     let number = text.split(' ').nth(1).unwrap_or_default();
-    number.parse().unwrap_or_else(|_| panic!("not one of ours: {text:.40}"))
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("not one of ours: {text:.40}"))
 }
 
 fn assert_intact(message: &BasicGetMessage) {
@@ -202,9 +224,12 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
     // A queue that is deleted leaves nothing behind.
     declare(&channel, "deleted-q", FieldTable::default()).await;
     assert!(publish(&channel, "deleted-q", 1, true).await.is_ack());
-    within("delete", channel.queue_delete("deleted-q", Default::default()))
-        .await
-        .expect("queue.delete");
+    within(
+        "delete",
+        channel.queue_delete("deleted-q", Default::default()),
+    )
+    .await
+    .expect("queue.delete");
     let _ = connection.close(200, "bye").await;
     assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
     for shards in ["2", "1", "3"] {
@@ -217,14 +242,20 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
                 messages.push(message);
             }
             let numbers: Vec<usize> = messages.iter().map(message_number).collect();
-            assert_eq!(numbers, expected[queue], "{queue} after restart, {shards} shards");
+            assert_eq!(
+                numbers, expected[queue],
+                "{queue} after restart, {shards} shards"
+            );
             for message in &messages {
                 assert_intact(message);
                 assert!(message.delivery.redelivered);
             }
         }
         declare(&channel, "deleted-q", FieldTable::default()).await;
-        assert!(get(&channel, "deleted-q").await.is_none(), "a deleted queue's message came back");
+        assert!(
+            get(&channel, "deleted-q").await.is_none(),
+            "a deleted queue's message came back"
+        );
         // Closing the connection requeues what the gets took.
         let _ = connection.close(200, "bye").await;
         assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
@@ -253,7 +284,13 @@ async fn kill_9_mid_stream_loses_no_confirmed_message() {
                 let mut window = Vec::new();
                 for n in first.. {
                     let sent = channel
-                        .basic_publish("", &queue, BasicPublishOptions::default(), &body(n), properties(n, true))
+                        .basic_publish(
+                            "",
+                            &queue,
+                            BasicPublishOptions::default(),
+                            &body(n),
+                            properties(n, true),
+                        )
                         .await;
                     let Ok(confirm) = sent else { break };
                     window.push((n, confirm));
@@ -277,7 +314,10 @@ async fn kill_9_mid_stream_loses_no_confirmed_message() {
                 .await
                 .expect("a publisher notices the broker is gone")
                 .expect("publisher task");
-            assert!(!acked.is_empty() || cycle > 0, "nothing was confirmed in {queue}");
+            assert!(
+                !acked.is_empty() || cycle > 0,
+                "nothing was confirmed in {queue}"
+            );
             confirmed.entry(queue).or_default().extend(acked);
         }
         let broker = dir.start("2");
@@ -292,7 +332,10 @@ async fn kill_9_mid_stream_loses_no_confirmed_message() {
                 taken.push(message);
             }
             for n in &confirmed[queue] {
-                assert!(present.contains(n), "cycle {cycle}: confirmed message {n} in {queue} is lost");
+                assert!(
+                    present.contains(n),
+                    "cycle {cycle}: confirmed message {n} in {queue} is lost"
+                );
             }
         }
         // Requeued by the close, so the next cycle checks them again.
@@ -307,7 +350,10 @@ async fn a_reject_publish_queue_nacks_what_it_refuses() {
     let (_connection, channel) = open(&broker).await;
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
-    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
     let queue = format!("rejecting-{}", std::process::id());
     declare(&channel, &queue, arguments).await;
     assert!(publish(&channel, &queue, 1, true).await.is_ack());
@@ -316,7 +362,10 @@ async fn a_reject_publish_queue_nacks_what_it_refuses() {
     assert!(publish(&channel, &queue, 3, false).await.is_nack());
     let left = drain(&channel, &queue).await;
     assert_eq!(left.iter().map(message_number).collect::<Vec<_>>(), [1]);
-    assert!(publish(&channel, &queue, 4, true).await.is_ack(), "room again");
+    assert!(
+        publish(&channel, &queue, 4, true).await.is_ack(),
+        "room again"
+    );
 }
 
 #[tokio::test]
@@ -326,26 +375,42 @@ async fn tx_commit_ok_means_the_committed_messages_survive_kill_9() {
     }
     let dir = DataDir::new("tx");
     let broker = dir.start("2");
-    let connect = Connection::connect(&broker.amqp_url(), ConnectionProperties::default());
+    let url = broker.amqp_url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
     let connection = within("connect", connect).await.expect("connect");
-    let channel = within("channel", connection.create_channel()).await.expect("channel");
+    let channel = within("channel", connection.create_channel())
+        .await
+        .expect("channel");
     declare(&channel, "tx-q", FieldTable::default()).await;
-    within("tx.select", channel.tx_select()).await.expect("tx.select");
+    within("tx.select", channel.tx_select())
+        .await
+        .expect("tx.select");
     for n in 0..50 {
         within(
             "publish",
-            channel.basic_publish("", "tx-q", BasicPublishOptions::default(), &body(n), properties(n, true)),
+            channel.basic_publish(
+                "",
+                "tx-q",
+                BasicPublishOptions::default(),
+                &body(n),
+                properties(n, true),
+            ),
         )
         .await
         .expect("publish");
     }
-    within("tx.commit", channel.tx_commit()).await.expect("tx.commit");
+    within("tx.commit", channel.tx_commit())
+        .await
+        .expect("tx.commit");
     drop(broker);
     let broker = dir.start("2");
     let (_connection, channel) = open(&broker).await;
     declare(&channel, "tx-q", FieldTable::default()).await;
     let messages = drain(&channel, "tx-q").await;
-    assert_eq!(messages.iter().map(message_number).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        messages.iter().map(message_number).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
     drop(broker);
 }
 
@@ -374,7 +439,10 @@ async fn confirms_keep_coming_when_messages_fill_many_segments() {
         if segments <= 2 {
             break;
         }
-        assert!(Instant::now() < wait_until, "{segments} segments remain after everything was acked");
+        assert!(
+            Instant::now() < wait_until,
+            "{segments} segments remain after everything was acked"
+        );
         assert!(publish(&channel, "big-q", 1, false).await.is_ack());
     }
     assert!(started.elapsed() < Duration::from_secs(60));

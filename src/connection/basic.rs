@@ -322,7 +322,11 @@ impl Connection {
         let Some(confirm) = channel.confirm.as_mut() else {
             let tx = &mut channel.tx_confirms;
             tx.take_answered(|_, _, _| {});
-            while tx.commits.front().is_some_and(|&last| last <= tx.answered()) {
+            while tx
+                .commits
+                .front()
+                .is_some_and(|&last| last <= tx.answered())
+            {
                 tx.commits.pop_front();
                 self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
             }

@@ -49,7 +49,8 @@ impl StoreSetup {
         let disk = FsDisk { dir: dir.clone() };
         let recovered = runtime::file::block_on(recovery::recover(&disk))?
             .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
-        let mut per_shard: Vec<QueueMessages> = (0..shard_count).map(|_| QueueMessages::new()).collect();
+        let mut per_shard: Vec<QueueMessages> =
+            (0..shard_count).map(|_| QueueMessages::new()).collect();
         let mut messages = 0;
         for (name, queue) in recovered.queues {
             let owner = queue_shard(name.vhost.as_bytes(), name.name.as_bytes(), shard_count);
@@ -103,7 +104,9 @@ impl Shard {
     }
 
     fn store(&self) -> &ShardStore {
-        self.store.get().expect("the store opens before the shard serves")
+        self.store
+            .get()
+            .expect("the store opens before the shard serves")
     }
 
     /// A queue created on this shard: a durable one logs its persistent

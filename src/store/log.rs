@@ -125,7 +125,11 @@ impl<D: Disk> Log<D> {
 
     /// Appends the record `encode` writes; `message` counts it as a live
     /// message of its segment. None once the log has failed.
-    pub(crate) fn append(&self, message: bool, encode: impl FnOnce(&mut Vec<u8>)) -> Option<Appended> {
+    pub(crate) fn append(
+        &self,
+        message: bool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<Appended> {
         let mut state = self.state.borrow_mut();
         if state.failed.is_some() {
             return None;

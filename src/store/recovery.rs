@@ -41,7 +41,9 @@ pub(crate) struct Recovered {
 enum Ending {
     Clean,
     /// A bad record at `at`: a torn tail, or damage.
-    Bad { at: u64 },
+    Bad {
+        at: u64,
+    },
 }
 
 pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
@@ -57,7 +59,9 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
     for (i, ((epoch, shard, _), name)) in segments.iter().enumerate() {
         let last_of_stream = segments
             .get(i + 1)
-            .is_none_or(|((next_epoch, next_shard, _), _)| (next_epoch, next_shard) != (epoch, shard));
+            .is_none_or(|((next_epoch, next_shard, _), _)| {
+                (next_epoch, next_shard) != (epoch, shard)
+            });
         let file = disk.open(name).await?;
         let bytes = Bytes::from(file.read_at(0, file.size().await? as usize).await?);
         match replay_segment(&bytes, &mut queues) {
@@ -70,7 +74,9 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
                 continue;
             }
             Ending::Bad { at } => {
-                tracing::info!("message log segment {name}: an unfinished write at byte {at} is dropped");
+                tracing::info!(
+                    "message log segment {name}: an unfinished write at byte {at} is dropped"
+                );
             }
             Ending::Clean => {}
         }

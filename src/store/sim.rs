@@ -109,7 +109,11 @@ impl SimDisk {
     }
 
     pub(crate) fn file_len(&self, name: &str) -> usize {
-        self.state.borrow().files.get(name).map_or(0, |f| f.data.len())
+        self.state
+            .borrow()
+            .files
+            .get(name)
+            .map_or(0, |f| f.data.len())
     }
 }
 

@@ -28,7 +28,11 @@ fn queue_name(queue: u64) -> QueueName {
 }
 
 fn message(rng: &mut StdRng, id: u64) -> Message {
-    let size = if rng.gen_bool(0.1) { 9000 } else { rng.gen_range(0..300) };
+    let size = if rng.gen_bool(0.1) {
+        9000
+    } else {
+        rng.gen_range(0..300)
+    };
     let mut body = format!("{id}:").into_bytes();
     body.resize(size.max(body.len()), (id % 251) as u8);
     Message::new(MessageContent {
@@ -65,7 +69,13 @@ fn seeds() -> Vec<u64> {
 fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next_id: &mut u64) {
     let recovered = block_on(recover(disk)).expect("recovery reads the simulated disk");
     check(&recovered.queues, model, None);
-    let log = Log::new(disk.clone(), recovered.epoch, rng.gen_range(0..2), 8192, true);
+    let log = Log::new(
+        disk.clone(),
+        recovered.epoch,
+        rng.gen_range(0..2),
+        8192,
+        true,
+    );
     let store = Store::new(log);
     store.adopt(recovered.queues);
     for queue in 0..QUEUES {
@@ -97,7 +107,9 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
                     .collect();
                 if let Some(&(queue, seq)) = live.get(rng.gen_range(0..live.len().max(1))) {
                     store.settle(QueueId(queue), &[seq]);
-                    model.settled.insert((queue, seq), store.log().durable() + u64::MAX / 2);
+                    model
+                        .settled
+                        .insert((queue, seq), store.log().durable() + u64::MAX / 2);
                 }
             }
             _ => match block_on(store.log().commit()) {
@@ -180,7 +192,9 @@ fn filled_store(disk: &SimDisk, messages: u64) -> Vec<Message> {
     let mut sent = Vec::new();
     for seq in 1..=messages {
         let m = message(&mut rng, seq);
-        store.enqueue(QueueId(0), seq, &m).expect("the log takes it");
+        store
+            .enqueue(QueueId(0), seq, &m)
+            .expect("the log takes it");
         sent.push(m);
         if seq % 5 == 0 {
             block_on(store.log().commit()).expect("commit");
@@ -195,11 +209,17 @@ fn a_flipped_byte_quarantines_its_segment_and_the_rest_recovers() {
     let disk = SimDisk::default();
     let sent = filled_store(&disk, 60);
     let first = segment_name(1, 0, 1);
-    assert!(disk.file_len(&segment_name(1, 0, 3)) > 0, "several segments");
+    assert!(
+        disk.file_len(&segment_name(1, 0, 3)) > 0,
+        "several segments"
+    );
     disk.flip(&first, 100);
     let recovered = block_on(recover(&disk)).expect("recovery survives damage");
     let messages = &recovered.queues[&queue_name(0)];
-    assert!(!messages.contains_key(&1), "the damaged record is not trusted");
+    assert!(
+        !messages.contains_key(&1),
+        "the damaged record is not trusted"
+    );
     let last = sent.len() as u64;
     assert_eq!(messages[&last].body, sent[last as usize - 1].body);
     assert_eq!(disk.file_len(&first), 0, "renamed away");
@@ -212,12 +232,16 @@ fn a_full_disk_fails_the_commit_and_the_log_takes_nothing_more() {
     let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
     store.track(QueueId(0), queue_name(0));
     let mut rng = StdRng::seed_from_u64(1);
-    assert!(store.enqueue(QueueId(0), 1, &message(&mut rng, 1)).is_some());
+    assert!(store
+        .enqueue(QueueId(0), 1, &message(&mut rng, 1))
+        .is_some());
     disk.fail_writes(true);
     assert!(block_on(store.log().commit()).is_err());
     assert_eq!(store.log().durable(), 0, "nothing was confirmed");
     assert!(store.log().failed().is_some());
-    assert!(store.enqueue(QueueId(0), 2, &message(&mut rng, 2)).is_none());
+    assert!(store
+        .enqueue(QueueId(0), 2, &message(&mut rng, 2))
+        .is_none());
 }
 
 #[test]
@@ -233,7 +257,11 @@ fn segments_whose_messages_all_left_are_deleted_from_the_front() {
     assert!(disk.file_len(&segment_name(1, 0, 1)) > 0);
     store.settle(QueueId(0), &(1..=30).collect::<Vec<_>>());
     block_on(store.log().commit()).expect("commit");
-    assert_eq!(disk.file_len(&segment_name(1, 0, 1)), 0, "the first segment is gone");
+    assert_eq!(
+        disk.file_len(&segment_name(1, 0, 1)),
+        0,
+        "the first segment is gone"
+    );
     let recovered = block_on(recover(&disk)).expect("recovery");
     let seqs: Vec<u64> = recovered.queues[&queue_name(0)].keys().copied().collect();
     assert_eq!(seqs, (31..=40).collect::<Vec<_>>());

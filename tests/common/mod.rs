@@ -112,8 +112,11 @@ impl Broker {
         if !extra_args.contains(&"--management-port") {
             defaults.extend(["--management-port".to_owned(), "0".to_owned()]);
         }
+        if !extra_args.contains(&"--shards") {
+            defaults.extend(["--shards".to_owned(), "2".to_owned()]);
+        }
         let mut child = Command::new(binary)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--shards", "2"])
+            .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(&defaults)
             .args(extra_args)
             .stdin(Stdio::null())
