@@ -447,3 +447,26 @@ async fn confirms_keep_coming_when_messages_fill_many_segments() {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn free_disk_below_the_limit_blocks_publishers_as_rabbitmq_does() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    // No disk here has this much free.
+    let broker = Broker::start_with(&["--disk-free-limit", "1000000GB"]);
+    let queue = format!("disk-alarm-{}", std::process::id());
+    let mut publisher = common::PyProcess::spawn(
+        "blocked_publisher.py",
+        &[&queue, "1"],
+        &broker.amqp_url(),
+        &[],
+    );
+    publisher.wait_for_line("blocked low on disk", STEP);
+    assert!(
+        broker.log_tail().contains("disk resource limit alarm set"),
+        "{}",
+        broker.log_tail()
+    );
+    publisher.kill();
+}

@@ -213,11 +213,61 @@ impl Shard {
         );
         self.confirms.borrow_mut().fail_waiting();
         self.flow_owed.notify();
-        self.shared.load.set_disk_alarm();
+        self.shared.load.set_store_failed();
+    }
+
+    /// Shard 0's watch on the data directory's free space.
+    pub(super) fn disk_watch(&self) -> DiskWatch {
+        let total = crate::memory::total_memory();
+        DiskWatch {
+            dir: self.shared.store.disk.dir.clone(),
+            limit: self.shared.config.disk_free_limit.bytes(total),
+        }
     }
 }
 
-/// The reason connection.blocked gives while the store cannot write.
+/// `--disk-free-limit`: RabbitMQ's disk alarm.
+pub(super) struct DiskWatch {
+    dir: PathBuf,
+    limit: u64,
+}
+
+impl DiskWatch {
+    pub(super) fn sample(&self, board: &super::LoadBoard) {
+        let Some(free) = free_bytes(&self.dir) else {
+            return;
+        };
+        let low = free < self.limit;
+        if !board.set_disk_low(low) {
+            return;
+        }
+        let (free_mib, limit_mib) = (free >> 20, self.limit >> 20);
+        if low {
+            tracing::warn!(
+                "disk resource limit alarm set: {free_mib} MiB free under {}, limit {limit_mib} MiB; \
+                 publishers are blocked",
+                self.dir.display()
+            );
+        } else {
+            tracing::info!("disk resource limit alarm cleared: {free_mib} MiB free");
+        }
+    }
+}
+
+/// Space an unprivileged process may still use on `dir`'s file system.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs reads the NUL-terminated path and writes only into
+    // the struct we pass, which is plain data.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The reason connection.blocked gives under the disk alarm.
 pub(crate) const DISK_ALARM_REASON: &str = "low on disk";
 
 fn queue_name(vhost: &ShortStr, name: &ShortStr) -> QueueName {
