@@ -18,7 +18,7 @@ use super::Connection;
 use crate::ids::{QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::frame;
-use crate::protocol::method::{BasicDeliver, BasicPublish, Method};
+use crate::protocol::method::{BasicPublish, DeliverArgs, Method};
 use crate::protocol::ShortStr;
 use crate::queue::ConsumerKey;
 use crate::runtime;
@@ -84,19 +84,23 @@ impl Outbound {
         self.ready.notify();
     }
 
-    /// A method with content (deliver, get-ok, return), split per frame_max.
+    /// A method with content (get-ok, return), split per frame_max.
     pub fn content(&self, channel: u16, method: &Method, message: &Message) {
         let mut buf = self.buf.borrow_mut();
         frame::encode_method(&mut buf, channel, method);
+        self.append_content(&mut buf, channel, message);
+        self.ready.notify();
+    }
+
+    fn append_content(&self, buf: &mut BytesMut, channel: u16, message: &Message) {
         frame::encode_content(
-            &mut buf,
+            buf,
             channel,
             BasicPublish::CLASS_ID,
             &message.properties,
             &message.body,
             self.frame_max.get(),
         );
-        self.ready.notify();
     }
 
     pub fn raw(&self, bytes: &[u8]) {
@@ -114,23 +118,28 @@ impl Outbound {
         &self,
         owner: ShardId,
         queue: QueueId,
-        deliver: BasicDeliver,
         channel: u16,
+        deliver: &DeliverArgs<'_>,
         message: &Message,
     ) {
-        let tag = deliver.consumer_tag.clone();
-        self.content(channel, &Method::BasicDeliver(deliver), message);
+        {
+            let mut buf = self.buf.borrow_mut();
+            frame::encode_deliver(&mut buf, channel, deliver);
+            self.append_content(&mut buf, channel, message);
+        }
+        self.ready.notify();
+        let tag = deliver.consumer_tag;
         let mut credits = self.credits.borrow_mut();
         match credits
             .iter_mut()
-            .find(|credit| credit.queue == queue && credit.channel == channel && credit.tag == tag)
+            .find(|credit| credit.queue == queue && credit.channel == channel && credit.tag == *tag)
         {
             Some(credit) => credit.count += 1,
             None => credits.push(Credit {
                 owner,
                 queue,
                 channel,
-                tag,
+                tag: tag.clone(),
                 count: 1,
             }),
         }
