@@ -163,6 +163,7 @@ impl Shard {
         let flusher = shard.clone();
         runtime::spawn(async move { flusher.pay_credit_owed().await });
         shard.tick_until_shutdown().await;
+        shard.log_store_totals();
         shard.close_all_connections().await;
         mesh.close();
     }

@@ -216,6 +216,18 @@ impl Shard {
         self.shared.load.set_store_failed();
     }
 
+    /// At shutdown: how well group commit batched (records per commit).
+    pub(super) fn log_store_totals(&self) {
+        let (records, commits) = self.store().store.log().totals();
+        if commits > 0 {
+            tracing::info!(
+                "message store, shard {}: {records} records in {commits} commits ({:.1} per fdatasync)",
+                self.id,
+                records as f64 / commits as f64
+            );
+        }
+    }
+
     /// Shard 0's watch on the data directory's free space.
     pub(super) fn disk_watch(&self) -> DiskWatch {
         let total = crate::memory::total_memory();

@@ -67,6 +67,8 @@ struct State<F> {
     /// Segments to delete at the end of the next commit.
     doomed: Vec<u64>,
     failed: Option<String>,
+    /// Commits that wrote something (one fdatasync per file written).
+    commits: u64,
 }
 
 pub(crate) struct Log<D: Disk> {
@@ -104,6 +106,7 @@ impl<D: Disk> Log<D> {
                 live: BTreeMap::new(),
                 doomed: Vec::new(),
                 failed: None,
+                commits: 0,
             }),
         }
     }
@@ -121,6 +124,12 @@ impl<D: Disk> Log<D> {
 
     pub(crate) fn durable(&self) -> Lsn {
         self.state.borrow().durable
+    }
+
+    /// Records made durable, and the commits that did it.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        let state = self.state.borrow();
+        (state.durable, state.commits)
     }
 
     /// Appends the record `encode` writes; `message` counts it as a live
@@ -249,6 +258,7 @@ impl<D: Disk> Log<D> {
         let doomed = {
             let mut state = self.state.borrow_mut();
             state.durable = appended;
+            state.commits += 1;
             std::mem::take(&mut state.doomed)
         };
         for segment in doomed {
