@@ -256,6 +256,21 @@ pub fn scan_properties(raw: &Bytes) -> Result<PropertySummary, DecodeError> {
     Ok(summary)
 }
 
+/// The raw value of one property (`flag`), found without decoding the
+/// others or allocating: the bytes from the value's start to the end of the
+/// properties (the caller decodes the one value it asked for). None when
+/// the property is absent or the properties are malformed.
+pub fn find_property(raw: &Bytes, wanted: u16) -> Option<Bytes> {
+    let mut found = None;
+    let walked = walk_properties(raw, |flag, buf| {
+        if flag == wanted {
+            found = Some(buf.clone());
+        }
+        Ok(false)
+    });
+    walked.ok().and(found)
+}
+
 /// A content header frame's payload, with the properties left raw: the
 /// broker stores and forwards them as they came.
 #[derive(Clone, Debug, PartialEq, Default)]

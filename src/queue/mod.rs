@@ -245,6 +245,24 @@ impl Queue {
         &self.settings
     }
 
+    /// Takes the settings a policy change made, as RabbitMQ's queues do:
+    /// messages keep the expiry they were given, x-expires counts from now,
+    /// and drop-head applies the length limits at once. The type, the
+    /// priorities and single active consumer come from arguments only and
+    /// stay.
+    pub fn set_settings(&mut self, settings: Settings, clock: &impl Clock) {
+        self.ready
+            .count_bytes(settings.max_length_bytes.is_some());
+        self.settings = Settings {
+            queue_type: self.settings.queue_type,
+            max_priority: self.settings.max_priority,
+            single_active_consumer: self.settings.single_active_consumer,
+            ..settings
+        };
+        self.touch(clock);
+        self.drop_head_over_limit();
+    }
+
     pub fn id(&self) -> QueueId {
         self.id
     }
@@ -363,8 +381,12 @@ impl Queue {
         let Settings {
             max_length,
             max_length_bytes,
+            overflow,
             ..
         } = self.settings;
+        if overflow != Overflow::DropHead {
+            return;
+        }
         while max_length.is_some_and(|max| self.ready.len() as u64 > max)
             || max_length_bytes.is_some_and(|max| self.ready.bytes() > max)
         {

@@ -12,6 +12,7 @@ use crate::message::{parse_expiration, Message, MessageContent};
 use crate::protocol::properties::scan_properties;
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
 use crate::queue::{GetResult, QueueTotals, Settlement};
+use crate::routing::MessageFields;
 
 /// The holder the management API takes messages as.
 const MANAGEMENT_HOLDER: (ConnectionId, u16) = (MANAGEMENT_CONNECTION, 0);
@@ -132,7 +133,11 @@ impl Shard {
             .routing(vhost)
             .ok_or_else(|| AmqpError::not_found("no vhost"))?;
         let mut routes = Vec::new();
-        table.route(&exchange, &routing_key, headers, &mut routes);
+        let fields = MessageFields {
+            headers,
+            properties: Some(&properties),
+        };
+        table.route(&exchange, &routing_key, fields, &mut routes);
         let summary = scan_properties(&properties)?;
         let expiration_ms = summary
             .expiration

@@ -14,6 +14,7 @@
 
 mod coordinator;
 mod dead_letters;
+pub(crate) mod delayed;
 mod flow;
 mod inspect;
 pub use inspect::QueueSample;
@@ -47,6 +48,7 @@ pub use flow::PublishCredit;
 pub(crate) use flow::PUBLISH_CREDIT_BYTES;
 pub use load::LoadBoard;
 pub use message::*;
+use delayed::DelayedMessages;
 use timer::Timer;
 
 /// Process-wide facts every shard reads and none writes.
@@ -70,6 +72,8 @@ pub struct Shard {
     /// The start of this shard's clock (queue TTLs and expiry).
     epoch: Instant,
     timer: Timer,
+    /// Messages of x-delayed-message exchanges, waiting for their delay.
+    delayed: RefCell<DelayedMessages>,
     /// Publish credit owed to connections (see `flow`).
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
@@ -98,6 +102,7 @@ impl Shard {
             coordinator: RefCell::new(Coordinator::default()),
             epoch: Instant::now(),
             timer: Timer::default(),
+            delayed: RefCell::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
             alarm_cleared: Waiters::new(),
@@ -570,6 +575,10 @@ impl Shard {
                 self.drop_queues(queues);
                 None
             }
+            MetaOutcome::PoliciesApplied { queues } => {
+                self.apply_policies(queues);
+                None
+            }
             MetaOutcome::VhostDeleted { vhost, queues } => {
                 self.drop_queues(queues);
                 let text = format!("vhost '{vhost}' is deleted");
@@ -582,6 +591,23 @@ impl Shard {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// Gives the queues this shard owns the settings a policy change made.
+    fn apply_policies(&self, queues: &[QueueId]) {
+        for &queue in queues {
+            let settings = self.catalog.borrow().queue_by_id(queue).and_then(|def| {
+                (def.shard_id == self.id).then(|| def.settings.clone())
+            });
+            let Some(settings) = settings else {
+                continue;
+            };
+            if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+                q.set_settings(settings, self);
+            }
+            // Dropped heads are dead-lettered, and the deadlines moved.
+            self.dispatch(queue);
         }
     }
 
