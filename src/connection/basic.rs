@@ -141,6 +141,7 @@ impl Connection {
         self.release_content(ch, content_cost(header.body_size));
         let congested = self.route(ch, publish, header, body)?;
         self.with_channel(ch, |channel| {
+            channel.published += 1;
             if let Some(confirm) = channel.confirm.as_mut() {
                 confirm.published += 1;
             }
@@ -200,6 +201,7 @@ impl Connection {
             };
             route_all(table, &publish, fields, selected.as_ref(), &mut routes);
         }
+        table.count_publish(&publish.exchange, !routes.is_empty());
         if routes.is_empty() && !publish.mandatory && delay_ms.is_none() {
             // Unroutable and not mandatory: dropped, so no handle is made.
             return Ok(None);
@@ -541,9 +543,13 @@ impl Connection {
         let mut settled = self.settled.borrow_mut();
         settled.clear();
         let known = self.with_channel(ch, |channel| {
-            channel.unacked.settle(delivery_tag, multiple, |entry| {
+            let known = channel.unacked.settle(delivery_tag, multiple, |entry| {
                 settled.push((entry.queue, entry.seq))
-            })
+            });
+            if action == Settlement::Ack {
+                channel.acked += settled.len() as u64;
+            }
+            known
         })?;
         if !known {
             return Err(AmqpError::precondition_failed(format!(
@@ -661,6 +667,7 @@ impl Connection {
                     body,
                 } => {
                     congested = self.route(ch, publish, header, body)?.or(congested);
+                    self.with_channel(ch, |channel| channel.published += 1)?;
                 }
                 TxAction::Settle {
                     delivery_tag,

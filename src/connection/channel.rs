@@ -48,6 +48,10 @@ pub struct Channel {
     /// This channel's direct reply-to queue, once it consumed
     /// `amq.rabbitmq.reply-to`.
     pub reply_queue: Option<ShortStr>,
+    /// Messages published and acked on this channel, for the API's rates
+    /// (deliveries are `unacked.next_tag`: one tag per delivery or get).
+    pub published: u64,
+    pub acked: u64,
 }
 
 pub struct Consumer {
@@ -253,6 +257,8 @@ impl Channel {
             touched: Vec::new(),
             last_queue: None,
             reply_queue: None,
+            published: 0,
+            acked: 0,
         }
     }
 

@@ -42,7 +42,7 @@ use crate::shard::{Holder, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
 use flow::PublisherFlow;
 pub use handshake::Tune;
-pub use info::ConnectionInfo;
+pub use info::{ChannelInfo, ConnectionInfo};
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of

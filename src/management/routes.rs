@@ -91,7 +91,14 @@ pub(super) fn query_flag(query: &HashMap<String, String>, key: &str) -> bool {
 async fn overview(State(api): State<Api>, headers: HeaderMap) -> Answer {
     let caller = api.authorize(&headers, Need::Management).await?;
     let totals = resources::totals(&api, &caller).await?;
-    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+    let exchange_types: Vec<Value> = [
+        "direct",
+        "fanout",
+        "headers",
+        "topic",
+        "x-consistent-hash",
+        "x-delayed-message",
+    ]
         .iter()
         .map(|name| json!({"name": name, "description": "", "enabled": true}))
         .collect();

@@ -11,7 +11,7 @@ use super::rates::{message_stats, Rates};
 use crate::catalog::access::{PermissionDef, PolicyDef, User};
 use crate::catalog::{Catalog, ExchangeDef, QueueDef};
 use crate::protocol::types::{FieldTable, FieldValue, LongStr};
-use crate::queue::QueueTotals;
+use crate::queue::MessageTotals;
 use crate::routing::{BindingView, Destination};
 
 /// The node name warren reports where RabbitMQ reports `rabbit@host`.
@@ -23,7 +23,7 @@ pub struct QueueFigures {
     pub messages_ready: u64,
     pub messages_unacknowledged: u64,
     pub consumers: u64,
-    pub totals: QueueTotals,
+    pub totals: MessageTotals,
     pub rates: Rates,
 }
 

@@ -191,13 +191,13 @@ pub struct Queue {
     /// The deadline last reported by `deadline_change`.
     reported_deadline: Option<u64>,
     /// Lifetime counts the management API turns into rates.
-    totals: QueueTotals,
+    totals: MessageTotals,
 }
 
 /// What a queue has done since it was created: RabbitMQ's `message_stats`
 /// counters (publish, deliver_get, ack).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueTotals {
+pub struct MessageTotals {
     pub published: u64,
     /// Deliveries to consumers and basic.gets, redeliveries included.
     pub delivered: u64,
@@ -229,12 +229,12 @@ impl Queue {
             last_used_ms: 0,
             reported_deadline: None,
             settings,
-            totals: QueueTotals::default(),
+            totals: MessageTotals::default(),
         }
     }
 
-    pub fn totals(&self) -> QueueTotals {
-        QueueTotals {
+    pub fn totals(&self) -> MessageTotals {
+        MessageTotals {
             // Every publish takes the next seq; requeues keep theirs.
             published: self.next_seq - 1,
             ..self.totals

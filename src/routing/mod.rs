@@ -242,6 +242,10 @@ struct Exchange {
     matcher: Matcher,
     /// The routing pass that last visited this exchange (see `epoch`).
     visited_epoch: Cell<u64>,
+    /// Messages published to it on this shard, and how many of them it
+    /// routed to a queue (RabbitMQ's publish_in and publish_out).
+    published_in: Cell<u64>,
+    published_out: Cell<u64>,
 }
 
 /// The exchanges and bindings of one vhost. See the module doc.
@@ -323,6 +327,8 @@ impl RoutingTable {
             exchange_destinations: Vec::new(),
             matcher: Matcher::new(kind, hash_on),
             visited_epoch: Cell::new(0),
+            published_in: Cell::new(0),
+            published_out: Cell::new(0),
         };
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -551,6 +557,24 @@ impl RoutingTable {
                 })
             })
         })
+    }
+
+    /// Counts a message published to `exchange`, and whether it reached a
+    /// queue: plain additions, read by the management API.
+    pub fn count_publish(&self, exchange: &[u8], routed: bool) {
+        if let Some(x) = self.slot_of(exchange).and_then(|slot| self.exchange(slot)) {
+            x.published_in.set(x.published_in.get() + 1);
+            x.published_out.set(x.published_out.get() + u64::from(routed));
+        }
+    }
+
+    /// (name, published in, published out) of every exchange with traffic.
+    pub fn exchange_counts(&self) -> impl Iterator<Item = (&ShortStr, u64, u64)> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|x| x.published_in.get() > 0)
+            .map(|x| (&x.name, x.published_in.get(), x.published_out.get()))
     }
 
     fn next_epoch(&self) -> u64 {

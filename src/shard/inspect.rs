@@ -11,7 +11,7 @@ use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::message::{parse_expiration, Message, MessageContent};
 use crate::protocol::properties::scan_properties;
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
-use crate::queue::{GetResult, QueueTotals, Settlement};
+use crate::queue::{GetResult, MessageTotals, Settlement};
 use crate::routing::MessageFields;
 
 /// The holder the management API takes messages as.
@@ -24,7 +24,7 @@ pub struct QueueSample {
     pub ready: u32,
     pub unacked: u32,
     pub consumers: u32,
-    pub totals: QueueTotals,
+    pub totals: MessageTotals,
 }
 
 impl Shard {
@@ -41,6 +41,26 @@ impl Shard {
                 totals: q.totals(),
             })
             .collect()
+    }
+
+    /// (vhost, exchange, publish_in, publish_out) of every exchange that
+    /// saw a publish on this shard.
+    pub fn exchange_counts(&self) -> Vec<(ShortStr, ShortStr, u64, u64)> {
+        let catalog = self.catalog.borrow();
+        let mut counts = Vec::new();
+        for vhost in catalog.vhost_names() {
+            let Some(table) = catalog.routing(vhost.as_bytes()) else {
+                continue;
+            };
+            counts.extend(
+                table
+                    .exchange_counts()
+                    .map(|(name, published_in, published_out)| {
+                        (vhost.clone(), name.clone(), published_in, published_out)
+                    }),
+            );
+        }
+        counts
     }
 
     /// Every consumer of the queues this shard owns: (queue, connection,
