@@ -50,7 +50,8 @@ fn name_on_shard(prefix: &str, shard: usize) -> String {
 
 struct Fixture {
     api: Http,
-    connection: Connection,
+    /// Held open for the channel's sake.
+    _connection: Connection,
     channel: Channel,
     policies: Vec<String>,
 }
@@ -75,7 +76,7 @@ impl Fixture {
         .expect("confirm.select");
         Fixture {
             api,
-            connection,
+            _connection: connection,
             channel,
             policies: Vec::new(),
         }

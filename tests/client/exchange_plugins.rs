@@ -138,6 +138,7 @@ async fn consistent_hash_refuses_bad_weights_and_arguments_as_the_plugin_does() 
         ("abc", "PRECONDITION_FAILED - The binding key must be an integer: <<\"abc\">>"),
         ("0", "PRECONDITION_FAILED - The binding key must be greater than 0"),
     ] {
+        let channel = super::channel(&connection).await;
         let bind = channel.queue_bind(
             &queue,
             &exchange,
@@ -146,10 +147,9 @@ async fn consistent_hash_refuses_bad_weights_and_arguments_as_the_plugin_does() 
             FieldTable::default(),
         );
         assert_eq!(reply_text(within("queue.bind", bind).await), text);
-        let channel = super::channel(&connection).await;
-        declare_passive(&channel, &queue).await.expect("queue still there");
     }
     let channel = super::channel(&connection).await;
+    declare_passive(&channel, &queue).await.expect("queue still there");
     delete_exchange(&channel, &exchange).await;
     for (arguments, text) in [
         (
@@ -165,8 +165,9 @@ async fn consistent_hash_refuses_bad_weights_and_arguments_as_the_plugin_does() 
         ),
     ] {
         let channel = super::channel(&connection).await;
+        let name = unique("chash-args");
         let declare = channel.exchange_declare(
-            &unique("chash-args"),
+            &name,
             consistent_hash(),
             ExchangeDeclareOptions::default(),
             arguments,
@@ -242,8 +243,9 @@ async fn a_delayed_exchange_needs_its_delayed_type() {
         table(&[("x-delayed-type", AMQPValue::LongInt(1))]),
     ] {
         let channel = super::channel(&connection).await;
+        let name = unique("delayed-bad");
         let declare = channel.exchange_declare(
-            &unique("delayed-bad"),
+            &name,
             delayed_message(),
             ExchangeDeclareOptions::default(),
             arguments,
@@ -256,8 +258,9 @@ async fn a_delayed_exchange_needs_its_delayed_type() {
     // An unknown delayed type is an unknown exchange type: 503 closes the
     // connection, as RabbitMQ's check_type does.
     let channel = super::channel(&connection).await;
+    let name = unique("delayed-bad");
     let declare = channel.exchange_declare(
-        &unique("delayed-bad"),
+        &name,
         delayed_message(),
         ExchangeDeclareOptions::default(),
         table(&[("x-delayed-type", long_string("nonsense"))]),
