@@ -36,12 +36,11 @@ use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::{FieldTable, FieldValue, ShortStr};
 use crate::queue::{QueueType, Settings};
-use crate::routing::headers::{format_value, type_name, validate_binding_arguments, values_equal};
 use crate::routing::consistent_hash::{binding_weight, HashOn};
+use crate::routing::headers::{format_value, type_name, validate_binding_arguments, values_equal};
 use crate::routing::{Destination, ExchangeKind, ExchangeRouting, RoutingTable};
 use access::{
-    check_name_len, check_pattern_len, PasswordHash, PermissionDef, PolicyDef, User,
-    UserPermission,
+    check_name_len, check_pattern_len, PasswordHash, PermissionDef, PolicyDef, User, UserPermission,
 };
 use policy::{Policies, Subject};
 
@@ -442,9 +441,13 @@ pub fn queue_shard(vhost: &[u8], name: &[u8], shard_count: usize) -> ShardId {
 /// The routing kind of an exchange.declare's type, and whether it is an
 /// x-delayed-message exchange (which routes as its `x-delayed-type`, with
 /// the plugin's 406 when that is missing).
-fn exchange_type(kind: &ShortStr, arguments: &FieldTable) -> Result<(ExchangeKind, bool), AmqpError> {
-    let unknown =
-        |kind: &dyn std::fmt::Display| AmqpError::command_invalid(format!("unknown exchange type '{kind}'"));
+fn exchange_type(
+    kind: &ShortStr,
+    arguments: &FieldTable,
+) -> Result<(ExchangeKind, bool), AmqpError> {
+    let unknown = |kind: &dyn std::fmt::Display| {
+        AmqpError::command_invalid(format!("unknown exchange type '{kind}'"))
+    };
     if kind.as_bytes() != DELAYED_TYPE.as_bytes() {
         let routing = ExchangeKind::parse(kind.as_bytes()).ok_or_else(|| unknown(kind))?;
         return Ok((routing, false));
@@ -478,17 +481,20 @@ impl Vhost {
             ("amq.match", ExchangeKind::Headers),
         ];
         for (name, kind) in predeclared {
-            this.insert_exchange(ExchangeDef {
-                vhost: vhost.clone(),
-                name: ShortStr::from(name),
-                kind,
-                delayed: false,
-                durable: true,
-                auto_delete: false,
-                internal: false,
-                arguments: FieldTable::new(),
-                policy: None,
-            }, None);
+            this.insert_exchange(
+                ExchangeDef {
+                    vhost: vhost.clone(),
+                    name: ShortStr::from(name),
+                    kind,
+                    delayed: false,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::new(),
+                    policy: None,
+                },
+                None,
+            );
         }
         this
     }
@@ -1083,8 +1089,9 @@ impl Catalog {
         let destination = self.binding_destination(op)?;
         let v = self.vhost_mut(op.vhost.as_bytes())?;
         match v.exchanges.get(op.source.as_bytes()).map(|x| x.kind) {
-            Some(ExchangeKind::Headers) => validate_binding_arguments(&op.arguments)
-                .map_err(AmqpError::precondition_failed)?,
+            Some(ExchangeKind::Headers) => {
+                validate_binding_arguments(&op.arguments).map_err(AmqpError::precondition_failed)?
+            }
             Some(ExchangeKind::ConsistentHash) => {
                 binding_weight(op.routing_key.as_bytes())
                     .map_err(AmqpError::precondition_failed)?;

@@ -752,12 +752,28 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
         FieldTable::default(),
     );
     within("declare", declared).await.expect("exchange.declare");
-    let declared = channel.queue_declare("stats-q", QueueDeclareOptions::default(), FieldTable::default());
+    let declared = channel.queue_declare(
+        "stats-q",
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    );
     within("declare", declared).await.expect("queue.declare");
-    let bound = channel.queue_bind("stats-q", "stats-x", "k", QueueBindOptions::default(), FieldTable::default());
+    let bound = channel.queue_bind(
+        "stats-q",
+        "stats-x",
+        "k",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
     within("bind", bound).await.expect("queue.bind");
     let publish = |key: &'static str| {
-        channel.basic_publish("stats-x", key, BasicPublishOptions::default(), b"m", BasicProperties::default())
+        channel.basic_publish(
+            "stats-x",
+            key,
+            BasicPublishOptions::default(),
+            b"m",
+            BasicProperties::default(),
+        )
     };
     for key in ["k", "k", "k", "nowhere"] {
         within("publish", publish(key)).await.expect("publish");
@@ -779,7 +795,10 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
         in_vhost(c) && c["message_stats"]["ack"] == 2
     })["message_stats"]
         .clone();
-    assert_eq!((stats["publish"].clone(), stats["deliver_get"].clone()), (json!(4), json!(2)));
+    assert_eq!(
+        (stats["publish"].clone(), stats["deliver_get"].clone()),
+        (json!(4), json!(2))
+    );
     // Publishing on: the channel's publish rate shows it, a second or more
     // after the first look.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -790,7 +809,10 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
         if rate.is_some_and(|rate| rate > 0.0) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no publish rate: {channel}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no publish rate: {channel}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     drop(tenant);

@@ -82,11 +82,19 @@ impl Fixture {
         }
     }
 
-    fn set_policy(&mut self, name: &str, pattern: &str, apply_to: &str, priority: i64, definition: Value) {
+    fn set_policy(
+        &mut self,
+        name: &str,
+        pattern: &str,
+        apply_to: &str,
+        priority: i64,
+        definition: Value,
+    ) {
         let body = json!({
             "pattern": pattern, "apply-to": apply_to, "priority": priority, "definition": definition,
         });
-        self.api.ok("PUT", &format!("/api/policies/%2F/{name}"), &body);
+        self.api
+            .ok("PUT", &format!("/api/policies/%2F/{name}"), &body);
         self.policies.push(name.to_owned());
     }
 
@@ -158,7 +166,8 @@ impl Fixture {
     async fn delete(&self, queue: &str) {
         within(
             "queue.delete",
-            self.channel.queue_delete(queue, QueueDeleteOptions::default()),
+            self.channel
+                .queue_delete(queue, QueueDeleteOptions::default()),
         )
         .await
         .expect("queue.delete");
@@ -220,7 +229,13 @@ async fn a_policy_limits_existing_and_new_queues_on_every_shard_until_cleared() 
         .declare(&larger, arguments(&[("x-max-length", long_int(50))]))
         .await;
     let policy = format!("{prefix}-policy");
-    fixture.set_policy(&policy, &format!("^{prefix}"), "queues", 0, json!({"max-length": 2}));
+    fixture.set_policy(
+        &policy,
+        &format!("^{prefix}"),
+        "queues",
+        0,
+        json!({"max-length": 2}),
+    );
     for queue in plain.iter().chain([&larger]) {
         fixture.ready_settles_at(queue, 2).await;
     }
@@ -230,7 +245,10 @@ async fn a_policy_limits_existing_and_new_queues_on_every_shard_until_cleared() 
     fixture.publish("", &later, 5).await;
     assert_eq!(fixture.ready(&later).await, 2, "a queue declared later");
     let view = fixture.queue_view(&later, |q| q["policy"] == json!(policy));
-    assert_eq!(view["effective_policy_definition"], json!({"max-length": 2}));
+    assert_eq!(
+        view["effective_policy_definition"],
+        json!({"max-length": 2})
+    );
     fixture.clear_policy(&policy);
     fixture.ready_settles_at(&plain[0], 5).await;
     fixture.queue_view(&plain[0], |q| q["policy"].is_null());
@@ -249,7 +267,13 @@ async fn the_highest_priority_policy_dead_letters_what_its_ttl_expires() {
     fixture.declare(&queue, FieldTable::default()).await;
     fixture.declare(&target, FieldTable::default()).await;
     let (low, high) = (format!("{prefix}-low"), format!("{prefix}-high"));
-    fixture.set_policy(&low, &format!("^{prefix}"), "all", 1, json!({"max-length": 100}));
+    fixture.set_policy(
+        &low,
+        &format!("^{prefix}"),
+        "all",
+        1,
+        json!({"max-length": 100}),
+    );
     let definition = json!({
         "message-ttl": 1, "dead-letter-exchange": "", "dead-letter-routing-key": target,
     });
@@ -324,6 +348,8 @@ async fn an_alternate_exchange_policy_applies_unless_the_exchange_names_its_own(
         fixture.delete(queue).await;
     }
     for exchange in [&plain, &own, &policy_ae, &own_ae] {
-        fixture.api.delete(&format!("/api/exchanges/%2F/{exchange}"));
+        fixture
+            .api
+            .delete(&format!("/api/exchanges/%2F/{exchange}"));
     }
 }

@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(queue("items").as_deref(), Some("c-tie"));
         assert_eq!(queue("other"), None);
         let exchange = |policies: &Policies, name| matching(policies, name, Subject::Exchange);
-        assert_eq!(exchange(&policies, "anything").as_deref(), Some("exchanges"));
+        assert_eq!(
+            exchange(&policies, "anything").as_deref(),
+            Some("exchanges")
+        );
         assert!(policies.clear("/", "exchanges"));
         assert_eq!(exchange(&policies, "orders").as_deref(), Some("b-low"));
         assert!(policies

@@ -709,7 +709,9 @@ fn not_transactional() -> AmqpError {
 /// one copy.
 /// A message's routing keys: its own, then the CC and BCC ones.
 fn routing_keys(routing_key: &ShortStr, selected: Option<&SenderSelected>) -> Vec<ShortStr> {
-    let more = selected.map(|s| s.routing_keys.as_slice()).unwrap_or_default();
+    let more = selected
+        .map(|s| s.routing_keys.as_slice())
+        .unwrap_or_default();
     std::iter::once(routing_key).chain(more).cloned().collect()
 }
 

@@ -216,7 +216,10 @@ async fn exchange_stats(api: &Api) -> Result<ExchangeStats, ApiError> {
     let now = std::time::Instant::now();
     let mut book = rates::lock(&api.rates);
     let key = |(vhost, name): &(ShortStr, ShortStr)| {
-        RateKey::Exchange(vhost.to_str_lossy().into_owned(), name.to_str_lossy().into_owned())
+        RateKey::Exchange(
+            vhost.to_str_lossy().into_owned(),
+            name.to_str_lossy().into_owned(),
+        )
     };
     let live: std::collections::HashSet<RateKey> = sums.keys().map(key).collect();
     book.retain(|k| !matches!(k, RateKey::Exchange(..)) || live.contains(k));

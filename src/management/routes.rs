@@ -99,9 +99,9 @@ async fn overview(State(api): State<Api>, headers: HeaderMap) -> Answer {
         "x-consistent-hash",
         "x-delayed-message",
     ]
-        .iter()
-        .map(|name| json!({"name": name, "description": "", "enabled": true}))
-        .collect();
+    .iter()
+    .map(|name| json!({"name": name, "description": "", "enabled": true}))
+    .collect();
     Ok(Json(json!({
         "management_version": RABBITMQ_API_VERSION,
         "rabbitmq_version": RABBITMQ_API_VERSION,

@@ -251,8 +251,7 @@ impl Queue {
     /// priorities and single active consumer come from arguments only and
     /// stay.
     pub fn set_settings(&mut self, settings: Settings, clock: &impl Clock) {
-        self.ready
-            .count_bytes(settings.max_length_bytes.is_some());
+        self.ready.count_bytes(settings.max_length_bytes.is_some());
         self.settings = Settings {
             queue_type: self.settings.queue_type,
             max_priority: self.settings.max_priority,

@@ -228,9 +228,9 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
 fn hash(bytes: &[u8]) -> u64 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = bytes.iter().fold(OFFSET, |h, &byte| {
-        (h ^ u64::from(byte)).wrapping_mul(PRIME)
-    });
+    let mut h = bytes
+        .iter()
+        .fold(OFFSET, |h, &byte| (h ^ u64::from(byte)).wrapping_mul(PRIME));
     // splitmix64's finalizer.
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -292,7 +292,10 @@ mod tests {
         let moved = (0..10_000)
             .filter(|n| {
                 let key = format!("k{n}");
-                let (a, b) = (before.route(key.as_bytes(), None), after.route(key.as_bytes(), None));
+                let (a, b) = (
+                    before.route(key.as_bytes(), None),
+                    after.route(key.as_bytes(), None),
+                );
                 a != b && b != Some(2)
             })
             .count();
@@ -340,7 +343,10 @@ mod tests {
     #[test]
     fn hash_arguments_are_checked_as_the_plugin_does() {
         let mut arguments = FieldTable::new();
-        arguments.insert("hash-property", FieldValue::LongStr(LongStr::from("app_id")));
+        arguments.insert(
+            "hash-property",
+            FieldValue::LongStr(LongStr::from("app_id")),
+        );
         assert_eq!(
             HashOn::from_arguments(&arguments),
             Err("Unsupported property: app_id".to_owned())

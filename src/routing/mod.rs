@@ -564,7 +564,8 @@ impl RoutingTable {
     pub fn count_publish(&self, exchange: &[u8], routed: bool) {
         if let Some(x) = self.slot_of(exchange).and_then(|slot| self.exchange(slot)) {
             x.published_in.set(x.published_in.get() + 1);
-            x.published_out.set(x.published_out.get() + u64::from(routed));
+            x.published_out
+                .set(x.published_out.get() + u64::from(routed));
         }
     }
 

@@ -120,8 +120,14 @@ fn exchange_to_exchange_cycles_terminate() {
 #[test]
 fn alternate_exchange_takes_unmatched_messages() {
     let mut table = RoutingTable::new();
-    table.add_exchange(ShortStr::from("main"), ExchangeRouting::new(ExchangeKind::Direct, Some(ShortStr::from("ae"))));
-    table.add_exchange(ShortStr::from("ae"), ExchangeRouting::new(ExchangeKind::Fanout, Some(ShortStr::from("main"))));
+    table.add_exchange(
+        ShortStr::from("main"),
+        ExchangeRouting::new(ExchangeKind::Direct, Some(ShortStr::from("ae"))),
+    );
+    table.add_exchange(
+        ShortStr::from("ae"),
+        ExchangeRouting::new(ExchangeKind::Fanout, Some(ShortStr::from("main"))),
+    );
     bind(&mut table, "main", q(1), "known");
     bind(&mut table, "ae", q(2), "");
     assert_eq!(route(&table, "main", "known"), vec![1]);
@@ -137,9 +143,18 @@ fn alternate_exchange_takes_unmatched_messages() {
 #[test]
 fn alternate_exchange_is_not_used_when_an_exchange_binding_matched() {
     let mut table = RoutingTable::new();
-    table.add_exchange(ShortStr::from("main"), ExchangeRouting::new(ExchangeKind::Fanout, Some(ShortStr::from("ae"))));
-    table.add_exchange(ShortStr::from("empty"), ExchangeRouting::new(ExchangeKind::Fanout, None));
-    table.add_exchange(ShortStr::from("ae"), ExchangeRouting::new(ExchangeKind::Fanout, None));
+    table.add_exchange(
+        ShortStr::from("main"),
+        ExchangeRouting::new(ExchangeKind::Fanout, Some(ShortStr::from("ae"))),
+    );
+    table.add_exchange(
+        ShortStr::from("empty"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
+    table.add_exchange(
+        ShortStr::from("ae"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
     bind(&mut table, "main", x("empty"), "");
     bind(&mut table, "ae", q(2), "");
     // RabbitMQ's rule: the AE is used when the exchange's own bindings
@@ -200,7 +215,10 @@ fn removing_an_exchange_drops_bindings_both_ways() {
     assert_eq!(table.binding_count(), 0);
     assert!(route(&table, "a", "k").is_empty());
     // A new exchange reusing the slot does not inherit old bindings.
-    table.add_exchange(ShortStr::from("c"), ExchangeRouting::new(ExchangeKind::Fanout, None));
+    table.add_exchange(
+        ShortStr::from("c"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
     assert!(route(&table, "c", "").is_empty());
     assert!(bind(&mut table, "a", x("c"), "k"));
     assert!(!bind(&mut table, "a", x("missing"), "k"));
@@ -227,7 +245,10 @@ fn bindings_lists_every_binding() {
 #[test]
 fn routing_an_unbound_key_does_not_grow_the_binding_table() {
     let mut table = table_with(&[("d", ExchangeKind::Direct), ("t", ExchangeKind::Topic)]);
-    table.add_exchange(ShortStr::from(""), ExchangeRouting::new(ExchangeKind::Direct, None));
+    table.add_exchange(
+        ShortStr::from(""),
+        ExchangeRouting::new(ExchangeKind::Direct, None),
+    );
     bind(&mut table, "d", q(1), "bound");
     bind(&mut table, "t", q(1), "a.*.c");
     let direct_keys =
@@ -299,10 +320,22 @@ fn allocations() -> usize {
 #[test]
 fn warmed_routing_does_not_allocate() {
     let mut table = RoutingTable::new();
-    table.add_exchange(ShortStr::from(""), ExchangeRouting::new(ExchangeKind::Direct, None));
-    table.add_exchange(ShortStr::from("t"), ExchangeRouting::new(ExchangeKind::Topic, Some(ShortStr::from("ae"))));
-    table.add_exchange(ShortStr::from("ae"), ExchangeRouting::new(ExchangeKind::Fanout, None));
-    table.add_exchange(ShortStr::from("d"), ExchangeRouting::new(ExchangeKind::Direct, None));
+    table.add_exchange(
+        ShortStr::from(""),
+        ExchangeRouting::new(ExchangeKind::Direct, None),
+    );
+    table.add_exchange(
+        ShortStr::from("t"),
+        ExchangeRouting::new(ExchangeKind::Topic, Some(ShortStr::from("ae"))),
+    );
+    table.add_exchange(
+        ShortStr::from("ae"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
+    table.add_exchange(
+        ShortStr::from("d"),
+        ExchangeRouting::new(ExchangeKind::Direct, None),
+    );
     table.add_queue(ShortStr::from("q1"), QueueId(1));
     bind(&mut table, "t", q(1), "#.a.#");
     bind(&mut table, "t", q(2), "*.*.a");

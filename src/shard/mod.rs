@@ -43,12 +43,12 @@ use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
 pub(crate) use coordinator::Requester;
+use delayed::DelayedMessages;
 use flow::Flow;
 pub use flow::PublishCredit;
 pub(crate) use flow::PUBLISH_CREDIT_BYTES;
 pub use load::LoadBoard;
 pub use message::*;
-use delayed::DelayedMessages;
 use timer::Timer;
 
 /// Process-wide facts every shard reads and none writes.
@@ -597,9 +597,11 @@ impl Shard {
     /// Gives the queues this shard owns the settings a policy change made.
     fn apply_policies(&self, queues: &[QueueId]) {
         for &queue in queues {
-            let settings = self.catalog.borrow().queue_by_id(queue).and_then(|def| {
-                (def.shard_id == self.id).then(|| def.settings.clone())
-            });
+            let settings = self
+                .catalog
+                .borrow()
+                .queue_by_id(queue)
+                .and_then(|def| (def.shard_id == self.id).then(|| def.settings.clone()));
             let Some(settings) = settings else {
                 continue;
             };

@@ -74,10 +74,17 @@ async fn consistent_hash_spreads_routing_keys_by_binding_weight() {
         .collect();
     publish_all(&channel, &exchange, &messages).await;
     let counts = ready_counts(&channel, &queues).await;
-    assert_eq!(counts.iter().sum::<u32>(), 2000, "each message once: {counts:?}");
+    assert_eq!(
+        counts.iter().sum::<u32>(),
+        2000,
+        "each message once: {counts:?}"
+    );
     for (count, share) in counts.iter().zip([0.25, 0.25, 0.5]) {
         let seen = f64::from(*count) / 2000.0;
-        assert!((seen - share).abs() < 0.08, "{counts:?} for weights 1, 1, 2");
+        assert!(
+            (seen - share).abs() < 0.08,
+            "{counts:?} for weights 1, 1, 2"
+        );
     }
     // One routing key always lands on the same queue.
     let same: Vec<_> = (0..20)
@@ -102,8 +109,9 @@ async fn consistent_hash_on_a_header_or_a_property_ignores_the_routing_key() {
         declare_exchange_with(&channel, &exchange, consistent_hash(), arguments).await;
         let queues = bound_queues(&channel, &exchange, &["5", "5", "5"]).await;
         let properties = |id: &str| match argument {
-            "hash-header" => BasicProperties::default()
-                .with_headers(table(&[("tenant", long_string(id))])),
+            "hash-header" => {
+                BasicProperties::default().with_headers(table(&[("tenant", long_string(id))]))
+            }
             _ => BasicProperties::default().with_message_id(id.into()),
         };
         // Many routing keys, one value: one queue.
@@ -112,7 +120,10 @@ async fn consistent_hash_on_a_header_or_a_property_ignores_the_routing_key() {
             .collect();
         publish_all(&channel, &exchange, &messages).await;
         let counts = ready_counts(&channel, &queues).await;
-        assert!(counts.contains(&30), "{argument}: one queue took all: {counts:?}");
+        assert!(
+            counts.contains(&30),
+            "{argument}: one queue took all: {counts:?}"
+        );
         // Many values: more than one queue.
         let messages: Vec<_> = (0..60)
             .map(|n| ("key".to_owned(), properties(&format!("tenant-{n}"))))
@@ -135,8 +146,14 @@ async fn consistent_hash_refuses_bad_weights_and_arguments_as_the_plugin_does() 
     declare_exchange(&channel, &exchange, consistent_hash()).await;
     let queue = declare_exclusive_queue(&channel, "chash-bad").await;
     for (key, text) in [
-        ("abc", "PRECONDITION_FAILED - The binding key must be an integer: <<\"abc\">>"),
-        ("0", "PRECONDITION_FAILED - The binding key must be greater than 0"),
+        (
+            "abc",
+            "PRECONDITION_FAILED - The binding key must be an integer: <<\"abc\">>",
+        ),
+        (
+            "0",
+            "PRECONDITION_FAILED - The binding key must be greater than 0",
+        ),
     ] {
         let channel = super::channel(&connection).await;
         let bind = channel.queue_bind(
@@ -149,7 +166,9 @@ async fn consistent_hash_refuses_bad_weights_and_arguments_as_the_plugin_does() 
         assert_eq!(reply_text(within("queue.bind", bind).await), text);
     }
     let channel = super::channel(&connection).await;
-    declare_passive(&channel, &queue).await.expect("queue still there");
+    declare_passive(&channel, &queue)
+        .await
+        .expect("queue still there");
     delete_exchange(&channel, &exchange).await;
     for (arguments, text) in [
         (
@@ -212,8 +231,15 @@ async fn delayed_messages_are_routed_by_the_delayed_type_once_their_delay_is_ove
     publish_confirmed_with(&channel, &exchange, "k", b"now", BasicProperties::default()).await;
     publish_confirmed_with(&channel, &exchange, "other", b"x", delay(1)).await;
     for queue in &queues {
-        assert_eq!(queue_counts(&channel, queue).await.0, 2, "only the undelayed, at once");
-        assert_eq!(drain(&channel, queue).await, vec![b"now".to_vec(), b"now".to_vec()]);
+        assert_eq!(
+            queue_counts(&channel, queue).await.0,
+            2,
+            "only the undelayed, at once"
+        );
+        assert_eq!(
+            drain(&channel, queue).await,
+            vec![b"now".to_vec(), b"now".to_vec()]
+        );
     }
     for queue in &queues {
         let mut consumer = consume(&channel, queue, true).await;
@@ -224,7 +250,10 @@ async fn delayed_messages_are_routed_by_the_delayed_type_once_their_delay_is_ove
             "delivered after {:?}",
             published.elapsed()
         );
-        assert_eq!(header(&delivery, "x-delay"), Some(&AMQPValue::LongInt(-1000)));
+        assert_eq!(
+            header(&delivery, "x-delay"),
+            Some(&AMQPValue::LongInt(-1000))
+        );
         delete_queue(&channel, queue).await;
     }
     delete_exchange(&channel, &exchange).await;

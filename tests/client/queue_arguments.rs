@@ -23,7 +23,11 @@ pub(crate) fn unique_on_shard(what: &str, shard: usize) -> String {
     }
 }
 
-pub(crate) async fn declare_with(channel: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<()> {
+pub(crate) async fn declare_with(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
     within(
         "queue.declare",
         channel.queue_declare(name, QueueDeclareOptions::default(), arguments),
