@@ -14,10 +14,12 @@ Alternating runs, not one broker's block then the other's, so that noise
 from whatever else the machine does (another engineer compiling) lands on
 both sides alike; the ratios are what to read, the absolute rates less so.
 
-Every report starts with the machine's floor: a plain blocking C echo over
+Every report starts with the machine's floors: a plain blocking C echo over
 loopback (perf/echo.c, server on CPU 0, client on CPU 1), measured at each
-latency scenario's rate in the same run; the latency scenarios show their
-p50 and p99 as multiples of it. A case that needs other broker settings
+latency scenario's rate in the same run, and one fdatasync of a 1 KiB
+append (perf/fsync.c) in the file system of warren's data directory; the
+latency scenarios show their p50 and p99 as multiples of the echo, the
+confirm-latency scenario as multiples of the fdatasync. A case that needs other broker settings
 (warren --shards 2, a memory watermark) restarts the brokers with them,
 and the next case that does not restarts them with the defaults again.
 """
@@ -39,6 +41,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,11 +53,16 @@ WARREN_BIN = ROOT / "target" / "release" / "warren"
 LOADGEN_BIN = ROOT / "target" / "release" / "loadgen"
 ECHO_SOURCE = ROOT / "perf" / "echo.c"
 ECHO_BIN = ROOT / "target" / "perf-echo"
+FSYNC_SOURCE = ROOT / "perf" / "fsync.c"
+FSYNC_BIN = ROOT / "target" / "perf-fsync"
+# Appends (each followed by fdatasync) per run of the disk floor.
+FSYNC_RECORDS = 1000
 WARREN_LOG = Path("/tmp/perf-warren.log")
 
 BROKER_CPU = "0"
 LOADGEN_CPU = "1"
 WARREN_PORT = 5710
+WARREN_MANAGEMENT_PORT = 15710
 RABBITMQ_PORT = 5692
 RABBITMQ_DIST_PORT = 25692
 # Our own epmd, so that stopping it never touches another engineer's node.
@@ -108,6 +116,8 @@ class Case:
     watermark: int | None = None
     # warren --shards 2: put the queue on shard 1 and the connections on 0.
     cross_shard: bool = False
+    # Compare the confirm latency with the fdatasync floor.
+    disk_floor: bool = False
     drain_s: float = DRAIN_S
     like_for_like: bool = True
 
@@ -264,8 +274,27 @@ def scenario_i(o: Options) -> list[Case]:
         watermark=FLOOD_WATERMARK, drain_s=120, note=note)]
 
 
+def scenario_p(o: Options) -> list[Case]:
+    """Persistent 1 KiB messages with publisher confirms into a durable
+    queue (issue 8): 4 producers with a window of 256 each and one consumer
+    (prefetch 1000, a multiple-ack every 100). p-classic is RabbitMQ's
+    classic durable queue, p-quorum its quorum queue (warren declares the
+    same x-queue-type). p-10k is one producer at 10k msg/s: the confirm
+    latency, with p50 and p99 as multiples of the fdatasync floor (targets
+    2x and 4x)."""
+    base = ["-s", "1024", "-f", "-c", "256", "-y", "1", "-q", "1000", "-A", "100"]
+    return [
+        Case("p-classic", "persistent 1 KiB, confirms (4 x 256), durable classic queue",
+             ["-x", "4", *base, "-z", str(o.duration)]),
+        Case("p-quorum", "persistent 1 KiB, confirms (4 x 256), quorum queue",
+             ["-x", "4", *base, "--queue-type", "quorum", "-z", str(o.duration)]),
+        Case("p-10k", "confirm latency at 10k msg/s, persistent 1 KiB, durable queue",
+             ["-x", "1", *base, "-r", "10000", "-z", str(o.duration)], disk_floor=True),
+    ]
+
+
 SCENARIOS = [scenario_a, scenario_b, scenario_c, scenario_d, scenario_e,
-             scenario_f, scenario_g, scenario_h, scenario_i]
+             scenario_f, scenario_g, scenario_h, scenario_i, scenario_p]
 
 
 def all_cases(options: Options, only: str | None) -> list[Case]:
@@ -345,10 +374,15 @@ class Warren:
         self.settings: tuple[str, ...] = ()
         self.process: subprocess.Popen | None = None
         self.log = open(WARREN_LOG, "ab")
+        # Every start gets an empty data directory: what one case made
+        # durable must not come back in the next.
+        self.data_dir: Path | None = None
 
     @property
     def command(self) -> list[str]:
-        flags = {"--bind": "127.0.0.1", "--port": str(self.port), "--shards": "1"}
+        flags = {"--bind": "127.0.0.1", "--port": str(self.port), "--shards": "1",
+                 "--management-port": str(WARREN_MANAGEMENT_PORT),
+                 "--data-dir": str(self.data_dir or "DIR")}
         flags.update(zip(self.settings[::2], self.settings[1::2]))
         return pinned(BROKER_CPU, [str(WARREN_BIN), *(x for kv in flags.items() for x in kv)])
 
@@ -364,6 +398,7 @@ class Warren:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"something already listens on port {self.port}")
             time.sleep(0.1)
+        self.data_dir = Path(tempfile.mkdtemp(prefix="perf-warren-"))
         # taskset execs warren, so the child's pid is warren's.
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log)
         wait_for_port(self.port, 30)
@@ -382,6 +417,9 @@ class Warren:
             self.process.kill()
             self.process.wait()
         self.process = None
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.data_dir = None
 
 
 class RabbitMQ:
@@ -528,13 +566,31 @@ def configure(broker, settings: tuple[str, ...], fresh: bool) -> None:
 # ------------------------------------------------------------------ floor
 
 
-def build_echo() -> None:
-    """Compiles perf/echo.c with the system gcc, when the binary is older."""
-    if ECHO_BIN.exists() and ECHO_BIN.stat().st_mtime >= ECHO_SOURCE.stat().st_mtime:
+def build_floor_tool(source: Path, binary: Path) -> None:
+    """Compiles a floor's C source with the system gcc, when the binary is older."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return
-    ECHO_BIN.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(ECHO_BIN), str(ECHO_SOURCE)],
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(binary), str(source)],
                    check=True)
+
+
+def measure_disk_floor(runs: int) -> list[dict]:
+    """fdatasync of a 1 KiB append, `runs` times, in the file system that
+    warren's data directories are made in, pinned to the brokers' CPU."""
+    results = []
+    for index in range(1, runs + 1):
+        try:
+            done = subprocess.run(
+                pinned(BROKER_CPU, [str(FSYNC_BIN), tempfile.gettempdir(), str(FSYNC_RECORDS)]),
+                capture_output=True, text=True, timeout=300)
+            result = json.loads(done.stdout) if done.returncode == 0 else {}
+        except (subprocess.TimeoutExpired, json.JSONDecodeError):
+            result = {}
+        print(f"  fdatasync run {index}: p50 {result.get('p50', '-')} us "
+              f"p99 {result.get('p99', '-')} us", flush=True)
+        results.append(result)
+    return results
 
 
 def echo_once(rate: int, duration: float) -> dict:
@@ -617,6 +673,8 @@ class Run:
     rss_samples: list[tuple[float, int]] = field(default_factory=list)
     # The floor's median percentiles at this case's rate, if it has one.
     floor: dict[str, float] | None = None
+    # The fdatasync floor's median percentiles, for a disk_floor case.
+    disk_floor: dict[str, float] | None = None
     watermark: int | None = None
     placement: str = ""
 
@@ -635,6 +693,11 @@ class Run:
             for p in ("p50", "p99"):
                 if latency.get(p) is not None and self.floor.get(p):
                     values[f"latency {p} / floor"] = latency[p] / self.floor[p]
+        confirm = s.get("confirm_latency_us", {})
+        for p in ("p50", "p99"):
+            values[f"confirm {p} us"] = confirm.get(p)
+            if self.disk_floor and confirm.get(p) is not None and self.disk_floor.get(p):
+                values[f"confirm {p} / fdatasync"] = confirm[p] / self.disk_floor[p]
         if self.rss_kb is not None:
             values["RSS idle MiB"] = self.rss_before_kb / 1024
             values["RSS MiB"] = self.rss_kb / 1024
@@ -827,7 +890,8 @@ def rss_when_connected(broker, connections: int, timeout_s: float) -> int | None
 
 
 def run_case(case: Case, brokers: list, runs: int, out: Path,
-             floor: dict[str, float] | None) -> list[Run]:
+             floor: dict[str, float] | None,
+             disk_floor: dict[str, float] | None = None) -> list[Run]:
     """N runs per broker, alternating; keeps the last run's .hgrm per broker."""
     results = []
     timeout_s = float(case.args[case.args.index("-z") + 1]) + case.drain_s + 90
@@ -837,6 +901,7 @@ def run_case(case: Case, brokers: list, runs: int, out: Path,
             configure(broker, broker.case_settings(case), case.fresh or case.measure_rss)
             run = run_once(broker, case, index, hgrm, timeout_s)
             run.floor = floor
+            run.disk_floor = disk_floor
             f = run.figures()
             print(f"  {case.name} run {index} {broker.name}: "
                   f"sent/s {run.summary.get('sent_per_s', 0):,.0f} "
@@ -920,6 +985,8 @@ HEADLINE = {
     "c": ["latency p50 us", "latency p99 us", "latency p50 / floor", "latency p99 / floor"],
     "g": ["RSS idle MiB", "RSS MiB", "RSS growth KiB/conn"],
     "b": ["received/s", "confirmed/s"],
+    "p": ["confirmed/s", "received/s", "confirm p50 us", "confirm p99 us",
+          "confirm p50 / fdatasync", "confirm p99 / fdatasync"],
     "h": ["consumer msg/s while publishing", "sent/s", "publisher/consumer",
           "RSS first MiB", "RSS last MiB", "RSS max MiB"],
     "i": ["RSS max MiB", "RSS max / watermark", "connection.blocked", "connection.unblocked",
@@ -980,6 +1047,7 @@ class Context:
     elapsed_s: float = 0.0
     brokers: list = field(default_factory=list)
     floor: dict[int, list[dict]] = field(default_factory=dict)
+    disk_floor: list[dict] = field(default_factory=list)
 
 
 def report(ctx: Context, results: list[tuple[Case, list[Run]]],
@@ -1008,7 +1076,8 @@ def report(ctx: Context, results: list[tuple[Case, list[Run]]],
              "Rates: higher is better, so a ratio above 1 favours warren. Latency and "
              "memory: lower is better, so a ratio below 1 favours warren.", "",
              *headline_table(results), "",
-             *floor_section(ctx.floor)]
+             *floor_section(ctx.floor),
+             *disk_floor_section(ctx.disk_floor)]
     for case, runs in results:
         lines += case_section(case, runs, latency.get(case.name))
     return "\n".join(lines) + "\n"
@@ -1036,6 +1105,26 @@ def floor_section(floor: dict[int, list[dict]]) -> list[str]:
             if r else "failed" for r in results)
         for rate, results in floor.items()), ""]
     return lines
+
+
+def disk_floor_section(results: list[dict]) -> list[str]:
+    """The fdatasync floor: medians, and every run."""
+    medians = disk_floor_medians(results)
+    return ["## Floor: fdatasync", "",
+            f"perf/fsync.c: {FSYNC_RECORDS} appends of 1 KiB to a new file in "
+            f"{tempfile.gettempdir()} (where warren's data directory is made), each followed "
+            "by fdatasync, pinned to CPU 0. The p scenarios give the confirm latency as "
+            "multiples of the median here.", "",
+            "| runs | p50 us | p99 us |", "|---:|---:|---:|",
+            f"| {len(results)} | {fmt(medians.get('p50'))} | {fmt(medians.get('p99'))} |", "",
+            "Per run (p50 / p99 us): " + ", ".join(
+                f"{r.get('p50', '-')}/{r.get('p99', '-')}" if r else "failed" for r in results),
+            ""]
+
+
+def disk_floor_medians(results: list[dict]) -> dict[str, float]:
+    return {label: statistics.median(r[label] for r in results if label in r)
+            for label in ("p50", "p99") if any(label in r for r in results)}
 
 
 def case_section(case: Case, runs: list[Run], latency: tuple[str, str] | None) -> list[str]:
@@ -1069,7 +1158,8 @@ def ensure_tools() -> None:
     if not (WARREN_BIN.exists() and LOADGEN_BIN.exists()):
         subprocess.run(["cargo", "build", "--release", "-p", "warren", "-p", "loadgen"],
                        cwd=ROOT, check=True)
-    build_echo()
+    build_floor_tool(ECHO_SOURCE, ECHO_BIN)
+    build_floor_tool(FSYNC_SOURCE, FSYNC_BIN)
     if (os.cpu_count() or 1) < 2:
         sys.exit("needs 2 CPUs: broker on CPU 0, loadgen on CPU 1")
 
@@ -1132,10 +1222,14 @@ def main() -> None:
             broker.start()
         print("floor: C echo over loopback", flush=True)
         ctx.floor = measure_floor(args.runs, args.duration)
+        print("floor: fdatasync", flush=True)
+        ctx.disk_floor = measure_disk_floor(args.runs)
+        disk_floor = disk_floor_medians(ctx.disk_floor)
         for case in cases:
             print(f"{case.name}: {case.title}", flush=True)
             floor = floor_medians(ctx.floor[case.rate]) if case.rate else None
-            results.append((case, run_case(case, ctx.brokers, args.runs, out, floor)))
+            results.append((case, run_case(case, ctx.brokers, args.runs, out, floor,
+                                           disk_floor if case.disk_floor else None)))
             if case.hgrm:
                 latency[case.name] = compare_latency(case, out)
     except KeyboardInterrupt:

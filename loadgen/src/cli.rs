@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// Persistent messages (delivery mode 2), and durable queues.
     #[arg(short = 'f', long)]
     pub persistent: bool,
+    /// Queue type: classic, or quorum (x-queue-type; a quorum queue is
+    /// always durable).
+    #[arg(long, default_value = "classic", value_parser = ["classic", "quorum"])]
+    pub queue_type: String,
     /// Consume with no-ack (automatic acknowledgement).
     #[arg(short = 'a', long)]
     pub auto_ack: bool,

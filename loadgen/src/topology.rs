@@ -9,7 +9,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use warren::protocol::method::{ExchangeDeclare, Method, QueueBind, QueueDeclare, QueueDelete};
-use warren::protocol::types::ShortStr;
+use warren::protocol::types::{FieldTable, FieldValue, LongStr, ShortStr};
 
 use crate::amqp::{Connection, Error};
 use crate::cli::RunArgs;
@@ -52,6 +52,8 @@ pub struct Topology {
     /// Whether loadgen made up the queue names, and so deletes the queues.
     pub generated: bool,
     pub durable: bool,
+    /// x-queue-type: "classic" or "quorum".
+    pub queue_type: String,
     /// The binding key of each queue.
     pub binding_keys: Vec<String>,
     pub extra_bindings: usize,
@@ -125,7 +127,8 @@ impl Topology {
             exchange_type,
             queues,
             generated,
-            durable: args.persistent,
+            durable: args.persistent || args.queue_type == "quorum",
+            queue_type: args.queue_type.clone(),
             binding_keys,
             extra_bindings: args.bindings,
             publish_keys,
@@ -143,6 +146,7 @@ impl Topology {
             QueueDeclare {
                 queue: ShortStr::from(queue.as_str()),
                 durable: self.durable,
+                arguments: self.queue_arguments(),
                 ..QueueDeclare::default()
             }
             .into()
@@ -167,6 +171,17 @@ impl Topology {
             .into()
         });
         connection.call_many(channel, deletes).map(drop)
+    }
+
+    /// Only a quorum queue says its type: a classic declare stays
+    /// argument-free, as every client sends it.
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::new();
+        if self.queue_type != "classic" {
+            let queue_type = LongStr::from(self.queue_type.as_str());
+            arguments.insert("x-queue-type", FieldValue::LongStr(queue_type));
+        }
+        arguments
     }
 
     fn exchange_declare(&self) -> ExchangeDeclare {

@@ -416,18 +416,18 @@ impl Connection {
     }
 
     fn write_delivery(&self, deliver: Deliver, delivery_tag: u64) {
-        let method = BasicDeliver {
-            consumer_tag: deliver.consumer_tag,
+        let args = DeliverArgs {
+            consumer_tag: &deliver.consumer_tag,
             delivery_tag,
             redelivered: deliver.redelivered,
-            exchange: deliver.message.exchange.clone(),
-            routing_key: deliver.message.routing_key.clone(),
+            exchange: &deliver.message.exchange,
+            routing_key: &deliver.message.routing_key,
         };
         self.out.deliver(
             deliver.owner,
             deliver.queue,
-            method,
             deliver.channel,
+            &args,
             &deliver.message,
         );
     }

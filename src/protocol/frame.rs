@@ -27,7 +27,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::DecodeError;
-use super::method::Method;
+use super::method::{DeliverArgs, Method};
 use super::properties::ContentHeader;
 
 pub const FRAME_METHOD: u8 = 1;
@@ -153,6 +153,11 @@ fn encode_frame(
 
 pub fn encode_method(out: &mut BytesMut, channel: u16, method: &Method) {
     encode_frame(out, FrameType::Method, channel, |out| method.encode(out));
+}
+
+/// Appends a basic.deliver method frame from borrowed parts.
+pub fn encode_deliver(out: &mut BytesMut, channel: u16, deliver: &DeliverArgs<'_>) {
+    encode_frame(out, FrameType::Method, channel, |out| deliver.encode(out));
 }
 
 pub fn encode_heartbeat(out: &mut BytesMut) {

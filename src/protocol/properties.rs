@@ -23,7 +23,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::error::DecodeError;
-use super::types::{need, FieldTable, ShortStr};
+use super::types::{need, take_slice, FieldTable, ShortStr};
 
 /// Bit 0 of a flags word: another flags word follows.
 const CONTINUATION: u16 = 1;
@@ -32,8 +32,8 @@ const CONTINUATION: u16 = 1;
 trait PropertyValue: Sized {
     fn decode(buf: &mut Bytes) -> Result<Self, DecodeError>;
     /// Steps over the value, checking it as `decode` would, without
-    /// building it.
-    fn skip(buf: &mut Bytes) -> Result<(), DecodeError>;
+    /// building it. A plain slice: the walk takes no reference counts.
+    fn skip(buf: &mut &[u8]) -> Result<(), DecodeError>;
     fn encode(&self, out: &mut BytesMut);
 }
 
@@ -42,12 +42,9 @@ impl PropertyValue for ShortStr {
         ShortStr::decode(buf)
     }
 
-    fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
-        need(buf, 1)?;
-        let len = buf.get_u8().into();
-        need(buf, len)?;
-        buf.advance(len);
-        Ok(())
+    fn skip(buf: &mut &[u8]) -> Result<(), DecodeError> {
+        let len = take_slice(buf, 1)?[0];
+        take_slice(buf, len.into()).map(drop)
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -60,8 +57,8 @@ impl PropertyValue for FieldTable {
         FieldTable::decode(buf)
     }
 
-    fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
-        FieldTable::skip(buf)
+    fn skip(buf: &mut &[u8]) -> Result<(), DecodeError> {
+        FieldTable::skip_slice(buf)
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -75,8 +72,8 @@ impl PropertyValue for u8 {
         Ok(buf.get_u8())
     }
 
-    fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
-        u8::decode(buf).map(drop)
+    fn skip(buf: &mut &[u8]) -> Result<(), DecodeError> {
+        take_slice(buf, 1).map(drop)
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -91,8 +88,8 @@ impl PropertyValue for u64 {
         Ok(buf.get_u64())
     }
 
-    fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
-        u64::decode(buf).map(drop)
+    fn skip(buf: &mut &[u8]) -> Result<(), DecodeError> {
+        take_slice(buf, 8).map(drop)
     }
 
     fn encode(&self, out: &mut BytesMut) {
@@ -101,7 +98,7 @@ impl PropertyValue for u64 {
 }
 
 /// How the walk steps over one property it was not asked to read.
-type Skip = fn(&mut Bytes) -> Result<(), DecodeError>;
+type Skip = fn(&mut &[u8]) -> Result<(), DecodeError>;
 
 /// Generates, from the table of basic's properties below: the flag
 /// constants, `BasicProperties` with its codec, and the layout the walk
@@ -177,7 +174,7 @@ basic_properties! {
 /// A continuation bit is honoured by reading the next word, but since basic
 /// has no sixteenth property, any bit set there (or bit 1 of the first word)
 /// names a property we could not step over: that is an error, not a guess.
-fn read_flags(buf: &mut Bytes) -> Result<u16, DecodeError> {
+fn read_flags(buf: &mut impl Buf) -> Result<u16, DecodeError> {
     let flags = read_u16(buf)?;
     if flags & !(flag::ALL | CONTINUATION) != 0 {
         return Err(DecodeError::BadPropertyFlags(flags));
@@ -192,8 +189,10 @@ fn read_flags(buf: &mut Bytes) -> Result<u16, DecodeError> {
     Ok(flags & flag::ALL)
 }
 
-fn read_u16(buf: &mut Bytes) -> Result<u16, DecodeError> {
-    need(buf, 2)?;
+fn read_u16(buf: &mut impl Buf) -> Result<u16, DecodeError> {
+    if buf.remaining() < 2 {
+        return Err(DecodeError::Truncated);
+    }
     Ok(buf.get_u16())
 }
 
@@ -202,10 +201,10 @@ fn read_u16(buf: &mut Bytes) -> Result<u16, DecodeError> {
 /// either reads the value and returns true, or returns false to have the walk
 /// step over it. Bytes left after the last property are an error.
 fn walk_properties(
-    raw: &Bytes,
-    mut visit: impl FnMut(u16, &mut Bytes) -> Result<bool, DecodeError>,
+    raw: &[u8],
+    mut visit: impl FnMut(u16, &mut &[u8]) -> Result<bool, DecodeError>,
 ) -> Result<(), DecodeError> {
-    let mut buf = raw.clone();
+    let mut buf = raw;
     let flags = read_flags(&mut buf)?;
     for &(flag, skip) in LAYOUT {
         if flags & flag != 0 && !visit(flag, &mut buf)? {
@@ -239,15 +238,15 @@ pub fn scan_properties(raw: &Bytes) -> Result<PropertySummary, DecodeError> {
     let mut summary = PropertySummary::default();
     walk_properties(raw, |flag, buf| {
         match flag {
-            flag::DELIVERY_MODE => summary.delivery_mode = Some(u8::decode(buf)?),
-            flag::PRIORITY => summary.priority = Some(u8::decode(buf)?),
-            flag::EXPIRATION => summary.expiration = Some(ShortStr::decode(buf)?),
-            flag::REPLY_TO => summary.reply_to = Some(ShortStr::decode(buf)?),
-            flag::USER_ID => summary.user_id = Some(ShortStr::decode(buf)?),
+            flag::DELIVERY_MODE => summary.delivery_mode = Some(take_slice(buf, 1)?[0]),
+            flag::PRIORITY => summary.priority = Some(take_slice(buf, 1)?[0]),
+            flag::EXPIRATION => summary.expiration = Some(short_str_at(raw, buf)?),
+            flag::REPLY_TO => summary.reply_to = Some(short_str_at(raw, buf)?),
+            flag::USER_ID => summary.user_id = Some(short_str_at(raw, buf)?),
             flag::HEADERS => {
-                let mut rest = buf.clone();
-                FieldTable::skip(&mut rest)?;
-                summary.headers = Some(buf.split_to(buf.len() - rest.len()));
+                let start = raw.len() - buf.len();
+                FieldTable::skip_slice(buf)?;
+                summary.headers = Some(raw.slice(start..raw.len() - buf.len()));
             }
             _ => return Ok(false),
         }
@@ -256,19 +255,26 @@ pub fn scan_properties(raw: &Bytes) -> Result<PropertySummary, DecodeError> {
     Ok(summary)
 }
 
+/// The short string at the walk's position in `raw`, as a view into `raw`.
+fn short_str_at(raw: &Bytes, buf: &mut &[u8]) -> Result<ShortStr, DecodeError> {
+    let start = raw.len() - buf.len();
+    <ShortStr as PropertyValue>::skip(buf)?;
+    ShortStr::decode(&mut raw.slice(start..raw.len() - buf.len()))
+}
+
 /// The raw value of one property (`flag`), found without decoding the
 /// others or allocating: the bytes from the value's start to the end of the
 /// properties (the caller decodes the one value it asked for). None when
 /// the property is absent or the properties are malformed.
-pub fn find_property(raw: &Bytes, wanted: u16) -> Option<Bytes> {
+pub fn find_property(raw: &[u8], wanted: u16) -> Option<&[u8]> {
     let mut found = None;
     let walked = walk_properties(raw, |flag, buf| {
         if flag == wanted {
-            found = Some(buf.clone());
+            found = Some(raw.len() - buf.len());
         }
         Ok(false)
     });
-    walked.ok().and(found)
+    walked.ok().and(found).and_then(|start| raw.get(start..))
 }
 
 /// A content header frame's payload, with the properties left raw: the

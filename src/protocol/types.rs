@@ -258,7 +258,12 @@ impl FieldTable {
     /// headers it only passes along: no allocation, and no reference count
     /// traffic on the payload, since the walk runs on a plain slice.
     pub fn skip(buf: &mut Bytes) -> Result<(), DecodeError> {
-        skip_with(buf, |slice| skip_table(slice, 0))
+        skip_with(buf, Self::skip_slice)
+    }
+
+    /// `skip` over a plain slice, for walks that hold no `Bytes` handle.
+    pub(crate) fn skip_slice(buf: &mut &[u8]) -> Result<(), DecodeError> {
+        skip_table(buf, 0)
     }
 
     pub fn encode(&self, out: &mut BytesMut) {
@@ -527,7 +532,7 @@ fn take_long_prefixed<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
 }
 
 /// Splits `len` bytes off the front of a slice, or fails with `Truncated`.
-fn take_slice<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8], DecodeError> {
+pub(crate) fn take_slice<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8], DecodeError> {
     let (head, rest) = buf.split_at_checked(len).ok_or(DecodeError::Truncated)?;
     *buf = rest;
     Ok(head)

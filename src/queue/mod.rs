@@ -549,7 +549,6 @@ impl Queue {
             let Some(ready) = self.ready.pop_front() else {
                 break;
             };
-            let message = self.delivered_message(&ready, false);
             if !charged.no_ack {
                 self.hold(
                     &ready,
@@ -557,11 +556,12 @@ impl Queue {
                     Some(charged.consumer),
                 );
             }
+            let (seq, redelivered) = (ready.seq, ready.redelivered);
             out(Delivery {
                 consumer: charged.key,
-                seq: ready.seq,
-                message,
-                redelivered: ready.redelivered,
+                seq,
+                message: self.delivered_message(ready, false),
+                redelivered,
                 no_ack: charged.no_ack,
             });
             delivered += 1;
@@ -587,11 +587,13 @@ impl Queue {
     /// The message as its receiver sees it: a quorum queue adds the
     /// `x-delivery-count` header (the times it came back), as RabbitMQ
     /// 3.10 does: always for basic.get, for a consumer once it came back.
-    fn delivered_message(&self, ready: &Ready, by_get: bool) -> Message {
+    /// Takes the ready entry, so the common case moves its message instead
+    /// of cloning it (a clone and a drop are two atomic operations per body).
+    fn delivered_message(&self, ready: Ready, by_get: bool) -> Message {
         if self.settings.queue_type == QueueType::Quorum && (by_get || ready.returns > 0) {
             return dead_letter::with_delivery_count(&ready.message, ready.returns);
         }
-        ready.message.clone()
+        ready.message
     }
 
     /// basic.get: takes the head message. With ack required it waits in
@@ -605,16 +607,16 @@ impl Queue {
     ) -> Option<GetResult> {
         self.expire(clock);
         let ready = self.ready.pop_front()?;
-        let message = self.delivered_message(&ready, true);
         self.totals.delivered += 1;
         if !no_ack {
             self.hold(&ready, holder, None);
         }
         self.expire(clock);
+        let (seq, redelivered) = (ready.seq, ready.redelivered);
         Some(GetResult {
-            seq: ready.seq,
-            message,
-            redelivered: ready.redelivered,
+            seq,
+            message: self.delivered_message(ready, true),
+            redelivered,
             message_count: self.message_count(),
         })
     }

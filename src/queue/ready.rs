@@ -7,7 +7,7 @@
 //!   requeue inserts at the message's original position within its level,
 //!   so redeliveries come first within their priority.
 //! - The head of the queue is the head of the highest non-empty level.
-//! - `len` and `bytes` are the sums over all levels.
+//! - `len`, `bytes` and `expiring` are the sums over all levels.
 
 use std::collections::VecDeque;
 
@@ -36,6 +36,9 @@ pub struct ReadyQueue {
     /// message, which a queue without a byte limit need not do.
     bytes: u64,
     count_bytes: bool,
+    /// Ready messages with a deadline: none (no TTL anywhere) spares the
+    /// expiry check on every dispatch a look at the head message.
+    expiring: usize,
 }
 
 impl ReadyQueue {
@@ -48,6 +51,7 @@ impl ReadyQueue {
             len: 0,
             bytes: 0,
             count_bytes,
+            expiring: 0,
         }
     }
 
@@ -109,6 +113,7 @@ impl ReadyQueue {
 
     fn count_in(&mut self, ready: &Ready) {
         self.len += 1;
+        self.expiring += usize::from(ready.expires_at_ms != NEVER);
         if self.count_bytes {
             self.bytes += ready.message.body_size() as u64;
         }
@@ -116,6 +121,7 @@ impl ReadyQueue {
 
     fn count_out(&mut self, ready: &Ready) {
         self.len -= 1;
+        self.expiring -= usize::from(ready.expires_at_ms != NEVER);
         if self.count_bytes {
             self.bytes -= ready.message.body_size() as u64;
         }
@@ -136,6 +142,9 @@ impl ReadyQueue {
     /// The earliest expiry among the heads of the levels: messages expire
     /// only at the head, as in RabbitMQ's classic queues.
     pub fn next_expiry(&self) -> Option<u64> {
+        if self.expiring == 0 {
+            return None;
+        }
         self.levels
             .iter()
             .filter_map(|level| level.front())
@@ -161,6 +170,7 @@ impl ReadyQueue {
         self.levels.iter_mut().for_each(VecDeque::clear);
         self.len = 0;
         self.bytes = 0;
+        self.expiring = 0;
         cleared
     }
 }

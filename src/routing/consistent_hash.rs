@@ -181,7 +181,7 @@ impl<T: Copy + PartialEq> HashRing<T> {
             HashOn::RoutingKey => hash(routing_key),
             HashOn::Header(name) => properties
                 .and_then(|raw| find_property(raw, flag::HEADERS))
-                .and_then(|table| table_value_raw(&table, name.as_bytes()).map(hash))
+                .and_then(|table| table_value_raw(table, name.as_bytes()).map(hash))
                 .unwrap_or(UNDEFINED_HASH),
             HashOn::Property(property) => {
                 property_hash(*property, properties).unwrap_or(UNDEFINED_HASH)

@@ -58,6 +58,9 @@ struct Debt {
 
 pub(crate) struct Flow {
     window: PublishCredit,
+    /// What the connection that published last is owed: a run of publishes
+    /// from one connection adds up here without hashing.
+    recent: Option<(ConnectionId, PublishCredit)>,
     owed: HashMap<ConnectionId, PublishCredit, RandomState>,
     debts: HashMap<QueueId, VecDeque<Debt>, RandomState>,
 }
@@ -69,6 +72,7 @@ impl Flow {
                 messages: publish_credit,
                 bytes: PUBLISH_CREDIT_BYTES,
             },
+            recent: None,
             owed: HashMap::default(),
             debts: HashMap::default(),
         }
@@ -96,7 +100,29 @@ impl Flow {
     }
 
     fn owe(&mut self, conn: ConnectionId, credit: PublishCredit) -> Option<PublishCredit> {
-        owe(&mut self.owed, self.window, conn, credit)
+        let owed = match &mut self.recent {
+            Some((last, owed)) if *last == conn => {
+                owed.add(credit);
+                *owed
+            }
+            _ => {
+                self.settle_recent();
+                self.recent = Some((conn, credit));
+                credit
+            }
+        };
+        if owed.is_due(self.window) {
+            self.recent = None;
+            return Some(owed);
+        }
+        None
+    }
+
+    /// Moves what the last publisher is owed into the map of all owed.
+    fn settle_recent(&mut self) {
+        if let Some((conn, credit)) = self.recent.take() {
+            self.owed.entry(conn).or_default().add(credit);
+        }
     }
 
     /// `queue` handed out `messages`: that much of its debt becomes owed,
@@ -141,6 +167,10 @@ impl Flow {
 
     /// `queue` is no longer throttled (or is gone): all its debt is owed.
     pub(crate) fn forgive(&mut self, queue: QueueId) {
+        // Called for every publish: an unthrottled shard hashes nothing.
+        if self.debts.is_empty() {
+            return;
+        }
         for debt in self.debts.remove(&queue).into_iter().flatten() {
             self.owed.entry(debt.conn).or_default().add(debt.credit);
         }
@@ -160,11 +190,12 @@ impl Flow {
 
     /// Whether some credit is owed and not yet paid.
     pub(crate) fn has_owed(&self) -> bool {
-        !self.owed.is_empty()
+        self.recent.is_some() || !self.owed.is_empty()
     }
 
     /// Pays everything owed (the flusher's turn).
     pub(crate) fn pay_all(&mut self, pay: &mut impl FnMut(ConnectionId, PublishCredit)) {
+        self.settle_recent();
         for (conn, credit) in self.owed.drain() {
             pay(conn, credit);
         }
@@ -220,6 +251,20 @@ mod tests {
         let due = flow.processed(CONN, QUEUE, 1, false);
         assert_eq!(due, Some(credit(5, 5)));
         assert!(paid(&mut flow).is_empty());
+    }
+
+    #[test]
+    fn credit_owed_to_interleaved_publishers_is_all_paid() {
+        let mut flow = Flow::new(1000);
+        for conn in [CONN, OTHER, CONN, CONN, OTHER] {
+            assert_eq!(flow.processed(conn, QUEUE, 10, false), None);
+        }
+        assert!(flow.has_owed());
+        assert_eq!(
+            paid(&mut flow),
+            vec![(CONN, credit(3, 30)), (OTHER, credit(2, 20))]
+        );
+        assert!(!flow.has_owed());
     }
 
     #[test]
