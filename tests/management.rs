@@ -799,11 +799,21 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
         (stats["publish"].clone(), stats["deliver_get"].clone()),
         (json!(4), json!(2))
     );
+    // The overview counts by channel, closed ones included (checked on
+    // a broker of our own: a shared one counts other tests' too).
+    let overview_stats = || api.get("/api/overview").1["message_stats"].clone();
+    if !broker.is_external() {
+        let stats = overview_stats();
+        let counts = [&stats["publish"], &stats["deliver_get"], &stats["ack"]];
+        assert_eq!(counts, [&json!(4), &json!(2), &json!(2)], "{stats}");
+    }
     // Publishing on: the channel's publish rate shows it, a second or more
     // after the first look.
+    let mut published = 4;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         within("publish", publish("k")).await.expect("publish");
+        published += 1;
         let channel = listed_when(&api, "/api/channels", in_vhost);
         let rate = channel["message_stats"]["publish_details"]["rate"].as_f64();
         if rate.is_some_and(|rate| rate > 0.0) {
@@ -814,6 +824,18 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
             "no publish rate: {channel}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    within("close", connection.close(200, "bye"))
+        .await
+        .expect("close");
+    if !broker.is_external() {
+        let overview = queue_when(&api, "/api/overview", |o| {
+            o["object_totals"]["connections"] == 0
+        });
+        assert_eq!(
+            overview["message_stats"]["publish"], published,
+            "after the close"
+        );
     }
     drop(tenant);
 }

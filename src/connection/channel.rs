@@ -10,6 +10,7 @@ use crate::ids::QueueId;
 use crate::protocol::method::BasicPublish;
 use crate::protocol::properties::ContentHeader;
 use crate::protocol::ShortStr;
+use crate::queue::MessageTotals;
 use crate::shard::{Deliver, Settlement};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +260,16 @@ impl Channel {
             reply_queue: None,
             published: 0,
             acked: 0,
+        }
+    }
+
+    /// What this channel published, delivered (one tag per delivery or
+    /// get) and had acked.
+    pub fn totals(&self) -> MessageTotals {
+        MessageTotals {
+            published: self.published,
+            delivered: self.unacked.next_tag,
+            acked: self.acked,
         }
     }
 

@@ -22,6 +22,8 @@ pub struct ConnectionInfo {
     pub state: &'static str,
     /// Per open channel, by number.
     pub channel_list: Vec<ChannelInfo>,
+    /// What its closed channels did.
+    pub closed_channels: MessageTotals,
 }
 
 /// A channel as `/api/channels` lists it.
@@ -44,11 +46,7 @@ impl Connection {
                 number,
                 consumers: channel.consumers.len(),
                 unacked: channel.unacked.len(),
-                totals: MessageTotals {
-                    published: channel.published,
-                    delivered: channel.unacked.next_tag,
-                    acked: channel.acked,
-                },
+                totals: channel.totals(),
             })
             .collect();
         channel_list.sort_unstable_by_key(|channel| channel.number);
@@ -69,6 +67,7 @@ impl Connection {
                 Phase::Closing | Phase::ClosedByClient | Phase::Closed => "closing",
             },
             channel_list,
+            closed_channels: state.closed_channels,
         }
     }
 }

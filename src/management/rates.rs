@@ -3,8 +3,9 @@
 //! previous look at least [`RATE_WINDOW_MIN`] earlier, per second.
 //!
 //! Rates are kept per queue (what its owner counts), per exchange
-//! (publish_in and publish_out, summed over the shards' routing tables)
-//! and per channel (what the connection counts for it).
+//! (publish_in and publish_out, summed over the shards' routing tables),
+//! per channel (what the connection counts for it) and overall (every
+//! channel's, the closed ones' included).
 //!
 //! The shards only count (a few integer additions per message, no clock),
 //! so rates cost the data path nothing. Entries for things that are gone
@@ -37,6 +38,8 @@ pub enum RateKey {
     Exchange(String, String),
     /// (connection, channel number).
     Channel(ConnectionId, u16),
+    /// The overview, as the named user sees it.
+    Overview(String),
 }
 
 #[derive(Debug)]

@@ -17,13 +17,14 @@ use serde_json::{json, Value};
 use super::access_api::{change, read_catalog};
 use super::connections::connection_infos;
 use super::messages::{decode_payload, encode_payload, encode_properties, properties_json};
-use super::rates::{self, exchange_message_stats, message_stats, RateKey, Rates};
+use super::rates::{self, exchange_message_stats, message_stats, RateKey};
 use super::routes::{body_json, flag, query_flag, text, Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::{self, to_field_table, QueueFigures};
 use super::ApiError;
 use crate::catalog::access::Access;
 use crate::catalog::{MetaOp, QueueDef};
+use crate::connection::ConnectionInfo;
 use crate::ids::{QueueId, MANAGEMENT_CONNECTION};
 use crate::protocol::ShortStr;
 use crate::queue::MessageTotals;
@@ -111,14 +112,13 @@ async fn queue_figures(api: &Api) -> Result<HashMap<QueueId, QueueFigures>, ApiE
 pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError> {
     let figures = queue_figures(api).await?;
     let connections = connection_infos(api).await?;
+    let stats = overall_stats(api, caller, &connections).await?;
     let caller = caller.clone();
-    let (queues, exchanges, ready, unacked, consumers, stats) = read_catalog(api, move |catalog| {
+    let (queues, exchanges, ready, unacked, consumers) = read_catalog(api, move |catalog| {
         let visible: Vec<&QueueDef> = catalog
             .queues()
             .filter(|q| caller.sees_vhost(&q.vhost.to_str_lossy()))
             .collect();
-        let shown: Vec<&QueueFigures> = visible.iter().filter_map(|q| figures.get(&q.id)).collect();
-        let stats = overall_stats(&shown);
         let sum = |f: fn(&QueueFigures) -> u64| -> u64 {
             visible
                 .iter()
@@ -135,7 +135,6 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
             sum(|f| f.messages_ready),
             sum(|f| f.messages_unacknowledged),
             sum(|f| f.consumers),
-            stats,
         )
     })
     .await?;
@@ -147,19 +146,30 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
     }))
 }
 
-/// The overview's `message_stats`: the sums over the queues shown.
-fn overall_stats(queues: &[&QueueFigures]) -> Value {
+/// The overview's `message_stats`, counted by channels as RabbitMQ counts
+/// them (a message published once to three queues is one publish): the
+/// open channels' and those of closed connections. A user who sees only
+/// some vhosts sees the open channels in them.
+async fn overall_stats(
+    api: &Api,
+    caller: &Caller,
+    connections: &[ConnectionInfo],
+) -> Result<Value, ApiError> {
     let mut totals = MessageTotals::default();
-    let mut rates = Rates::default();
-    for figures in queues {
-        totals.published += figures.totals.published;
-        totals.delivered += figures.totals.delivered;
-        totals.acked += figures.totals.acked;
-        rates.publish += figures.rates.publish;
-        rates.deliver_get += figures.rates.deliver_get;
-        rates.ack += figures.rates.ack;
+    if caller.vhosts.is_none() {
+        let retired = api
+            .bridge
+            .on_every_shard(|shard| shard.retired_totals())
+            .await?;
+        retired.into_iter().for_each(|shard| totals += shard);
     }
-    message_stats(totals, rates)
+    for info in connections.iter().filter(|c| caller.sees_vhost(&c.vhost)) {
+        totals += info.closed_channels;
+        info.channel_list.iter().for_each(|c| totals += c.totals);
+    }
+    let key = RateKey::Overview(caller.name.clone());
+    let rates = rates::lock(&api.rates).observe(key, totals, std::time::Instant::now());
+    Ok(message_stats(totals, rates))
 }
 
 async fn exchanges(State(api): State<Api>, headers: HeaderMap) -> Answer {

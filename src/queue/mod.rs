@@ -194,14 +194,22 @@ pub struct Queue {
     totals: MessageTotals,
 }
 
-/// What a queue has done since it was created: RabbitMQ's `message_stats`
-/// counters (publish, deliver_get, ack).
+/// What a queue (or a channel) has done since it was created: RabbitMQ's
+/// `message_stats` counters (publish, deliver_get, ack).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MessageTotals {
     pub published: u64,
     /// Deliveries to consumers and basic.gets, redeliveries included.
     pub delivered: u64,
     pub acked: u64,
+}
+
+impl std::ops::AddAssign for MessageTotals {
+    fn add_assign(&mut self, other: MessageTotals) {
+        self.published += other.published;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+    }
 }
 
 impl Queue {

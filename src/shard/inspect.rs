@@ -63,6 +63,18 @@ impl Shard {
         counts
     }
 
+    /// Adds what a closing connection's channels did to the shard's total.
+    pub(crate) fn retire_connection_totals(&self, totals: MessageTotals) {
+        let mut retired = self.retired_totals.get();
+        retired += totals;
+        self.retired_totals.set(retired);
+    }
+
+    /// What the channels of this shard's closed connections did.
+    pub fn retired_totals(&self) -> MessageTotals {
+        self.retired_totals.get()
+    }
+
     /// Every consumer of the queues this shard owns: (queue, connection,
     /// channel, tag).
     pub fn consumer_list(&self) -> Vec<(QueueId, ConnectionId, u16, ShortStr)> {

@@ -38,7 +38,7 @@ use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::management::{bridge, Bridge};
 use crate::message::Message;
 use crate::protocol::AmqpError;
-use crate::queue::{Clock, Queue};
+use crate::queue::{Clock, MessageTotals, Queue};
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use coordinator::Coordinator;
@@ -74,6 +74,9 @@ pub struct Shard {
     timer: Timer,
     /// Messages of x-delayed-message exchanges, waiting for their delay.
     delayed: RefCell<DelayedMessages>,
+    /// What the channels of this shard's closed connections did, for the
+    /// overview's `message_stats`.
+    retired_totals: Cell<MessageTotals>,
     /// Publish credit owed to connections (see `flow`).
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
@@ -103,6 +106,7 @@ impl Shard {
             epoch: Instant::now(),
             timer: Timer::default(),
             delayed: RefCell::default(),
+            retired_totals: Cell::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
             alarm_cleared: Waiters::new(),
