@@ -198,6 +198,7 @@ impl Connection {
             let fields = MessageFields {
                 headers: headers.as_ref(),
                 properties: Some(&properties),
+                first_routing_key: Some(&publish.routing_key),
             };
             route_all(table, &publish, fields, selected.as_ref(), &mut routes);
         }

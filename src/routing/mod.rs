@@ -110,6 +110,11 @@ pub struct MessageFields<'a> {
     /// The raw properties, where a consistent-hash exchange finds the
     /// header or property it hashes on without decoding.
     pub properties: Option<&'a Bytes>,
+    /// The message's first routing key, when it is routed under several
+    /// (CC and BCC): a consistent-hash exchange hashes this one whatever
+    /// key it is routing, as the plugin hashes the first of the message's
+    /// routing keys, so a message reaches one of its queues.
+    pub first_routing_key: Option<&'a [u8]>,
 }
 
 /// Where a binding delivers: a queue, or another exchange (exchange.bind).
@@ -214,7 +219,8 @@ impl Matcher {
                 .filter(|(binding, _)| binding.matches(fields.headers))
                 .for_each(|&(_, t)| f(t)),
             Matcher::ConsistentHash(ring) => {
-                if let Some(t) = ring.route(routing_key, fields.properties) {
+                let hashed = fields.first_routing_key.unwrap_or(routing_key);
+                if let Some(t) = ring.route(hashed, fields.properties) {
                     f(t)
                 }
             }

@@ -22,7 +22,7 @@ fn route_with(
     let mut out = Vec::new();
     let fields = MessageFields {
         headers,
-        properties: None,
+        ..MessageFields::default()
     };
     table.route(exchange.as_bytes(), key.as_bytes(), fields, &mut out);
     out.into_iter().map(|id| id.0).collect()
@@ -364,8 +364,8 @@ fn warmed_routing_does_not_allocate() {
     .encode(&mut properties);
     let properties = properties.freeze();
     let fields = MessageFields {
-        headers: None,
         properties: Some(&properties),
+        ..MessageFields::default()
     };
     let mut out = Vec::with_capacity(16);
     let publishes: [(&[u8], &[u8]); 6] = [

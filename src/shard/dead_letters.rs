@@ -49,6 +49,7 @@ impl Shard {
             let fields = MessageFields {
                 headers: Some(&dead.headers),
                 properties: Some(&dead.message.properties),
+                first_routing_key: dead.routing_keys.first().map(|k| k.as_bytes()),
             };
             table.route(exchange, key, fields, &mut routes);
         }

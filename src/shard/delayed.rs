@@ -72,6 +72,7 @@ impl Shard {
         let fields = MessageFields {
             headers: headers.as_ref(),
             properties: Some(&message.properties),
+            first_routing_key: Some(&message.routing_key),
         };
         let mut routes = Vec::new();
         for key in &delayed.routing_keys {

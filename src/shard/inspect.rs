@@ -168,6 +168,7 @@ impl Shard {
         let fields = MessageFields {
             headers,
             properties: Some(&properties),
+            first_routing_key: None,
         };
         table.route(&exchange, &routing_key, fields, &mut routes);
         let summary = scan_properties(&properties)?;

@@ -94,6 +94,20 @@ async fn consistent_hash_spreads_routing_keys_by_binding_weight() {
     let after = ready_counts(&channel, &queues).await;
     let grown: Vec<u32> = after.iter().zip(&counts).map(|(a, b)| a - b).collect();
     assert!(grown.contains(&20), "one queue took all 20: {grown:?}");
+    // CC keys do not make copies: the plugin hashes the message's first
+    // routing key, whichever key it routes.
+    let cc = AMQPValue::FieldArray(FieldArray::from(
+        ["cc-a", "cc-b", "cc-c", "cc-d"].map(long_string).to_vec(),
+    ));
+    let with_cc: Vec<_> = (0..20)
+        .map(|n| {
+            let properties = BasicProperties::default().with_headers(table(&[("CC", cc.clone())]));
+            (format!("cc-key-{n}"), properties)
+        })
+        .collect();
+    publish_all(&channel, &exchange, &with_cc).await;
+    let total = ready_counts(&channel, &queues).await.iter().sum::<u32>();
+    assert_eq!(total, 2040, "each CC'd message once");
     delete_exchange(&channel, &exchange).await;
     close(&connection).await;
 }
