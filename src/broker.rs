@@ -1,12 +1,14 @@
-//! Starting and stopping the broker: prepare the data directory, reserve
-//! the port, start the management API, run the shards, wait for the
-//! shutdown flag.
+//! Starting and stopping the broker: lock the data directory, read the
+//! durable definitions back, reserve the port, start the management API,
+//! run the shards (each replays the definitions before it accepts a
+//! connection), wait for the shutdown flag.
 
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::data_dir::DataDir;
+use crate::definitions::log::DefinitionsLog;
 use crate::management::{self, Bridge};
 use crate::runtime::{self, net};
 use crate::shard::{LoadBoard, Shard, Shared};
@@ -16,7 +18,10 @@ use crate::shard::{LoadBoard, Shard, Shared};
 /// start.
 pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> {
     let shard_count = config.shard_count();
-    let data_dir = prepare_data_dir(&config)?;
+    let data_dir = DataDir::lock(config.data_dir()?)?;
+    tracing::info!("data directory {}", data_dir.path().display());
+    let definitions = DefinitionsLog::open(data_dir.path())?;
+    let replay = definitions.definitions().ops(shard_count);
     // Port 0 becomes one ephemeral port that every shard then shares.
     let (_reserved, addr) = net::reserve_port(config.listen_addr())
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen_addr()))?;
@@ -35,7 +40,7 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
             shutdown.clone(),
             config.port,
         )?;
-        management::write_token(&data_dir, bound.port(), &token)?;
+        management::write_token(data_dir.path(), bound.port(), &token)?;
         tracing::info!("management API listening on {bound}");
     }
     let ring_capacity = config.ring_capacity;
@@ -44,25 +49,15 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         shutdown,
         bridge,
         load: LoadBoard::new(shard_count),
+        replay,
+        definitions: Mutex::new(Some(definitions)),
     });
     let result = runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
         Shard::run(shared.clone(), shard_id, mesh)
     });
     // A token left behind would send warrenctl to a broker that is gone.
-    let _ = std::fs::remove_file(data_dir.join(management::TOKEN_FILE));
+    let _ = std::fs::remove_file(data_dir.path().join(management::TOKEN_FILE));
     result?;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Creates the data directory (owner-only) if it is missing.
-fn prepare_data_dir(config: &Config) -> Result<PathBuf, String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let dir = config.data_dir()?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|err| format!("cannot use data directory {}: {err}", dir.display()))?;
-    Ok(dir)
 }

@@ -7,6 +7,8 @@ pub mod catalog;
 pub mod config;
 pub mod connection;
 pub mod ctl;
+pub mod data_dir;
+pub mod definitions;
 pub mod ids;
 pub mod management;
 pub mod memory;

@@ -7,18 +7,39 @@
 //! deterministic, so the replicas stay equal. The requester gets its reply
 //! only when every shard has applied the change: a publish sent after the
 //! -ok, on any connection, routes by the new table.
+//!
+//! A change to durable definitions is appended to the definitions log and
+//! synced before it is broadcast, so nobody hears of a change a crash
+//! could lose. If the log cannot be written the change still goes to every
+//! replica (they must stay equal), its requester gets 541, and the broker
+//! shuts down: it can no longer keep its promise of durability.
+
+use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
 
 use super::{MetaDone, MetaMsg, Reply, ReplyTo, Shard, ShardMsg};
 use crate::catalog::{MetaOp, MetaOutcome};
+use crate::definitions::durable_changes;
+use crate::definitions::log::DefinitionsLog;
 use crate::ids::ShardId;
-use crate::protocol::AmqpError;
+use crate::protocol::{reply_code, AmqpError};
 
 #[derive(Default)]
 pub(super) struct Coordinator {
     next_id: u64,
     pending: HashMap<u64, Pending>,
+    /// Shard 0's; None on the other shards.
+    log: Option<DefinitionsLog>,
+}
+
+impl Coordinator {
+    pub(super) fn new(log: Option<DefinitionsLog>) -> Coordinator {
+        Coordinator {
+            log,
+            ..Coordinator::default()
+        }
+    }
 }
 
 /// Who waits for a change: a connection's channel (or nobody), or a
@@ -35,6 +56,8 @@ pub(crate) type LocalDone = Box<dyn FnOnce(Result<MetaOutcome, AmqpError>)>;
 struct Pending {
     requester: Requester,
     outcome: MetaOutcome,
+    /// Set when the change could not be logged: what the requester hears.
+    failure: Option<AmqpError>,
     shards_left: usize,
     counts: (u32, u32),
 }
@@ -79,11 +102,13 @@ impl Shard {
                 return;
             }
         };
+        let failure = self.log_durable_changes(&op, &outcome).err();
         let counts = self.apply_outcome(&outcome).unwrap_or((message_count, 0));
         let others = self.mesh.shard_count() - 1;
         let pending = Pending {
             requester,
             outcome,
+            failure,
             shards_left: others,
             counts,
         };
@@ -102,6 +127,27 @@ impl Shard {
             let apply = MetaMsg::Apply { id, op: op.clone() };
             self.send(shard, ShardMsg::Meta(Box::new(apply)));
         }
+    }
+
+    /// Appends what of the applied `op` is durable to the definitions log
+    /// and syncs it. See the module doc for a failure.
+    fn log_durable_changes(&self, op: &MetaOp, outcome: &MetaOutcome) -> Result<(), AmqpError> {
+        let mut coordinator = self.coordinator.borrow_mut();
+        let Some(log) = coordinator.log.as_mut() else {
+            return Ok(());
+        };
+        let changes = durable_changes(op, outcome, &self.catalog.borrow());
+        if changes.is_empty() {
+            return Ok(());
+        }
+        log.record(&changes).map_err(|err| {
+            tracing::error!("cannot write the definitions log, shutting down: {err}");
+            self.shared.shutdown.store(true, Ordering::SeqCst);
+            AmqpError::new(
+                reply_code::INTERNAL_ERROR,
+                format!("definitions could not be written to disk: {err}"),
+            )
+        })
     }
 
     fn applied(&self, id: u64, counts: Option<(u32, u32)>) {
@@ -125,14 +171,22 @@ impl Shard {
     }
 
     fn finish(&self, pending: Pending) {
+        let result = match pending.failure {
+            Some(err) => Err(err),
+            None => Ok(pending.outcome),
+        };
         let to = match pending.requester {
             Requester::Connection(Some(to)) => to,
             Requester::Connection(None) => return,
-            Requester::Local(done) => return done(Ok(pending.outcome)),
+            Requester::Local(done) => return done(result),
+        };
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(err) => return self.reply(to, Reply::Meta(Err(err))),
         };
         let (message_count, consumer_count) = pending.counts;
         let done = MetaDone {
-            outcome: pending.outcome,
+            outcome,
             message_count,
             consumer_count,
         };

@@ -25,7 +25,7 @@ mod timer;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ahash::RandomState;
@@ -34,6 +34,7 @@ use hashbrown::HashMap;
 use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
 use crate::connection::{self, Connection};
+use crate::definitions::log::DefinitionsLog;
 use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::management::{bridge, Bridge};
 use crate::message::Message;
@@ -58,6 +59,11 @@ pub struct Shared {
     /// The management API's command inboxes, one per shard.
     pub bridge: Bridge,
     pub load: LoadBoard,
+    /// The durable definitions as declares, which every shard applies to
+    /// its catalog replica before it accepts a connection.
+    pub replay: Vec<MetaOp>,
+    /// The definitions log, which shard 0 takes for its coordinator.
+    pub definitions: Mutex<Option<DefinitionsLog>>,
 }
 
 pub struct Shard {
@@ -94,6 +100,16 @@ impl Shard {
     pub async fn run(shared: Arc<Shared>, id: ShardId, mesh: Rc<Mesh<ShardMsg>>) {
         let catalog = Catalog::new(mesh.shard_count());
         let flow = Flow::new(shared.config.publish_credit);
+        let coordinator = match id {
+            0 => Coordinator::new(
+                shared
+                    .definitions
+                    .lock()
+                    .ok()
+                    .and_then(|mut log| log.take()),
+            ),
+            _ => Coordinator::default(),
+        };
         let shard = Rc::new(Shard {
             id,
             shared,
@@ -102,7 +118,7 @@ impl Shard {
             queues: RefCell::new(HashMap::default()),
             connections: RefCell::new(HashMap::default()),
             next_connection_id: Cell::new(0),
-            coordinator: RefCell::new(Coordinator::default()),
+            coordinator: RefCell::new(coordinator),
             epoch: Instant::now(),
             timer: Timer::default(),
             delayed: RefCell::default(),
@@ -113,6 +129,7 @@ impl Shard {
         });
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
+        shard.replay();
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
         let addr = shard.shared.config.listen_addr();
@@ -137,6 +154,35 @@ impl Shard {
         shard.tick_until_shutdown().await;
         shard.close_all_connections().await;
         mesh.close();
+    }
+
+    /// Applies the durable definitions to this shard's fresh catalog, and
+    /// creates the queues this shard owns, as if they were declared now.
+    /// Every shard replays the same declares in the same order, so the
+    /// replicas start equal, as after any broadcast change.
+    fn replay(&self) {
+        for op in &self.shared.replay {
+            let applied = self.catalog.borrow_mut().apply(op);
+            match applied {
+                Ok(outcome) => {
+                    self.apply_outcome(&outcome);
+                }
+                Err(err) if self.id == 0 => {
+                    tracing::warn!("a durable definition did not apply: {err} ({op:?})");
+                }
+                Err(_) => {}
+            }
+        }
+        if self.id == 0 {
+            let catalog = self.catalog.borrow();
+            tracing::info!(
+                "recovered {} vhosts, {} exchanges, {} queues, {} users",
+                catalog.vhost_names().count(),
+                catalog.exchanges().filter(|x| x.durable).count(),
+                catalog.queues().count(),
+                catalog.users().count()
+            );
+        }
     }
 
     /// Runs the management API's commands for this shard until shutdown.

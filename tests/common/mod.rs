@@ -102,18 +102,64 @@ impl Broker {
         if let Ok(url) = std::env::var(EXTERNAL_URL_VAR) {
             return Broker::external(url);
         }
+        Broker::spawn(extra_args, temp_data_dir())
+    }
+
+    /// Starts a new warren on this broker's data directory (the old
+    /// process must have exited: [`Broker::terminate`], [`Broker::kill_9`]),
+    /// on new ports, with `extra_args`; with the management API if the old
+    /// one had it. The directory stays this handle's.
+    pub fn restart(&mut self, extra_args: &[&str]) {
+        assert!(self.child.is_none(), "restart needs the old broker gone");
+        let data_dir = self.data_dir.take().expect("a broker this test started");
+        let management_port = self.management_port.map(|_| free_port());
+        let port = management_port.map(|port| port.to_string());
+        let mut args: Vec<&str> = match &port {
+            Some(port) => vec!["--management-port", port],
+            None => vec![],
+        };
+        args.extend_from_slice(extra_args);
+        *self = Broker::spawn(&args, data_dir);
+        self.management_port = management_port;
+    }
+
+    /// SIGKILL, as a crash or power cut would stop it; the data directory
+    /// stays for [`Broker::restart`].
+    pub fn kill_9(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .expect("kill_9 needs a broker this test started");
+        // Child::kill sends SIGKILL to this child's own PID, nothing else.
+        child.kill().expect("kill -9 warren");
+        child.wait().expect("reap warren");
+    }
+
+    /// The process id of the broker this handle started.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .expect("a broker this test started")
+            .id()
+    }
+
+    /// Runs warren with `--data-dir data_dir`, `--shards 2` and
+    /// `--management-port 0` unless `extra_args` name them.
+    fn spawn(extra_args: &[&str], data_dir: PathBuf) -> Broker {
         let binary = env!("CARGO_BIN_EXE_warren");
-        let data_dir = temp_data_dir();
         let mut defaults = vec![];
-        if !extra_args.contains(&"--data-dir") {
-            defaults.push("--data-dir".to_owned());
-            defaults.push(data_dir.display().to_string());
-        }
-        if !extra_args.contains(&"--management-port") {
-            defaults.extend(["--management-port".to_owned(), "0".to_owned()]);
+        let defaulted = [
+            ("--data-dir", data_dir.display().to_string()),
+            ("--management-port", "0".to_owned()),
+            ("--shards", "2".to_owned()),
+        ];
+        for (flag, value) in defaulted {
+            if !extra_args.contains(&flag) {
+                defaults.extend([flag.to_owned(), value]);
+            }
         }
         let mut child = Command::new(binary)
-            .args(["--bind", "127.0.0.1", "--port", "0", "--shards", "2"])
+            .args(["--bind", "127.0.0.1", "--port", "0"])
             .args(&defaults)
             .args(extra_args)
             .stdin(Stdio::null())
