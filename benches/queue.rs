@@ -63,6 +63,7 @@ impl Cycle {
             properties: Bytes::new(),
             body: Bytes::from_static(&[0u8; 128]),
             priority: 0,
+            persistent: false,
             expiration_ms: None,
         });
         Cycle {

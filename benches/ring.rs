@@ -56,6 +56,7 @@ fn message() -> Message {
         properties: Bytes::new(),
         body: Bytes::from_static(&[0u8; 16]),
         priority: 0,
+        persistent: false,
         expiration_ms: None,
     })
 }
@@ -78,6 +79,7 @@ async fn send_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
                 queue: QueueId(1),
                 message: message.clone(),
                 publisher: PUBLISHER,
+                confirm: 0,
             };
             mesh.send(RECEIVER, publish);
         }
@@ -115,6 +117,7 @@ async fn receive_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
                 queue: QueueId(0),
                 message: answer.clone(),
                 publisher: PUBLISHER,
+                confirm: 0,
             };
             answer_mesh.send(SENDER, publish);
         }

@@ -11,7 +11,10 @@ use crate::data_dir::DataDir;
 use crate::definitions::log::DefinitionsLog;
 use crate::management::{self, Bridge};
 use crate::runtime::{self, net};
-use crate::shard::{LoadBoard, Shard, Shared};
+use crate::shard::{LoadBoard, Shard, Shared, StoreSetup};
+
+/// The message store's directory under the data directory.
+const MESSAGES_DIR: &str = "messages";
 
 /// Runs the broker until `shutdown` is set (by SIGINT/SIGTERM in the
 /// binary, or `warrenctl stop`); returns a one-line reason when it cannot
@@ -22,6 +25,15 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
     tracing::info!("data directory {}", data_dir.path().display());
     let definitions = DefinitionsLog::open(data_dir.path())?;
     let replay = definitions.definitions().ops(shard_count);
+    let store = StoreSetup::recover(
+        data_dir.path().join(MESSAGES_DIR),
+        shard_count,
+        config.segment_size,
+        !config.unsafe_no_fsync,
+    )?;
+    if config.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: persistent messages are confirmed before fdatasync");
+    }
     // Port 0 becomes one ephemeral port that every shard then shares.
     let (_reserved, addr) = net::reserve_port(config.listen_addr())
         .map_err(|err| format!("cannot listen on {}: {err}", config.listen_addr()))?;
@@ -45,6 +57,7 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
     }
     let ring_capacity = config.ring_capacity;
     let shared = Arc::new(Shared {
+        store,
         config,
         shutdown,
         bridge,

@@ -77,6 +77,22 @@ pub struct Config {
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     pub memory_high_watermark: Watermark,
 
+    /// Free disk space under the data directory below which publishers are
+    /// blocked (connection.blocked), as RabbitMQ's disk alarm does: a size
+    /// (50MB, 1GiB, bytes) or a fraction of the machine's memory (1.0).
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB")]
+    pub disk_free_limit: Watermark,
+
+    /// Confirm persistent messages once written, without waiting for
+    /// fdatasync: RabbitMQ classic-queue speed, but a power loss or an OS
+    /// crash can lose confirmed messages (a killed broker cannot).
+    #[arg(long, env = "WARREN_UNSAFE_NO_FSYNC")]
+    pub unsafe_no_fsync: bool,
+
+    /// Size of each message log segment file (preallocated), in bytes.
+    #[arg(long, env = "WARREN_SEGMENT_SIZE", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub segment_size: u64,
+
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "warren=debug").
     #[arg(long, env = "WARREN_LOG", default_value = "info")]
     pub log: String,

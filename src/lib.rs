@@ -18,3 +18,4 @@ pub mod queue;
 pub mod routing;
 pub mod runtime;
 pub mod shard;
+pub(crate) mod store;

@@ -27,6 +27,8 @@ pub struct MessageContent {
     pub expiration_ms: Option<u64>,
     /// The priority property (0 when absent), for `x-max-priority` queues.
     pub priority: u8,
+    /// delivery_mode 2: kept on disk in a durable queue.
+    pub persistent: bool,
     pub exchange: ShortStr,
     pub routing_key: ShortStr,
     /// The property flags and property list of the content header, verbatim.
@@ -117,6 +119,7 @@ mod tests {
             properties: read_buffer.slice(0..2),
             body: read_buffer.slice(2..18),
             priority: 0,
+            persistent: false,
             expiration_ms: None,
         })
     }
@@ -146,6 +149,7 @@ mod tests {
             properties: Bytes::new(),
             body: read_buffer.slice(..COMPACT_BODY_MAX + 1),
             priority: 0,
+            persistent: false,
             expiration_ms: None,
         });
         assert!(!large.compact());

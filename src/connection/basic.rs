@@ -21,7 +21,7 @@ use crate::queue::{ConsumerKey, ConsumerSpec};
 use crate::routing::sender_selected::{self, SenderSelected};
 use crate::routing::{delayed, MessageFields, RoutingTable};
 use crate::shard::delayed::DelayedMessage;
-use crate::shard::{Deliver, Got, QueueRequest, Settlement, ShardMsg};
+use crate::shard::{ConfirmAnswer, Deliver, Got, QueueRequest, Settlement, ShardMsg};
 
 impl Connection {
     pub(super) fn basic_method(
@@ -139,25 +139,33 @@ impl Connection {
             return Ok(Next::Continue);
         }
         self.release_content(ch, content_cost(header.body_size));
-        let congested = self.route(ch, publish, header, body)?;
-        self.with_channel(ch, |channel| {
+        let tag = self.with_channel(ch, |channel| {
             channel.published += 1;
-            if let Some(confirm) = channel.confirm.as_mut() {
-                confirm.published += 1;
-            }
+            channel.confirm.as_ref().map_or(0, Confirms::next_tag)
         })?;
-        Ok(Next::Published { congested })
+        let routed = self.route(ch, publish, header, body, tag)?;
+        if tag != 0 {
+            self.with_channel(ch, |channel| {
+                if let Some(confirm) = channel.confirm.as_mut() {
+                    confirm.publish(routed.shards);
+                }
+            })?;
+        }
+        Ok(Next::Published {
+            congested: routed.congested,
+        })
     }
 
-    /// Routes and enqueues; returns a congested owner shard, if any, so the
-    /// reader can wait before reading more.
+    /// Routes and enqueues; `confirm` numbers the publish for its shards'
+    /// answers (0: none wanted).
     fn route(
         &self,
         ch: u16,
         publish: BasicPublish,
         header: ContentHeader,
         body: Bytes,
-    ) -> Result<Option<ShardId>, AmqpError> {
+        confirm: u64,
+    ) -> Result<Routed, AmqpError> {
         let vhost = self.vhost();
         let catalog = self.shard.catalog.borrow();
         let delayed = catalog
@@ -205,7 +213,7 @@ impl Connection {
         table.count_publish(&publish.exchange, !routes.is_empty());
         if routes.is_empty() && !publish.mandatory && delay_ms.is_none() {
             // Unroutable and not mandatory: dropped, so no handle is made.
-            return Ok(None);
+            return Ok(Routed::default());
         }
         let message = Message::new(MessageContent {
             exchange: publish.exchange,
@@ -213,6 +221,7 @@ impl Connection {
             properties,
             body,
             priority: summary.priority.unwrap_or(0),
+            persistent: summary.delivery_mode == Some(2),
             expiration_ms,
         });
         if routes.is_empty() && publish.mandatory {
@@ -236,9 +245,10 @@ impl Connection {
                 message,
                 delay_ms,
             });
-            return Ok(None);
+            // No queue has it yet: a confirm answers it at once.
+            return Ok(Routed::default());
         }
-        let mut congested = None;
+        let mut routed = Routed::default();
         let publisher = self.holder(ch);
         let bytes = message.body_size() as u64;
         for &queue in routes.iter() {
@@ -251,14 +261,16 @@ impl Connection {
                     queue,
                     message: message.clone(),
                     publisher,
+                    confirm,
                 },
             );
+            routed.shards += 1;
             self.flow.sent(owner, bytes);
             if self.shard.mesh.is_congested(owner) {
-                congested = Some(owner);
+                routed.congested = Some(owner);
             }
         }
-        Ok(congested)
+        Ok(routed)
     }
 
     /// The properties as queues keep them: a direct reply-to address
@@ -296,23 +308,72 @@ impl Connection {
         }
     }
 
-    /// Acks every publish confirmed so far, one basic.ack per channel.
+    /// Answers every publish whose shards have all answered, in order, on
+    /// every confirming channel (unroutable publishes need no answer).
     pub(super) fn flush_confirms(&self) {
         let mut state = self.state.borrow_mut();
         for (&ch, channel) in state.channels.iter_mut() {
-            let Some(confirm) = channel.confirm.as_mut() else {
+            self.answer_publishes(ch, channel);
+        }
+    }
+
+    /// Answers from queues' shards about this connection's publishes.
+    pub fn confirmed(&self, answers: &[ConfirmAnswer]) {
+        let mut state = self.state.borrow_mut();
+        for answer in answers {
+            let Some(channel) = state.channels.get_mut(&answer.channel) else {
                 continue;
             };
-            if confirm.acked == confirm.published {
+            match channel.confirm.as_mut() {
+                Some(confirm) => confirm.answer(answer.tag, answer.stored),
+                None => channel.tx_confirms.answer(answer.tag, answer.stored),
+            }
+        }
+        // Answers for one channel usually come in one batch.
+        let mut last = None;
+        for answer in answers {
+            if last == Some(answer.channel) {
                 continue;
             }
-            let ack = BasicAck {
-                delivery_tag: confirm.published,
-                multiple: confirm.published - confirm.acked > 1,
-            };
-            confirm.acked = confirm.published;
-            self.out.method(ch, &Method::BasicAck(ack));
+            last = Some(answer.channel);
+            if let Some(channel) = state.channels.get_mut(&answer.channel) {
+                self.answer_publishes(answer.channel, channel);
+            }
         }
+    }
+
+    /// Writes basic.ack / basic.nack for the answered prefix of a
+    /// confirming channel, or the commit-oks whose publishes are answered.
+    fn answer_publishes(&self, ch: u16, channel: &mut Channel) {
+        let Some(confirm) = channel.confirm.as_mut() else {
+            let tx = &mut channel.tx_confirms;
+            tx.take_answered(|_, _, _| {});
+            while tx
+                .commits
+                .front()
+                .is_some_and(|&last| last <= tx.answered())
+            {
+                tx.commits.pop_front();
+                self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
+            }
+            return;
+        };
+        confirm.take_answered(|delivery_tag, count, acked| {
+            let multiple = count > 1;
+            let method = if acked {
+                Method::BasicAck(BasicAck {
+                    delivery_tag,
+                    multiple,
+                })
+            } else {
+                Method::BasicNack(BasicNack {
+                    delivery_tag,
+                    multiple,
+                    requeue: false,
+                })
+            };
+            self.out.method(ch, &method);
+        });
     }
 
     pub(super) fn consume(&self, ch: u16, m: BasicConsume) -> Result<Next, AmqpError> {
@@ -667,8 +728,13 @@ impl Connection {
                     header,
                     body,
                 } => {
-                    congested = self.route(ch, publish, header, body)?.or(congested);
-                    self.with_channel(ch, |channel| channel.published += 1)?;
+                    let tag = self.with_channel(ch, |channel| {
+                        channel.published += 1;
+                        channel.tx_confirms.next_tag()
+                    })?;
+                    let routed = self.route(ch, publish, header, body, tag)?;
+                    self.with_channel(ch, |channel| channel.tx_confirms.publish(routed.shards))?;
+                    congested = routed.congested.or(congested);
                 }
                 TxAction::Settle {
                     delivery_tag,
@@ -677,9 +743,25 @@ impl Connection {
                 } => self.settle(ch, delivery_tag, multiple, action)?,
             }
         }
-        self.out.method(ch, &Method::TxCommitOk(TxCommitOk {}));
+        // commit-ok goes out once every committed publish is stored: on
+        // disk, for a persistent message in a durable queue.
+        self.with_channel(ch, |channel| {
+            let last = channel.tx_confirms.published();
+            channel.tx_confirms.commits.push_back(last);
+            self.answer_publishes(ch, channel);
+        })?;
         Ok(Next::Published { congested })
     }
+}
+
+/// Where a publish went.
+#[derive(Default)]
+struct Routed {
+    /// Queues it was sent to (each answers a confirming channel once).
+    shards: u32,
+    /// An owner shard whose ring is congested: the reader waits for it
+    /// before reading more.
+    congested: Option<ShardId>,
 }
 
 /// basic.consume's `x-priority` argument, clamped to what fits; RabbitMQ

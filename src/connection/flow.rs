@@ -17,7 +17,7 @@ use crate::ids::ShardId;
 use crate::protocol::method::{ConnectionBlocked, ConnectionUnblocked, Method};
 use crate::protocol::ShortStr;
 use crate::runtime::notify::Notify;
-use crate::shard::{PublishCredit, PUBLISH_CREDIT_BYTES};
+use crate::shard::{PublishCredit, DISK_ALARM_REASON, PUBLISH_CREDIT_BYTES};
 
 use super::Connection;
 
@@ -81,7 +81,8 @@ impl Connection {
     /// blocks publishers, while a shard is owed a whole window, and while
     /// `congested` (a shard's outbox) is full.
     pub(super) async fn pace_publisher(&self, congested: Option<ShardId>) {
-        let alarm = self.shard.shared.load.memory_alarm();
+        let board = &self.shard.shared.load;
+        let alarm = board.memory_alarm() || board.disk_alarm();
         if !alarm && congested.is_none() && !self.flow.exhausted() {
             return;
         }
@@ -105,15 +106,19 @@ impl Connection {
 
     async fn block_while_alarm(&self) {
         let notify = self.state.borrow().blocked_notify;
+        let board = &self.shard.shared.load;
         if notify {
-            let reason = ShortStr::from_static(MEMORY_ALARM_REASON);
+            let reason = ShortStr::from_static(if board.disk_alarm() {
+                DISK_ALARM_REASON
+            } else {
+                MEMORY_ALARM_REASON
+            });
             let blocked = ConnectionBlocked { reason };
             self.out.method(0, &Method::ConnectionBlocked(blocked));
         }
-        let board = &self.shard.shared.load;
         self.shard
             .alarm_cleared
-            .wait_until(|| !board.memory_alarm() || self.is_closed())
+            .wait_until(|| !(board.memory_alarm() || board.disk_alarm()) || self.is_closed())
             .await;
         if notify && !self.is_closed() {
             let unblocked = Method::ConnectionUnblocked(ConnectionUnblocked {});

@@ -92,6 +92,7 @@ fn rebuilt(
         properties: encode_properties(properties),
         body: message.body.clone(),
         priority: message.priority,
+        persistent: message.persistent,
         expiration_ms: properties.expiration.as_ref().and(message.expiration_ms),
     })
 }
@@ -271,6 +272,7 @@ mod tests {
             properties: encode_properties(properties),
             body: bytes::Bytes::from_static(b"body"),
             priority: 0,
+            persistent: false,
             expiration_ms: properties.expiration.as_ref().map(|_| 5_000),
         })
     }

@@ -37,11 +37,13 @@
 //! when a message or the queue can expire; `next_deadline` tells the shard
 //! when to come back (`expire`) even if nothing else happens.
 //!
-//! Seam for the disk store: the seq is the natural key for a persistent
-//! message in a per-queue log; `publish` returns it so the store can write
-//! it, `ack` and `dead_letter` are where the store deletes it, and a ready
-//! entry could hold a paged-out reference instead of the `Message` without
-//! changing the order logic here.
+//! The disk store: a durable queue (`set_durable`) logs its persistent
+//! messages (`is_logged`) under their seq; `publish` returns the seq for
+//! the shard to log, and every way a logged message leaves for good (ack,
+//! discard, expiry, overflow, no-ack delivery, purge) goes through `gone`,
+//! which collects its seq for the shard to log as settled
+//! (`take_gone`). After a restart `restore` puts recovered messages back
+//! under their old seqs.
 
 mod consumer;
 pub mod dead_letter;
@@ -192,6 +194,10 @@ pub struct Queue {
     reported_deadline: Option<u64>,
     /// Lifetime counts the management API turns into rates.
     totals: MessageTotals,
+    /// Persistent messages are logged to disk (a durable queue).
+    durable: bool,
+    /// Seqs of logged messages that left since the shard last looked.
+    gone: Vec<u64>,
 }
 
 /// What a queue (or a channel) has done since it was created: RabbitMQ's
@@ -238,6 +244,50 @@ impl Queue {
             reported_deadline: None,
             settings,
             totals: MessageTotals::default(),
+            durable: false,
+            gone: Vec::new(),
+        }
+    }
+
+    /// The queue's persistent messages are logged from now on.
+    pub fn set_durable(&mut self) {
+        self.durable = true;
+    }
+
+    /// Whether `message` is on disk while in this queue: a persistent one
+    /// in a durable queue; every one in a durable quorum queue, as
+    /// RabbitMQ's quorum queues keep every message.
+    pub fn is_logged(&self, message: &Message) -> bool {
+        self.durable && (message.persistent || self.settings.queue_type == QueueType::Quorum)
+    }
+
+    /// A recovered message, back under its seq, marked redelivered (it
+    /// may have been delivered before the restart). Seqs come in order.
+    pub fn restore(&mut self, seq: u64, message: Message, clock: &impl Clock) {
+        let expires_at_ms = self.expiry_of(&message, clock);
+        self.next_seq = self.next_seq.max(seq + 1);
+        self.ready.push_back(Ready {
+            seq,
+            message,
+            redelivered: true,
+            expires_at_ms,
+            returns: 0,
+        });
+    }
+
+    /// A message left the queue for good.
+    fn gone(&mut self, seq: u64, message: &Message) {
+        if self.is_logged(message) {
+            self.gone.push(seq);
+        }
+    }
+
+    /// The seqs of logged messages that left since the last call, for the
+    /// store; `out` sees them only when there are some.
+    pub fn take_gone(&mut self, out: impl FnOnce(&[u64])) {
+        if !self.gone.is_empty() {
+            out(&self.gone);
+            self.gone.clear();
         }
     }
 
@@ -400,6 +450,7 @@ impl Queue {
             let Some(head) = self.ready.pop_front() else {
                 break;
             };
+            self.gone(head.seq, &head.message);
             self.dead_letter(head.message, DeathReason::Maxlen);
         }
     }
@@ -424,6 +475,7 @@ impl Queue {
         }
         let now_ms = clock.now_ms();
         while let Some(expired) = self.ready.pop_expired(now_ms.saturating_sub(1)) {
+            self.gone(expired.seq, &expired.message);
             self.dead_letter(expired.message, DeathReason::Expired);
         }
     }
@@ -557,7 +609,9 @@ impl Queue {
             let Some(ready) = self.ready.pop_front() else {
                 break;
             };
-            if !charged.no_ack {
+            if charged.no_ack {
+                self.gone(ready.seq, &ready.message);
+            } else {
                 self.hold(
                     &ready,
                     (charged.key.conn, charged.key.channel),
@@ -616,7 +670,9 @@ impl Queue {
         self.expire(clock);
         let ready = self.ready.pop_front()?;
         self.totals.delivered += 1;
-        if !no_ack {
+        if no_ack {
+            self.gone(ready.seq, &ready.message);
+        } else {
             self.hold(&ready, holder, None);
         }
         self.expire(clock);
@@ -636,6 +692,7 @@ impl Queue {
         match self.unacked.remove(&seq) {
             Some(unacked) => {
                 self.release(&unacked);
+                self.gone(seq, &unacked.message);
                 self.totals.acked += 1;
                 true
             }
@@ -685,6 +742,7 @@ impl Queue {
             if requeue {
                 self.requeue(seq, unacked);
             } else {
+                self.gone(seq, &unacked.message);
                 self.dead_letter(unacked.message, DeathReason::Rejected);
             }
         }
@@ -694,6 +752,15 @@ impl Queue {
     /// queue.purge: drops the ready messages, not the unacked ones; returns
     /// how many it dropped. Purged messages are not dead-lettered.
     pub fn purge(&mut self) -> u32 {
+        if self.durable {
+            let mut gone = std::mem::take(&mut self.gone);
+            self.ready.for_each(|ready| {
+                if self.is_logged(&ready.message) {
+                    gone.push(ready.seq);
+                }
+            });
+            self.gone = gone;
+        }
         count_u32(self.ready.clear())
     }
 
@@ -746,6 +813,7 @@ impl Queue {
             .delivery_limit
             .is_some_and(|limit| u64::from(returns) > limit)
         {
+            self.gone(seq, &unacked.message);
             self.dead_letter(unacked.message, DeathReason::DeliveryLimit);
             return;
         }

@@ -164,6 +164,11 @@ impl ReadyQueue {
         Some(ready)
     }
 
+    /// Visits every ready message, in no particular order.
+    pub fn for_each(&self, mut visit: impl FnMut(&Ready)) {
+        self.levels.iter().flatten().for_each(&mut visit);
+    }
+
     /// Drops every ready message; returns how many.
     pub fn clear(&mut self) -> usize {
         let cleared = self.len;

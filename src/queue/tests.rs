@@ -641,6 +641,7 @@ fn message_with_priority(n: u64, priority: u8) -> Message {
         properties: Bytes::new(),
         body: Bytes::from(n.to_string()),
         priority,
+        persistent: false,
         expiration_ms: None,
     })
 }

@@ -9,6 +9,7 @@
 //! and [`sleep`]. Keeping glommio behind these names is what lets us replace
 //! it if it ever holds us back.
 
+pub mod file;
 pub mod mesh;
 pub mod net;
 pub mod notify;

@@ -97,6 +97,7 @@ fn routed_message(delayed: &DelayedMessage) -> Result<Message, crate::protocol::
     Ok(Message::new(MessageContent {
         expiration_ms: original.expiration_ms,
         priority: original.priority,
+        persistent: original.persistent,
         exchange: original.exchange.clone(),
         routing_key: original.routing_key.clone(),
         properties,

@@ -144,7 +144,10 @@ impl Shard {
 
     /// Purges a queue this shard owns; None if it has no such queue.
     pub fn queue_purge(&self, queue: QueueId) -> Option<u32> {
-        self.queues.borrow_mut().get_mut(&queue).map(|q| q.purge())
+        let purged = self.queues.borrow_mut().get_mut(&queue).map(|q| q.purge());
+        // The purged messages leave the log too.
+        self.dispatch(queue);
+        purged
     }
 
     /// Routes a message on this shard's replica, as basic.publish does, and
@@ -183,6 +186,7 @@ impl Shard {
             properties,
             body,
             priority: summary.priority.unwrap_or(0),
+            persistent: summary.delivery_mode == Some(2),
             expiration_ms,
         });
         for &queue in &routes {
@@ -199,6 +203,7 @@ impl Shard {
                         queue,
                         message,
                         publisher,
+                        confirm: 0,
                     },
                 );
             }

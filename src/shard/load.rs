@@ -33,6 +33,9 @@ const UNSATURATED_BUSY: f64 = 0.5;
 /// Ticks between hand-backs of free memory to the kernel when no alarm is
 /// raised (under the alarm, every tick).
 const RETURN_MEMORY_TICKS: u32 = 100;
+/// Ticks between looks at the data directory's free space (RabbitMQ
+/// looks every 100 ms to 10 s).
+const DISK_TICKS: u32 = 50;
 /// Weight of the newest tick in the smoothed load.
 const LOAD_SMOOTHING: f64 = 0.25;
 
@@ -40,6 +43,10 @@ const LOAD_SMOOTHING: f64 = 0.25;
 pub struct LoadBoard {
     saturated: Box<[AtomicBool]>,
     memory_alarm: AtomicBool,
+    /// The message store cannot write: publishers block until restart.
+    store_failed: AtomicBool,
+    /// Free disk space is below `--disk-free-limit`.
+    disk_low: AtomicBool,
 }
 
 impl LoadBoard {
@@ -47,6 +54,8 @@ impl LoadBoard {
         LoadBoard {
             saturated: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             memory_alarm: AtomicBool::new(false),
+            store_failed: AtomicBool::new(false),
+            disk_low: AtomicBool::new(false),
         }
     }
 
@@ -59,6 +68,21 @@ impl LoadBoard {
     /// Whether memory use is past the high watermark: publishers block.
     pub fn memory_alarm(&self) -> bool {
         self.memory_alarm.load(Ordering::Relaxed)
+    }
+
+    /// Whether the disk is short of space or the message store failed:
+    /// publishers block.
+    pub fn disk_alarm(&self) -> bool {
+        self.disk_low.load(Ordering::Relaxed) || self.store_failed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_store_failed(&self) {
+        self.store_failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets whether the disk is short of space; true when that changed.
+    pub(crate) fn set_disk_low(&self, low: bool) -> bool {
+        self.disk_low.swap(low, Ordering::Relaxed) != low
     }
 
     fn set_saturated(&self, shard: usize, saturated: bool) {
@@ -149,6 +173,7 @@ impl Shard {
     /// Samples load (and, on shard 0, memory) every tick until shutdown.
     pub(super) async fn tick_until_shutdown(&self) {
         let memory = (self.id == 0).then(|| self.memory_watch());
+        let disk = (self.id == 0).then(|| self.disk_watch());
         let demand = CpuDemand::open();
         let mut last = (Instant::now(), demand.total());
         let (mut load, mut saturated) = (0.0, false);
@@ -173,14 +198,18 @@ impl Shard {
             if let Some(memory) = &memory {
                 memory.sample(board);
             }
+            if let Some(disk) = disk.as_ref().filter(|_| ticks % DISK_TICKS == 1) {
+                disk.sample(board);
+            }
             if !board.any_saturated() {
                 self.forgive_debts();
             }
             self.pay_owed_credit_soon();
-            let alarm = board.memory_alarm();
-            if alarm || ticks % RETURN_MEMORY_TICKS == 0 {
-                crate::memory::return_free_memory(alarm);
+            let memory_alarm = board.memory_alarm();
+            if memory_alarm || ticks % RETURN_MEMORY_TICKS == 0 {
+                crate::memory::return_free_memory(memory_alarm);
             }
+            let alarm = memory_alarm || board.disk_alarm();
             if alarm_seen && !alarm {
                 self.alarm_cleared.wake_all();
             }

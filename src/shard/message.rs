@@ -20,6 +20,9 @@ pub enum ShardMsg {
         queue: QueueId,
         message: Message,
         publisher: Holder,
+        /// The channel's confirm sequence number; 0 when it does not
+        /// confirm (the owner then answers nothing).
+        confirm: u64,
     },
     /// Queue owner -> owner of a dead-letter target: enqueue a dead letter;
     /// also a delayed message that came due (`shard::delayed`). No
@@ -34,6 +37,11 @@ pub enum ShardMsg {
         conn: ConnectionId,
         from: ShardId,
         credit: PublishCredit,
+    },
+    /// Queue owner -> publishing connection: publishes it is done with.
+    Confirms {
+        conn: ConnectionId,
+        answers: Vec<ConfirmAnswer>,
     },
     /// Connection -> queue owner: settle one message the channel holds.
     Settle {
@@ -103,6 +111,7 @@ impl Urgency for ShardMsg {
             | ShardMsg::QueueRequest { .. }
             | ShardMsg::Meta(_) => false,
             ShardMsg::PublishCredit { .. }
+            | ShardMsg::Confirms { .. }
             | ShardMsg::Settle { .. }
             | ShardMsg::SettleMany { .. }
             | ShardMsg::Credit { .. }
@@ -115,6 +124,15 @@ impl Urgency for ShardMsg {
 
 // Every ring slot is as large as the largest message: keep them small.
 const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 96);
+
+/// A queue's shard is done with one publish of a confirming channel:
+/// stored (on disk if it had to be), or rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfirmAnswer {
+    pub channel: u16,
+    pub tag: u64,
+    pub stored: bool,
+}
 
 /// The channel that holds a message unacked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

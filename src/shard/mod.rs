@@ -12,6 +12,7 @@
 //! every shard in the same order; the -ok is sent only after all shards have
 //! applied it (see `coordinator`).
 
+mod confirms;
 mod coordinator;
 mod dead_letters;
 pub(crate) mod delayed;
@@ -20,9 +21,12 @@ mod inspect;
 pub use inspect::QueueSample;
 mod load;
 pub mod message;
+mod storage;
+pub use storage::StoreSetup;
+pub(crate) use storage::DISK_ALARM_REASON;
 mod timer;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,9 +43,11 @@ use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::management::{bridge, Bridge};
 use crate::message::Message;
 use crate::protocol::AmqpError;
-use crate::queue::{Clock, MessageTotals, Queue};
+use crate::queue::{Clock, MessageTotals, Published, Queue};
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
+use crate::store;
+use confirms::Confirms;
 use coordinator::Coordinator;
 pub(crate) use coordinator::Requester;
 use delayed::DelayedMessages;
@@ -59,6 +65,8 @@ pub struct Shared {
     /// The management API's command inboxes, one per shard.
     pub bridge: Bridge,
     pub load: LoadBoard,
+    /// The message store's start: what recovery read.
+    pub store: StoreSetup,
     /// The durable definitions as declares, which every shard applies to
     /// its catalog replica before it accepts a connection.
     pub replay: Vec<MetaOp>,
@@ -87,6 +95,9 @@ pub struct Shard {
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
     flow_owed: Notify,
+    /// Publisher confirms owed, or waiting for the log's sync.
+    confirms: RefCell<Confirms>,
+    store: OnceCell<storage::ShardStore>,
     /// Connections blocked by the memory alarm, waiting for it to clear.
     pub alarm_cleared: Waiters,
 }
@@ -125,8 +136,11 @@ impl Shard {
             retired_totals: Cell::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
+            confirms: RefCell::new(Confirms::default()),
+            store: OnceCell::new(),
             alarm_cleared: Waiters::new(),
         });
+        shard.open_store();
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
         shard.replay();
@@ -272,10 +286,16 @@ impl Shard {
                 queue,
                 message,
                 publisher,
-            } => self.publish(queue, message, publisher),
+                confirm,
+            } => self.publish(queue, message, publisher, confirm),
             ShardMsg::DeadLetter { queue, message } => {
                 self.enqueue(queue, message);
                 self.dispatch(queue);
+            }
+            ShardMsg::Confirms { conn, answers } => {
+                if let Some(connection) = self.connection(conn) {
+                    connection.confirmed(&answers);
+                }
             }
             ShardMsg::PublishCredit { conn, from, credit } => {
                 if let Some(connection) = self.connection(conn) {
@@ -368,9 +388,21 @@ impl Shard {
 
     /// Enqueues a routed message and owes its publisher the credit for it,
     /// or holds that back while the queue is throttled (see `flow`).
-    fn publish(&self, queue: QueueId, message: Message, publisher: Holder) {
+    /// A confirming publisher is answered when the message is stored
+    /// (`storage::confirm`).
+    fn publish(&self, queue: QueueId, message: Message, publisher: Holder, confirm: u64) {
         let bytes = message.body_size() as u64;
-        self.enqueue(queue, message);
+        let enqueued = self.enqueue(queue, message);
+        let answer = ConfirmAnswer {
+            channel: publisher.channel,
+            tag: confirm,
+            stored: enqueued != Enqueued::Rejected,
+        };
+        let lsn = match enqueued {
+            Enqueued::Logged(lsn) => Some(lsn),
+            _ => None,
+        };
+        self.confirm(publisher.conn, answer, lsn);
         let throttled = self.dispatch(queue);
         let due = self
             .flow
@@ -382,17 +414,28 @@ impl Shard {
         }
     }
 
-    fn enqueue(&self, queue: QueueId, mut message: Message) {
-        if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-            // Behind other ready messages it will wait: it should not keep
-            // its connection's read buffer alive meanwhile.
-            if q.message_count() > 0 {
-                message.compact();
+    fn enqueue(&self, queue: QueueId, mut message: Message) -> Enqueued {
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&queue) else {
+            // Deleted meanwhile: RabbitMQ confirms such a publish.
+            return Enqueued::InMemory;
+        };
+        // Behind other ready messages it will wait: it should not keep
+        // its connection's read buffer alive meanwhile.
+        if q.message_count() > 0 {
+            message.compact();
+        }
+        // Only the store path pays for a second handle.
+        let logged = q.is_logged(&message).then(|| message.clone());
+        match (q.publish(message, self), logged) {
+            (Published::Rejected, _) => Enqueued::Rejected,
+            (Published::Accepted { .. }, None) => Enqueued::InMemory,
+            (Published::Accepted { seq }, Some(message)) => {
+                match self.log_enqueue(queue, seq, &message) {
+                    Some(lsn) => Enqueued::Logged(lsn),
+                    None => Enqueued::Rejected,
+                }
             }
-            // Published::Rejected (x-overflow reject-publish) is where a
-            // confirming publisher's basic.nack belongs, once confirms are
-            // answered from the queue's shard.
-            q.publish(message, self);
         }
     }
 
@@ -416,6 +459,14 @@ impl Shard {
             self.flow_owed.wait().await;
             let mut flow = self.flow.borrow_mut();
             flow.pay_all(&mut |conn, credit| self.pay(conn, credit));
+            drop(flow);
+            let mut confirms = self.confirms.borrow_mut();
+            confirms.pay_all(&mut |conn, answers| {
+                self.send(
+                    conn.shard_id as ShardId,
+                    ShardMsg::Confirms { conn, answers },
+                );
+            });
         }
     }
 
@@ -450,6 +501,7 @@ impl Shard {
         };
         let delivered = self.deliver_ready(queue, q);
         self.publish_dead_letters(q);
+        self.log_gone(queue, q);
         self.rearm(queue, q);
         let backlog = q.message_count();
         let throttled = q.consumer_count() > 0
@@ -611,7 +663,11 @@ impl Shard {
             MetaOutcome::QueueDeclared { def, .. } if def.shard_id == self.id => {
                 let counts = {
                     let mut queues = self.queues.borrow_mut();
-                    let q = queues.entry(def.id).or_insert_with(|| new_queue(def));
+                    let q = queues.entry(def.id).or_insert_with(|| {
+                        let mut q = new_queue(def);
+                        self.track_queue(def, &mut q);
+                        q
+                    });
                     q.touch(self);
                     q.expire(self);
                     (q.message_count(), q.consumer_count())
@@ -683,6 +739,7 @@ impl Shard {
         let Some(q) = self.queues.borrow_mut().remove(&queue) else {
             return;
         };
+        self.log_delete(queue);
         self.flow.borrow_mut().forgive(queue);
         self.flow_owed.notify();
         for key in q.consumer_keys() {
@@ -696,6 +753,17 @@ impl Shard {
             );
         }
     }
+}
+
+/// What became of a routed message on its queue's shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enqueued {
+    /// In the queue's memory only (or its queue is gone): stored now.
+    InMemory,
+    /// In the log: stored once the log is durable up to here.
+    Logged(store::log::Lsn),
+    /// Refused (x-overflow reject-publish, or the store failed).
+    Rejected,
 }
 
 /// What a queue request comes to: a reply now, or the queue's deletion,

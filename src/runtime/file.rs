@@ -1,0 +1,141 @@
+//! Files for the message store, on the current shard's io_uring: direct
+//! I/O (O_DIRECT, glommio's `DmaFile`) where the file system allows it,
+//! buffered I/O plus fdatasync where it does not (tmpfs, overlayfs, FUSE
+//! refuse O_DIRECT with EINVAL).
+//!
+//! Callers write whole blocks at block-aligned positions (`BLOCK`), which is
+//! what direct I/O needs and what lets the store never rewrite a block it
+//! has synced; reads may be unaligned. A file belongs to the shard that
+//! opened it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use glommio::io::{BufferedFile, DmaFile, OpenOptions};
+
+/// The unit of every write: a multiple of any device's logical block size
+/// (glommio's DMA alignment is at most 4096).
+pub const BLOCK: u64 = 4096;
+
+pub struct File {
+    inner: Inner,
+}
+
+enum Inner {
+    Direct(DmaFile),
+    Buffered(BufferedFile),
+}
+
+impl File {
+    /// Opens `path` for reading and writing, creating it if missing: with
+    /// O_DIRECT if the file system takes it, else buffered.
+    pub async fn open(path: &Path) -> io::Result<File> {
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true);
+        match options.dma_open(path).await.map_err(io::Error::from) {
+            Ok(file) if file.alignment() <= BLOCK => Ok(File {
+                inner: Inner::Direct(file),
+            }),
+            // A device whose block is larger than ours cannot take our
+            // writes directly.
+            Ok(file) => {
+                let _ = file.close().await;
+                Self::open_buffered(&options, path).await
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                Self::open_buffered(&options, path).await
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn open_buffered(options: &OpenOptions, path: &Path) -> io::Result<File> {
+        let file = options.buffered_open(path).await?;
+        Ok(File {
+            inner: Inner::Buffered(file),
+        })
+    }
+
+    pub fn is_direct(&self) -> bool {
+        matches!(self.inner, Inner::Direct(_))
+    }
+
+    /// Writes `data` (a whole number of blocks) at `pos` (block-aligned).
+    pub async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
+        let written = match &self.inner {
+            Inner::Direct(file) => {
+                let mut buffer = file.alloc_dma_buffer(data.len());
+                buffer.as_bytes_mut().copy_from_slice(data);
+                file.write_at(buffer, pos).await?
+            }
+            Inner::Buffered(file) => file.write_at(data.to_vec(), pos).await?,
+        };
+        if written != data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short write: {written} of {} bytes", data.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
+    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let read = match &self.inner {
+            Inner::Direct(file) => file.read_at(pos, len).await?,
+            Inner::Buffered(file) => file.read_at(pos, len).await?,
+        };
+        Ok(read.to_vec())
+    }
+
+    pub async fn fdatasync(&self) -> io::Result<()> {
+        match &self.inner {
+            Inner::Direct(file) => file.fdatasync().await?,
+            Inner::Buffered(file) => file.fdatasync().await?,
+        }
+        Ok(())
+    }
+
+    /// Reserves `len` bytes on disk, so writes up to it cannot fail for
+    /// space, without changing the file's size.
+    pub async fn preallocate(&self, len: u64) -> io::Result<()> {
+        match &self.inner {
+            Inner::Direct(file) => file.pre_allocate(len, true).await?,
+            Inner::Buffered(file) => file.pre_allocate(len, true).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn size(&self) -> io::Result<u64> {
+        Ok(match &self.inner {
+            Inner::Direct(file) => file.file_size().await?,
+            Inner::Buffered(file) => file.file_size().await?,
+        })
+    }
+}
+
+/// Makes the directory's entries (files created or removed in it) durable.
+pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = glommio::io::Directory::open(dir).await?;
+    dir.sync().await?;
+    dir.close().await?;
+    Ok(())
+}
+
+pub async fn remove(path: PathBuf) -> io::Result<()> {
+    glommio::io::remove(path).await?;
+    Ok(())
+}
+
+/// Runs `future` to completion on a glommio executor of its own, on the
+/// calling thread: for start-up work (reading the store) before the shards
+/// start.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .name("warren-recovery")
+        .io_memory(super::IO_MEMORY_MIN)
+        .make()
+        .map_err(|err| format!("cannot start the recovery executor: {err}"))?;
+    Ok(executor.run(future))
+}

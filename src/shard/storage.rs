@@ -1,0 +1,278 @@
+//! The shard's side of the message store: opening this run's log, handing
+//! recovered messages to the queues they belong to, logging what enters
+//! and leaves durable queues, and the commit task that makes it durable
+//! and answers the publishers waiting for it.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::{ConfirmAnswer, Shard};
+use crate::catalog::{queue_shard, QueueDef};
+use crate::ids::{ConnectionId, QueueId, MANAGEMENT_CONNECTION};
+use crate::message::Message;
+use crate::protocol::ShortStr;
+use crate::queue::Queue;
+use crate::runtime::{self, notify::Notify};
+use crate::store::disk::{Disk, FsDisk};
+use crate::store::log::{Log, Lsn};
+use crate::store::record::QueueName;
+use crate::store::recovery::{self, QueueMessages};
+use crate::store::Store;
+
+/// What start-up recovery found, for the shards to take over.
+pub struct StoreSetup {
+    disk: FsDisk,
+    epoch: u64,
+    segment_size: u64,
+    fsync: bool,
+    /// Per shard: the messages of the queues it owns now.
+    recovered: Mutex<Vec<QueueMessages>>,
+    /// The earlier runs' segments, deleted once every shard has made what
+    /// it took from them durable in its own log.
+    old_segments: Mutex<Vec<String>>,
+    shards_adopting: AtomicUsize,
+}
+
+impl StoreSetup {
+    /// Reads the message logs under `dir` (created if missing) and splits
+    /// what was live among `shard_count` shards.
+    pub fn recover(
+        dir: PathBuf,
+        shard_count: usize,
+        segment_size: u64,
+        fsync: bool,
+    ) -> Result<StoreSetup, String> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|err| format!("cannot use message store {}: {err}", dir.display()))?;
+        let disk = FsDisk { dir: dir.clone() };
+        let recovered = runtime::file::block_on(recovery::recover(&disk))?
+            .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
+        let mut per_shard: Vec<QueueMessages> =
+            (0..shard_count).map(|_| QueueMessages::new()).collect();
+        let mut messages = 0;
+        for (name, queue) in recovered.queues {
+            let owner = queue_shard(name.vhost.as_bytes(), name.name.as_bytes(), shard_count);
+            messages += queue.len();
+            per_shard[owner].insert(name, queue);
+        }
+        if messages > 0 {
+            tracing::info!("message store: recovered {messages} messages");
+        }
+        Ok(StoreSetup {
+            disk,
+            epoch: recovered.epoch,
+            segment_size,
+            fsync,
+            recovered: Mutex::new(per_shard),
+            old_segments: Mutex::new(recovered.old_segments),
+            shards_adopting: AtomicUsize::new(shard_count),
+        })
+    }
+}
+
+/// One shard's store and the wake-up of its commit task.
+pub(super) struct ShardStore {
+    store: Store<FsDisk>,
+    work: Notify,
+}
+
+impl Shard {
+    /// Opens this shard's log, writes the recovered messages it now owns
+    /// into it, and starts the commit task.
+    pub(super) fn open_store(self: &Rc<Self>) {
+        let setup = &self.shared.store;
+        let log = Log::new(
+            setup.disk.clone(),
+            setup.epoch,
+            self.id,
+            setup.segment_size,
+            setup.fsync,
+        );
+        let recovered = std::mem::take(&mut setup.recovered.lock().expect("not poisoned")[self.id]);
+        let store = Store::new(log);
+        let adopted = store.adopt(recovered);
+        let shard_store = ShardStore {
+            store,
+            work: Notify::new(),
+        };
+        shard_store.work.notify();
+        let _ = self.store.set(shard_store);
+        let shard = self.clone();
+        runtime::spawn(async move { shard.commit_loop(adopted).await });
+    }
+
+    fn store(&self) -> &ShardStore {
+        self.store
+            .get()
+            .expect("the store opens before the shard serves")
+    }
+
+    /// A queue created on this shard: a durable one logs its persistent
+    /// messages and gets back what recovery found for it.
+    pub(super) fn track_queue(&self, def: &QueueDef, q: &mut Queue) {
+        if !def.durable || def.exclusive_owner.is_some() {
+            return;
+        }
+        q.set_durable();
+        let name = queue_name(&def.vhost, &def.name);
+        for (seq, mut message) in self.store().store.track(def.id, name) {
+            message.compact();
+            q.restore(seq, message, self);
+        }
+    }
+
+    /// Logs a message that entered `queue` under `seq`. The position to
+    /// wait for, or None when the store failed (the publish is refused).
+    pub(super) fn log_enqueue(&self, queue: QueueId, seq: u64, message: &Message) -> Option<Lsn> {
+        let store = self.store();
+        let lsn = store.store.enqueue(queue, seq, message)?;
+        store.work.notify();
+        Some(lsn)
+    }
+
+    pub(super) fn log_gone(&self, queue: QueueId, q: &mut Queue) {
+        q.take_gone(|seqs| {
+            let store = self.store();
+            store.store.settle(queue, seqs);
+            store.work.notify();
+        });
+    }
+
+    pub(super) fn log_delete(&self, queue: QueueId) {
+        let store = self.store();
+        store.store.delete(queue);
+        store.work.notify();
+    }
+
+    /// Answers a confirming publisher now, or after the sync that covers
+    /// `lsn`.
+    pub(super) fn confirm(&self, conn: ConnectionId, answer: ConfirmAnswer, lsn: Option<Lsn>) {
+        if answer.tag == 0 || conn == MANAGEMENT_CONNECTION {
+            return;
+        }
+        let mut confirms = self.confirms.borrow_mut();
+        match lsn {
+            Some(lsn) if lsn > self.store().store.log().durable() => {
+                confirms.after_sync(lsn, conn, answer);
+            }
+            _ => {
+                confirms.answer(conn, answer);
+                self.flow_owed.notify();
+            }
+        }
+    }
+
+    /// Group commit: writes and syncs whatever was appended, as soon as
+    /// the previous sync is done, then answers the publishers it covered.
+    async fn commit_loop(self: Rc<Self>, adopted: Lsn) {
+        let store = self.store();
+        let mut adopting = true;
+        loop {
+            store.work.wait().await;
+            while store.store.log().has_pending() {
+                match store.store.log().commit().await {
+                    Ok(lsn) => {
+                        self.confirms.borrow_mut().synced(lsn);
+                        self.flow_owed.notify();
+                    }
+                    Err(err) => return self.store_failed(&err),
+                }
+            }
+            if adopting && store.store.log().durable() >= adopted {
+                adopting = false;
+                self.adopted().await;
+            }
+        }
+    }
+
+    /// This shard's share of the recovered messages is durable in its own
+    /// log; the last shard to get there deletes the old segments.
+    async fn adopted(&self) {
+        let setup = &self.shared.store;
+        if setup.shards_adopting.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let old = std::mem::take(&mut *setup.old_segments.lock().expect("not poisoned"));
+        for name in old {
+            if let Err(err) = setup.disk.remove(&name).await {
+                tracing::warn!("cannot delete old message log segment {name}: {err}");
+            }
+        }
+    }
+
+    /// A write or fdatasync failed: what waited for it is rejected, and
+    /// publishers are blocked as under the memory alarm, for good: after a
+    /// failed fdatasync nothing written can be trusted to be on disk.
+    fn store_failed(&self, err: &std::io::Error) {
+        tracing::error!(
+            "message store on shard {} failed: {err}; publishers are blocked and unconfirmed \
+             publishes rejected until restart",
+            self.id
+        );
+        self.confirms.borrow_mut().fail_waiting();
+        self.flow_owed.notify();
+        self.shared.load.set_store_failed();
+    }
+
+    /// Shard 0's watch on the data directory's free space.
+    pub(super) fn disk_watch(&self) -> DiskWatch {
+        let total = crate::memory::total_memory();
+        DiskWatch {
+            dir: self.shared.store.disk.dir.clone(),
+            limit: self.shared.config.disk_free_limit.bytes(total),
+        }
+    }
+}
+
+/// `--disk-free-limit`: RabbitMQ's disk alarm.
+pub(super) struct DiskWatch {
+    dir: PathBuf,
+    limit: u64,
+}
+
+impl DiskWatch {
+    pub(super) fn sample(&self, board: &super::LoadBoard) {
+        let Some(free) = free_bytes(&self.dir) else {
+            return;
+        };
+        let low = free < self.limit;
+        if !board.set_disk_low(low) {
+            return;
+        }
+        let (free_mib, limit_mib) = (free >> 20, self.limit >> 20);
+        if low {
+            tracing::warn!(
+                "disk resource limit alarm set: {free_mib} MiB free under {}, limit {limit_mib} MiB; \
+                 publishers are blocked",
+                self.dir.display()
+            );
+        } else {
+            tracing::info!("disk resource limit alarm cleared: {free_mib} MiB free");
+        }
+    }
+}
+
+/// Space an unprivileged process may still use on `dir`'s file system.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs reads the NUL-terminated path and writes only into
+    // the struct we pass, which is plain data.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The reason connection.blocked gives under the disk alarm.
+pub(crate) const DISK_ALARM_REASON: &str = "low on disk";
+
+fn queue_name(vhost: &ShortStr, name: &ShortStr) -> QueueName {
+    QueueName {
+        vhost: vhost.clone(),
+        name: name.clone(),
+    }
+}

@@ -1,0 +1,299 @@
+//! One shard's message log: numbered segment files, appended to in whole
+//! blocks, with group commit.
+//!
+//! Handlers append records to an in-memory batch (`append`, synchronous,
+//! never waits); the shard's commit task (`commit`) writes everything
+//! appended so far, fdatasyncs it, and reports how far the log is durable.
+//! A commit starts as soon as the previous one ends, so whatever arrives
+//! during one fdatasync rides on the next: one sync covers every publisher
+//! that was waiting, with no timer.
+//!
+//! Every commit starts at a block boundary and pads its last block with
+//! zeros, so a block that was synced is never written again (a torn
+//! rewrite could destroy records already confirmed). Segments are
+//! preallocated; a record larger than a segment gets a segment of its own
+//! size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
+//! broker's starts, so a log written by an earlier run, with another shard
+//! count, is never appended to (see `recovery`).
+//!
+//! Each segment counts its live messages; a segment at the front of the
+//! log with none left is deleted. Only from the front: a later segment
+//! may hold the acks of messages in an earlier one.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::rc::Rc;
+
+use super::disk::{Disk, DiskFile, BLOCK};
+
+/// A position in the log: the number of records appended before and with
+/// it. A commit makes a prefix of the log durable.
+pub(crate) type Lsn = u64;
+
+pub(crate) fn segment_name(epoch: u64, shard: usize, index: u64) -> String {
+    format!("{epoch:010}-{shard:03}-{index:010}.seg")
+}
+
+/// `(epoch, shard, index)` of a segment file's name.
+pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, usize, u64)> {
+    let stem = name.strip_suffix(".seg")?;
+    let mut parts = stem.split('-');
+    let epoch = parts.next()?.parse().ok()?;
+    let shard = parts.next()?.parse().ok()?;
+    let index = parts.next()?.parse().ok()?;
+    parts.next().is_none().then_some((epoch, shard, index))
+}
+
+/// Records for one segment, written by one commit.
+struct Batch {
+    segment: u64,
+    /// Where the batch starts in its segment (a block boundary).
+    pos: u64,
+    /// The segment starts with this batch and has this capacity.
+    creates: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+struct State<F> {
+    batches: Vec<Batch>,
+    appended: Lsn,
+    durable: Lsn,
+    /// The segment appended to, its logical end and its capacity.
+    tail: Option<(u64, u64, u64)>,
+    tail_file: Option<(u64, Rc<F>)>,
+    /// Live messages per segment, in segment order.
+    live: BTreeMap<u64, u64>,
+    /// Segments to delete at the end of the next commit.
+    doomed: Vec<u64>,
+    failed: Option<String>,
+}
+
+pub(crate) struct Log<D: Disk> {
+    disk: D,
+    epoch: u64,
+    shard: usize,
+    segment_size: u64,
+    /// fdatasync before reporting a commit durable (off only with
+    /// `--unsafe-no-fsync`).
+    fsync: bool,
+    state: RefCell<State<D::File>>,
+}
+
+/// Where an appended record went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Appended {
+    pub lsn: Lsn,
+    pub segment: u64,
+}
+
+impl<D: Disk> Log<D> {
+    pub(crate) fn new(disk: D, epoch: u64, shard: usize, segment_size: u64, fsync: bool) -> Self {
+        Log {
+            disk,
+            epoch,
+            shard,
+            segment_size: segment_size.max(BLOCK).next_multiple_of(BLOCK),
+            fsync,
+            state: RefCell::new(State {
+                batches: Vec::new(),
+                appended: 0,
+                durable: 0,
+                tail: None,
+                tail_file: None,
+                live: BTreeMap::new(),
+                doomed: Vec::new(),
+                failed: None,
+            }),
+        }
+    }
+
+    /// Why the log stopped, if a write or sync failed: it takes nothing
+    /// more after that.
+    #[cfg(test)]
+    pub(crate) fn failed(&self) -> Option<String> {
+        self.state.borrow().failed.clone()
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.state.borrow().batches.is_empty()
+    }
+
+    pub(crate) fn durable(&self) -> Lsn {
+        self.state.borrow().durable
+    }
+
+    /// Appends the record `encode` writes; `message` counts it as a live
+    /// message of its segment. None once the log has failed.
+    pub(crate) fn append(
+        &self,
+        message: bool,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<Appended> {
+        let mut state = self.state.borrow_mut();
+        if state.failed.is_some() {
+            return None;
+        }
+        let batch = self.batch_for_tail(&mut state);
+        let start = batch.bytes.len();
+        encode(&mut batch.bytes);
+        let len = (batch.bytes.len() - start) as u64;
+        let (segment, end, capacity) = state.tail.expect("batch_for_tail sets the tail");
+        if end + len > capacity && end > 0 {
+            // Does not fit: the record opens the next segment.
+            let record = state
+                .batches
+                .last_mut()
+                .expect("batch_for_tail pushed a batch")
+                .bytes
+                .split_off(start);
+            if state.batches.last().is_some_and(|b| b.bytes.is_empty()) {
+                state.batches.pop();
+            }
+            self.roll(&mut state, segment + 1, record);
+        } else {
+            // A record larger than a segment fills a segment of its own.
+            let fitted = capacity.max((end + len).next_multiple_of(BLOCK));
+            if let Some(batch) = state.batches.last_mut().filter(|b| b.creates.is_some()) {
+                batch.creates = Some(fitted);
+            }
+            state.tail = Some((segment, end + len, fitted));
+        }
+        state.appended += 1;
+        let segment = state.tail.expect("the tail is set").0;
+        if message {
+            *state.live.entry(segment).or_default() += 1;
+        }
+        Some(Appended {
+            lsn: state.appended,
+            segment,
+        })
+    }
+
+    /// The open batch of the tail segment, opening the first segment or a
+    /// new batch (after a commit took the last one) as needed.
+    fn batch_for_tail<'s>(&self, state: &'s mut State<D::File>) -> &'s mut Batch {
+        let Some((segment, end, _)) = state.tail else {
+            self.roll(state, 1, Vec::new());
+            return state.batches.last_mut().expect("roll pushed a batch");
+        };
+        if state.batches.last().is_none_or(|b| b.segment != segment) {
+            state.batches.push(Batch {
+                segment,
+                pos: end,
+                creates: None,
+                bytes: Vec::new(),
+            });
+        }
+        state.batches.last_mut().expect("a batch was pushed")
+    }
+
+    /// Starts segment `index` with `bytes` (one record, or nothing).
+    fn roll(&self, state: &mut State<D::File>, index: u64, bytes: Vec<u8>) {
+        let capacity = self
+            .segment_size
+            .max((bytes.len() as u64).next_multiple_of(BLOCK));
+        state.tail = Some((index, bytes.len() as u64, capacity));
+        state.live.entry(index).or_default();
+        state.batches.push(Batch {
+            segment: index,
+            pos: 0,
+            creates: Some(capacity),
+            bytes,
+        });
+        self.doom_dead_front(state);
+    }
+
+    /// `count` messages of `segment` left their queues.
+    pub(crate) fn release(&self, segment: u64, count: u64) {
+        let mut state = self.state.borrow_mut();
+        if let Some(live) = state.live.get_mut(&segment) {
+            *live = live.saturating_sub(count);
+        }
+        self.doom_dead_front(&mut state);
+    }
+
+    /// Front segments with no live message, before the tail, are deleted
+    /// by the next commit.
+    fn doom_dead_front(&self, state: &mut State<D::File>) {
+        let tail = state.tail.map_or(0, |(segment, _, _)| segment);
+        while let Some((&segment, &live)) = state.live.first_key_value() {
+            if live > 0 || segment >= tail {
+                break;
+            }
+            state.live.pop_first();
+            state.doomed.push(segment);
+        }
+    }
+
+    /// Writes and syncs everything appended so far; returns the durable
+    /// position. After an error the log is failed for good: a failed
+    /// fdatasync may have dropped dirty pages, so nothing after it can be
+    /// trusted to be on disk.
+    pub(crate) async fn commit(&self) -> io::Result<Lsn> {
+        let (batches, appended) = {
+            let mut state = self.state.borrow_mut();
+            if let Some(why) = &state.failed {
+                return Err(io::Error::other(why.clone()));
+            }
+            // The next batch starts on a fresh block.
+            if let Some((_, end, _)) = state.tail.as_mut() {
+                *end = end.next_multiple_of(BLOCK);
+            }
+            (std::mem::take(&mut state.batches), state.appended)
+        };
+        if let Err(err) = self.write_batches(batches).await {
+            self.state.borrow_mut().failed = Some(err.to_string());
+            return Err(err);
+        }
+        let doomed = {
+            let mut state = self.state.borrow_mut();
+            state.durable = appended;
+            std::mem::take(&mut state.doomed)
+        };
+        for segment in doomed {
+            let name = segment_name(self.epoch, self.shard, segment);
+            if let Err(err) = self.disk.remove(&name).await {
+                tracing::warn!("cannot delete the empty log segment {name}: {err}");
+            }
+        }
+        Ok(appended)
+    }
+
+    async fn write_batches(&self, batches: Vec<Batch>) -> io::Result<()> {
+        let mut written: Vec<Rc<D::File>> = Vec::new();
+        for mut batch in batches {
+            let file = self.file_for(&batch).await?;
+            let padded = batch.bytes.len().next_multiple_of(BLOCK as usize);
+            batch.bytes.resize(padded, 0);
+            file.write_at(batch.pos, &batch.bytes).await?;
+            if !written.iter().any(|f| Rc::ptr_eq(f, &file)) {
+                written.push(file);
+            }
+        }
+        if self.fsync {
+            for file in written {
+                file.fdatasync().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The tail file, or the new segment the batch starts (preallocated,
+    /// and named durably before anything in it is confirmed).
+    async fn file_for(&self, batch: &Batch) -> io::Result<Rc<D::File>> {
+        if let Some((segment, file)) = &self.state.borrow().tail_file {
+            if *segment == batch.segment {
+                return Ok(file.clone());
+            }
+        }
+        let name = segment_name(self.epoch, self.shard, batch.segment);
+        let file = Rc::new(self.disk.open(&name).await?);
+        if let Some(capacity) = batch.creates {
+            file.preallocate(capacity).await?;
+            self.disk.sync_dir().await?;
+        }
+        self.state.borrow_mut().tail_file = Some((batch.segment, file.clone()));
+        Ok(file)
+    }
+}

@@ -1,0 +1,193 @@
+//! The message store: persistent messages of durable queues on disk, so
+//! they survive a restart, a `kill -9` and a power loss.
+//!
+//! One append-only log per shard (`log`), shared by every queue the shard
+//! owns, holds four facts as records (`record`): a message entered a queue,
+//! messages left it, the queue was deleted. The shard appends as it
+//! handles publishes, acks and deletes, without waiting; its commit task
+//! writes and fdatasyncs (group commit) and then answers the publishers
+//! waiting for that sync (`shard::confirms`). At start-up `recovery` reads
+//! the logs of earlier runs; the queues' new owners write what was live
+//! into this run's logs (`Store::adopt`), after which the old segments go.
+//!
+//! What is logged: a message with delivery_mode 2 (or any message of a
+//! quorum queue) entering a durable, non-exclusive queue; what leaves such
+//! a queue; the queue's deletion. Nothing else touches the store, so the
+//! transient path costs one flag test.
+//!
+//! The store keeps, per queue, only runs of seqs by segment with a live
+//! count, so a segment knows when its last message left; messages
+//! themselves stay in the queue's memory.
+
+pub(crate) mod disk;
+pub(crate) mod log;
+pub(crate) mod record;
+pub(crate) mod recovery;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use ahash::RandomState;
+use hashbrown::HashMap;
+
+use crate::ids::QueueId;
+use crate::message::Message;
+use disk::Disk;
+use log::{Log, Lsn};
+use record::QueueName;
+pub(crate) use recovery::QueueMessages;
+
+/// A queue's logged messages: from a first seq on, in one segment, with
+/// how many of them are still in the queue.
+#[derive(Default)]
+struct Runs {
+    name: Option<QueueName>,
+    runs: BTreeMap<u64, (u64, u64)>,
+}
+
+impl Runs {
+    fn add(&mut self, seq: u64, segment: u64) {
+        match self.runs.last_entry() {
+            Some(mut last) if last.get().0 == segment => last.get_mut().1 += 1,
+            _ => {
+                self.runs.insert(seq, (segment, 1));
+            }
+        }
+    }
+
+    /// The segment that holds `seq`, counted out of its run.
+    fn remove(&mut self, seq: u64) -> Option<u64> {
+        let mut entry = self.runs.range_mut(..=seq).next_back()?;
+        let (segment, live) = &mut entry.1;
+        *live = live.saturating_sub(1);
+        let (segment, start, empty) = (*segment, *entry.0, *live == 0);
+        if empty {
+            self.runs.remove(&start);
+        }
+        Some(segment)
+    }
+}
+
+/// Recovered messages whose queue has not been declared yet this run.
+struct Unclaimed {
+    runs: Runs,
+    messages: Vec<(u64, Message)>,
+}
+
+pub(crate) struct Store<D: Disk> {
+    log: Log<D>,
+    queues: RefCell<HashMap<QueueId, Runs, RandomState>>,
+    unclaimed: RefCell<BTreeMap<QueueName, Unclaimed>>,
+}
+
+impl<D: Disk> Store<D> {
+    pub(crate) fn new(log: Log<D>) -> Self {
+        Store {
+            log,
+            queues: RefCell::new(HashMap::default()),
+            unclaimed: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    pub(crate) fn log(&self) -> &Log<D> {
+        &self.log
+    }
+
+    /// Writes recovered messages into this run's log, to be claimed by
+    /// their queues when they are declared. Returns the position that makes
+    /// them durable.
+    pub(crate) fn adopt(&self, recovered: QueueMessages) -> Lsn {
+        let mut lsn = self.log.durable();
+        let mut unclaimed = self.unclaimed.borrow_mut();
+        for (name, messages) in recovered {
+            let mut entry = Unclaimed {
+                runs: Runs::default(),
+                messages: Vec::with_capacity(messages.len()),
+            };
+            for (seq, message) in messages {
+                let appended = self.log.append(true, |out| {
+                    record::encode_enqueue(out, &name, seq, &message);
+                });
+                let Some(appended) = appended else { break };
+                lsn = appended.lsn;
+                entry.runs.add(seq, appended.segment);
+                entry.messages.push((seq, message));
+            }
+            entry.runs.name = Some(name.clone());
+            unclaimed.insert(name, entry);
+        }
+        lsn
+    }
+
+    /// A durable queue now exists on this shard: its messages are logged
+    /// from now on. Returns what recovery found for it, by seq.
+    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<(u64, Message)> {
+        let (runs, messages) = match self.unclaimed.borrow_mut().remove(&name) {
+            Some(Unclaimed { runs, messages }) => (runs, messages),
+            None => (
+                Runs {
+                    name: Some(name),
+                    runs: BTreeMap::new(),
+                },
+                Vec::new(),
+            ),
+        };
+        self.queues.borrow_mut().insert(queue, runs);
+        messages
+    }
+
+    /// Logs a message entering `queue` under `seq`; None when the queue
+    /// is not logged or the log has failed.
+    pub(crate) fn enqueue(&self, queue: QueueId, seq: u64, message: &Message) -> Option<Lsn> {
+        let mut queues = self.queues.borrow_mut();
+        let runs = queues.get_mut(&queue)?;
+        let name = runs.name.as_ref()?;
+        let appended = self
+            .log
+            .append(true, |out| record::encode_enqueue(out, name, seq, message))?;
+        runs.add(seq, appended.segment);
+        Some(appended.lsn)
+    }
+
+    /// Logs that messages left `queue` (not waited for: a settle that a
+    /// crash loses only brings a message back).
+    pub(crate) fn settle(&self, queue: QueueId, seqs: &[u64]) {
+        let mut queues = self.queues.borrow_mut();
+        let Some(runs) = queues.get_mut(&queue) else {
+            return;
+        };
+        let Some(name) = runs.name.clone() else {
+            return;
+        };
+        if self
+            .log
+            .append(false, |out| record::encode_settle(out, &name, seqs))
+            .is_none()
+        {
+            return;
+        }
+        for &seq in seqs {
+            if let Some(segment) = runs.remove(seq) {
+                self.log.release(segment, 1);
+            }
+        }
+    }
+
+    /// Logs a queue's deletion; its messages are dead.
+    pub(crate) fn delete(&self, queue: QueueId) {
+        let Some(runs) = self.queues.borrow_mut().remove(&queue) else {
+            return;
+        };
+        if let Some(name) = &runs.name {
+            self.log
+                .append(false, |out| record::encode_delete(out, name));
+        }
+        for (segment, live) in runs.runs.into_values() {
+            self.log.release(segment, live);
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! A simulated disk for the store's tests: files in memory that remember
+//! what was fdatasync'ed. `crash` is a power loss: every file falls back to
+//! its synced bytes, plus a random subset of the 512-byte sectors written
+//! since (a torn write), and files whose directory entry was never synced
+//! vanish. `fail_writes` makes every write and sync fail, as a full disk.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::rc::Rc;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::disk::{Disk, DiskFile};
+
+const SECTOR: usize = 512;
+
+#[derive(Default)]
+struct SimFile {
+    data: Vec<u8>,
+    synced: Vec<u8>,
+    /// Writes since the last sync, oldest first.
+    unsynced: Vec<(usize, usize)>,
+    /// The directory entry survives a crash.
+    named: bool,
+}
+
+#[derive(Default)]
+struct State {
+    files: BTreeMap<String, SimFile>,
+    fail_writes: bool,
+    /// Writes and syncs left before the power goes (they fail after).
+    power_left: Option<usize>,
+}
+
+impl State {
+    /// Whether the next write or sync fails, counting it.
+    fn refuses(&mut self) -> bool {
+        if let Some(left) = self.power_left.as_mut() {
+            if *left == 0 {
+                return true;
+            }
+            *left -= 1;
+        }
+        self.fail_writes
+    }
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct SimDisk {
+    state: Rc<RefCell<State>>,
+}
+
+pub(crate) struct SimHandle {
+    disk: SimDisk,
+    name: String,
+}
+
+fn failure() -> io::Error {
+    io::Error::other("simulated disk full (ENOSPC)")
+}
+
+impl SimDisk {
+    pub(crate) fn fail_writes(&self, fail: bool) {
+        self.state.borrow_mut().fail_writes = fail;
+    }
+
+    /// The power goes after `ops` more writes and syncs.
+    pub(crate) fn cut_power_after(&self, ops: usize) {
+        self.state.borrow_mut().power_left = Some(ops);
+    }
+
+    /// A power loss.
+    pub(crate) fn crash(&self, rng: &mut StdRng) {
+        let mut state = self.state.borrow_mut();
+        state.power_left = None;
+        state.files.retain(|_, file| file.named);
+        for file in state.files.values_mut() {
+            let mut kept = file.synced.clone();
+            for &(pos, len) in &file.unsynced {
+                for sector in (pos..pos + len).step_by(SECTOR) {
+                    if rng.gen_bool(0.5) {
+                        let end = (sector + SECTOR).min(pos + len);
+                        if kept.len() < end {
+                            kept.resize(end, 0);
+                        }
+                        kept[sector..end].copy_from_slice(&file.data[sector..end]);
+                    }
+                }
+            }
+            file.data = kept.clone();
+            file.synced = kept;
+            file.unsynced.clear();
+        }
+    }
+
+    /// Flips one byte of a file (bit rot), synced or not.
+    pub(crate) fn flip(&self, name: &str, pos: usize) {
+        let mut state = self.state.borrow_mut();
+        if let Some(file) = state.files.get_mut(name) {
+            if let Some(byte) = file.data.get_mut(pos) {
+                *byte ^= 0x5a;
+            }
+            if let Some(byte) = file.synced.get_mut(pos) {
+                *byte ^= 0x5a;
+            }
+        }
+    }
+
+    pub(crate) fn file_len(&self, name: &str) -> usize {
+        self.state
+            .borrow()
+            .files
+            .get(name)
+            .map_or(0, |f| f.data.len())
+    }
+}
+
+impl DiskFile for SimHandle {
+    async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.disk.state.borrow_mut();
+        if state.refuses() {
+            return Err(failure());
+        }
+        let file = state.files.entry(self.name.clone()).or_default();
+        let (pos, end) = (pos as usize, pos as usize + data.len());
+        if file.data.len() < end {
+            file.data.resize(end, 0);
+        }
+        file.data[pos..end].copy_from_slice(data);
+        file.unsynced.push((pos, data.len()));
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+        let state = self.disk.state.borrow();
+        let data = state.files.get(&self.name).map_or(&[][..], |f| &f.data);
+        let start = (pos as usize).min(data.len());
+        let end = start.saturating_add(len).min(data.len());
+        Ok(data[start..end].to_vec())
+    }
+
+    async fn fdatasync(&self) -> io::Result<()> {
+        let mut state = self.disk.state.borrow_mut();
+        if state.refuses() {
+            return Err(failure());
+        }
+        if let Some(file) = state.files.get_mut(&self.name) {
+            file.synced = file.data.clone();
+            file.unsynced.clear();
+        }
+        Ok(())
+    }
+
+    async fn preallocate(&self, _len: u64) -> io::Result<()> {
+        if self.disk.state.borrow().fail_writes {
+            return Err(failure());
+        }
+        Ok(())
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.disk.file_len(&self.name) as u64)
+    }
+}
+
+impl Disk for SimDisk {
+    type File = SimHandle;
+
+    async fn open(&self, name: &str) -> io::Result<SimHandle> {
+        self.state
+            .borrow_mut()
+            .files
+            .entry(name.to_owned())
+            .or_default();
+        Ok(SimHandle {
+            disk: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    async fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.state.borrow().files.keys().cloned().collect())
+    }
+
+    async fn remove(&self, name: &str) -> io::Result<()> {
+        self.state.borrow_mut().files.remove(name);
+        Ok(())
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut state = self.state.borrow_mut();
+        if let Some(file) = state.files.remove(from) {
+            state.files.insert(to.to_owned(), file);
+        }
+        Ok(())
+    }
+
+    async fn sync_dir(&self) -> io::Result<()> {
+        for file in self.state.borrow_mut().files.values_mut() {
+            file.named = true;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! Persistent messages across restarts: a real warren process on a data
+//! directory of the test's own, stopped (SIGTERM, or SIGKILL while
+//! publishers with confirms are mid-stream) and started again on it,
+//! sometimes with another shard count. The queues are re-declared after
+//! each restart, which is a no-op once definitions are durable.
+//!
+//! These tests need a broker they can restart, so they do nothing in
+//! differential mode.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use lapin::message::BasicGetMessage;
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use warren::catalog::queue_shard;
+
+const STEP: Duration = Duration::from_secs(10);
+const STOP: Duration = Duration::from_secs(15);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+}
+
+/// A data directory that outlives the brokers started on it.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> DataDir {
+        let dir = std::env::temp_dir().join(format!("warren-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the data directory");
+        DataDir(dir)
+    }
+
+    fn start(&self, shards: &str) -> Broker {
+        let dir = self.0.display().to_string();
+        Broker::start_with(&[
+            "--data-dir",
+            &dir,
+            "--shards",
+            shards,
+            "--segment-size",
+            "65536",
+        ])
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn open(broker: &Broker) -> (Connection, Channel) {
+    let url = broker.amqp_url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
+    let connection = within("connect", connect).await.expect("connect");
+    let channel = within("channel", connection.create_channel())
+        .await
+        .expect("channel.open");
+    within(
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
+    (connection, channel)
+}
+
+async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    within(
+        "queue.declare",
+        channel.queue_declare(queue, options, arguments),
+    )
+    .await
+    .expect("queue.declare");
+}
+
+/// Two queue names for each shard of a 2-shard broker.
+fn queues(prefix: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for shard in 0..2 {
+        names.extend(
+            (0..)
+                .map(|n| format!("{prefix}-{n}"))
+                .filter(|name| queue_shard(b"/", name.as_bytes(), 2) == shard)
+                .take(2),
+        );
+    }
+    names
+}
+
+/// Every property set, headers included: they must come back byte for
+/// byte.
+fn properties(n: usize, persistent: bool) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("n".into(), AMQPValue::LongLongInt(n as i64));
+    headers.insert("s".into(), AMQPValue::LongString(LongString::from("text")));
+    BasicProperties::default()
+        .with_content_type("application/octet-stream".into())
+        .with_content_encoding("identity".into())
+        .with_headers(headers)
+        .with_delivery_mode(if persistent { 2 } else { 1 })
+        .with_priority(3)
+        .with_correlation_id(format!("c{n}").into())
+        .with_reply_to("replies".into())
+        .with_message_id(format!("m{n}").into())
+        .with_timestamp(1_700_000_000 + n as u64)
+        .with_type("kind".into())
+        .with_app_id("app".into())
+}
+
+fn body(n: usize) -> Vec<u8> {
+    let mut body = format!("message {n} ").into_bytes();
+    body.resize(body.len() + (n * 97) % 3000, (n % 251) as u8);
+    body
+}
+
+async fn publish(channel: &Channel, queue: &str, n: usize, persistent: bool) -> Confirmation {
+    let confirm = within(
+        "basic.publish",
+        channel.basic_publish(
+            "",
+            queue,
+            BasicPublishOptions::default(),
+            &body(n),
+            properties(n, persistent),
+        ),
+    )
+    .await
+    .expect("basic.publish");
+    within("confirm", confirm).await.expect("confirm")
+}
+
+async fn get(channel: &Channel, queue: &str) -> Option<BasicGetMessage> {
+    within(
+        "basic.get",
+        channel.basic_get(queue, BasicGetOptions::default()),
+    )
+    .await
+    .expect("basic.get")
+}
+
+/// Takes (and acks) every message of `queue`.
+async fn drain(channel: &Channel, queue: &str) -> Vec<BasicGetMessage> {
+    let mut messages = Vec::new();
+    while let Some(message) = get(channel, queue).await {
+        within(
+            "ack",
+            message.delivery.acker.ack(BasicAckOptions::default()),
+        )
+        .await
+        .expect("basic.ack");
+        messages.push(message);
+    }
+    messages
+}
+
+fn message_number(message: &BasicGetMessage) -> usize {
+    let text = String::from_utf8_lossy(&message.delivery.data);
+    let number = text.split(' ').nth(1).unwrap_or_default();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("not one of ours: {text:.40}"))
+}
+
+fn assert_intact(message: &BasicGetMessage) {
+    let n = message_number(message);
+    assert_eq!(message.delivery.data, body(n), "body of message {n}");
+    assert_eq!(
+        message.delivery.properties,
+        properties(n, true),
+        "properties of message {n}"
+    );
+}
+
+#[tokio::test]
+async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_count() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let dir = DataDir::new("restart");
+    let names = queues("durable");
+    let mut broker = dir.start("2");
+    let (connection, channel) = open(&broker).await;
+    let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (q, queue) in names.iter().enumerate() {
+        declare(&channel, queue, FieldTable::default()).await;
+        for i in 0..20 {
+            let n = q * 1000 + i;
+            let persistent = i % 4 != 3;
+            assert!(publish(&channel, queue, n, persistent).await.is_ack());
+            if persistent {
+                expected.entry(queue.clone()).or_default().push(n);
+            }
+        }
+        // The first one is consumed and acked: it must not come back.
+        let first = get(&channel, queue).await.expect("a message");
+        within("ack", first.delivery.acker.ack(BasicAckOptions::default()))
+            .await
+            .expect("ack");
+        expected.get_mut(queue).expect("published").remove(0);
+        // The next one is delivered and left unacked: it comes back.
+        let unacked = get(&channel, queue).await.expect("a message");
+        assert_eq!(message_number(&unacked), q * 1000 + 1);
+    }
+    // A queue that is deleted leaves nothing behind.
+    declare(&channel, "deleted-q", FieldTable::default()).await;
+    assert!(publish(&channel, "deleted-q", 1, true).await.is_ack());
+    within(
+        "delete",
+        channel.queue_delete("deleted-q", Default::default()),
+    )
+    .await
+    .expect("queue.delete");
+    let _ = connection.close(200, "bye").await;
+    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    for shards in ["2", "1", "3"] {
+        broker = dir.start(shards);
+        let (connection, channel) = open(&broker).await;
+        for queue in &names {
+            declare(&channel, queue, FieldTable::default()).await;
+            let mut messages = Vec::new();
+            while let Some(message) = get(&channel, queue).await {
+                messages.push(message);
+            }
+            let numbers: Vec<usize> = messages.iter().map(message_number).collect();
+            assert_eq!(
+                numbers, expected[queue],
+                "{queue} after restart, {shards} shards"
+            );
+            for message in &messages {
+                assert_intact(message);
+                assert!(message.delivery.redelivered);
+            }
+        }
+        declare(&channel, "deleted-q", FieldTable::default()).await;
+        assert!(
+            get(&channel, "deleted-q").await.is_none(),
+            "a deleted queue's message came back"
+        );
+        // Closing the connection requeues what the gets took.
+        let _ = connection.close(200, "bye").await;
+        assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    }
+}
+
+#[tokio::test]
+async fn kill_9_mid_stream_loses_no_confirmed_message() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let dir = DataDir::new("kill9");
+    let names = queues("crash");
+    let mut confirmed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut next = 0;
+    for cycle in 0..3 {
+        let broker = dir.start("2");
+        let mut publishers = Vec::new();
+        for queue in names.clone() {
+            let (connection, channel) = open(&broker).await;
+            declare(&channel, &queue, FieldTable::default()).await;
+            let first = next;
+            next += 1_000_000;
+            publishers.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut window = Vec::new();
+                for n in first.. {
+                    let sent = channel
+                        .basic_publish(
+                            "",
+                            &queue,
+                            BasicPublishOptions::default(),
+                            &body(n),
+                            properties(n, true),
+                        )
+                        .await;
+                    let Ok(confirm) = sent else { break };
+                    window.push((n, confirm));
+                    if window.len() == 64 {
+                        for (n, confirm) in window.drain(..) {
+                            match confirm.await {
+                                Ok(confirmation) if confirmation.is_ack() => acked.push(n),
+                                _ => return (queue, acked, connection),
+                            }
+                        }
+                    }
+                }
+                (queue, acked, connection)
+            }));
+        }
+        // Let them run, then pull the plug while they are mid-stream.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        drop(broker);
+        for publisher in publishers {
+            let (queue, acked, _connection) = tokio::time::timeout(STEP, publisher)
+                .await
+                .expect("a publisher notices the broker is gone")
+                .expect("publisher task");
+            assert!(
+                !acked.is_empty() || cycle > 0,
+                "nothing was confirmed in {queue}"
+            );
+            confirmed.entry(queue).or_default().extend(acked);
+        }
+        let broker = dir.start("2");
+        let (connection, channel) = open(&broker).await;
+        for queue in &names {
+            declare(&channel, queue, FieldTable::default()).await;
+            let mut present = std::collections::BTreeSet::new();
+            let mut taken = Vec::new();
+            while let Some(message) = get(&channel, queue).await {
+                assert_intact(&message);
+                present.insert(message_number(&message));
+                taken.push(message);
+            }
+            for n in &confirmed[queue] {
+                assert!(
+                    present.contains(n),
+                    "cycle {cycle}: confirmed message {n} in {queue} is lost"
+                );
+            }
+        }
+        // Requeued by the close, so the next cycle checks them again.
+        let _ = connection.close(200, "bye").await;
+        drop(broker);
+    }
+}
+
+#[tokio::test]
+async fn a_reject_publish_queue_nacks_what_it_refuses() {
+    let broker = Broker::start();
+    let (_connection, channel) = open(&broker).await;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let queue = format!("rejecting-{}", std::process::id());
+    declare(&channel, &queue, arguments).await;
+    assert!(publish(&channel, &queue, 1, true).await.is_ack());
+    let refused = publish(&channel, &queue, 2, true).await;
+    assert!(matches!(refused, Confirmation::Nack(_)), "got {refused:?}");
+    assert!(publish(&channel, &queue, 3, false).await.is_nack());
+    let left = drain(&channel, &queue).await;
+    assert_eq!(left.iter().map(message_number).collect::<Vec<_>>(), [1]);
+    assert!(
+        publish(&channel, &queue, 4, true).await.is_ack(),
+        "room again"
+    );
+}
+
+#[tokio::test]
+async fn tx_commit_ok_means_the_committed_messages_survive_kill_9() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let dir = DataDir::new("tx");
+    let broker = dir.start("2");
+    let url = broker.amqp_url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
+    let connection = within("connect", connect).await.expect("connect");
+    let channel = within("channel", connection.create_channel())
+        .await
+        .expect("channel");
+    declare(&channel, "tx-q", FieldTable::default()).await;
+    within("tx.select", channel.tx_select())
+        .await
+        .expect("tx.select");
+    for n in 0..50 {
+        within(
+            "publish",
+            channel.basic_publish(
+                "",
+                "tx-q",
+                BasicPublishOptions::default(),
+                &body(n),
+                properties(n, true),
+            ),
+        )
+        .await
+        .expect("publish");
+    }
+    within("tx.commit", channel.tx_commit())
+        .await
+        .expect("tx.commit");
+    drop(broker);
+    let broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    declare(&channel, "tx-q", FieldTable::default()).await;
+    let messages = drain(&channel, "tx-q").await;
+    assert_eq!(
+        messages.iter().map(message_number).collect::<Vec<_>>(),
+        (0..50).collect::<Vec<_>>()
+    );
+    drop(broker);
+}
+
+#[tokio::test]
+async fn confirms_keep_coming_when_messages_fill_many_segments() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let dir = DataDir::new("segments");
+    let broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    declare(&channel, "big-q", FieldTable::default()).await;
+    let started = Instant::now();
+    for n in 0..300 {
+        assert!(publish(&channel, "big-q", n, true).await.is_ack());
+    }
+    let consumed = drain(&channel, "big-q").await;
+    assert_eq!(consumed.len(), 300);
+    // Everything was acked: only the segment being written remains.
+    let messages = dir.0.join("messages");
+    let wait_until = Instant::now() + STEP;
+    loop {
+        let segments = std::fs::read_dir(&messages)
+            .expect("the message store directory")
+            .count();
+        if segments <= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < wait_until,
+            "{segments} segments remain after everything was acked"
+        );
+        assert!(publish(&channel, "big-q", 1, false).await.is_ack());
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn free_disk_below_the_limit_blocks_publishers_as_rabbitmq_does() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    // No disk here has this much free.
+    let broker = Broker::start_with(&["--disk-free-limit", "1000000GB"]);
+    let queue = format!("disk-alarm-{}", std::process::id());
+    let mut publisher = common::PyProcess::spawn(
+        "blocked_publisher.py",
+        &[&queue, "1"],
+        &broker.amqp_url(),
+        &[],
+    );
+    publisher.wait_for_line("blocked low on disk", STEP);
+    assert!(
+        broker.log_tail().contains("disk resource limit alarm set"),
+        "{}",
+        broker.log_tail()
+    );
+    publisher.kill();
+}
