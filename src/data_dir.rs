@@ -26,11 +26,21 @@ impl DataDir {
     pub fn lock(path: PathBuf) -> Result<DataDir, String> {
         let unusable =
             |err: io::Error| format!("cannot use data directory {}: {err}", path.display());
+        let existed = path.is_dir();
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&path)
             .map_err(unusable)?;
+        if !existed {
+            // A power cut must not take back the new directory, and the
+            // first start's files with it.
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(unusable)?;
+            }
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)

@@ -264,15 +264,17 @@ async fn durable_exchanges_queues_and_bindings_survive_a_clean_restart() {
     .expect("an exclusive queue did not survive");
 }
 
-/// Declares `count` durable queues one after another, reporting each
-/// declare-ok; stops at the first failure (the broker went away).
+/// Declares `count` durable queues `prefix-N` one after another,
+/// reporting each declare-ok; stops at the first failure (the broker went
+/// away).
 async fn declare_until_gone(
     channel: Channel,
+    prefix: String,
     count: usize,
     acked: tokio::sync::mpsc::UnboundedSender<String>,
 ) {
     for i in 0..count {
-        let name = format!("crash-{i}");
+        let name = format!("{prefix}-{i}");
         let declare = channel.queue_declare(&name, durable(), FieldTable::default());
         match tokio::time::timeout(STEP, declare).await {
             Ok(Ok(_)) => {
@@ -291,30 +293,46 @@ async fn every_declare_answered_before_a_kill_9_survives_it() {
     if broker.is_external() {
         return;
     }
-    let (connection, channel) = open(&broker).await;
+    // Several connections at once, so changes queue up behind a write and
+    // go to disk together.
     let (acked, mut acks) = tokio::sync::mpsc::unbounded_channel();
-    let declaring = tokio::spawn(declare_until_gone(channel, 10_000, acked));
+    let mut declarers = Vec::new();
+    let mut connections = Vec::new();
+    for declarer in 0..4 {
+        let (connection, channel) = open(&broker).await;
+        let prefix = format!("crash{declarer}");
+        declarers.push(tokio::spawn(declare_until_gone(
+            channel,
+            prefix,
+            10_000,
+            acked.clone(),
+        )));
+        connections.push(connection);
+    }
+    drop(acked);
     let mut answered = Vec::new();
-    while answered.len() < 50 {
+    while answered.len() < 200 {
         let name = within("declare-ok", acks.recv())
             .await
-            .expect("the declarer runs");
+            .expect("the declarers run");
         answered.push(name);
     }
-    // Mid-way: the declarer is still going.
+    // Mid-way: the declarers are still going.
     broker.kill_9();
     while let Ok(Some(name)) = tokio::time::timeout(STEP, acks.recv()).await {
         answered.push(name);
     }
-    within("declarer", declaring).await.expect("declarer");
-    drop(connection);
+    for declarer in declarers {
+        within("declarer", declarer).await.expect("declarer");
+    }
+    drop(connections);
 
     broker.restart(&[]);
     let queues = names(&guest(&broker), "/api/queues");
     for name in &answered {
         assert!(queues.contains(name), "{name} was declared-ok but is gone");
     }
-    assert!(queues.len() < 10_000, "the kill came mid-way");
+    assert!(queues.len() < 40_000, "the kill came mid-way");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,11 +21,13 @@
 //! `definitions.log.damaged`, and the log is rewritten from what read
 //! back, so later appends follow clean records.
 //!
-//! std::fs, synchronous: definitions change rarely and off the data path;
-//! an append is one small write and one fdatasync on the coordinator.
+//! Plain blocking std::fs: definitions change rarely and off the data
+//! path. The coordinator calls [`DefinitionsLog::record`] on its shard's
+//! blocking thread, never on the shard itself.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use bytes::{BufMut, BytesMut};
@@ -39,8 +41,9 @@ const MAGIC: &[u8; 8] = b"wrndefs1";
 const RECORD_HEADER_LEN: usize = 8;
 /// No change encodes anywhere near this; a longer length is damage.
 const RECORD_LEN_MAX: usize = 16 << 20;
-/// The log is rewritten once it is this much past twice its last
-/// snapshot, so a small set is not rewritten every few changes.
+/// The log is rewritten once it is this much past twice the size of a
+/// snapshot of the live set (measured at start and at each rewrite), so a
+/// small set is not rewritten every few changes.
 const COMPACT_SLACK_BYTES: u64 = 256 << 10;
 
 pub const LOG_FILE: &str = "definitions.log";
@@ -89,6 +92,7 @@ impl DefinitionsLog {
             file: OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&path)
                 .map_err(failed)?,
             path: path.clone(),
@@ -127,7 +131,11 @@ impl DefinitionsLog {
                 log.file.sync_all().map_err(failed)?;
             }
             log.len = read.end as u64;
-            log.compact_at = 2 * log.len + compact_slack;
+            let live_len = snapshot(&log.live.ops(1)).len() as u64;
+            log.compact_at = 2 * live_len + compact_slack;
+            if log.len > log.compact_at {
+                log.rewrite().map_err(failed)?;
+            }
         }
         Ok(log)
     }
@@ -165,15 +173,13 @@ impl DefinitionsLog {
     /// Replaces the log with one holding `ops`: temporary file, fdatasync,
     /// rename over the log, fsync of the directory.
     fn write_snapshot(&mut self, ops: &[MetaOp]) -> io::Result<()> {
-        let mut out = BytesMut::from(&MAGIC[..]);
-        for op in ops {
-            put_record(&mut out, op);
-        }
+        let out = snapshot(ops);
         let temp = temp_path(&self.path);
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
+            .mode(0o600)
             .open(&temp)?;
         file.write_all(&out)?;
         file.sync_data()?;
@@ -187,6 +193,15 @@ impl DefinitionsLog {
         self.compact_at = 2 * self.len + self.compact_slack;
         Ok(())
     }
+}
+
+/// A whole log holding `ops`.
+fn snapshot(ops: &[MetaOp]) -> BytesMut {
+    let mut out = BytesMut::from(&MAGIC[..]);
+    for op in ops {
+        put_record(&mut out, op);
+    }
+    out
 }
 
 /// Frames one change; false (nothing written) for one that is not durable.

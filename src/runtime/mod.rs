@@ -158,6 +158,12 @@ pub fn spawn(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
 
+/// Runs `work` on this shard's blocking thread and waits for it without
+/// holding up the shard: for file I/O that syncs.
+pub async fn blocking<R: Send + 'static>(work: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(work).await
+}
+
 /// Waits, on the current shard.
 pub async fn sleep(duration: Duration) {
     glommio::timer::sleep(duration).await;

@@ -10,10 +10,17 @@
 //!
 //! A change to durable definitions is appended to the definitions log and
 //! synced before it is broadcast, so nobody hears of a change a crash
-//! could lose. If the log cannot be written the change still goes to every
-//! replica (they must stay equal), its requester gets 541, and the broker
-//! shuts down: it can no longer keep its promise of durability.
+//! could lose. The write runs on the shard's blocking thread
+//! (`write_definitions`), so shard 0 keeps serving meanwhile, and the
+//! changes that arrive during one write go to disk together in the next
+//! (group commit). Broadcasts keep the order changes were applied in
+//! here: while any change waits for the disk, later ones (durable or not)
+//! queue behind it. If the log cannot be written the change still goes to
+//! every replica (they must stay equal), its requester gets 541, and the
+//! broker shuts down: it can no longer keep its promise of durability.
 
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
@@ -24,22 +31,40 @@ use crate::definitions::durable_changes;
 use crate::definitions::log::DefinitionsLog;
 use crate::ids::ShardId;
 use crate::protocol::{reply_code, AmqpError};
+use crate::runtime;
 
 #[derive(Default)]
 pub(super) struct Coordinator {
     next_id: u64,
     pending: HashMap<u64, Pending>,
-    /// Shard 0's; None on the other shards.
+    /// Whether changes are logged: shard 0 with a definitions log.
+    logged: bool,
+    /// The log, when no write has it.
     log: Option<DefinitionsLog>,
+    /// Changes applied here, in order, whose broadcast waits for the log.
+    unsynced: VecDeque<Unsynced>,
 }
 
 impl Coordinator {
     pub(super) fn new(log: Option<DefinitionsLog>) -> Coordinator {
         Coordinator {
+            logged: log.is_some(),
             log,
             ..Coordinator::default()
         }
     }
+
+    pub(super) fn is_logged(&self) -> bool {
+        self.logged
+    }
+}
+
+/// A change waiting for the disk: its own durable `changes`, or an
+/// earlier change's.
+struct Unsynced {
+    op: MetaOp,
+    pending: Pending,
+    changes: Vec<MetaOp>,
 }
 
 /// Who waits for a change: a connection's channel (or nobody), or a
@@ -102,17 +127,43 @@ impl Shard {
                 return;
             }
         };
-        let failure = self.log_durable_changes(&op, &outcome).err();
+        let changes = self.durable_changes_of(&op, &outcome);
         let counts = self.apply_outcome(&outcome).unwrap_or((message_count, 0));
-        let others = self.mesh.shard_count() - 1;
         let pending = Pending {
             requester,
             outcome,
-            failure,
-            shards_left: others,
+            failure: None,
+            shards_left: self.mesh.shard_count() - 1,
             counts,
         };
-        if others == 0 {
+        let mut coordinator = self.coordinator.borrow_mut();
+        if !changes.is_empty() || !coordinator.unsynced.is_empty() {
+            coordinator.unsynced.push_back(Unsynced {
+                op,
+                pending,
+                changes,
+            });
+            drop(coordinator);
+            self.definitions_due.notify();
+            return;
+        }
+        drop(coordinator);
+        self.broadcast(op, pending);
+    }
+
+    /// What of the applied `op` must be on disk before it is broadcast;
+    /// nothing when this shard keeps no log.
+    fn durable_changes_of(&self, op: &MetaOp, outcome: &MetaOutcome) -> Vec<MetaOp> {
+        if !self.coordinator.borrow().logged {
+            return Vec::new();
+        }
+        durable_changes(op, outcome, &self.catalog.borrow())
+    }
+
+    /// Sends an applied change to every other shard; the requester hears
+    /// when all have applied it.
+    fn broadcast(&self, op: MetaOp, pending: Pending) {
+        if pending.shards_left == 0 {
             self.finish(pending);
             return;
         }
@@ -129,25 +180,56 @@ impl Shard {
         }
     }
 
-    /// Appends what of the applied `op` is durable to the definitions log
-    /// and syncs it. See the module doc for a failure.
-    fn log_durable_changes(&self, op: &MetaOp, outcome: &MetaOutcome) -> Result<(), AmqpError> {
-        let mut coordinator = self.coordinator.borrow_mut();
-        let Some(log) = coordinator.log.as_mut() else {
-            return Ok(());
-        };
-        let changes = durable_changes(op, outcome, &self.catalog.borrow());
-        if changes.is_empty() {
-            return Ok(());
+    /// Shard 0's log writer: appends and syncs the waiting changes on the
+    /// blocking thread, all that queued meanwhile at once, then broadcasts
+    /// them in order. See the module doc.
+    pub(super) async fn write_definitions(self: Rc<Self>) {
+        loop {
+            self.definitions_due.wait().await;
+            while let Some((batch, mut log)) = self.take_unsynced() {
+                let changes: Vec<MetaOp> = batch
+                    .iter()
+                    .flat_map(|unsynced| unsynced.changes.iter().cloned())
+                    .collect();
+                let (log, written) = if changes.is_empty() {
+                    (log, Ok(()))
+                } else {
+                    runtime::blocking(move || {
+                        let written = log.record(&changes);
+                        (log, written)
+                    })
+                    .await
+                };
+                self.coordinator.borrow_mut().log = Some(log);
+                let failure = written.err().map(|err| self.log_failed(err));
+                for Unsynced {
+                    op, mut pending, ..
+                } in batch
+                {
+                    pending.failure = failure.clone();
+                    self.broadcast(op, pending);
+                }
+            }
         }
-        log.record(&changes).map_err(|err| {
-            tracing::error!("cannot write the definitions log, shutting down: {err}");
-            self.shared.shutdown.store(true, Ordering::SeqCst);
-            AmqpError::new(
-                reply_code::INTERNAL_ERROR,
-                format!("definitions could not be written to disk: {err}"),
-            )
-        })
+    }
+
+    /// Every change waiting for the disk, with the log to write them to.
+    fn take_unsynced(&self) -> Option<(Vec<Unsynced>, DefinitionsLog)> {
+        let mut coordinator = self.coordinator.borrow_mut();
+        if coordinator.unsynced.is_empty() {
+            return None;
+        }
+        let log = coordinator.log.take()?;
+        Some((coordinator.unsynced.drain(..).collect(), log))
+    }
+
+    fn log_failed(&self, err: std::io::Error) -> AmqpError {
+        tracing::error!("cannot write the definitions log, shutting down: {err}");
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        AmqpError::new(
+            reply_code::INTERNAL_ERROR,
+            format!("definitions could not be written to disk: {err}"),
+        )
     }
 
     fn applied(&self, id: u64, counts: Option<(u32, u32)>) {

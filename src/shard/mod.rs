@@ -95,6 +95,8 @@ pub struct Shard {
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
     flow_owed: Notify,
+    /// Changes wait for the definitions log: its writer should run.
+    definitions_due: Notify,
     /// Publisher confirms owed, or waiting for the log's sync.
     confirms: RefCell<Confirms>,
     store: OnceCell<storage::ShardStore>,
@@ -136,6 +138,7 @@ impl Shard {
             retired_totals: Cell::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
+            definitions_due: Notify::new(),
             confirms: RefCell::new(Confirms::default()),
             store: OnceCell::new(),
             alarm_cleared: Waiters::new(),
@@ -144,6 +147,9 @@ impl Shard {
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
         shard.replay();
+        if shard.coordinator.borrow().is_logged() {
+            runtime::spawn(shard.clone().write_definitions());
+        }
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
         let addr = shard.shared.config.listen_addr();
@@ -190,9 +196,9 @@ impl Shard {
         if self.id == 0 {
             let catalog = self.catalog.borrow();
             tracing::info!(
-                "recovered {} vhosts, {} exchanges, {} queues, {} users",
+                "recovered {} durable definitions: {} vhosts, {} queues, {} users",
+                self.shared.replay.len(),
                 catalog.vhost_names().count(),
-                catalog.exchanges().filter(|x| x.durable).count(),
                 catalog.queues().count(),
                 catalog.users().count()
             );

@@ -157,3 +157,21 @@ fn the_log_is_rewritten_when_it_grows_well_past_the_live_set() {
     assert_eq!(log.definitions(), &live);
     assert!(!temp_path(&dir.log()).exists());
 }
+
+#[test]
+fn a_long_history_is_rewritten_at_start() {
+    let dir = TempDir::new("history");
+    let mut log = DefinitionsLog::open(&dir.0).expect("open");
+    for _ in 0..100 {
+        log.record(&[vhost("churn")]).expect("add");
+        let delete = MetaOp::VhostDelete {
+            name: "churn".into(),
+        };
+        log.record(&[delete]).expect("delete");
+    }
+    drop(log);
+    let long = fs::metadata(dir.log()).expect("log").len();
+    let log = DefinitionsLog::open_with_slack(&dir.0, 0).expect("reopen");
+    assert!(log.len < long, "{} bytes, as long as before", log.len);
+    assert_eq!(log.definitions(), &Definitions::default());
+}
