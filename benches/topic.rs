@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use warren::ids::QueueId;
 use warren::protocol::{FieldTable, ShortStr};
 use warren::routing::topic::words;
-use warren::routing::{Destination, ExchangeKind, RoutingTable};
+use warren::routing::{Destination, ExchangeKind, ExchangeRouting, MessageFields, RoutingTable};
 
 mod common;
 
@@ -122,7 +122,10 @@ struct Setup {
 /// One topic exchange with `binding_count` bindings, each to its own queue.
 fn setup(binding_count: usize, rng: &mut StdRng) -> Setup {
     let mut table = RoutingTable::new();
-    table.add_exchange(ShortStr::from(EXCHANGE), ExchangeKind::Topic, None);
+    table.add_exchange(
+        ShortStr::from(EXCHANGE),
+        ExchangeRouting::new(ExchangeKind::Topic, None),
+    );
     let mut naive = NaiveScan {
         bindings: Vec::with_capacity(binding_count),
     };
@@ -150,9 +153,12 @@ fn check_agreement(setup: &Setup) -> f64 {
     for key in &setup.keys {
         trie_out.clear();
         naive_out.clear();
-        setup
-            .table
-            .route(EXCHANGE.as_bytes(), key.as_bytes(), None, &mut trie_out);
+        setup.table.route(
+            EXCHANGE.as_bytes(),
+            key.as_bytes(),
+            MessageFields::default(),
+            &mut trie_out,
+        );
         let key_words: Vec<&[u8]> = words(key.as_bytes()).collect();
         setup.naive.route(&key_words, &mut naive_out);
         assert_eq!(trie_out, naive_out, "trie and naive scan disagree on {key}");
@@ -176,7 +182,7 @@ fn topic_routing(c: &mut Criterion) {
         let mut route_trie = || {
             let key = next_key.next().map_or(&[][..], |key| key.as_bytes());
             out.clear();
-            table.route(EXCHANGE.as_bytes(), key, None, &mut out);
+            table.route(EXCHANGE.as_bytes(), key, MessageFields::default(), &mut out);
             black_box(&out);
         };
         // Two passes over the keys warm the scratch for the longest key.

@@ -23,9 +23,11 @@
 //! - It does no I/O and knows nothing of messages or consumers: the queue's
 //!   owning shard checks if-unused / if-empty before a delete is issued.
 //!
-//! Users, permissions and policies live in [`access`]; vhosts here.
+//! Users, permissions and policies live in [`access`], and which policy
+//! applies where in [`policy`]; vhosts here.
 
 pub mod access;
+pub(crate) mod policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,12 +36,13 @@ use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::{FieldTable, FieldValue, ShortStr};
 use crate::queue::{QueueType, Settings};
+use crate::routing::consistent_hash::{binding_weight, HashOn};
 use crate::routing::headers::{format_value, type_name, validate_binding_arguments, values_equal};
-use crate::routing::{Destination, ExchangeKind, RoutingTable};
+use crate::routing::{Destination, ExchangeKind, ExchangeRouting, RoutingTable};
 use access::{
-    check_name_len, check_pattern_len, validate_policy, PasswordHash, PermissionDef, PolicyDef,
-    User, UserPermission,
+    check_name_len, check_pattern_len, PasswordHash, PermissionDef, PolicyDef, User, UserPermission,
 };
+use policy::{Policies, Subject};
 
 /// The vhost every broker has.
 pub const DEFAULT_VHOST: &str = "/";
@@ -49,11 +52,31 @@ pub const DEFAULT_VHOST: &str = "/";
 pub struct ExchangeDef {
     pub vhost: ShortStr,
     pub name: ShortStr,
+    /// How it routes: for x-delayed-message, its `x-delayed-type`.
     pub kind: ExchangeKind,
+    /// An `x-delayed-message` exchange: a publish with a positive `x-delay`
+    /// header waits that long before it is routed.
+    pub delayed: bool,
     pub durable: bool,
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// The policy in effect.
+    pub policy: Option<Arc<PolicyDef>>,
+}
+
+/// The type name of x-delayed-message exchanges (the community plugin's).
+pub const DELAYED_TYPE: &str = "x-delayed-message";
+
+impl ExchangeDef {
+    /// The type as exchange.declare names it.
+    pub fn type_name(&self) -> &'static str {
+        if self.delayed {
+            DELAYED_TYPE
+        } else {
+            self.kind.as_str()
+        }
+    }
 }
 
 /// A queue's definition.
@@ -69,8 +92,11 @@ pub struct QueueDef {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    /// What the arguments mean, resolved and validated on declare.
+    /// What the arguments and the policy in effect mean together
+    /// (`Settings::resolve`).
     pub settings: Settings,
+    /// The policy in effect.
+    pub policy: Option<Arc<PolicyDef>>,
 }
 
 /// A binding's destination by name, as queue.bind and exchange.bind name it.
@@ -202,8 +228,13 @@ pub enum MetaOutcome {
     UserDeleted {
         name: String,
     },
-    /// A user, vhost, permission or policy was created, changed or removed.
+    /// A user, vhost or permission was created, changed or removed.
     AccessChanged,
+    /// A policy was set or cleared; these queues' settings changed, and
+    /// their owners apply them.
+    PoliciesApplied {
+        queues: Vec<QueueId>,
+    },
 }
 
 /// One vhost's definitions.
@@ -224,8 +255,7 @@ pub struct Catalog {
     users: BTreeMap<String, User>,
     /// By (vhost, user), with the compiled patterns connections share.
     permissions: BTreeMap<(String, String), (PermissionDef, Arc<UserPermission>)>,
-    /// By (vhost, name).
-    policies: BTreeMap<(String, String), PolicyDef>,
+    policies: Policies,
 }
 
 /// RabbitMQ's default user, created at start.
@@ -408,6 +438,33 @@ pub fn queue_shard(vhost: &[u8], name: &[u8], shard_count: usize) -> ShardId {
     (fnv1a(&[vhost, name]) % shard_count) as ShardId
 }
 
+/// The routing kind of an exchange.declare's type, and whether it is an
+/// x-delayed-message exchange (which routes as its `x-delayed-type`, with
+/// the plugin's 406 when that is missing).
+fn exchange_type(
+    kind: &ShortStr,
+    arguments: &FieldTable,
+) -> Result<(ExchangeKind, bool), AmqpError> {
+    let unknown = |kind: &dyn std::fmt::Display| {
+        AmqpError::command_invalid(format!("unknown exchange type '{kind}'"))
+    };
+    if kind.as_bytes() != DELAYED_TYPE.as_bytes() {
+        let routing = ExchangeKind::parse(kind.as_bytes()).ok_or_else(|| unknown(kind))?;
+        return Ok((routing, false));
+    }
+    match arguments.get("x-delayed-type") {
+        Some(FieldValue::LongStr(inner)) if inner.as_bytes() != DELAYED_TYPE.as_bytes() => {
+            let routing = ExchangeKind::parse(inner.as_bytes())
+                .ok_or_else(|| unknown(&String::from_utf8_lossy(inner.as_bytes())))?;
+            Ok((routing, true))
+        }
+        // The plugin's text, typos included.
+        _ => Err(AmqpError::precondition_failed(
+            "Invalid argument, 'x-delayed-type' must bean existing exchnage type",
+        )),
+    }
+}
+
 impl Vhost {
     fn new(vhost: &ShortStr) -> Vhost {
         let mut this = Vhost {
@@ -424,27 +481,54 @@ impl Vhost {
             ("amq.match", ExchangeKind::Headers),
         ];
         for (name, kind) in predeclared {
-            this.insert_exchange(ExchangeDef {
-                vhost: vhost.clone(),
-                name: ShortStr::from(name),
-                kind,
-                durable: true,
-                auto_delete: false,
-                internal: false,
-                arguments: FieldTable::new(),
-            });
+            this.insert_exchange(
+                ExchangeDef {
+                    vhost: vhost.clone(),
+                    name: ShortStr::from(name),
+                    kind,
+                    delayed: false,
+                    durable: true,
+                    auto_delete: false,
+                    internal: false,
+                    arguments: FieldTable::new(),
+                    policy: None,
+                },
+                None,
+            );
         }
         this
     }
 
-    fn insert_exchange(&mut self, def: ExchangeDef) {
-        let alternate = match def.arguments.get("alternate-exchange") {
-            Some(FieldValue::LongStr(name)) => Some(ShortStr::from_bytes(name.bytes().clone())),
-            _ => None,
+    /// Adds an exchange, with the alternate exchange in effect (its own
+    /// argument, else its policy's).
+    fn insert_exchange(&mut self, def: ExchangeDef, alternate_exchange: Option<ShortStr>) {
+        let hash_on = match def.kind {
+            // Validated on declare.
+            ExchangeKind::ConsistentHash => {
+                HashOn::from_arguments(&def.arguments).unwrap_or_default()
+            }
+            _ => HashOn::RoutingKey,
         };
-        self.routing
-            .add_exchange(def.name.clone(), def.kind, alternate);
+        let routing = ExchangeRouting {
+            kind: def.kind,
+            alternate_exchange,
+            hash_on,
+        };
+        self.routing.add_exchange(def.name.clone(), routing);
         self.exchanges.insert(def.name.clone(), def);
+    }
+
+    fn set_exchange_policy(
+        &mut self,
+        name: &ShortStr,
+        policy: Option<Arc<PolicyDef>>,
+        alternate_exchange: Option<ShortStr>,
+    ) {
+        if let Some(def) = self.exchanges.get_mut(name.as_bytes()) {
+            def.policy = policy;
+            self.routing
+                .set_alternate_exchange(name.as_bytes(), alternate_exchange);
+        }
     }
 
     /// Removes an exchange and its bindings; returns it, then any exchange
@@ -497,7 +581,7 @@ impl Catalog {
             next_queue_id: 1,
             users: BTreeMap::new(),
             permissions: BTreeMap::new(),
-            policies: BTreeMap::new(),
+            policies: Policies::default(),
         };
         catalog.add_guest();
         catalog
@@ -624,16 +708,17 @@ impl Catalog {
                 if *passive {
                     return self.exchange_declare_passive(vhost, name);
                 }
+                let (kind, delayed) = exchange_type(kind, arguments)?;
                 let def = ExchangeDef {
                     vhost: vhost.clone(),
                     name: name.clone(),
-                    kind: ExchangeKind::parse(kind.as_bytes()).ok_or_else(|| {
-                        AmqpError::command_invalid(format!("unknown exchange type '{kind}'"))
-                    })?,
+                    kind,
+                    delayed,
                     durable: *durable,
                     auto_delete: *auto_delete,
                     internal: *internal,
                     arguments: arguments.clone(),
+                    policy: None,
                 };
                 self.exchange_declare(def)
             }
@@ -677,6 +762,7 @@ impl Catalog {
                     auto_delete: *auto_delete,
                     arguments: arguments.clone(),
                     settings: Settings::default(),
+                    policy: None,
                 };
                 self.queue_declare(def)
             }
@@ -729,7 +815,7 @@ impl Catalog {
         let vhost = self.vhost_mut(def.vhost.as_bytes())?;
         let resource = resource("exchange", &def.vhost, def.name.as_bytes());
         if let Some(current) = vhost.exchanges.get(def.name.as_bytes()) {
-            assert_field_equivalence(current.kind.as_str(), def.kind.as_str(), &resource, "type")?;
+            assert_field_equivalence(current.type_name(), def.type_name(), &resource, "type")?;
             assert_lifetime_equivalence(
                 (current.durable, current.auto_delete),
                 (def.durable, def.auto_delete),
@@ -749,8 +835,84 @@ impl Catalog {
         }
         check_name("exchange", &def.name)?;
         check_exchange_name_argument(&def.arguments, "alternate-exchange", &resource)?;
-        vhost.insert_exchange(def.clone());
+        if def.kind == ExchangeKind::ConsistentHash {
+            HashOn::from_arguments(&def.arguments).map_err(AmqpError::precondition_failed)?;
+        }
+        let (policy, alternate) = self.exchange_policy(&def);
+        let def = ExchangeDef { policy, ..def };
+        self.vhost_mut(def.vhost.as_bytes())?
+            .insert_exchange(def.clone(), alternate);
         Ok(MetaOutcome::ExchangeDeclared { def, created: true })
+    }
+
+    /// The policy in effect for an exchange, and the alternate exchange in
+    /// effect: the exchange's own argument, else the policy's.
+    fn exchange_policy(&self, def: &ExchangeDef) -> (Option<Arc<PolicyDef>>, Option<ShortStr>) {
+        let (vhost, name) = (def.vhost.as_bytes(), def.name.as_bytes());
+        let policy = self.policies.matching(vhost, name, Subject::Exchange);
+        let alternate = match def.arguments.get("alternate-exchange") {
+            Some(FieldValue::LongStr(own)) => Some(ShortStr::from_bytes(own.bytes().clone())),
+            _ => policy.and_then(|p| policy::alternate_exchange(p)),
+        };
+        (policy.cloned(), alternate)
+    }
+
+    /// The policy in effect for a queue, and the settings its arguments
+    /// and that policy make together.
+    fn queue_policy(&self, def: &QueueDef) -> (Option<Arc<PolicyDef>>, Settings) {
+        let (vhost, name) = (def.vhost.as_bytes(), def.name.as_bytes());
+        let policy = self.policies.matching(vhost, name, Subject::Queue);
+        let from_policy = policy.map(|p| policy::queue_arguments(p));
+        let resource = resource("queue", &def.vhost, name);
+        // The arguments were validated on declare and the policy when set;
+        // should the two together still fail, the arguments alone decide.
+        let settings = Settings::resolve(&def.arguments, from_policy.as_ref(), &resource)
+            .or_else(|_| Settings::from_arguments(&def.arguments, &resource))
+            .unwrap_or_else(|_| def.settings.clone());
+        (policy.cloned(), settings)
+    }
+
+    /// Reapplies a vhost's policies to its queues and exchanges after one
+    /// was set or cleared.
+    fn reapply_policies(&mut self, vhost: &str) -> MetaOutcome {
+        let vhost = vhost.as_bytes();
+        let ids: Vec<QueueId> = self
+            .queues
+            .values()
+            .filter(|def| def.vhost.as_bytes() == vhost)
+            .map(|def| def.id)
+            .collect();
+        let mut queues = Vec::new();
+        for id in ids {
+            let Some((policy, settings)) = self.queues.get(&id).map(|def| self.queue_policy(def))
+            else {
+                continue;
+            };
+            let Some(def) = self.queues.get_mut(&id) else {
+                continue;
+            };
+            def.policy = policy;
+            if def.settings != settings {
+                def.settings = settings;
+                queues.push(id);
+            }
+        }
+        let exchanges: Vec<(ShortStr, Option<Arc<PolicyDef>>, Option<ShortStr>)> = self
+            .vhosts
+            .get(vhost)
+            .into_iter()
+            .flat_map(|v| v.exchanges.values())
+            .map(|def| {
+                let (policy, alternate) = self.exchange_policy(def);
+                (def.name.clone(), policy, alternate)
+            })
+            .collect();
+        if let Some(v) = self.vhosts.get_mut(vhost) {
+            for (name, policy, alternate) in exchanges {
+                v.set_exchange_policy(&name, policy, alternate);
+            }
+        }
+        MetaOutcome::PoliciesApplied { queues }
     }
 
     fn exchange_delete(
@@ -830,6 +992,13 @@ impl Catalog {
             }
         }
         let def = QueueDef { settings, ..def };
+        let (policy, settings) = self.queue_policy(&def);
+        let def = QueueDef {
+            settings,
+            policy,
+            ..def
+        };
+        let vhost = self.vhost_mut(def.vhost.as_bytes())?;
         vhost.queues.insert(def.name.clone(), def.id);
         vhost.routing.add_queue(def.name.clone(), def.id);
         self.queues.insert(def.id, def.clone());
@@ -919,8 +1088,15 @@ impl Catalog {
     fn bind(&mut self, op: &BindingOp) -> Result<MetaOutcome, AmqpError> {
         let destination = self.binding_destination(op)?;
         let v = self.vhost_mut(op.vhost.as_bytes())?;
-        if v.exchanges.get(op.source.as_bytes()).map(|x| x.kind) == Some(ExchangeKind::Headers) {
-            validate_binding_arguments(&op.arguments).map_err(AmqpError::precondition_failed)?;
+        match v.exchanges.get(op.source.as_bytes()).map(|x| x.kind) {
+            Some(ExchangeKind::Headers) => {
+                validate_binding_arguments(&op.arguments).map_err(AmqpError::precondition_failed)?
+            }
+            Some(ExchangeKind::ConsistentHash) => {
+                binding_weight(op.routing_key.as_bytes())
+                    .map_err(AmqpError::precondition_failed)?;
+            }
+            _ => {}
         }
         let created = v.routing.bind(
             op.source.as_bytes(),
@@ -951,7 +1127,7 @@ impl Catalog {
         self.vhosts.remove(name.as_bytes());
         let text = name.to_str_lossy();
         self.permissions.retain(|(vhost, _), _| *vhost != text);
-        self.policies.retain(|(vhost, _), _| *vhost != text);
+        self.policies.remove_vhost(&text);
         Ok(MetaOutcome::VhostDeleted {
             vhost: name.clone(),
             queues,
@@ -991,7 +1167,7 @@ impl Catalog {
 
     /// Every policy, by vhost then name.
     pub fn policies(&self) -> impl Iterator<Item = &PolicyDef> {
-        self.policies.values()
+        self.policies.defs()
     }
 
     /// Users, permissions and policies; vhosts are [`Catalog::apply`]'s.
@@ -1025,20 +1201,16 @@ impl Catalog {
                 check_name_len("policy", &def.name)?;
                 check_pattern_len(&def.pattern)?;
                 self.vhost(def.vhost.as_bytes())?;
-                validate_policy(def)?;
-                let key = (def.vhost.clone(), def.name.clone());
-                self.policies.insert(key, def.clone());
+                self.policies.set(def)?;
+                return Ok(self.reapply_policies(&def.vhost));
             }
             AccessOp::PolicyClear { vhost, name } => {
-                if self
-                    .policies
-                    .remove(&(vhost.clone(), name.clone()))
-                    .is_none()
-                {
+                if !self.policies.clear(vhost, name) {
                     return Err(AmqpError::not_found(format!(
                         "no policy '{name}' in vhost '{vhost}'"
                     )));
                 }
+                return Ok(self.reapply_policies(vhost));
             }
         }
         Ok(MetaOutcome::AccessChanged)

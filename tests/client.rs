@@ -13,6 +13,8 @@
 //! confirmed, since a confirm comes only once the message is routed.
 
 mod common;
+#[path = "client/exchange_plugins.rs"]
+mod exchange_plugins;
 #[path = "client/queue_arguments.rs"]
 mod queue_arguments;
 mod raw;

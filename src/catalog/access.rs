@@ -262,8 +262,7 @@ impl ApplyTo {
     }
 }
 
-/// A policy as set; applying it to queues and exchanges is the queues'
-/// business (not yet done), the catalog stores and validates it.
+/// A policy as set; `catalog::policy` applies it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyDef {
     pub vhost: String,
@@ -288,6 +287,9 @@ const POLICY_KEYS: [(&str, PolicyValue); 10] = [
     ("alternate-exchange", PolicyValue::Text),
     ("queue-mode", PolicyValue::Text),
 ];
+
+/// RabbitMQ's values for the `overflow` key.
+const OVERFLOW_VALUES: [&str; 3] = ["drop-head", "reject-publish", "reject-publish-dlx"];
 
 #[derive(Clone, Copy)]
 enum PolicyValue {
@@ -319,6 +321,12 @@ pub fn validate_policy(def: &PolicyDef) -> Result<(), AmqpError> {
         if !valid {
             return Err(AmqpError::precondition_failed(format!(
                 "Validation failed\n\n{value} is not a valid value for {key}"
+            )));
+        }
+        let overflow = value.as_str().unwrap_or_default();
+        if key == "overflow" && !OVERFLOW_VALUES.contains(&overflow) {
+            return Err(AmqpError::precondition_failed(format!(
+                "Validation failed\n\n<<\"{overflow}\">> is not a valid overflow value"
             )));
         }
     }

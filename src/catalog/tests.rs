@@ -110,7 +110,8 @@ fn ok(catalog: &mut Catalog, op: &MetaOp) -> MetaOutcome {
 fn route(catalog: &Catalog, exchange: &str, key: &str) -> Vec<QueueId> {
     let mut out = Vec::new();
     if let Some(routing) = catalog.routing(b"/") {
-        routing.route(exchange.as_bytes(), key.as_bytes(), None, &mut out);
+        let fields = crate::routing::MessageFields::default();
+        routing.route(exchange.as_bytes(), key.as_bytes(), fields, &mut out);
     }
     out
 }

@@ -19,7 +19,8 @@ use crate::protocol::properties::{scan_properties, ContentHeader, PropertySummar
 use crate::protocol::{reply_code, AmqpError, FieldTable, FieldValue, ShortStr};
 use crate::queue::{ConsumerKey, ConsumerSpec};
 use crate::routing::sender_selected::{self, SenderSelected};
-use crate::routing::RoutingTable;
+use crate::routing::{delayed, MessageFields, RoutingTable};
+use crate::shard::delayed::DelayedMessage;
 use crate::shard::{ConfirmAnswer, Deliver, Got, QueueRequest, Settlement, ShardMsg};
 
 impl Connection {
@@ -139,6 +140,7 @@ impl Connection {
         }
         self.release_content(ch, content_cost(header.body_size));
         let tag = self.with_channel(ch, |channel| {
+            channel.published += 1;
             channel.confirm.as_ref().map_or(0, Confirms::next_tag)
         })?;
         let routed = self.route(ch, publish, header, body, tag)?;
@@ -166,7 +168,9 @@ impl Connection {
     ) -> Result<Routed, AmqpError> {
         let vhost = self.vhost();
         let catalog = self.shard.catalog.borrow();
-        catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
+        let delayed = catalog
+            .exchange_accepts_publish(&vhost, &publish.exchange)?
+            .delayed;
         let summary = scan_properties(&header.properties)?;
         self.check_user_id(summary.user_id.as_ref())?;
         let expiration_ms = summary
@@ -183,6 +187,12 @@ impl Connection {
         let table = catalog
             .routing(&vhost)
             .ok_or_else(|| AmqpError::not_found(format!("no vhost '{vhost}'")))?;
+        // An x-delayed-message exchange routes a delayed message nowhere
+        // now (a mandatory one is returned, as the plugin does).
+        let delay_ms = match &summary.headers {
+            Some(raw) if delayed => delayed::delay_ms(raw),
+            _ => None,
+        };
         let headers = match summary
             .headers
             .filter(|_| table.needs_headers(&publish.exchange))
@@ -192,14 +202,16 @@ impl Connection {
         };
         let mut routes = self.routes.borrow_mut();
         routes.clear();
-        route_all(
-            table,
-            &publish,
-            headers.as_ref(),
-            selected.as_ref(),
-            &mut routes,
-        );
-        if routes.is_empty() && !publish.mandatory {
+        if delay_ms.is_none() {
+            let fields = MessageFields {
+                headers: headers.as_ref(),
+                properties: Some(&properties),
+                first_routing_key: Some(&publish.routing_key),
+            };
+            route_all(table, &publish, fields, selected.as_ref(), &mut routes);
+        }
+        table.count_publish(&publish.exchange, !routes.is_empty());
+        if routes.is_empty() && !publish.mandatory && delay_ms.is_none() {
             // Unroutable and not mandatory: dropped, so no handle is made.
             return Ok(Routed::default());
         }
@@ -221,6 +233,20 @@ impl Connection {
             };
             self.out
                 .content(ch, &Method::BasicReturn(returned), &message);
+        }
+        if let Some(delay_ms) = delay_ms {
+            let mut message = message;
+            // It may wait long: it must not keep the read buffer alive.
+            message.compact();
+            let routing_keys = routing_keys(&message.routing_key, selected.as_ref());
+            self.shard.delay_message(DelayedMessage {
+                vhost,
+                routing_keys,
+                message,
+                delay_ms,
+            });
+            // No queue has it yet: a confirm answers it at once.
+            return Ok(Routed::default());
         }
         let mut routed = Routed::default();
         let publisher = self.holder(ch);
@@ -579,9 +605,13 @@ impl Connection {
         let mut settled = self.settled.borrow_mut();
         settled.clear();
         let known = self.with_channel(ch, |channel| {
-            channel.unacked.settle(delivery_tag, multiple, |entry| {
+            let known = channel.unacked.settle(delivery_tag, multiple, |entry| {
                 settled.push((entry.queue, entry.seq))
-            })
+            });
+            if action == Settlement::Ack {
+                channel.acked += settled.len() as u64;
+            }
+            known
         })?;
         if !known {
             return Err(AmqpError::precondition_failed(format!(
@@ -698,7 +728,10 @@ impl Connection {
                     header,
                     body,
                 } => {
-                    let tag = self.with_channel(ch, |channel| channel.tx_confirms.next_tag())?;
+                    let tag = self.with_channel(ch, |channel| {
+                        channel.published += 1;
+                        channel.tx_confirms.next_tag()
+                    })?;
                     let routed = self.route(ch, publish, header, body, tag)?;
                     self.with_channel(ch, |channel| channel.tx_confirms.publish(routed.shards))?;
                     congested = routed.congested.or(congested);
@@ -757,19 +790,27 @@ fn not_transactional() -> AmqpError {
 /// Routes a publish by its routing key and, for sender-selected
 /// distribution, its CC and BCC keys; a queue reached by several keys gets
 /// one copy.
+/// A message's routing keys: its own, then the CC and BCC ones.
+fn routing_keys(routing_key: &ShortStr, selected: Option<&SenderSelected>) -> Vec<ShortStr> {
+    let more = selected
+        .map(|s| s.routing_keys.as_slice())
+        .unwrap_or_default();
+    std::iter::once(routing_key).chain(more).cloned().collect()
+}
+
 fn route_all(
     table: &RoutingTable,
     publish: &BasicPublish,
-    headers: Option<&FieldTable>,
+    fields: MessageFields<'_>,
     selected: Option<&SenderSelected>,
     routes: &mut Vec<QueueId>,
 ) {
-    table.route(&publish.exchange, &publish.routing_key, headers, routes);
+    table.route(&publish.exchange, &publish.routing_key, fields, routes);
     let Some(selected) = selected else {
         return;
     };
     for key in &selected.routing_keys {
-        table.route(&publish.exchange, key, headers, routes);
+        table.route(&publish.exchange, key, fields, routes);
     }
     routes.sort_unstable();
     routes.dedup();

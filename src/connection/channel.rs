@@ -10,6 +10,7 @@ use crate::ids::QueueId;
 use crate::protocol::method::BasicPublish;
 use crate::protocol::properties::ContentHeader;
 use crate::protocol::ShortStr;
+use crate::queue::MessageTotals;
 use crate::shard::{Deliver, Settlement};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct Channel {
     /// This channel's direct reply-to queue, once it consumed
     /// `amq.rabbitmq.reply-to`.
     pub reply_queue: Option<ShortStr>,
+    /// Messages published and acked on this channel, for the API's rates
+    /// (deliveries are `unacked.next_tag`: one tag per delivery or get).
+    pub published: u64,
+    pub acked: u64,
 }
 
 pub struct Consumer {
@@ -332,6 +337,18 @@ impl Channel {
             touched: Vec::new(),
             last_queue: None,
             reply_queue: None,
+            published: 0,
+            acked: 0,
+        }
+    }
+
+    /// What this channel published, delivered (one tag per delivery or
+    /// get) and had acked.
+    pub fn totals(&self) -> MessageTotals {
+        MessageTotals {
+            published: self.published,
+            delivered: self.unacked.next_tag,
+            acked: self.acked,
         }
     }
 

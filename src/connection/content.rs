@@ -73,6 +73,7 @@ impl State {
     pub(super) fn remove_channel(&mut self, ch: u16) -> Option<Channel> {
         let channel = self.channels.remove(&ch)?;
         self.content_held -= channel.content_held;
+        self.closed_channels += channel.totals();
         Some(channel)
     }
 }

@@ -3,6 +3,7 @@
 
 use super::{Connection, Phase};
 use crate::ids::ConnectionId;
+use crate::queue::MessageTotals;
 
 /// A connection as `/api/connections` lists it.
 #[derive(Clone, Debug)]
@@ -19,8 +20,19 @@ pub struct ConnectionInfo {
     pub channel_max: u16,
     pub heartbeat_s: u16,
     pub state: &'static str,
-    /// (channel number, consumers, unacked deliveries) per open channel.
-    pub channel_list: Vec<(u16, usize, usize)>,
+    /// Per open channel, by number.
+    pub channel_list: Vec<ChannelInfo>,
+    /// What its closed channels did.
+    pub closed_channels: MessageTotals,
+}
+
+/// A channel as `/api/channels` lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelInfo {
+    pub number: u16,
+    pub consumers: usize,
+    pub unacked: usize,
+    pub totals: MessageTotals,
 }
 
 impl Connection {
@@ -30,9 +42,14 @@ impl Connection {
         let mut channel_list: Vec<_> = state
             .channels
             .iter()
-            .map(|(&number, channel)| (number, channel.consumers.len(), channel.unacked.len()))
+            .map(|(&number, channel)| ChannelInfo {
+                number,
+                consumers: channel.consumers.len(),
+                unacked: channel.unacked.len(),
+                totals: channel.totals(),
+            })
             .collect();
-        channel_list.sort_unstable();
+        channel_list.sort_unstable_by_key(|channel| channel.number);
         ConnectionInfo {
             id: self.id,
             name: format!("{} -> {listener}", self.peer),
@@ -50,6 +67,7 @@ impl Connection {
                 Phase::Closing | Phase::ClosedByClient | Phase::Closed => "closing",
             },
             channel_list,
+            closed_channels: state.closed_channels,
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::ids::{ConnectionId, QueueId, ShardId};
 use crate::protocol::frame::{self, Frame, FrameType};
 use crate::protocol::method::{ChannelClose, ConnectionClose, Method};
 use crate::protocol::{reply_code, AmqpError, ShortStr};
+use crate::queue::MessageTotals;
 use crate::runtime::net::{ReadHalf, WriteHalf};
 use crate::runtime::notify::Notify;
 use crate::runtime::{self};
@@ -42,7 +43,7 @@ use crate::shard::{Holder, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
 use flow::PublisherFlow;
 pub use handshake::Tune;
-pub use info::ConnectionInfo;
+pub use info::{ChannelInfo, ConnectionInfo};
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of
@@ -100,6 +101,8 @@ struct State {
     channels: HashMap<u16, Channel>,
     /// Content bytes the channels hold, summed (see `content`).
     content_held: u64,
+    /// What the closed channels published, delivered and had acked.
+    closed_channels: MessageTotals,
     /// The request the reader waits on, and its channel.
     awaiting: Option<(u16, methods::Awaiting)>,
     /// basic.cancel notifications for a channel whose request is pending:
@@ -171,6 +174,7 @@ impl Connection {
             blocked_notify: false,
             channels: HashMap::new(),
             content_held: 0,
+            closed_channels: MessageTotals::default(),
             awaiting: None,
             deferred_cancels: Vec::new(),
             declared_exclusive: false,
@@ -450,6 +454,11 @@ impl Connection {
                 }
             }
         }
+        let mut totals = state.closed_channels;
+        for channel in state.channels.values() {
+            totals += channel.totals();
+        }
+        self.shard.retire_connection_totals(totals);
         state.channels.clear();
         let declared_exclusive = state.declared_exclusive;
         drop(state);

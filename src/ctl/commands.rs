@@ -190,6 +190,7 @@ const LISTS: [ListSpec; 11] = [
             "auto_delete",
             "internal",
             "arguments",
+            "policy",
             "vhost",
         ],
     },

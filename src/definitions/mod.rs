@@ -258,7 +258,7 @@ fn exchange_declare(def: &ExchangeDef) -> MetaOp {
     MetaOp::ExchangeDeclare {
         vhost: def.vhost.clone(),
         name: def.name.clone(),
-        kind: ShortStr::from(def.kind.as_str()),
+        kind: ShortStr::from(def.type_name()),
         passive: false,
         durable: true,
         auto_delete: def.auto_delete,

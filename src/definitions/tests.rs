@@ -205,3 +205,42 @@ fn a_server_named_durable_queue_comes_back_on_its_hash_shard() {
     let q = catalog.queue(b"/", b"amq.gen-abc").expect("recovered");
     assert_eq!(q.shard_id, queue_shard(b"/", b"amq.gen-abc", 4));
 }
+
+#[test]
+fn a_delayed_exchange_comes_back_delayed_and_policies_apply_again() {
+    let mut arguments = FieldTable::new();
+    arguments.insert(
+        "x-delayed-type",
+        crate::protocol::FieldValue::LongStr("topic".into()),
+    );
+    let delayed = MetaOp::ExchangeDeclare {
+        vhost: "/".into(),
+        name: "later".into(),
+        kind: "x-delayed-message".into(),
+        passive: false,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments,
+    };
+    let definition = serde_json::json!({"max-length": 3});
+    let policy = crate::catalog::access::PolicyDef {
+        vhost: "/".to_owned(),
+        name: "cap".to_owned(),
+        pattern: "^durable$".to_owned(),
+        apply_to: crate::catalog::access::ApplyTo::Queues,
+        priority: 0,
+        definition: definition.as_object().cloned().unwrap_or_default(),
+    };
+    let (_, live) = run(&[
+        delayed,
+        declare_queue("durable", true, false),
+        MetaOp::Access(AccessOp::PolicySet(policy)),
+    ]);
+    let catalog = replay(&live, 2);
+    let exchange = catalog.exchange(b"/", b"later").expect("the exchange");
+    assert_eq!(exchange.type_name(), "x-delayed-message");
+    assert_eq!(exchange.kind, crate::routing::ExchangeKind::Topic);
+    let queue = catalog.queue(b"/", b"durable").expect("the queue");
+    assert_eq!(queue.settings.max_length, Some(3));
+}

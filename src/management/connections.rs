@@ -11,11 +11,13 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::access_api::read_catalog;
+use super::rates::{self, message_stats, RateKey};
 use super::routes::{Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::NODE_NAME;
 use super::ApiError;
 use crate::connection::ConnectionInfo;
+use crate::ids::ConnectionId;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()
@@ -34,6 +36,26 @@ pub(super) async fn connection_infos(api: &Api) -> Result<Vec<ConnectionInfo>, A
         .on_every_shard(|shard| shard.connection_infos())
         .await?;
     Ok(per_shard.into_iter().flatten().collect())
+}
+
+/// `message_stats` per open channel, by (connection, channel number).
+fn channel_stats(api: &Api, infos: &[ConnectionInfo]) -> HashMap<(ConnectionId, u16), Value> {
+    let now = std::time::Instant::now();
+    let mut book = rates::lock(&api.rates);
+    let mut stats = HashMap::new();
+    for info in infos {
+        for channel in &info.channel_list {
+            let key = RateKey::Channel(info.id, channel.number);
+            let rates = book.observe(key, channel.totals, now);
+            let stats_json = message_stats(channel.totals, rates);
+            stats.insert((info.id, channel.number), stats_json);
+        }
+    }
+    book.retain(|key| match key {
+        RateKey::Channel(conn, number) => stats.contains_key(&(*conn, *number)),
+        _ => true,
+    });
+    stats
 }
 
 fn connection_json(info: &ConnectionInfo) -> Value {
@@ -121,9 +143,11 @@ async fn connection_close(
 async fn channels(State(api): State<Api>, headers: HeaderMap) -> Answer {
     let caller = api.authorize(&headers, Need::Management).await?;
     let infos = connection_infos(&api).await?;
+    let stats = channel_stats(&api, &infos);
     let mut list = Vec::new();
     for info in infos.iter().filter(|info| visible(&caller, info)) {
-        for &(number, consumers, unacked) in &info.channel_list {
+        for channel in &info.channel_list {
+            let number = channel.number;
             list.push(json!({
                 "name": format!("{} ({number})", info.name),
                 "number": number,
@@ -131,8 +155,9 @@ async fn channels(State(api): State<Api>, headers: HeaderMap) -> Answer {
                 "vhost": info.vhost,
                 "user": info.user,
                 "state": "running",
-                "consumer_count": consumers,
-                "messages_unacknowledged": unacked,
+                "consumer_count": channel.consumers,
+                "messages_unacknowledged": channel.unacked,
+                "message_stats": stats.get(&(info.id, number)),
                 "connection_details": {"name": info.name, "peer_host": info.peer_host, "peer_port": info.peer_port},
             }));
         }

@@ -46,6 +46,7 @@ fn export_catalog(catalog: &Catalog) -> Value {
             let mut shown = views::exchange(x);
             if let Value::Object(map) = &mut shown {
                 map.remove("user_who_performed_action");
+                map.remove("policy");
             }
             shown
         })

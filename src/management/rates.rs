@@ -2,17 +2,22 @@
 //! thread from the lifetime totals the shards report: the change since the
 //! previous look at least [`RATE_WINDOW_MIN`] earlier, per second.
 //!
+//! Rates are kept per queue (what its owner counts), per exchange
+//! (publish_in and publish_out, summed over the shards' routing tables),
+//! per channel (what the connection counts for it) and overall (every
+//! channel's, the closed ones' included).
+//!
 //! The shards only count (a few integer additions per message, no clock),
-//! so rates cost the data path nothing. Entries for queues that are gone
-//! are dropped at each look, so the book is as large as the queue set.
+//! so rates cost the data path nothing. Entries for things that are gone
+//! are dropped at each look, so the book is as large as what exists.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::ids::QueueId;
-use crate::queue::QueueTotals;
+use crate::ids::{ConnectionId, QueueId};
+use crate::queue::MessageTotals;
 
 /// Looks closer together than this reuse the last rates.
 pub const RATE_WINDOW_MIN: Duration = Duration::from_secs(1);
@@ -25,26 +30,38 @@ pub struct Rates {
     pub ack: f64,
 }
 
+/// What a rate is kept for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    Queue(QueueId),
+    /// (vhost, name).
+    Exchange(String, String),
+    /// (connection, channel number).
+    Channel(ConnectionId, u16),
+    /// The overview, as the named user sees it.
+    Overview(String),
+}
+
 #[derive(Debug)]
 struct Sample {
     at: Instant,
-    totals: QueueTotals,
+    totals: MessageTotals,
     rates: Rates,
 }
 
-/// The last sample per queue.
+/// The last sample per key.
 #[derive(Debug, Default)]
 pub struct RateBook {
-    samples: HashMap<QueueId, Sample>,
+    samples: HashMap<RateKey, Sample>,
 }
 
 impl RateBook {
-    /// Records `totals` seen `now` and returns the queue's current rates.
-    pub fn observe(&mut self, queue: QueueId, totals: QueueTotals, now: Instant) -> Rates {
-        let Some(sample) = self.samples.get_mut(&queue) else {
+    /// Records `totals` seen `now` and returns the current rates of `key`.
+    pub fn observe(&mut self, key: RateKey, totals: MessageTotals, now: Instant) -> Rates {
+        let Some(sample) = self.samples.get_mut(&key) else {
             let rates = Rates::default();
             self.samples.insert(
-                queue,
+                key,
                 Sample {
                     at: now,
                     totals,
@@ -69,14 +86,31 @@ impl RateBook {
         sample.rates
     }
 
-    /// Forgets queues for which `live` is false.
-    pub fn retain(&mut self, live: impl Fn(&QueueId) -> bool) {
-        self.samples.retain(|queue, _| live(queue));
+    /// Forgets the keys for which `live` is false.
+    pub fn retain(&mut self, live: impl Fn(&RateKey) -> bool) {
+        self.samples.retain(|key, _| live(key));
     }
 }
 
+/// The book, locked; a panic elsewhere leaves it usable.
+pub fn lock(book: &std::sync::Mutex<RateBook>) -> std::sync::MutexGuard<'_, RateBook> {
+    book.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// An exchange's `message_stats`: RabbitMQ's publish_in (published to it)
+/// and publish_out (of those, routed), from totals that count them as
+/// published and delivered.
+pub fn exchange_message_stats(totals: MessageTotals, rates: Rates) -> Value {
+    json!({
+        "publish_in": totals.published,
+        "publish_in_details": {"rate": rates.publish},
+        "publish_out": totals.delivered,
+        "publish_out_details": {"rate": rates.deliver_get},
+    })
+}
+
 /// RabbitMQ's `message_stats` object.
-pub fn message_stats(totals: QueueTotals, rates: Rates) -> Value {
+pub fn message_stats(totals: MessageTotals, rates: Rates) -> Value {
     json!({
         "publish": totals.published,
         "publish_details": {"rate": rates.publish},
@@ -91,8 +125,8 @@ pub fn message_stats(totals: QueueTotals, rates: Rates) -> Value {
 mod tests {
     use super::*;
 
-    fn totals(published: u64, delivered: u64, acked: u64) -> QueueTotals {
-        QueueTotals {
+    fn totals(published: u64, delivered: u64, acked: u64) -> MessageTotals {
+        MessageTotals {
             published,
             delivered,
             acked,
@@ -103,13 +137,13 @@ mod tests {
     fn rates_are_the_change_per_second_since_the_previous_look() {
         let mut book = RateBook::default();
         let start = Instant::now();
-        let queue = QueueId(1);
+        let queue = RateKey::Queue(QueueId(1));
         assert_eq!(
-            book.observe(queue, totals(10, 0, 0), start),
+            book.observe(queue.clone(), totals(10, 0, 0), start),
             Rates::default()
         );
         let later = start + Duration::from_secs(2);
-        let rates = book.observe(queue, totals(30, 10, 4), later);
+        let rates = book.observe(queue.clone(), totals(30, 10, 4), later);
         assert_eq!(
             rates,
             Rates {

@@ -17,16 +17,17 @@ use serde_json::{json, Value};
 use super::access_api::{change, read_catalog};
 use super::connections::connection_infos;
 use super::messages::{decode_payload, encode_payload, encode_properties, properties_json};
-use super::rates::{message_stats, Rates};
+use super::rates::{self, exchange_message_stats, message_stats, RateKey};
 use super::routes::{body_json, flag, query_flag, text, Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::{self, to_field_table, QueueFigures};
 use super::ApiError;
 use crate::catalog::access::Access;
 use crate::catalog::{MetaOp, QueueDef};
+use crate::connection::ConnectionInfo;
 use crate::ids::{QueueId, MANAGEMENT_CONNECTION};
 use crate::protocol::ShortStr;
-use crate::queue::QueueTotals;
+use crate::queue::MessageTotals;
 
 /// Most messages one get request takes.
 const GET_COUNT_MAX: usize = 10_000;
@@ -85,10 +86,7 @@ async fn queue_figures(api: &Api) -> Result<HashMap<QueueId, QueueFigures>, ApiE
         .on_every_shard(|shard| shard.queue_samples())
         .await?;
     let now = std::time::Instant::now();
-    let mut book = api
-        .rates
-        .lock()
-        .unwrap_or_else(|poison| poison.into_inner());
+    let mut book = rates::lock(&api.rates);
     let figures: HashMap<QueueId, QueueFigures> = per_shard
         .into_iter()
         .flatten()
@@ -98,12 +96,15 @@ async fn queue_figures(api: &Api) -> Result<HashMap<QueueId, QueueFigures>, ApiE
                 messages_unacknowledged: u64::from(sample.unacked),
                 consumers: u64::from(sample.consumers),
                 totals: sample.totals,
-                rates: book.observe(sample.id, sample.totals, now),
+                rates: book.observe(RateKey::Queue(sample.id), sample.totals, now),
             };
             (sample.id, figures)
         })
         .collect();
-    book.retain(|queue| figures.contains_key(queue));
+    book.retain(|key| match key {
+        RateKey::Queue(queue) => figures.contains_key(queue),
+        _ => true,
+    });
     Ok(figures)
 }
 
@@ -111,14 +112,13 @@ async fn queue_figures(api: &Api) -> Result<HashMap<QueueId, QueueFigures>, ApiE
 pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError> {
     let figures = queue_figures(api).await?;
     let connections = connection_infos(api).await?;
+    let stats = overall_stats(api, caller, &connections).await?;
     let caller = caller.clone();
-    let (queues, exchanges, ready, unacked, consumers, stats) = read_catalog(api, move |catalog| {
+    let (queues, exchanges, ready, unacked, consumers) = read_catalog(api, move |catalog| {
         let visible: Vec<&QueueDef> = catalog
             .queues()
             .filter(|q| caller.sees_vhost(&q.vhost.to_str_lossy()))
             .collect();
-        let shown: Vec<&QueueFigures> = visible.iter().filter_map(|q| figures.get(&q.id)).collect();
-        let stats = overall_stats(&shown);
         let sum = |f: fn(&QueueFigures) -> u64| -> u64 {
             visible
                 .iter()
@@ -135,7 +135,6 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
             sum(|f| f.messages_ready),
             sum(|f| f.messages_unacknowledged),
             sum(|f| f.consumers),
-            stats,
         )
     })
     .await?;
@@ -147,19 +146,30 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
     }))
 }
 
-/// The overview's `message_stats`: the sums over the queues shown.
-fn overall_stats(queues: &[&QueueFigures]) -> Value {
-    let mut totals = QueueTotals::default();
-    let mut rates = Rates::default();
-    for figures in queues {
-        totals.published += figures.totals.published;
-        totals.delivered += figures.totals.delivered;
-        totals.acked += figures.totals.acked;
-        rates.publish += figures.rates.publish;
-        rates.deliver_get += figures.rates.deliver_get;
-        rates.ack += figures.rates.ack;
+/// The overview's `message_stats`, counted by channels as RabbitMQ counts
+/// them (a message published once to three queues is one publish): the
+/// open channels' and those of closed connections. A user who sees only
+/// some vhosts sees the open channels in them.
+async fn overall_stats(
+    api: &Api,
+    caller: &Caller,
+    connections: &[ConnectionInfo],
+) -> Result<Value, ApiError> {
+    let mut totals = MessageTotals::default();
+    if caller.vhosts.is_none() {
+        let retired = api
+            .bridge
+            .on_every_shard(|shard| shard.retired_totals())
+            .await?;
+        retired.into_iter().for_each(|shard| totals += shard);
     }
-    message_stats(totals, rates)
+    for info in connections.iter().filter(|c| caller.sees_vhost(&c.vhost)) {
+        totals += info.closed_channels;
+        info.channel_list.iter().for_each(|c| totals += c.totals);
+    }
+    let key = RateKey::Overview(caller.name.clone());
+    let rates = rates::lock(&api.rates).observe(key, totals, std::time::Instant::now());
+    Ok(message_stats(totals, rates))
 }
 
 async fn exchanges(State(api): State<Api>, headers: HeaderMap) -> Answer {
@@ -177,6 +187,7 @@ async fn exchanges_in(
 }
 
 async fn list_exchanges(api: &Api, caller: Caller, vhost: Option<String>) -> Answer {
+    let stats = exchange_stats(api).await?;
     let list = read_catalog(api, move |catalog| {
         if vhost
             .as_ref()
@@ -188,13 +199,57 @@ async fn list_exchanges(api: &Api, caller: Caller, vhost: Option<String>) -> Ans
             catalog
                 .exchanges()
                 .filter(|x| in_scope(&caller, vhost.as_deref(), &x.vhost))
-                .map(views::exchange)
+                .map(|x| with_stats(views::exchange(x), &stats, &x.vhost, &x.name))
                 .collect::<Vec<_>>(),
         )
     })
     .await?
     .ok_or_else(ApiError::not_found)?;
     Ok(Json(Value::Array(list)))
+}
+
+type ExchangeStats = HashMap<(ShortStr, ShortStr), Value>;
+
+/// Every exchange's `message_stats`, from the counts of every shard's
+/// routing table (a publish is counted where it was routed).
+async fn exchange_stats(api: &Api) -> Result<ExchangeStats, ApiError> {
+    let per_shard = api
+        .bridge
+        .on_every_shard(|shard| shard.exchange_counts())
+        .await?;
+    let mut sums: HashMap<(ShortStr, ShortStr), MessageTotals> = HashMap::new();
+    for (vhost, name, published_in, published_out) in per_shard.into_iter().flatten() {
+        let sum = sums.entry((vhost, name)).or_default();
+        sum.published += published_in;
+        sum.delivered += published_out;
+    }
+    let now = std::time::Instant::now();
+    let mut book = rates::lock(&api.rates);
+    let key = |(vhost, name): &(ShortStr, ShortStr)| {
+        RateKey::Exchange(
+            vhost.to_str_lossy().into_owned(),
+            name.to_str_lossy().into_owned(),
+        )
+    };
+    let live: std::collections::HashSet<RateKey> = sums.keys().map(key).collect();
+    book.retain(|k| !matches!(k, RateKey::Exchange(..)) || live.contains(k));
+    Ok(sums
+        .into_iter()
+        .map(|(id, totals)| {
+            let rates = book.observe(key(&id), totals, now);
+            (id, exchange_message_stats(totals, rates))
+        })
+        .collect())
+}
+
+/// An exchange's view with its `message_stats`, which RabbitMQ shows only
+/// once something was published to it.
+fn with_stats(mut view: Value, stats: &ExchangeStats, vhost: &ShortStr, name: &ShortStr) -> Value {
+    let found = stats.get(&(vhost.clone(), name.clone()));
+    if let (Some(found), Some(fields)) = (found, view.as_object_mut()) {
+        fields.insert("message_stats".to_owned(), found.clone());
+    }
+    view
 }
 
 pub(super) fn in_scope(caller: &Caller, vhost: Option<&str>, of: &ShortStr) -> bool {
@@ -214,10 +269,11 @@ async fn exchange(
 ) -> Answer {
     api.authorize_in(&headers, Need::Management, &vhost).await?;
     let name = exchange_name(&name);
+    let stats = exchange_stats(&api).await?;
     read_catalog(&api, move |catalog| {
         catalog
             .exchange(vhost.as_bytes(), name.as_bytes())
-            .map(views::exchange)
+            .map(|x| with_stats(views::exchange(x), &stats, &x.vhost, &x.name))
     })
     .await?
     .map(Json)

@@ -91,10 +91,17 @@ pub(super) fn query_flag(query: &HashMap<String, String>, key: &str) -> bool {
 async fn overview(State(api): State<Api>, headers: HeaderMap) -> Answer {
     let caller = api.authorize(&headers, Need::Management).await?;
     let totals = resources::totals(&api, &caller).await?;
-    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
-        .iter()
-        .map(|name| json!({"name": name, "description": "", "enabled": true}))
-        .collect();
+    let exchange_types: Vec<Value> = [
+        "direct",
+        "fanout",
+        "headers",
+        "topic",
+        "x-consistent-hash",
+        "x-delayed-message",
+    ]
+    .iter()
+    .map(|name| json!({"name": name, "description": "", "enabled": true}))
+    .collect();
     Ok(Json(json!({
         "management_version": RABBITMQ_API_VERSION,
         "rabbitmq_version": RABBITMQ_API_VERSION,

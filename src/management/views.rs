@@ -11,7 +11,7 @@ use super::rates::{message_stats, Rates};
 use crate::catalog::access::{PermissionDef, PolicyDef, User};
 use crate::catalog::{Catalog, ExchangeDef, QueueDef};
 use crate::protocol::types::{FieldTable, FieldValue, LongStr};
-use crate::queue::QueueTotals;
+use crate::queue::MessageTotals;
 use crate::routing::{BindingView, Destination};
 
 /// The node name warren reports where RabbitMQ reports `rabbit@host`.
@@ -23,7 +23,7 @@ pub struct QueueFigures {
     pub messages_ready: u64,
     pub messages_unacknowledged: u64,
     pub consumers: u64,
-    pub totals: QueueTotals,
+    pub totals: MessageTotals,
     pub rates: Rates,
 }
 
@@ -92,16 +92,21 @@ fn to_field_value(value: &Value) -> Option<FieldValue> {
 }
 
 pub fn exchange(def: &ExchangeDef) -> Value {
-    json!({
+    let mut view = json!({
         "name": def.name.to_str_lossy(),
         "vhost": def.vhost.to_str_lossy(),
-        "type": def.kind.as_str(),
+        "type": def.type_name(),
         "durable": def.durable,
         "auto_delete": def.auto_delete,
         "internal": def.internal,
         "arguments": field_table(&def.arguments),
         "user_who_performed_action": "rmq-internal",
-    })
+    });
+    // RabbitMQ names an exchange's policy only when it has one.
+    if let (Some(policy), Some(fields)) = (&def.policy, view.as_object_mut()) {
+        fields.insert("policy".to_owned(), json!(policy.name));
+    }
+    view
 }
 
 pub fn queue(def: &QueueDef, figures: QueueFigures) -> Value {
@@ -123,9 +128,9 @@ pub fn queue(def: &QueueDef, figures: QueueFigures) -> Value {
         "node": NODE_NAME,
         "state": "running",
         "type": queue_type,
-        "policy": null,
+        "policy": def.policy.as_ref().map(|p| &p.name),
         "operator_policy": null,
-        "effective_policy_definition": {},
+        "effective_policy_definition": def.policy.as_ref().map_or_else(Map::new, |p| p.definition.clone()),
         "exclusive_consumer_tag": null,
         "single_active_consumer_tag": null,
         "consumers": figures.consumers,

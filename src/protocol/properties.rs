@@ -262,6 +262,21 @@ fn short_str_at(raw: &Bytes, buf: &mut &[u8]) -> Result<ShortStr, DecodeError> {
     ShortStr::decode(&mut raw.slice(start..raw.len() - buf.len()))
 }
 
+/// The raw value of one property (`flag`), found without decoding the
+/// others or allocating: the bytes from the value's start to the end of the
+/// properties (the caller decodes the one value it asked for). None when
+/// the property is absent or the properties are malformed.
+pub fn find_property(raw: &[u8], wanted: u16) -> Option<&[u8]> {
+    let mut found = None;
+    let walked = walk_properties(raw, |flag, buf| {
+        if flag == wanted {
+            found = Some(raw.len() - buf.len());
+        }
+        Ok(false)
+    });
+    walked.ok().and(found).and_then(|start| raw.get(start..))
+}
+
 /// A content header frame's payload, with the properties left raw: the
 /// broker stores and forwards them as they came.
 #[derive(Clone, Debug, PartialEq, Default)]

@@ -452,6 +452,23 @@ pub fn table_names_any(raw: &[u8], keys: &[&[u8]]) -> bool {
     false
 }
 
+/// The encoded value (type tag included) of `key` at the top level of an
+/// encoded table, found without decoding or allocating. None when the key
+/// is absent or the table is malformed.
+pub fn table_value_raw<'a>(raw: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut buf = raw;
+    let mut body = take_long_prefixed(&mut buf).ok()?;
+    while let Ok(&[name_len]) = take_slice(&mut body, 1) {
+        let name = take_slice(&mut body, name_len.into()).ok()?;
+        let value_start = body;
+        skip_value(&mut body, 1).ok()?;
+        if name == key {
+            return value_start.get(..value_start.len() - body.len());
+        }
+    }
+    None
+}
+
 /// Runs a slice walker over `buf` and advances `buf` past what it consumed.
 fn skip_with(
     buf: &mut Bytes,

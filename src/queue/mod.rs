@@ -193,21 +193,29 @@ pub struct Queue {
     /// The deadline last reported by `deadline_change`.
     reported_deadline: Option<u64>,
     /// Lifetime counts the management API turns into rates.
-    totals: QueueTotals,
+    totals: MessageTotals,
     /// Persistent messages are logged to disk (a durable queue).
     durable: bool,
     /// Seqs of logged messages that left since the shard last looked.
     gone: Vec<u64>,
 }
 
-/// What a queue has done since it was created: RabbitMQ's `message_stats`
-/// counters (publish, deliver_get, ack).
+/// What a queue (or a channel) has done since it was created: RabbitMQ's
+/// `message_stats` counters (publish, deliver_get, ack).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueueTotals {
+pub struct MessageTotals {
     pub published: u64,
     /// Deliveries to consumers and basic.gets, redeliveries included.
     pub delivered: u64,
     pub acked: u64,
+}
+
+impl std::ops::AddAssign for MessageTotals {
+    fn add_assign(&mut self, other: MessageTotals) {
+        self.published += other.published;
+        self.delivered += other.delivered;
+        self.acked += other.acked;
+    }
 }
 
 impl Queue {
@@ -235,7 +243,7 @@ impl Queue {
             last_used_ms: 0,
             reported_deadline: None,
             settings,
-            totals: QueueTotals::default(),
+            totals: MessageTotals::default(),
             durable: false,
             gone: Vec::new(),
         }
@@ -283,8 +291,8 @@ impl Queue {
         }
     }
 
-    pub fn totals(&self) -> QueueTotals {
-        QueueTotals {
+    pub fn totals(&self) -> MessageTotals {
+        MessageTotals {
             // Every publish takes the next seq; requeues keep theirs.
             published: self.next_seq - 1,
             ..self.totals
@@ -293,6 +301,23 @@ impl Queue {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Takes the settings a policy change made, as RabbitMQ's queues do:
+    /// messages keep the expiry they were given, x-expires counts from now,
+    /// and drop-head applies the length limits at once. The type, the
+    /// priorities and single active consumer come from arguments only and
+    /// stay.
+    pub fn set_settings(&mut self, settings: Settings, clock: &impl Clock) {
+        self.ready.count_bytes(settings.max_length_bytes.is_some());
+        self.settings = Settings {
+            queue_type: self.settings.queue_type,
+            max_priority: self.settings.max_priority,
+            single_active_consumer: self.settings.single_active_consumer,
+            ..settings
+        };
+        self.touch(clock);
+        self.drop_head_over_limit();
     }
 
     pub fn id(&self) -> QueueId {
@@ -413,8 +438,12 @@ impl Queue {
         let Settings {
             max_length,
             max_length_bytes,
+            overflow,
             ..
         } = self.settings;
+        if overflow != Overflow::DropHead {
+            return;
+        }
         while max_length.is_some_and(|max| self.ready.len() as u64 > max)
             || max_length_bytes.is_some_and(|max| self.ready.bytes() > max)
         {

@@ -63,6 +63,24 @@ impl ReadyQueue {
         self.len == 0
     }
 
+    /// Starts or stops counting body bytes (a policy set or cleared
+    /// x-max-length-bytes).
+    pub fn count_bytes(&mut self, count_bytes: bool) {
+        if count_bytes == self.count_bytes {
+            return;
+        }
+        self.count_bytes = count_bytes;
+        self.bytes = match count_bytes {
+            true => self
+                .levels
+                .iter()
+                .flatten()
+                .map(|ready| ready.message.body_size() as u64)
+                .sum(),
+            false => 0,
+        };
+    }
+
     /// Body bytes of the ready messages, if counted (x-max-length-bytes).
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -3,11 +3,11 @@
 //! the `x-` arguments of queue.declare and validated with RabbitMQ's rules
 //! and 406 texts.
 //!
-//! Policies (with the management API, later) supply the same settings:
-//! `Settings::resolve` takes the sources in precedence order, and the first
-//! that names a key wins. A queue's own arguments go first, as in RabbitMQ;
-//! a policy's keys (`message-ttl`, ...) would be passed in their `x-`
-//! spelling as a second source.
+//! A policy supplies the same settings (its keys in their `x-` spelling,
+//! `catalog::policy`): `Settings::resolve` combines the queue's arguments
+//! with the policy's as RabbitMQ's queues do: for the limits (TTL, expiry,
+//! lengths, delivery limit) the smaller value wins, for the rest the
+//! queue's own argument.
 //!
 //! Plain data, no I/O: the catalog validates on declare and keeps the
 //! result in the queue's definition; the owning shard builds the queue from
@@ -122,6 +122,17 @@ impl QueueType {
     }
 }
 
+/// The keys for which RabbitMQ takes the smaller of argument and policy
+/// (`res_min` in rabbit_amqqueue_process and rabbit_quorum_queue); for the
+/// others the argument wins (`res_arg`).
+const SMALLER_WINS: [&str; 5] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-delivery-limit",
+];
+
 /// An argument's complaint, formatted as RabbitMQ prints the Erlang term.
 type Invalid = String;
 
@@ -231,14 +242,29 @@ impl Settings {
     /// Resolves and validates the settings of a queue named by `resource`
     /// ("queue 'q' in vhost '/'") from its arguments alone.
     pub fn from_arguments(arguments: &FieldTable, resource: &str) -> Result<Settings, AmqpError> {
-        Settings::resolve(&[arguments], resource)
+        Settings::resolve(arguments, None, resource)
     }
 
-    /// Resolves from `sources` in precedence order: for each key, the
-    /// first source that names it decides. Checks run in RabbitMQ's order,
-    /// so the first complaint is the one RabbitMQ makes.
-    pub fn resolve(sources: &[&FieldTable], resource: &str) -> Result<Settings, AmqpError> {
-        let lookup = |key: &str| sources.iter().find_map(|table| table.get(key));
+    /// Resolves from the queue's arguments and the policy's (see the
+    /// module doc for which wins). Checks run in RabbitMQ's order, so the
+    /// first complaint is the one RabbitMQ makes.
+    pub fn resolve(
+        arguments: &FieldTable,
+        policy: Option<&FieldTable>,
+        resource: &str,
+    ) -> Result<Settings, AmqpError> {
+        let lookup = |key: &str| {
+            let own = arguments.get(key);
+            match (own, policy.and_then(|table| table.get(key))) {
+                (Some(own), Some(from_policy)) if SMALLER_WINS.contains(&key) => {
+                    match (integer(own), integer(from_policy)) {
+                        (Ok(a), Ok(p)) if p < a => Some(from_policy),
+                        _ => Some(own),
+                    }
+                }
+                (own, from_policy) => own.or(from_policy),
+            }
+        };
         let invalid = |key: &str, detail: Invalid| {
             AmqpError::precondition_failed(format!("invalid arg '{key}' for {resource}: {detail}"))
         };
@@ -258,7 +284,10 @@ impl Settings {
         };
         settings.dead_letter_exchange = check!("x-dead-letter-exchange", long_string);
         settings.dead_letter_routing_key = check!("x-dead-letter-routing-key", long_string);
-        if settings.dead_letter_routing_key.is_some() && settings.dead_letter_exchange.is_none() {
+        // Checked on the queue's own arguments, as RabbitMQ's declare does.
+        if arguments.get("x-dead-letter-routing-key").is_some()
+            && arguments.get("x-dead-letter-exchange").is_none()
+        {
             return Err(invalid(
                 "x-dead-letter-routing-key",
                 "routing_key_but_no_dlx_defined".to_owned(),
@@ -391,15 +420,32 @@ mod tests {
     }
 
     #[test]
-    fn the_first_source_that_names_a_key_wins() {
-        let own = arguments(&[("x-message-ttl", FieldValue::I32(10))]);
-        let policy = arguments(&[
-            ("x-message-ttl", FieldValue::I32(99)),
-            ("x-max-length", FieldValue::I32(3)),
+    fn limits_take_the_smaller_of_argument_and_policy_and_the_rest_the_argument() {
+        let own = arguments(&[
+            ("x-message-ttl", FieldValue::I32(10)),
+            ("x-max-length", FieldValue::I32(7)),
+            ("x-overflow", text("reject-publish")),
+            ("x-dead-letter-exchange", text("own")),
         ]);
-        let settings = Settings::resolve(&[&own, &policy], RESOURCE).expect("valid");
+        let policy = arguments(&[
+            ("x-message-ttl", FieldValue::I64(99)),
+            ("x-max-length", FieldValue::I64(3)),
+            ("x-max-length-bytes", FieldValue::I64(100)),
+            ("x-overflow", text("drop-head")),
+            ("x-dead-letter-exchange", text("policy")),
+            ("x-dead-letter-routing-key", text("rk")),
+        ]);
+        let settings = Settings::resolve(&own, Some(&policy), RESOURCE).expect("valid");
         assert_eq!(settings.message_ttl_ms, Some(10));
         assert_eq!(settings.max_length, Some(3));
+        assert_eq!(settings.max_length_bytes, Some(100));
+        assert_eq!(settings.overflow, Overflow::RejectPublish);
+        assert_eq!(settings.dead_letter_exchange, Some(ShortStr::from("own")));
+        assert_eq!(settings.dead_letter_routing_key, Some(ShortStr::from("rk")));
+        // A policy's routing key without any exchange is no error.
+        let policy = arguments(&[("x-dead-letter-routing-key", text("rk"))]);
+        let settings = Settings::resolve(&FieldTable::new(), Some(&policy), RESOURCE);
+        assert!(settings.is_ok(), "{settings:?}");
     }
 
     #[test]

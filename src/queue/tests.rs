@@ -726,7 +726,7 @@ fn totals_count_publishes_deliveries_with_redeliveries_and_acks() {
         .expect("the requeued message");
     assert_eq!(q.settle((conn(1), 1), &[again.seq], Settlement::Ack), 1);
     let totals = q.totals();
-    let expected = QueueTotals {
+    let expected = MessageTotals {
         published: 3,
         delivered: 2,
         acked: 1,

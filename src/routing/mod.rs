@@ -4,7 +4,8 @@
 //! exchange), every binding between them and queues, and the per-type
 //! matchers built from those bindings (a key map for direct, a list for
 //! fanout, a [`topic::TopicTrie`] for topic, a scan over compiled
-//! [`headers::HeadersBinding`]s for headers). The default exchange `""`
+//! [`headers::HeadersBinding`]s for headers, a [`consistent_hash::HashRing`]
+//! for x-consistent-hash). The default exchange `""`
 //! routes by the implicit binding of every queue under its own name.
 //!
 //! It must not validate: the catalog checks names, types, permissions and
@@ -23,15 +24,20 @@
 //! - Routing follows exchange-to-exchange bindings and alternate exchanges
 //!   visiting each exchange at most once, so cycles terminate.
 
+pub mod consistent_hash;
+pub mod delayed;
 pub mod headers;
 pub mod sender_selected;
 pub mod topic;
 
 use std::cell::Cell;
 
+use bytes::Bytes;
+
 use crate::ids::QueueId;
 use crate::protocol::types::{FieldTable, ShortStr};
 
+use consistent_hash::{HashOn, HashRing};
 use headers::HeadersBinding;
 use topic::{TopicScratch, TopicTrie};
 
@@ -45,6 +51,8 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// RabbitMQ's rabbitmq_consistent_hash_exchange plugin.
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -56,6 +64,7 @@ impl ExchangeKind {
             b"fanout" => Some(ExchangeKind::Fanout),
             b"topic" => Some(ExchangeKind::Topic),
             b"headers" => Some(ExchangeKind::Headers),
+            b"x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
             _ => None,
         }
     }
@@ -66,8 +75,46 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
         }
     }
+}
+
+/// How an exchange routes: its type and what the type reads from the
+/// exchange's arguments.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExchangeRouting {
+    pub kind: ExchangeKind,
+    /// In effect: the exchange's own argument, else its policy's.
+    pub alternate_exchange: Option<ShortStr>,
+    /// x-consistent-hash only.
+    pub hash_on: HashOn,
+}
+
+impl ExchangeRouting {
+    pub fn new(kind: ExchangeKind, alternate_exchange: Option<ShortStr>) -> ExchangeRouting {
+        ExchangeRouting {
+            kind,
+            alternate_exchange,
+            hash_on: HashOn::RoutingKey,
+        }
+    }
+}
+
+/// What routing may read besides the routing key.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MessageFields<'a> {
+    /// Decoded headers, read by headers exchanges only (see
+    /// [`RoutingTable::needs_headers`]).
+    pub headers: Option<&'a FieldTable>,
+    /// The raw properties, where a consistent-hash exchange finds the
+    /// header or property it hashes on without decoding.
+    pub properties: Option<&'a Bytes>,
+    /// The message's first routing key, when it is routed under several
+    /// (CC and BCC): a consistent-hash exchange hashes this one whatever
+    /// key it is routing, as the plugin hashes the first of the message's
+    /// routing keys, so a message reaches one of its queues.
+    pub first_routing_key: Option<&'a [u8]>,
 }
 
 /// Where a binding delivers: a queue, or another exchange (exchange.bind).
@@ -104,15 +151,17 @@ enum Matcher {
     Fanout(Vec<Target>),
     Topic(TopicTrie<Target>),
     Headers(Vec<(HeadersBinding, Target)>),
+    ConsistentHash(HashRing<Target>),
 }
 
 impl Matcher {
-    fn new(kind: ExchangeKind) -> Matcher {
+    fn new(kind: ExchangeKind, hash_on: HashOn) -> Matcher {
         match kind {
             ExchangeKind::Direct => Matcher::Direct(Map::default()),
             ExchangeKind::Fanout => Matcher::Fanout(Vec::new()),
             ExchangeKind::Topic => Matcher::Topic(TopicTrie::new()),
             ExchangeKind::Headers => Matcher::Headers(Vec::new()),
+            ExchangeKind::ConsistentHash => Matcher::ConsistentHash(HashRing::new(hash_on)),
         }
     }
 
@@ -124,6 +173,7 @@ impl Matcher {
             Matcher::Headers(bindings) => {
                 bindings.push((HeadersBinding::new(arguments.clone()), target))
             }
+            Matcher::ConsistentHash(ring) => ring.insert(routing_key.as_bytes(), target),
         }
     }
 
@@ -145,13 +195,14 @@ impl Matcher {
             Matcher::Headers(bindings) => remove_one(bindings, |(b, t)| {
                 *t == target && b.arguments() == arguments
             }),
+            Matcher::ConsistentHash(ring) => ring.remove(target),
         }
     }
 
     fn for_each_match(
         &self,
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        fields: MessageFields<'_>,
         topic_scratch: &mut TopicScratch,
         mut f: impl FnMut(Target),
     ) {
@@ -165,8 +216,14 @@ impl Matcher {
             Matcher::Topic(trie) => trie.for_each_match(routing_key, topic_scratch, f),
             Matcher::Headers(bindings) => bindings
                 .iter()
-                .filter(|(binding, _)| binding.matches(headers))
+                .filter(|(binding, _)| binding.matches(fields.headers))
                 .for_each(|&(_, t)| f(t)),
+            Matcher::ConsistentHash(ring) => {
+                let hashed = fields.first_routing_key.unwrap_or(routing_key);
+                if let Some(t) = ring.route(hashed, fields.properties) {
+                    f(t)
+                }
+            }
         }
     }
 }
@@ -191,6 +248,10 @@ struct Exchange {
     matcher: Matcher,
     /// The routing pass that last visited this exchange (see `epoch`).
     visited_epoch: Cell<u64>,
+    /// Messages published to it on this shard, and how many of them it
+    /// routed to a queue (RabbitMQ's publish_in and publish_out).
+    published_in: Cell<u64>,
+    published_out: Cell<u64>,
 }
 
 /// The exchanges and bindings of one vhost. See the module doc.
@@ -254,15 +315,15 @@ impl RoutingTable {
 
     /// Adds an exchange; an exchange of that name already present is kept
     /// as it is (the catalog has checked the redeclaration is equivalent).
-    pub fn add_exchange(
-        &mut self,
-        name: ShortStr,
-        kind: ExchangeKind,
-        alternate_exchange: Option<ShortStr>,
-    ) {
+    pub fn add_exchange(&mut self, name: ShortStr, routing: ExchangeRouting) {
         if self.by_name.contains_key(name.as_bytes()) {
             return;
         }
+        let ExchangeRouting {
+            kind,
+            alternate_exchange,
+            hash_on,
+        } = routing;
         let exchange = Exchange {
             name: name.clone(),
             kind,
@@ -270,8 +331,10 @@ impl RoutingTable {
             bindings: Map::default(),
             binding_count: 0,
             exchange_destinations: Vec::new(),
-            matcher: Matcher::new(kind),
+            matcher: Matcher::new(kind, hash_on),
             visited_epoch: Cell::new(0),
+            published_in: Cell::new(0),
+            published_out: Cell::new(0),
         };
         let slot = match self.free_slots.pop() {
             Some(slot) => {
@@ -284,6 +347,13 @@ impl RoutingTable {
             }
         };
         self.by_name.insert(name, slot);
+    }
+
+    /// Changes an exchange's alternate exchange (a policy came or went).
+    pub fn set_alternate_exchange(&mut self, name: &[u8], alternate: Option<ShortStr>) {
+        if let Some(x) = self.slot_of(name).and_then(|slot| self.exchange_mut(slot)) {
+            x.alternate_exchange = alternate;
+        }
     }
 
     /// Removes an exchange, the bindings it is the source of and the
@@ -495,6 +565,25 @@ impl RoutingTable {
         })
     }
 
+    /// Counts a message published to `exchange`, and whether it reached a
+    /// queue: plain additions, read by the management API.
+    pub fn count_publish(&self, exchange: &[u8], routed: bool) {
+        if let Some(x) = self.slot_of(exchange).and_then(|slot| self.exchange(slot)) {
+            x.published_in.set(x.published_in.get() + 1);
+            x.published_out
+                .set(x.published_out.get() + u64::from(routed));
+        }
+    }
+
+    /// (name, published in, published out) of every exchange with traffic.
+    pub fn exchange_counts(&self) -> impl Iterator<Item = (&ShortStr, u64, u64)> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|x| x.published_in.get() > 0)
+            .map(|x| (&x.name, x.published_in.get(), x.published_out.get()))
+    }
+
     fn next_epoch(&self) -> u64 {
         let epoch = self.epoch.get().wrapping_add(1);
         self.epoch.set(epoch);
@@ -555,8 +644,8 @@ impl RoutingTable {
     }
 
     /// Appends to `out` every queue a message published to `exchange` with
-    /// `routing_key` (and `headers`, looked at only by headers exchanges)
-    /// is routed to, each queue once.
+    /// `routing_key` (and `fields`, looked at only by headers and
+    /// consistent-hash exchanges) is routed to, each queue once.
     ///
     /// Follows exchange-to-exchange bindings; an exchange whose own bindings
     /// match nothing (neither queue nor exchange) hands the message to its
@@ -571,7 +660,7 @@ impl RoutingTable {
         &self,
         exchange: &[u8],
         routing_key: &[u8],
-        headers: Option<&FieldTable>,
+        fields: MessageFields<'_>,
         out: &mut Vec<QueueId>,
     ) {
         if exchange.is_empty() {
@@ -596,7 +685,7 @@ impl RoutingTable {
             };
             let mut matched = false;
             x.matcher
-                .for_each_match(routing_key, headers, &mut topic_scratch, |target| {
+                .for_each_match(routing_key, fields, &mut topic_scratch, |target| {
                     matched = true;
                     match target {
                         Target::Queue(id) => out.push(id),

@@ -20,7 +20,11 @@ fn route_with(
     headers: Option<&FieldTable>,
 ) -> Vec<u64> {
     let mut out = Vec::new();
-    table.route(exchange.as_bytes(), key.as_bytes(), headers, &mut out);
+    let fields = MessageFields {
+        headers,
+        ..MessageFields::default()
+    };
+    table.route(exchange.as_bytes(), key.as_bytes(), fields, &mut out);
     out.into_iter().map(|id| id.0).collect()
 }
 
@@ -36,7 +40,7 @@ fn bind(table: &mut RoutingTable, source: &str, destination: Destination, key: &
 fn table_with(exchanges: &[(&str, ExchangeKind)]) -> RoutingTable {
     let mut table = RoutingTable::new();
     for (name, kind) in exchanges {
-        table.add_exchange(ShortStr::from(*name), *kind, None);
+        table.add_exchange(ShortStr::from(*name), ExchangeRouting::new(*kind, None));
     }
     table
 }
@@ -118,13 +122,11 @@ fn alternate_exchange_takes_unmatched_messages() {
     let mut table = RoutingTable::new();
     table.add_exchange(
         ShortStr::from("main"),
-        ExchangeKind::Direct,
-        Some(ShortStr::from("ae")),
+        ExchangeRouting::new(ExchangeKind::Direct, Some(ShortStr::from("ae"))),
     );
     table.add_exchange(
         ShortStr::from("ae"),
-        ExchangeKind::Fanout,
-        Some(ShortStr::from("main")),
+        ExchangeRouting::new(ExchangeKind::Fanout, Some(ShortStr::from("main"))),
     );
     bind(&mut table, "main", q(1), "known");
     bind(&mut table, "ae", q(2), "");
@@ -143,11 +145,16 @@ fn alternate_exchange_is_not_used_when_an_exchange_binding_matched() {
     let mut table = RoutingTable::new();
     table.add_exchange(
         ShortStr::from("main"),
-        ExchangeKind::Fanout,
-        Some(ShortStr::from("ae")),
+        ExchangeRouting::new(ExchangeKind::Fanout, Some(ShortStr::from("ae"))),
     );
-    table.add_exchange(ShortStr::from("empty"), ExchangeKind::Fanout, None);
-    table.add_exchange(ShortStr::from("ae"), ExchangeKind::Fanout, None);
+    table.add_exchange(
+        ShortStr::from("empty"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
+    table.add_exchange(
+        ShortStr::from("ae"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
     bind(&mut table, "main", x("empty"), "");
     bind(&mut table, "ae", q(2), "");
     // RabbitMQ's rule: the AE is used when the exchange's own bindings
@@ -208,7 +215,10 @@ fn removing_an_exchange_drops_bindings_both_ways() {
     assert_eq!(table.binding_count(), 0);
     assert!(route(&table, "a", "k").is_empty());
     // A new exchange reusing the slot does not inherit old bindings.
-    table.add_exchange(ShortStr::from("c"), ExchangeKind::Fanout, None);
+    table.add_exchange(
+        ShortStr::from("c"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
     assert!(route(&table, "c", "").is_empty());
     assert!(bind(&mut table, "a", x("c"), "k"));
     assert!(!bind(&mut table, "a", x("missing"), "k"));
@@ -235,7 +245,10 @@ fn bindings_lists_every_binding() {
 #[test]
 fn routing_an_unbound_key_does_not_grow_the_binding_table() {
     let mut table = table_with(&[("d", ExchangeKind::Direct), ("t", ExchangeKind::Topic)]);
-    table.add_exchange(ShortStr::from(""), ExchangeKind::Direct, None);
+    table.add_exchange(
+        ShortStr::from(""),
+        ExchangeRouting::new(ExchangeKind::Direct, None),
+    );
     bind(&mut table, "d", q(1), "bound");
     bind(&mut table, "t", q(1), "a.*.c");
     let direct_keys =
@@ -307,29 +320,65 @@ fn allocations() -> usize {
 #[test]
 fn warmed_routing_does_not_allocate() {
     let mut table = RoutingTable::new();
-    table.add_exchange(ShortStr::from(""), ExchangeKind::Direct, None);
+    table.add_exchange(
+        ShortStr::from(""),
+        ExchangeRouting::new(ExchangeKind::Direct, None),
+    );
     table.add_exchange(
         ShortStr::from("t"),
-        ExchangeKind::Topic,
-        Some(ShortStr::from("ae")),
+        ExchangeRouting::new(ExchangeKind::Topic, Some(ShortStr::from("ae"))),
     );
-    table.add_exchange(ShortStr::from("ae"), ExchangeKind::Fanout, None);
-    table.add_exchange(ShortStr::from("d"), ExchangeKind::Direct, None);
+    table.add_exchange(
+        ShortStr::from("ae"),
+        ExchangeRouting::new(ExchangeKind::Fanout, None),
+    );
+    table.add_exchange(
+        ShortStr::from("d"),
+        ExchangeRouting::new(ExchangeKind::Direct, None),
+    );
     table.add_queue(ShortStr::from("q1"), QueueId(1));
     bind(&mut table, "t", q(1), "#.a.#");
     bind(&mut table, "t", q(2), "*.*.a");
     bind(&mut table, "t", x("d"), "x.#");
     bind(&mut table, "d", q(3), "x.a");
     bind(&mut table, "ae", q(4), "");
+    for (name, hash_on) in [
+        ("ch", HashOn::RoutingKey),
+        ("ch-header", HashOn::Header(ShortStr::from("h"))),
+    ] {
+        let routing = ExchangeRouting {
+            hash_on,
+            ..ExchangeRouting::new(ExchangeKind::ConsistentHash, None)
+        };
+        table.add_exchange(ShortStr::from(name), routing);
+        bind(&mut table, name, q(5), "2");
+        bind(&mut table, name, q(6), "3");
+    }
+    let mut headers = FieldTable::new();
+    headers.insert("h", longstr("v"));
+    let mut properties = bytes::BytesMut::new();
+    crate::protocol::properties::BasicProperties {
+        headers: Some(headers),
+        ..Default::default()
+    }
+    .encode(&mut properties);
+    let properties = properties.freeze();
+    let fields = MessageFields {
+        properties: Some(&properties),
+        ..MessageFields::default()
+    };
     let mut out = Vec::with_capacity(16);
-    let publishes: [(&[u8], &[u8]); 4] = [
+    let publishes: [(&[u8], &[u8]); 6] = [
         (b"t", b"x.a"),
         (b"t", b"x.y.a"),
         (b"t", b"none"),
         (b"", b"q1"),
+        (b"ch", b"some key"),
+        (b"ch-header", b"k"),
     ];
     for (exchange, key) in publishes {
-        table.route(exchange, key, None, &mut out);
+        table.route(exchange, key, fields, &mut out);
+        assert!(!out.is_empty(), "{exchange:?} routes");
         out.clear();
     }
     let before = allocations();
@@ -338,7 +387,7 @@ fn warmed_routing_does_not_allocate() {
     let before = allocations();
     for _ in 0..100 {
         for (exchange, key) in publishes {
-            table.route(exchange, key, None, &mut out);
+            table.route(exchange, key, fields, &mut out);
             assert!(!table.needs_headers(exchange));
             out.clear();
         }

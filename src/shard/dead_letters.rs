@@ -11,6 +11,7 @@ use super::{Shard, ShardMsg};
 use crate::protocol::ShortStr;
 use crate::queue::dead_letter::{self, Death};
 use crate::queue::{DeadLetter, Queue, Settings};
+use crate::routing::MessageFields;
 
 impl Shard {
     /// Routes what `q` dead-lettered since the last call.
@@ -45,7 +46,12 @@ impl Shard {
         };
         let mut routes = Vec::new();
         for key in &dead.routing_keys {
-            table.route(exchange, key, Some(&dead.headers), &mut routes);
+            let fields = MessageFields {
+                headers: Some(&dead.headers),
+                properties: Some(&dead.message.properties),
+                first_routing_key: dead.routing_keys.first().map(|k| k.as_bytes()),
+            };
+            table.route(exchange, key, fields, &mut routes);
         }
         routes.sort_unstable();
         routes.dedup();

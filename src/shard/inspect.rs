@@ -11,7 +11,8 @@ use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::message::{parse_expiration, Message, MessageContent};
 use crate::protocol::properties::scan_properties;
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
-use crate::queue::{GetResult, QueueTotals, Settlement};
+use crate::queue::{GetResult, MessageTotals, Settlement};
+use crate::routing::MessageFields;
 
 /// The holder the management API takes messages as.
 const MANAGEMENT_HOLDER: (ConnectionId, u16) = (MANAGEMENT_CONNECTION, 0);
@@ -23,7 +24,7 @@ pub struct QueueSample {
     pub ready: u32,
     pub unacked: u32,
     pub consumers: u32,
-    pub totals: QueueTotals,
+    pub totals: MessageTotals,
 }
 
 impl Shard {
@@ -40,6 +41,38 @@ impl Shard {
                 totals: q.totals(),
             })
             .collect()
+    }
+
+    /// (vhost, exchange, publish_in, publish_out) of every exchange that
+    /// saw a publish on this shard.
+    pub fn exchange_counts(&self) -> Vec<(ShortStr, ShortStr, u64, u64)> {
+        let catalog = self.catalog.borrow();
+        let mut counts = Vec::new();
+        for vhost in catalog.vhost_names() {
+            let Some(table) = catalog.routing(vhost.as_bytes()) else {
+                continue;
+            };
+            counts.extend(
+                table
+                    .exchange_counts()
+                    .map(|(name, published_in, published_out)| {
+                        (vhost.clone(), name.clone(), published_in, published_out)
+                    }),
+            );
+        }
+        counts
+    }
+
+    /// Adds what a closing connection's channels did to the shard's total.
+    pub(crate) fn retire_connection_totals(&self, totals: MessageTotals) {
+        let mut retired = self.retired_totals.get();
+        retired += totals;
+        self.retired_totals.set(retired);
+    }
+
+    /// What the channels of this shard's closed connections did.
+    pub fn retired_totals(&self) -> MessageTotals {
+        self.retired_totals.get()
     }
 
     /// Every consumer of the queues this shard owns: (queue, connection,
@@ -135,7 +168,12 @@ impl Shard {
             .routing(vhost)
             .ok_or_else(|| AmqpError::not_found("no vhost"))?;
         let mut routes = Vec::new();
-        table.route(&exchange, &routing_key, headers, &mut routes);
+        let fields = MessageFields {
+            headers,
+            properties: Some(&properties),
+            first_routing_key: None,
+        };
+        table.route(&exchange, &routing_key, fields, &mut routes);
         let summary = scan_properties(&properties)?;
         let expiration_ms = summary
             .expiration

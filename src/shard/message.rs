@@ -24,8 +24,9 @@ pub enum ShardMsg {
         /// confirm (the owner then answers nothing).
         confirm: u64,
     },
-    /// Queue owner -> owner of a dead-letter target: enqueue a dead letter.
-    /// No connection published it, so no credit is owed for it.
+    /// Queue owner -> owner of a dead-letter target: enqueue a dead letter;
+    /// also a delayed message that came due (`shard::delayed`). No
+    /// connection is waiting on it, so no credit is owed for it.
     DeadLetter {
         queue: QueueId,
         message: Message,

@@ -15,6 +15,7 @@
 mod confirms;
 mod coordinator;
 mod dead_letters;
+pub(crate) mod delayed;
 mod flow;
 mod inspect;
 pub use inspect::QueueSample;
@@ -42,13 +43,14 @@ use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::management::{bridge, Bridge};
 use crate::message::Message;
 use crate::protocol::AmqpError;
-use crate::queue::{Clock, Published, Queue};
+use crate::queue::{Clock, MessageTotals, Published, Queue};
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh, net::Listener};
 use crate::store;
 use confirms::Confirms;
 use coordinator::Coordinator;
 pub(crate) use coordinator::Requester;
+use delayed::DelayedMessages;
 use flow::Flow;
 pub use flow::PublishCredit;
 pub(crate) use flow::PUBLISH_CREDIT_BYTES;
@@ -84,6 +86,11 @@ pub struct Shard {
     /// The start of this shard's clock (queue TTLs and expiry).
     epoch: Instant,
     timer: Timer,
+    /// Messages of x-delayed-message exchanges, waiting for their delay.
+    delayed: RefCell<DelayedMessages>,
+    /// What the channels of this shard's closed connections did, for the
+    /// overview's `message_stats`.
+    retired_totals: Cell<MessageTotals>,
     /// Publish credit owed to connections (see `flow`).
     flow: RefCell<Flow>,
     /// Something is owed: the flusher should pay it.
@@ -127,6 +134,8 @@ impl Shard {
             coordinator: RefCell::new(coordinator),
             epoch: Instant::now(),
             timer: Timer::default(),
+            delayed: RefCell::default(),
+            retired_totals: Cell::default(),
             flow: RefCell::new(flow),
             flow_owed: Notify::new(),
             definitions_due: Notify::new(),
@@ -679,6 +688,10 @@ impl Shard {
                 self.drop_queues(queues);
                 None
             }
+            MetaOutcome::PoliciesApplied { queues } => {
+                self.apply_policies(queues);
+                None
+            }
             MetaOutcome::VhostDeleted { vhost, queues } => {
                 self.drop_queues(queues);
                 let text = format!("vhost '{vhost}' is deleted");
@@ -691,6 +704,25 @@ impl Shard {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// Gives the queues this shard owns the settings a policy change made.
+    fn apply_policies(&self, queues: &[QueueId]) {
+        for &queue in queues {
+            let settings = self
+                .catalog
+                .borrow()
+                .queue_by_id(queue)
+                .and_then(|def| (def.shard_id == self.id).then(|| def.settings.clone()));
+            let Some(settings) = settings else {
+                continue;
+            };
+            if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
+                q.set_settings(settings, self);
+            }
+            // Dropped heads are dead-lettered, and the deadlines moved.
+            self.dispatch(queue);
         }
     }
 

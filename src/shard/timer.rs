@@ -1,12 +1,14 @@
 //! The shard's one timer for its queues' deadlines: messages that expire
 //! (x-message-ttl, the expiration property) and queues that expire unused
-//! (x-expires) must go even when nothing else happens on the queue.
+//! (x-expires) must go even when nothing else happens on the queue; and
+//! messages an x-delayed-message exchange holds (`shard::delayed`) must be
+//! routed when their delay is over.
 //!
 //! A queue says when it next needs the clock (`Queue::next_deadline`); the
-//! shard keeps one entry per queue in a sorted set and one task sleeps until
-//! the earliest, so a thousand queues with TTLs cost one sleeping task.
-//! Entries are removed when the deadline moves; a deleted queue's entry is
-//! dropped when it comes due.
+//! shard keeps one entry per queue, and one per delayed message, in a
+//! sorted set and one task sleeps until the earliest, so a thousand queues
+//! with TTLs cost one sleeping task. Entries are removed when the deadline
+//! moves; a deleted queue's entry is dropped when it comes due.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -22,10 +24,18 @@ use crate::runtime::{self, notify::Notify};
 /// The longest the timer sleeps without a deadline, so it sees shutdown.
 const IDLE_WAKE: Duration = Duration::from_millis(100);
 
+/// What comes due at a deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    Queue(QueueId),
+    /// A delayed message, by its number in `shard::delayed`.
+    Delayed(u64),
+}
+
 #[derive(Default)]
 pub(super) struct Timer {
-    /// (deadline in ms on the shard clock, queue).
-    deadlines: RefCell<BTreeSet<(u64, QueueId)>>,
+    /// (deadline in ms on the shard clock, what is due).
+    deadlines: RefCell<BTreeSet<(u64, Due)>>,
     /// An earlier deadline was added: the sleeping task recomputes.
     earlier: Notify,
 }
@@ -37,15 +47,23 @@ impl Shard {
         let Some((old, new)) = q.deadline_change() else {
             return;
         };
-        let mut deadlines = self.timer.deadlines.borrow_mut();
         if let Some(old) = old {
-            deadlines.remove(&(old, queue));
+            self.timer
+                .deadlines
+                .borrow_mut()
+                .remove(&(old, Due::Queue(queue)));
         }
         if let Some(new) = new {
-            deadlines.insert((new, queue));
-            if deadlines.first() == Some(&(new, queue)) {
-                self.timer.earlier.notify();
-            }
+            self.set_deadline(new, Due::Queue(queue));
+        }
+    }
+
+    /// Adds a deadline, waking the timer when it is the earliest.
+    pub(super) fn set_deadline(&self, at: u64, due: Due) {
+        let mut deadlines = self.timer.deadlines.borrow_mut();
+        deadlines.insert((at, due));
+        if deadlines.first() == Some(&(at, due)) {
+            self.timer.earlier.notify();
         }
     }
 
@@ -60,22 +78,25 @@ impl Shard {
             if !wait.is_zero() {
                 runtime::timeout(wait, self.timer.earlier.wait()).await;
             }
-            for queue in self.due_queues() {
-                self.queue_deadline(queue);
+            for due in self.due() {
+                match due {
+                    Due::Queue(queue) => self.queue_deadline(queue),
+                    Due::Delayed(number) => self.route_delayed(number),
+                }
             }
         }
     }
 
-    fn due_queues(&self) -> Vec<QueueId> {
+    fn due(&self) -> Vec<Due> {
         let now_ms = self.now_ms();
         let mut deadlines = self.timer.deadlines.borrow_mut();
         let mut due = Vec::new();
-        while let Some(&(at, queue)) = deadlines.first() {
+        while let Some(&(at, what)) = deadlines.first() {
             if at > now_ms {
                 break;
             }
             deadlines.pop_first();
-            due.push(queue);
+            due.push(what);
         }
         due
     }

@@ -14,7 +14,7 @@ use super::*;
 use warren::catalog::queue_shard;
 
 /// A fresh queue name whose queue lives on `shard` of a two-shard warren.
-fn unique_on_shard(what: &str, shard: usize) -> String {
+pub(crate) fn unique_on_shard(what: &str, shard: usize) -> String {
     loop {
         let name = unique(what);
         if queue_shard(b"/", name.as_bytes(), 2) == shard {
@@ -23,7 +23,11 @@ fn unique_on_shard(what: &str, shard: usize) -> String {
     }
 }
 
-async fn declare_with(channel: &Channel, name: &str, arguments: FieldTable) -> lapin::Result<()> {
+pub(crate) async fn declare_with(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
     within(
         "queue.declare",
         channel.queue_declare(name, QueueDeclareOptions::default(), arguments),
@@ -37,14 +41,14 @@ fn int(value: i64) -> AMQPValue {
 }
 
 /// The reply text of the close that `result` reports.
-fn reply_text<T: std::fmt::Debug>(result: lapin::Result<T>) -> String {
+pub(crate) fn reply_text<T: std::fmt::Debug>(result: lapin::Result<T>) -> String {
     match result {
         Err(lapin::Error::ProtocolError(error)) => error.get_message().to_string(),
         other => panic!("expected a protocol error, got {other:?}"),
     }
 }
 
-fn header<'a>(delivery: &'a Delivery, key: &str) -> Option<&'a AMQPValue> {
+pub(crate) fn header<'a>(delivery: &'a Delivery, key: &str) -> Option<&'a AMQPValue> {
     delivery
         .properties
         .headers()
