@@ -19,7 +19,7 @@ use crate::protocol::properties::{scan_properties, ContentHeader, PropertySummar
 use crate::protocol::{reply_code, AmqpError, FieldTable, FieldValue, ShortStr};
 use crate::queue::{ConsumerKey, ConsumerSpec};
 use crate::routing::sender_selected::{self, SenderSelected};
-use crate::routing::{delayed, MessageFields, RoutingTable};
+use crate::routing::{delayed, MessageFields, RoutingTable, Slot};
 use crate::shard::delayed::DelayedMessage;
 use crate::shard::{ConfirmAnswer, Deliver, Got, QueueRequest, Settlement, ShardMsg};
 
@@ -202,15 +202,18 @@ impl Connection {
         };
         let mut routes = self.routes.borrow_mut();
         routes.clear();
-        if delay_ms.is_none() {
-            let fields = MessageFields {
-                headers: headers.as_ref(),
-                properties: Some(&properties),
-                first_routing_key: Some(&publish.routing_key),
-            };
-            route_all(table, &publish, fields, selected.as_ref(), &mut routes);
-        }
-        table.count_publish(&publish.exchange, !routes.is_empty());
+        let slot = match delay_ms {
+            None => {
+                let fields = MessageFields {
+                    headers: headers.as_ref(),
+                    properties: Some(&properties),
+                    first_routing_key: Some(&publish.routing_key),
+                };
+                route_all(table, &publish, fields, selected.as_ref(), &mut routes)
+            }
+            Some(_) => table.exchange_slot(&publish.exchange),
+        };
+        table.count_publish(slot, !routes.is_empty());
         if routes.is_empty() && !publish.mandatory && delay_ms.is_none() {
             // Unroutable and not mandatory: dropped, so no handle is made.
             return Ok(Routed::default());
@@ -804,14 +807,15 @@ fn route_all(
     fields: MessageFields<'_>,
     selected: Option<&SenderSelected>,
     routes: &mut Vec<QueueId>,
-) {
-    table.route(&publish.exchange, &publish.routing_key, fields, routes);
+) -> Option<Slot> {
+    let slot = table.route(&publish.exchange, &publish.routing_key, fields, routes);
     let Some(selected) = selected else {
-        return;
+        return slot;
     };
     for key in &selected.routing_keys {
         table.route(&publish.exchange, key, fields, routes);
     }
     routes.sort_unstable();
     routes.dedup();
+    slot
 }

@@ -134,7 +134,7 @@ pub struct BindingView<'a> {
 }
 
 /// Index of an exchange in [`RoutingTable::slots`].
-type Slot = u32;
+pub(crate) type Slot = u32;
 
 /// A compiled binding's target: what a match yields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -565,10 +565,16 @@ impl RoutingTable {
         })
     }
 
-    /// Counts a message published to `exchange`, and whether it reached a
-    /// queue: plain additions, read by the management API.
-    pub fn count_publish(&self, exchange: &[u8], routed: bool) {
-        if let Some(x) = self.slot_of(exchange).and_then(|slot| self.exchange(slot)) {
+    /// The slot of the exchange named `name`, for `count_publish`.
+    pub fn exchange_slot(&self, name: &[u8]) -> Option<Slot> {
+        self.slot_of(name)
+    }
+
+    /// Counts a message published to the exchange in `slot` (as `route`
+    /// found it, so a publish looks its exchange up once), and whether it
+    /// reached a queue: plain additions, read by the management API.
+    pub fn count_publish(&self, slot: Option<Slot>, routed: bool) {
+        if let Some(x) = slot.and_then(|slot| self.exchange(slot)) {
             x.published_in.set(x.published_in.get() + 1);
             x.published_out
                 .set(x.published_out.get() + u64::from(routed));
@@ -655,23 +661,22 @@ impl RoutingTable {
     /// Scratch (the exchange work list and the topic matcher's state sets)
     /// lives in the table and is reused, so a warmed table routes without
     /// allocating; `out` is the caller's to reuse. The queues appended are
-    /// sorted by id.
+    /// sorted by id. Returns the exchange's slot (none for the default
+    /// exchange or an unknown name).
     pub fn route(
         &self,
         exchange: &[u8],
         routing_key: &[u8],
         fields: MessageFields<'_>,
         out: &mut Vec<QueueId>,
-    ) {
+    ) -> Option<Slot> {
         if exchange.is_empty() {
             if let Some(&id) = self.queues.get(routing_key) {
                 out.push(id);
             }
-            return;
+            return None;
         }
-        let Some(start) = self.slot_of(exchange) else {
-            return;
-        };
+        let start = self.slot_of(exchange)?;
         let first = out.len();
         let epoch = self.next_epoch();
         let mut pending = self.pending.take();
@@ -707,6 +712,7 @@ impl RoutingTable {
         self.pending.set(pending);
         self.topic_scratch.set(topic_scratch);
         dedup_tail(out, first);
+        Some(start)
     }
 }
 
