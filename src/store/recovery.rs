@@ -103,10 +103,23 @@ fn replay_segment(bytes: &Bytes, queues: &mut QueueMessages) -> Ending {
             // block, zeros pad a commit to its end.
             Scan::Zero if pos as u64 % BLOCK == 0 => break,
             Scan::Zero => pos = pos.next_multiple_of(BLOCK as usize),
+            // A commit that ended less than a record header before a block
+            // boundary is padded by fewer zeros than a length field: the
+            // length read there runs into the next commit's first record.
+            Scan::Truncated | Scan::Corrupt if pads_to_block_end(bytes, pos) => {
+                pos = pos.next_multiple_of(BLOCK as usize);
+            }
             Scan::Truncated | Scan::Corrupt => return Ending::Bad { at: pos as u64 },
         }
     }
     Ending::Clean
+}
+
+/// Whether `bytes` from `pos` (inside a block) to the end of its block are
+/// all zeros: the padding after a commit.
+fn pads_to_block_end(bytes: &Bytes, pos: usize) -> bool {
+    let end = pos.next_multiple_of(BLOCK as usize).min(bytes.len());
+    end > pos && bytes[pos..end].iter().all(|&b| b == 0)
 }
 
 fn apply(record: Record, queues: &mut QueueMessages) {
@@ -130,6 +143,59 @@ fn apply(record: Record, queues: &mut QueueMessages) {
         }
         Record::Delete { queue } => {
             queues.remove(&queue);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::MessageContent;
+    use crate::protocol::ShortStr;
+    use crate::store::record::{encode_enqueue, HEADER};
+
+    fn message(body_len: usize) -> Message {
+        Message::new(MessageContent {
+            expiration_ms: None,
+            priority: 0,
+            persistent: true,
+            exchange: ShortStr::from_static(""),
+            routing_key: ShortStr::from_static("q"),
+            properties: Bytes::from_static(b"\x00\x00"),
+            body: Bytes::from(vec![7u8; body_len]),
+        })
+    }
+
+    /// Padding shorter than a record header (and no longer) must not hide
+    /// the next commit: the bug that lost confirmed messages after kill -9.
+    #[test]
+    fn a_commit_ending_just_short_of_a_block_boundary_is_followed_by_the_next() {
+        let queue = QueueName {
+            vhost: ShortStr::from_static("/"),
+            name: ShortStr::from_static("q"),
+        };
+        let block = BLOCK as usize;
+        let mut empty = Vec::new();
+        encode_enqueue(&mut empty, &queue, 1, &message(0));
+        for short in 1..=HEADER + 1 {
+            let mut segment = Vec::new();
+            encode_enqueue(
+                &mut segment,
+                &queue,
+                1,
+                &message(block - short - empty.len()),
+            );
+            assert_eq!(segment.len(), block - short);
+            segment.resize(block, 0);
+            encode_enqueue(&mut segment, &queue, 2, &message(3));
+            segment.resize(2 * block, 0);
+            let mut queues = QueueMessages::new();
+            assert_eq!(
+                replay_segment(&Bytes::from(segment), &mut queues),
+                Ending::Clean,
+                "{short} bytes of padding"
+            );
+            assert_eq!(queues[&queue].len(), 2, "{short} bytes of padding");
         }
     }
 }
