@@ -20,9 +20,9 @@ mod queue_arguments;
 mod raw;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::Duration;
 
+use common::amqp::{within, STEP};
 use common::Broker;
 use futures_lite::StreamExt;
 use lapin::message::{BasicGetMessage, Delivery};
@@ -40,16 +40,6 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use raw::RawClient;
 use tokio::sync::mpsc;
 use warren::protocol::types::FieldValue;
-
-/// Upper bound for one step against the broker (an RPC, a delivery).
-const STEP: Duration = Duration::from_secs(10);
-
-/// Awaits `future`, failing the test if it takes longer than `STEP`.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 /// A name no earlier run used: `clienttests-<what>-<random>`.
 fn unique(what: &str) -> String {

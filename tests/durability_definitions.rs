@@ -13,9 +13,9 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::Duration;
 
+use common::amqp::{open, within, STEP};
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
@@ -23,29 +23,11 @@ use lapin::options::{
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, ExchangeKind};
 use serde_json::json;
 
-/// Upper bound for one step against the broker.
-const STEP: Duration = Duration::from_secs(10);
 /// Upper bound for a clean stop.
 const STOP: Duration = Duration::from_secs(15);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
-
-async fn open(broker: &Broker) -> (Connection, Channel) {
-    let url = broker.amqp_url();
-    let connect = Connection::connect(&url, ConnectionProperties::default());
-    let connection = within("connect", connect).await.expect("connect");
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel.open");
-    (connection, channel)
-}
 
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions {

@@ -10,29 +10,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::amqp::{open_confirming as open, within, STEP};
 use common::Broker;
 use lapin::message::BasicGetMessage;
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warren::catalog::queue_shard;
 
-const STEP: Duration = Duration::from_secs(10);
 const STOP: Duration = Duration::from_secs(15);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 /// A data directory that outlives the brokers started on it.
 struct DataDir(PathBuf);
@@ -62,22 +52,6 @@ impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn open(broker: &Broker) -> (Connection, Channel) {
-    let url = broker.amqp_url();
-    let connect = Connection::connect(&url, ConnectionProperties::default());
-    let connection = within("connect", connect).await.expect("connect");
-    let channel = within("channel", connection.create_channel())
-        .await
-        .expect("channel.open");
-    within(
-        "confirm.select",
-        channel.confirm_select(ConfirmSelectOptions::default()),
-    )
-    .await
-    .expect("confirm.select");
-    (connection, channel)
 }
 
 async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) {

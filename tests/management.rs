@@ -10,9 +10,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::Duration;
 
+use common::amqp::{within, STEP};
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
@@ -22,15 +22,6 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::{json, Value};
-
-/// Upper bound for one step against the broker.
-const STEP: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 fn unique(what: &str) -> String {
     format!("mgmttests-{what}-{:08x}", rand::random::<u32>())

@@ -13,27 +13,19 @@
 
 mod common;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
+use common::amqp::{open_confirming, within, STEP};
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde_json::{json, Value};
 use warren::catalog::queue_shard;
-
-const STEP: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
-}
 
 /// A prefix no earlier run used.
 fn unique(what: &str) -> String {
@@ -59,21 +51,7 @@ struct Fixture {
 impl Fixture {
     async fn new(broker: &Broker) -> Fixture {
         let api = Http::new(&broker.management_url(), "guest", "guest");
-        let connection = within(
-            "connect",
-            Connection::connect(&broker.amqp_url(), ConnectionProperties::default()),
-        )
-        .await
-        .expect("connect");
-        let channel = within("channel.open", connection.create_channel())
-            .await
-            .expect("channel.open");
-        within(
-            "confirm.select",
-            channel.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await
-        .expect("confirm.select");
+        let (connection, channel) = open_confirming(broker).await;
         Fixture {
             api,
             _connection: connection,

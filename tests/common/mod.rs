@@ -30,6 +30,7 @@
 
 #![allow(dead_code)] // Each test binary uses its own subset of the harness.
 
+pub mod amqp;
 pub mod command;
 pub mod http;
 

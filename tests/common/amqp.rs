@@ -1,0 +1,44 @@
+//! Small steps of a lapin client that many end-to-end tests share: a time
+//! bound on each step against the broker, and opening a connection with a
+//! channel (optionally in confirm mode).
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use super::Broker;
+
+/// Upper bound for one step against the broker (an RPC, a delivery).
+pub const STEP: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test if it takes longer than `STEP`.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {STEP:?}"))
+}
+
+/// A new connection to `broker` and one channel on it.
+pub async fn open(broker: &Broker) -> (Connection, Channel) {
+    let url = broker.amqp_url();
+    let connect = Connection::connect(&url, ConnectionProperties::default());
+    let connection = within("connect", connect).await.expect("connect");
+    let channel = within("channel.open", connection.create_channel())
+        .await
+        .expect("channel.open");
+    (connection, channel)
+}
+
+/// `open`, with the channel in confirm mode.
+pub async fn open_confirming(broker: &Broker) -> (Connection, Channel) {
+    let (connection, channel) = open(broker).await;
+    within(
+        "confirm.select",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .expect("confirm.select");
+    (connection, channel)
+}
