@@ -830,3 +830,64 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
     }
     drop(tenant);
 }
+
+#[tokio::test]
+async fn connections_count_their_bytes_and_socket_operations_with_rates() {
+    let broker = Broker::start_managed(&[]);
+    let api = guest(&broker);
+    let tenant = Tenant::new(&api);
+    let connection = connect(&tenant.url(&broker, "guest", "guest"))
+        .await
+        .expect("connect");
+    let channel = open_channel(&connection).await;
+    let body = vec![b'x'; 1000];
+    let publish = || {
+        channel.basic_publish(
+            "",
+            "nowhere",
+            BasicPublishOptions::default(),
+            &body,
+            BasicProperties::default(),
+        )
+    };
+    for _ in 0..10 {
+        within("publish", publish()).await.expect("publish");
+    }
+    let in_vhost = |c: &Value| c["vhost"] == json!(tenant.vhost);
+    let shown = listed_when(&api, "/api/connections", |c| {
+        in_vhost(c) && c["recv_oct"].as_u64() >= Some(10_000)
+    });
+    let count = |field: &str| shown[field].as_u64().unwrap_or(0);
+    // The handshake alone is several reads and writes of both ways.
+    assert!(
+        count("recv_cnt") >= 1 && count("recv_cnt") < count("recv_oct"),
+        "{shown}"
+    );
+    assert!(count("send_oct") > 0 && count("send_cnt") >= 1, "{shown}");
+    assert!(shown["send_pend"].is_u64(), "{shown}");
+    let name = segment(shown["name"].as_str().expect("name"));
+    let (status, one) = api.get(&format!("/api/connections/{name}"));
+    assert_eq!(status, 200);
+    assert!(one["recv_oct"].as_u64() >= Some(10_000), "{one}");
+    // Publishing on: the byte rate shows it a second or more after the
+    // first look (RabbitMQ: after its next 5 s collection).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        within("publish", publish()).await.expect("publish");
+        let shown = listed_when(&api, "/api/connections", in_vhost);
+        let rate = shown["recv_oct_details"]["rate"].as_f64();
+        if rate.is_some_and(|rate| rate > 0.0) {
+            assert!(shown["send_oct_details"]["rate"].is_number(), "{shown}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no receive rate: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    within("close", connection.close(200, "bye"))
+        .await
+        .expect("close");
+    drop(tenant);
+}

@@ -1,5 +1,8 @@
 //! What the management API shows of a connection and its channels: a
-//! snapshot taken on the connection's own shard.
+//! snapshot taken on the connection's own shard; and the connection's
+//! traffic counters, which its reader and writer bump.
+
+use std::cell::Cell;
 
 use super::{Connection, Phase};
 use crate::ids::ConnectionId;
@@ -24,6 +27,44 @@ pub struct ConnectionInfo {
     pub channel_list: Vec<ChannelInfo>,
     /// What its closed channels did.
     pub closed_channels: MessageTotals,
+    pub traffic: TrafficTotals,
+    /// Bytes appended and not yet written (RabbitMQ's `send_pend`).
+    pub send_pend: usize,
+}
+
+/// What a connection read and wrote, as RabbitMQ reports its socket's
+/// statistics: bytes (`recv_oct`, `send_oct`) and socket reads and writes
+/// (`recv_cnt`, `send_cnt`, which RabbitMQ takes from the socket's packet
+/// counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficTotals {
+    pub recv_oct: u64,
+    pub recv_cnt: u64,
+    pub send_oct: u64,
+    pub send_cnt: u64,
+}
+
+/// The live counters: plain cells, since only the connection's shard
+/// touches them; one add per socket read or write, none per frame.
+#[derive(Debug, Default)]
+pub(super) struct Traffic {
+    totals: Cell<TrafficTotals>,
+}
+
+impl Traffic {
+    pub(super) fn received(&self, bytes: usize) {
+        let mut totals = self.totals.get();
+        totals.recv_oct += bytes as u64;
+        totals.recv_cnt += 1;
+        self.totals.set(totals);
+    }
+
+    pub(super) fn sent(&self, bytes: usize) {
+        let mut totals = self.totals.get();
+        totals.send_oct += bytes as u64;
+        totals.send_cnt += 1;
+        self.totals.set(totals);
+    }
 }
 
 /// A channel as `/api/channels` lists it.
@@ -68,6 +109,8 @@ impl Connection {
             },
             channel_list,
             closed_channels: state.closed_channels,
+            traffic: self.traffic.totals.get(),
+            send_pend: self.out.buffered(),
         }
     }
 }

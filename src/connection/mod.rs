@@ -43,7 +43,8 @@ use crate::shard::{Holder, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
 use flow::PublisherFlow;
 pub use handshake::Tune;
-pub use info::{ChannelInfo, ConnectionInfo};
+use info::Traffic;
+pub use info::{ChannelInfo, ConnectionInfo, TrafficTotals};
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of
@@ -81,6 +82,8 @@ pub struct Connection {
     /// peer's fault meanwhile.
     paused: Cell<bool>,
     flow: PublisherFlow,
+    /// Bytes and socket reads and writes, for the management API.
+    traffic: Traffic,
     /// Scratch for routing results, reused by every publish.
     routes: RefCell<Vec<QueueId>>,
     /// Scratch for acks being sent to queue shards.
@@ -190,6 +193,7 @@ impl Connection {
             last_read: Cell::new(Instant::now()),
             paused: Cell::new(false),
             flow: PublisherFlow::new(shard.mesh.shard_count(), shard.shared.config.publish_credit),
+            traffic: Traffic::default(),
             routes: RefCell::new(Vec::new()),
             settled: RefCell::new(Vec::new()),
             shard,
@@ -278,6 +282,9 @@ impl Connection {
             .await
             .map_err(|err| format!("read failed: {err}"))?;
         self.last_read.set(Instant::now());
+        if read_len > 0 {
+            self.traffic.received(read_len);
+        }
         Ok(read_len > 0 && !self.is_closed())
     }
 

@@ -186,6 +186,7 @@ pub async fn run_writer(conn: Rc<Connection>, mut socket: WriteHalf) {
             break;
         }
         out.last_write.set(Instant::now());
+        conn.traffic.sent(chunk.len());
         out.drained.notify();
         return_credit(&conn, &mut written);
         // Give the emptied buffer's capacity back for reuse.

@@ -158,6 +158,11 @@ const CONNECTION_COLUMNS: &[&str] = &[
     "timeout",
     "auth_mechanism",
     "ssl",
+    "recv_oct",
+    "recv_cnt",
+    "send_oct",
+    "send_cnt",
+    "send_pend",
 ];
 const POLICY_COLUMNS: &[&str] = &[
     "vhost",

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::access_api::read_catalog;
-use super::rates::{self, message_stats, RateKey};
+use super::rates::{self, message_stats, RateKey, TrafficRates};
 use super::routes::{Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::NODE_NAME;
@@ -58,7 +58,23 @@ fn channel_stats(api: &Api, infos: &[ConnectionInfo]) -> HashMap<(ConnectionId, 
     stats
 }
 
-fn connection_json(info: &ConnectionInfo) -> Value {
+/// Every connection's byte rates; forgets the closed ones'.
+fn traffic_rates(api: &Api, infos: &[ConnectionInfo]) -> HashMap<ConnectionId, TrafficRates> {
+    let now = std::time::Instant::now();
+    let mut book = rates::lock(&api.rates);
+    let rates: HashMap<_, _> = infos
+        .iter()
+        .map(|info| (info.id, book.observe_traffic(info.id, info.traffic, now)))
+        .collect();
+    book.retain(|key| match key {
+        RateKey::Connection(conn) => rates.contains_key(conn),
+        _ => true,
+    });
+    rates
+}
+
+fn connection_json(info: &ConnectionInfo, rates: TrafficRates) -> Value {
+    let traffic = info.traffic;
     json!({
         "name": info.name,
         "node": NODE_NAME,
@@ -76,6 +92,13 @@ fn connection_json(info: &ConnectionInfo) -> Value {
         "channel_max": info.channel_max,
         "timeout": info.heartbeat_s,
         "client_properties": {},
+        "recv_oct": traffic.recv_oct,
+        "recv_oct_details": {"rate": rates.recv_oct},
+        "recv_cnt": traffic.recv_cnt,
+        "send_oct": traffic.send_oct,
+        "send_oct_details": {"rate": rates.send_oct},
+        "send_cnt": traffic.send_cnt,
+        "send_pend": info.send_pend,
     })
 }
 
@@ -88,10 +111,11 @@ async fn connections(State(api): State<Api>, headers: HeaderMap) -> Answer {
     let caller = api.authorize(&headers, Need::Management).await?;
     let mut infos = connection_infos(&api).await?;
     infos.sort_by(|a, b| a.name.cmp(&b.name));
+    let rates = traffic_rates(&api, &infos);
     let list = infos
         .iter()
         .filter(|info| visible(&caller, info))
-        .map(connection_json)
+        .map(|info| connection_json(info, rates[&info.id]))
         .collect();
     Ok(Json(Value::Array(list)))
 }
@@ -103,10 +127,11 @@ async fn connection(
 ) -> Answer {
     let caller = api.authorize(&headers, Need::Management).await?;
     let infos = connection_infos(&api).await?;
+    let rates = traffic_rates(&api, &infos);
     infos
         .iter()
         .find(|info| info.name == name && visible(&caller, info))
-        .map(|info| Json(connection_json(info)))
+        .map(|info| Json(connection_json(info, rates[&info.id])))
         .ok_or_else(ApiError::not_found)
 }
 

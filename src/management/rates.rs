@@ -4,8 +4,9 @@
 //!
 //! Rates are kept per queue (what its owner counts), per exchange
 //! (publish_in and publish_out, summed over the shards' routing tables),
-//! per channel (what the connection counts for it) and overall (every
-//! channel's, the closed ones' included).
+//! per channel (what the connection counts for it), overall (every
+//! channel's, the closed ones' included), and per connection its bytes
+//! read and written.
 //!
 //! The shards only count (a few integer additions per message, no clock),
 //! so rates cost the data path nothing. Entries for things that are gone
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::connection::TrafficTotals;
 use crate::ids::{ConnectionId, QueueId};
 use crate::queue::MessageTotals;
 
@@ -30,6 +32,13 @@ pub struct Rates {
     pub ack: f64,
 }
 
+/// A connection's bytes per second, read and written.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrafficRates {
+    pub recv_oct: f64,
+    pub send_oct: f64,
+}
+
 /// What a rate is kept for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RateKey {
@@ -38,15 +47,21 @@ pub enum RateKey {
     Exchange(String, String),
     /// (connection, channel number).
     Channel(ConnectionId, u16),
+    /// A connection's traffic.
+    Connection(ConnectionId),
     /// The overview, as the named user sees it.
     Overview(String),
 }
 
+/// The lifetime counters one key's rates are taken from (message totals
+/// or traffic; unused places stay 0).
+type Counts = [u64; 3];
+
 #[derive(Debug)]
 struct Sample {
     at: Instant,
-    totals: MessageTotals,
-    rates: Rates,
+    counts: Counts,
+    rates: [f64; 3],
 }
 
 /// The last sample per key.
@@ -58,13 +73,37 @@ pub struct RateBook {
 impl RateBook {
     /// Records `totals` seen `now` and returns the current rates of `key`.
     pub fn observe(&mut self, key: RateKey, totals: MessageTotals, now: Instant) -> Rates {
+        let counts = [totals.published, totals.delivered, totals.acked];
+        let [publish, deliver_get, ack] = self.observe_counts(key, counts, now);
+        Rates {
+            publish,
+            deliver_get,
+            ack,
+        }
+    }
+
+    /// Records a connection's traffic seen `now` and returns its rates.
+    pub fn observe_traffic(
+        &mut self,
+        conn: ConnectionId,
+        traffic: TrafficTotals,
+        now: Instant,
+    ) -> TrafficRates {
+        let counts = [traffic.recv_oct, traffic.send_oct, 0];
+        let [recv_oct, send_oct, _] = self.observe_counts(RateKey::Connection(conn), counts, now);
+        TrafficRates { recv_oct, send_oct }
+    }
+
+    /// The change of each count per second since the previous sample at
+    /// least [`RATE_WINDOW_MIN`] old.
+    fn observe_counts(&mut self, key: RateKey, counts: Counts, now: Instant) -> [f64; 3] {
         let Some(sample) = self.samples.get_mut(&key) else {
-            let rates = Rates::default();
+            let rates = [0.0; 3];
             self.samples.insert(
                 key,
                 Sample {
                     at: now,
-                    totals,
+                    counts,
                     rates,
                 },
             );
@@ -74,15 +113,11 @@ impl RateBook {
         if elapsed < RATE_WINDOW_MIN {
             return sample.rates;
         }
-        let per_second =
-            |now: u64, before: u64| now.saturating_sub(before) as f64 / elapsed.as_secs_f64();
-        sample.rates = Rates {
-            publish: per_second(totals.published, sample.totals.published),
-            deliver_get: per_second(totals.delivered, sample.totals.delivered),
-            ack: per_second(totals.acked, sample.totals.acked),
-        };
+        for ((rate, now), before) in sample.rates.iter_mut().zip(counts).zip(sample.counts) {
+            *rate = now.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+        }
         sample.at = now;
-        sample.totals = totals;
+        sample.counts = counts;
         sample.rates
     }
 
