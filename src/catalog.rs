@@ -40,7 +40,8 @@ use crate::routing::consistent_hash::{binding_weight, HashOn};
 use crate::routing::headers::{format_value, type_name, validate_binding_arguments, values_equal};
 use crate::routing::{Destination, ExchangeKind, ExchangeRouting, RoutingTable};
 use access::{
-    check_name_len, check_pattern_len, PasswordHash, PermissionDef, PolicyDef, User, UserPermission,
+    check_name_len, check_pattern_len, PasswordHash, PermissionDef, PolicyDef, PolicyKind, User,
+    UserPermission,
 };
 use policy::{Policies, Subject};
 
@@ -92,11 +93,13 @@ pub struct QueueDef {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    /// What the arguments and the policy in effect mean together
+    /// What the arguments and the policies in effect mean together
     /// (`Settings::resolve`).
     pub settings: Settings,
     /// The policy in effect.
     pub policy: Option<Arc<PolicyDef>>,
+    /// The operator policy in effect.
+    pub operator_policy: Option<Arc<PolicyDef>>,
 }
 
 /// A binding's destination by name, as queue.bind and exchange.bind name it.
@@ -174,6 +177,7 @@ pub enum AccessOp {
     },
     PolicySet(PolicyDef),
     PolicyClear {
+        kind: PolicyKind,
         vhost: String,
         name: String,
     },
@@ -763,6 +767,7 @@ impl Catalog {
                     arguments: arguments.clone(),
                     settings: Settings::default(),
                     policy: None,
+                    operator_policy: None,
                 };
                 self.queue_declare(def)
             }
@@ -849,7 +854,9 @@ impl Catalog {
     /// effect: the exchange's own argument, else the policy's.
     fn exchange_policy(&self, def: &ExchangeDef) -> (Option<Arc<PolicyDef>>, Option<ShortStr>) {
         let (vhost, name) = (def.vhost.as_bytes(), def.name.as_bytes());
-        let policy = self.policies.matching(vhost, name, Subject::Exchange);
+        let policy = self
+            .policies
+            .matching(PolicyKind::User, vhost, name, Subject::Exchange);
         let alternate = match def.arguments.get("alternate-exchange") {
             Some(FieldValue::LongStr(own)) => Some(ShortStr::from_bytes(own.bytes().clone())),
             _ => policy.and_then(|p| policy::alternate_exchange(p)),
@@ -857,19 +864,32 @@ impl Catalog {
         (policy.cloned(), alternate)
     }
 
-    /// The policy in effect for a queue, and the settings its arguments
-    /// and that policy make together.
-    fn queue_policy(&self, def: &QueueDef) -> (Option<Arc<PolicyDef>>, Settings) {
+    /// The policies in effect for a queue: its definition with the user
+    /// and operator policy set, and the settings they and its arguments
+    /// make together.
+    fn with_policies(&self, def: &QueueDef) -> QueueDef {
         let (vhost, name) = (def.vhost.as_bytes(), def.name.as_bytes());
-        let policy = self.policies.matching(vhost, name, Subject::Queue);
-        let from_policy = policy.map(|p| policy::queue_arguments(p));
+        let matching = |kind| {
+            self.policies
+                .matching(kind, vhost, name, Subject::Queue)
+                .cloned()
+        };
+        let (policy, operator_policy) =
+            (matching(PolicyKind::User), matching(PolicyKind::Operator));
+        let effective = policy::effective_definition(policy.as_deref(), operator_policy.as_deref());
+        let from_policies = policy::queue_arguments(&effective);
         let resource = resource("queue", &def.vhost, name);
-        // The arguments were validated on declare and the policy when set;
-        // should the two together still fail, the arguments alone decide.
-        let settings = Settings::resolve(&def.arguments, from_policy.as_ref(), &resource)
+        // The arguments were validated on declare and the policies when
+        // set; should they together still fail, the arguments alone decide.
+        let settings = Settings::resolve(&def.arguments, Some(&from_policies), &resource)
             .or_else(|_| Settings::from_arguments(&def.arguments, &resource))
             .unwrap_or_else(|_| def.settings.clone());
-        (policy.cloned(), settings)
+        QueueDef {
+            settings,
+            policy,
+            operator_policy,
+            ..def.clone()
+        }
     }
 
     /// Reapplies a vhost's policies to its queues and exchanges after one
@@ -884,18 +904,14 @@ impl Catalog {
             .collect();
         let mut queues = Vec::new();
         for id in ids {
-            let Some((policy, settings)) = self.queues.get(&id).map(|def| self.queue_policy(def))
-            else {
+            let Some(def) = self.queues.get(&id) else {
                 continue;
             };
-            let Some(def) = self.queues.get_mut(&id) else {
-                continue;
-            };
-            def.policy = policy;
-            if def.settings != settings {
-                def.settings = settings;
+            let updated = self.with_policies(def);
+            if updated.settings != def.settings {
                 queues.push(id);
             }
+            self.queues.insert(id, updated);
         }
         let exchanges: Vec<(ShortStr, Option<Arc<PolicyDef>>, Option<ShortStr>)> = self
             .vhosts
@@ -991,13 +1007,7 @@ impl Catalog {
                 )));
             }
         }
-        let def = QueueDef { settings, ..def };
-        let (policy, settings) = self.queue_policy(&def);
-        let def = QueueDef {
-            settings,
-            policy,
-            ..def
-        };
+        let def = self.with_policies(&QueueDef { settings, ..def });
         let vhost = self.vhost_mut(def.vhost.as_bytes())?;
         vhost.queues.insert(def.name.clone(), def.id);
         vhost.routing.add_queue(def.name.clone(), def.id);
@@ -1165,9 +1175,9 @@ impl Catalog {
             .map(|(_, compiled)| compiled.clone())
     }
 
-    /// Every policy, by vhost then name.
-    pub fn policies(&self) -> impl Iterator<Item = &PolicyDef> {
-        self.policies.defs()
+    /// Every policy of `kind`, by vhost then name.
+    pub fn policies(&self, kind: PolicyKind) -> impl Iterator<Item = &PolicyDef> {
+        self.policies.defs().filter(move |def| def.kind == kind)
     }
 
     /// Users, permissions and policies; vhosts are [`Catalog::apply`]'s.
@@ -1204,8 +1214,8 @@ impl Catalog {
                 self.policies.set(def)?;
                 return Ok(self.reapply_policies(&def.vhost));
             }
-            AccessOp::PolicyClear { vhost, name } => {
-                if !self.policies.clear(vhost, name) {
+            AccessOp::PolicyClear { kind, vhost, name } => {
+                if !self.policies.clear(*kind, vhost, name) {
                     return Err(AmqpError::not_found(format!(
                         "no policy '{name}' in vhost '{vhost}'"
                     )));

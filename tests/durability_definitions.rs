@@ -352,7 +352,8 @@ async fn queues_come_back_on_their_owners_under_another_shard_count() {
 }
 
 #[test]
-fn users_vhosts_permissions_and_policies_survive_and_a_deleted_guest_stays_deleted() {
+fn users_vhosts_permissions_policies_and_operator_policies_survive_and_a_deleted_guest_stays_deleted(
+) {
     let mut broker = Broker::start_managed(&[]);
     if broker.is_external() {
         return;
@@ -368,9 +369,12 @@ fn users_vhosts_permissions_and_policies_survive_and_a_deleted_guest_stays_delet
     http.ok("PUT", "/api/permissions/v1/ann", &all);
     let policy = json!({"pattern": "^q", "definition": {"max-length": 3}, "apply-to": "queues", "priority": 2});
     http.ok("PUT", "/api/policies/v1/short", &policy);
-    // Imported definitions go through the same log.
+    // Imported definitions go through the same log, an operator policy
+    // (a runtime parameter in RabbitMQ's files) too.
+    let operator = json!({"pattern": "^imp", "definition": {"max-length": 1}, "apply-to": "queues", "priority": 0});
     let imported = json!({
         "users": [], "vhosts": [], "permissions": [], "policies": [], "exchanges": [],
+        "parameters": [{"vhost": "v1", "component": "operator_policy", "name": "cap", "value": operator}],
         "queues": [{"name": "imported", "vhost": "v1", "durable": true, "auto_delete": false, "arguments": {}}],
         "bindings": [],
     });
@@ -393,6 +397,10 @@ fn users_vhosts_permissions_and_policies_survive_and_a_deleted_guest_stays_delet
     assert_eq!(policy["definition"]["max-length"], 3, "{policy}");
     assert_eq!(policy["priority"], 2);
     assert_eq!(names(&ann, "/api/queues/v1"), ["imported"]);
+    let (_, cap) = ann.get("/api/operator-policies/v1/cap");
+    assert_eq!(cap["definition"], json!({"max-length": 1}), "{cap}");
+    let (_, queue) = ann.get("/api/queues/v1/imported");
+    assert_eq!(queue["operator_policy"], "cap", "{queue}");
     // ann's password hash came back, not just the name.
     let (status, _) = Http::new(&broker.management_url(), "ann", "wrong").get("/api/overview");
     assert_eq!(status, 401);

@@ -27,6 +27,9 @@ use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde_json::{json, Value};
 use warren::catalog::queue_shard;
 
+const POLICIES: &str = "/api/policies";
+const OPERATOR: &str = "/api/operator-policies";
+
 /// A prefix no earlier run used.
 fn unique(what: &str) -> String {
     format!("policytests-{what}-{:08x}", rand::random::<u32>())
@@ -45,7 +48,8 @@ struct Fixture {
     /// Held open for the channel's sake.
     _connection: Connection,
     channel: Channel,
-    policies: Vec<String>,
+    /// (API path, name) of the policies set, cleared at the end.
+    policies: Vec<(&'static str, String)>,
 }
 
 impl Fixture {
@@ -68,18 +72,35 @@ impl Fixture {
         priority: i64,
         definition: Value,
     ) {
+        self.set(POLICIES, name, pattern, apply_to, priority, definition);
+    }
+
+    /// Sets a user policy (`POLICIES`) or an operator policy (`OPERATOR`).
+    fn set(
+        &mut self,
+        path: &'static str,
+        name: &str,
+        pattern: &str,
+        apply_to: &str,
+        priority: i64,
+        definition: Value,
+    ) {
         let body = json!({
             "pattern": pattern, "apply-to": apply_to, "priority": priority, "definition": definition,
         });
-        self.api
-            .ok("PUT", &format!("/api/policies/%2F/{name}"), &body);
-        self.policies.push(name.to_owned());
+        self.api.ok("PUT", &format!("{path}/%2F/{name}"), &body);
+        self.policies.push((path, name.to_owned()));
     }
 
     fn clear_policy(&mut self, name: &str) {
-        let (status, _) = self.api.delete(&format!("/api/policies/%2F/{name}"));
+        self.clear(POLICIES, name);
+    }
+
+    fn clear(&mut self, path: &'static str, name: &str) {
+        let (status, _) = self.api.delete(&format!("{path}/%2F/{name}"));
         assert_eq!(status, 204, "clear {name}");
-        self.policies.retain(|p| p != name);
+        self.policies
+            .retain(|(p, n)| (*p, n.as_str()) != (path, name));
     }
 
     async fn declare(&self, queue: &str, arguments: FieldTable) {
@@ -169,8 +190,8 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        for name in &self.policies {
-            self.api.delete(&format!("/api/policies/%2F/{name}"));
+        for (path, name) in &self.policies {
+            self.api.delete(&format!("{path}/%2F/{name}"));
         }
     }
 }
@@ -330,4 +351,100 @@ async fn an_alternate_exchange_policy_applies_unless_the_exchange_names_its_own(
             .api
             .delete(&format!("/api/exchanges/%2F/{exchange}"));
     }
+}
+
+#[tokio::test]
+async fn an_operator_policy_caps_the_user_policy_beside_it_until_cleared() {
+    let broker = Broker::start_managed(&[]);
+    let mut fixture = Fixture::new(&broker).await;
+    let prefix = unique("operator");
+    let queue = name_on_shard(&prefix, 1);
+    let lazy = arguments(&[("x-queue-mode", AMQPValue::LongString("lazy".into()))]);
+    fixture.declare(&queue, lazy).await;
+    let (user, operator) = (format!("{prefix}-user"), format!("{prefix}-operator"));
+    let pattern = format!("^{prefix}");
+    let user_definition = json!({"max-length": 50, "expires": 600_000, "queue-mode": "lazy"});
+    fixture.set_policy(&user, &pattern, "queues", 0, user_definition);
+    let capped = json!({"max-length": 2, "message-ttl": 600_000});
+    fixture.set(OPERATOR, &operator, &pattern, "queues", 0, capped.clone());
+    fixture.ready_settles_at(&queue, 2).await;
+    let view = fixture.queue_view(&queue, |q| q["operator_policy"] == json!(operator));
+    assert_eq!(view["policy"], json!(user));
+    assert_eq!(view["arguments"], json!({"x-queue-mode": "lazy"}));
+    assert_eq!(
+        view["effective_policy_definition"],
+        json!({"max-length": 2, "expires": 600_000, "message-ttl": 600_000, "queue-mode": "lazy"})
+    );
+    // Listed apart from user policies, and exported as RabbitMQ exports
+    // them: a runtime parameter.
+    let (_, listed) = fixture.api.get(&format!("{OPERATOR}/%2F"));
+    assert!(listed
+        .as_array()
+        .is_some_and(|l| l.iter().any(|p| p["name"] == json!(operator))));
+    let (_, users) = fixture.api.get(&format!("{POLICIES}/%2F"));
+    assert!(users
+        .as_array()
+        .is_some_and(|l| l.iter().all(|p| p["name"] != json!(operator))));
+    let (_, definitions) = fixture.api.get("/api/definitions");
+    let parameter = definitions["parameters"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["name"] == json!(operator)).cloned())
+        .expect("exported");
+    assert_eq!(parameter["component"], "operator_policy");
+    assert_eq!(parameter["value"]["definition"], capped);
+    fixture.clear(OPERATOR, &operator);
+    // 2 ready, 3 more each round: the user policy's 50 applies again.
+    fixture.ready_settles_at(&queue, 5).await;
+    fixture.delete(&queue).await;
+}
+
+#[test]
+fn operator_policies_are_an_administrators_and_refuse_what_rabbitmq_refuses() {
+    let broker = Broker::start_managed(&[]);
+    let api = Http::new(&broker.management_url(), "guest", "guest");
+    let name = unique("refused");
+    let path = format!("{OPERATOR}/%2F/{name}");
+    let body = |definition: Value| json!({"pattern": "^none$", "definition": definition});
+    for (definition, complaint) in [
+        (
+            json!({"overflow": "drop-head"}),
+            "are not recognised policy settings",
+        ),
+        (
+            json!({"queue-mode": "lazy"}),
+            "are not recognised policy settings",
+        ),
+        (
+            json!({"max-length": -1}),
+            "-1 is not a valid maximum length",
+        ),
+    ] {
+        let (status, error) = api.put(&path, &body(definition));
+        assert_eq!(status, 400, "{error}");
+        let reason = error["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(complaint), "{reason}");
+    }
+    // A user policy takes queue-mode default or lazy, and nothing else.
+    let (status, error) = api.put(
+        &format!("{POLICIES}/%2F/{name}"),
+        &body(json!({"queue-mode": "bogus"})),
+    );
+    assert_eq!(status, 400, "{error}");
+    let reason = error["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("is not a valid queue-mode value"),
+        "{reason}"
+    );
+    // A policymaker sees them, but may not set one.
+    let user = unique("policymaker");
+    let account = json!({"password": "pw", "tags": "policymaker"});
+    api.ok("PUT", &format!("/api/users/{user}"), &account);
+    let permit = json!({"configure": ".*", "write": ".*", "read": ".*"});
+    api.ok("PUT", &format!("/api/permissions/%2F/{user}"), &permit);
+    let policymaker = Http::new(&broker.management_url(), &user, "pw");
+    let (status, _) = policymaker.put(&path, &body(json!({"max-length": 1})));
+    assert_eq!(status, 401);
+    let (status, _) = policymaker.get(&format!("{OPERATOR}/%2F"));
+    assert_eq!(status, 200);
+    api.delete(&format!("/api/users/{user}"));
 }

@@ -50,6 +50,8 @@ fn list_commands_print_rabbitmqctls_banner_and_columns() {
         "/api/policies/%2F/cap",
         &json!({"pattern": "^ctl", "definition": {"max-length": 5}}),
     );
+    let ceiling = json!({"pattern": "^ctl", "definition": {"max-length": 3}, "apply-to": "queues", "priority": 1});
+    api.ok("PUT", "/api/operator-policies/%2F/ceiling", &ceiling);
     // The first lines rabbitmqctl 3.10 prints for each, banner then header.
     let expected: &[(&[&str], &[&str])] = &[
         (&["list_queues"], &["Timeout: 60.0 seconds ...", "Listing queues for vhost / ...", "name\tmessages"]),
@@ -59,7 +61,8 @@ fn list_commands_print_rabbitmqctls_banner_and_columns() {
         (&["list_vhosts"], &["Listing vhosts ...", "name", "/"]),
         (&["list_permissions"], &["Listing permissions for vhost \"/\" ...", "user\tconfigure\twrite\tread", "guest\t.*\t.*\t.*"]),
         (&["list_user_permissions", "guest"], &["Listing permissions for user \"guest\" ...", "vhost\tconfigure\twrite\tread", "/\t.*\t.*\t.*"]),
-        (&["list_policies"], &["Listing policies for vhost \"/\" ...", "vhost\tname\tpattern\tapply-to\tdefinition\tpriority", "/\tcap\t^ctl\tall\t[{\"max-length\",5}]\t0"]),
+        (&["list_policies"], &["Listing policies for vhost \"/\" ...", "vhost\tname\tpattern\tapply-to\tdefinition\tpriority", "/\tcap\t^ctl\tall\t{\"max-length\":5}\t0"]),
+        (&["list_operator_policies"], &["Listing operator policy overrides for vhost \"/\" ...", "vhost\tname\tpattern\tapply-to\tdefinition\tpriority", "/\tceiling\t^ctl\tqueues\t{\"max-length\":3}\t1"]),
         (&["list_queues", "name", "messages", "consumers", "durable"], &["Timeout: 60.0 seconds ...", "Listing queues for vhost / ...", "name\tmessages\tconsumers\tdurable", "ctl-q\t0\t0\ttrue"]),
     ];
     for (args, lines) in expected {
@@ -86,6 +89,15 @@ fn list_commands_print_rabbitmqctls_banner_and_columns() {
     assert_eq!(parsed, json!([{"name": "ctl-q", "durable": true}]));
     let unknown = ctl(&broker, &["list_queues", "no_such_column"]);
     assert_eq!(unknown.code, 64, "{unknown:?}");
+    let traffic = [
+        "list_connections",
+        "recv_oct",
+        "recv_cnt",
+        "send_oct",
+        "send_cnt",
+        "send_pend",
+    ];
+    assert_eq!(ok(&broker, &traffic), ["Listing connections ..."]);
 }
 
 #[test]
@@ -142,8 +154,58 @@ fn users_vhosts_permissions_and_policies_change_through_warrenctl() {
         ],
     );
     let policies = ok(&broker, &["-q", "list_policies", "-p", "vz"]);
-    assert_eq!(policies[1], "vz\tcap\t^z\tqueues\t[{\"max-length\",7}]\t3");
+    assert_eq!(policies[1], "vz\tcap\t^z\tqueues\t{\"max-length\":7}\t3");
+    let json_lines = ok(
+        &broker,
+        &["--formatter", "json", "list_policies", "-p", "vz"],
+    );
+    let parsed: Value = serde_json::from_str(&json_lines.join("\n")).expect("JSON");
+    assert_eq!(
+        parsed[0]["definition"], "{\"max-length\":7}",
+        "JSON text, as rabbitmqctl"
+    );
     ok(&broker, &["clear_policy", "-p", "vz", "cap"]);
+    let set = ok(
+        &broker,
+        &[
+            "set_operator_policy",
+            "-p",
+            "vz",
+            "--apply-to",
+            "queues",
+            "ceiling",
+            "^z",
+            "{\"max-length\":2}",
+        ],
+    );
+    assert_eq!(
+        set[0],
+        "Setting operator policy override \"ceiling\" for pattern \"^z\" to \"{\"max-length\":2}\" with priority \"0\" for vhost \"vz\" ..."
+    );
+    let bad = ctl(
+        &broker,
+        &[
+            "set_operator_policy",
+            "-p",
+            "vz",
+            "x",
+            "^z",
+            "{\"overflow\":\"drop-head\"}",
+        ],
+    );
+    assert_ne!(bad.code, 0, "{bad:?}");
+    let operator = ok(&broker, &["-q", "list_operator_policies", "-p", "vz"]);
+    assert_eq!(
+        operator[1],
+        "vz\tceiling\t^z\tqueues\t{\"max-length\":2}\t0"
+    );
+    let cleared = ok(&broker, &["clear_operator_policy", "-p", "vz", "ceiling"]);
+    assert_eq!(
+        cleared[0],
+        "Clearing operator policy \"ceiling\" on vhost \"vz\" ..."
+    );
+    let gone = ctl(&broker, &["clear_operator_policy", "-p", "vz", "ceiling"]);
+    assert_eq!(gone.stderr.trim(), "Error: Parameter does not exist");
     ok(&broker, &["clear_permissions", "-p", "vz", "zed"]);
     ok(&broker, &["delete_vhost", "vz"]);
     ok(&broker, &["delete_user", "zed"]);

@@ -262,9 +262,30 @@ impl ApplyTo {
     }
 }
 
+/// RabbitMQ's two kinds of policy: a user's (`policy`) and an operator's
+/// (`operator_policy`, which caps the limits whatever the user's policy
+/// says).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKind {
+    User,
+    Operator,
+}
+
+impl PolicyKind {
+    /// The keys a policy of this kind may set, with their values' checks
+    /// and the words RabbitMQ's complaint uses for them.
+    fn keys(self) -> &'static [(&'static str, PolicyValue, &'static str)] {
+        match self {
+            PolicyKind::User => &POLICY_KEYS,
+            PolicyKind::Operator => &POLICY_KEYS[..OPERATOR_KEY_COUNT],
+        }
+    }
+}
+
 /// A policy as set; `catalog::policy` applies it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicyDef {
+    pub kind: PolicyKind,
     pub vhost: String,
     pub name: String,
     pub pattern: String,
@@ -274,59 +295,103 @@ pub struct PolicyDef {
     pub definition: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Policy keys warren knows, with the JSON type each needs.
-const POLICY_KEYS: [(&str, PolicyValue); 10] = [
-    ("message-ttl", PolicyValue::NonNegativeInt),
-    ("expires", PolicyValue::PositiveInt),
-    ("max-length", PolicyValue::NonNegativeInt),
-    ("max-length-bytes", PolicyValue::NonNegativeInt),
-    ("overflow", PolicyValue::Text),
-    ("dead-letter-exchange", PolicyValue::Text),
-    ("dead-letter-routing-key", PolicyValue::Text),
-    ("delivery-limit", PolicyValue::NonNegativeInt),
-    ("alternate-exchange", PolicyValue::Text),
-    ("queue-mode", PolicyValue::Text),
+/// Policy keys warren knows, with the JSON value each needs and how
+/// RabbitMQ's complaint names it. The first [`OPERATOR_KEY_COUNT`] are
+/// the limits an operator policy may set too (of RabbitMQ 3.10's operator
+/// keys, warren lacks max-in-memory-length and -bytes).
+const POLICY_KEYS: [(&str, PolicyValue, &str); 10] = [
+    ("message-ttl", PolicyValue::NonNegativeInt, "message TTL"),
+    ("expires", PolicyValue::PositiveInt, "queue expiry"),
+    ("max-length", PolicyValue::NonNegativeInt, "maximum length"),
+    (
+        "max-length-bytes",
+        PolicyValue::NonNegativeInt,
+        "maximum length in bytes",
+    ),
+    (
+        "delivery-limit",
+        PolicyValue::NonNegativeInt,
+        "delivery limit",
+    ),
+    (
+        "overflow",
+        PolicyValue::OneOf(&["drop-head", "reject-publish", "reject-publish-dlx"]),
+        "overflow value",
+    ),
+    (
+        "dead-letter-exchange",
+        PolicyValue::Text,
+        "dead letter exchange name",
+    ),
+    (
+        "dead-letter-routing-key",
+        PolicyValue::Text,
+        "dead letter routing key",
+    ),
+    (
+        "alternate-exchange",
+        PolicyValue::Text,
+        "alternate exchange name",
+    ),
+    // Accepted and shown, as RabbitMQ 3.10 does; warren has one queue
+    // mode, and keeps bodies as it would anyway.
+    (
+        "queue-mode",
+        PolicyValue::OneOf(&["default", "lazy"]),
+        "queue-mode value",
+    ),
 ];
 
-/// RabbitMQ's values for the `overflow` key.
-const OVERFLOW_VALUES: [&str; 3] = ["drop-head", "reject-publish", "reject-publish-dlx"];
+const OPERATOR_KEY_COUNT: usize = 5;
 
 #[derive(Clone, Copy)]
 enum PolicyValue {
     NonNegativeInt,
     PositiveInt,
     Text,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+}
+
+impl PolicyValue {
+    fn accepts(self, value: &serde_json::Value) -> bool {
+        match self {
+            PolicyValue::NonNegativeInt => value.as_u64().is_some(),
+            PolicyValue::PositiveInt => value.as_u64().is_some_and(|n| n > 0),
+            PolicyValue::Text => value.is_string(),
+            PolicyValue::OneOf(names) => value.as_str().is_some_and(|v| names.contains(&v)),
+        }
+    }
+}
+
+/// A JSON value as RabbitMQ's texts print the Erlang term it became.
+fn erlang_term(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => format!("<<\"{text}\">>"),
+        other => other.to_string(),
+    }
 }
 
 /// RabbitMQ's policy validation, with its texts for unknown keys and bad
 /// values.
 pub fn validate_policy(def: &PolicyDef) -> Result<(), AmqpError> {
+    let failed =
+        |detail: String| AmqpError::precondition_failed(format!("Validation failed\n\n{detail}\n"));
     Pattern::compile(&def.pattern)?;
     if def.definition.is_empty() {
-        return Err(AmqpError::precondition_failed(
-            "Validation failed\n\nno policy definition provided".to_owned(),
-        ));
+        return Err(failed("no policy provided".to_owned()));
     }
     for (key, value) in &def.definition {
-        let Some((_, kind)) = POLICY_KEYS.iter().find(|(name, _)| name == key) else {
-            return Err(AmqpError::precondition_failed(format!(
-                "Validation failed\n\n[{{<<\"{key}\">>,{value}}}] are not recognised policy settings"
+        let Some((_, kind, words)) = def.kind.keys().iter().find(|(name, ..)| name == key) else {
+            return Err(failed(format!(
+                "[{{<<\"{key}\">>,{}}}] are not recognised policy settings",
+                erlang_term(value)
             )));
         };
-        let valid = match kind {
-            PolicyValue::NonNegativeInt => value.as_u64().is_some(),
-            PolicyValue::PositiveInt => value.as_u64().is_some_and(|n| n > 0),
-            PolicyValue::Text => value.is_string(),
-        };
-        if !valid {
-            return Err(AmqpError::precondition_failed(format!(
-                "Validation failed\n\n{value} is not a valid value for {key}"
-            )));
-        }
-        let overflow = value.as_str().unwrap_or_default();
-        if key == "overflow" && !OVERFLOW_VALUES.contains(&overflow) {
-            return Err(AmqpError::precondition_failed(format!(
-                "Validation failed\n\n<<\"{overflow}\">> is not a valid overflow value"
+        if !kind.accepts(value) {
+            return Err(failed(format!(
+                "{} is not a valid {words}",
+                erlang_term(value)
             )));
         }
     }

@@ -883,30 +883,113 @@ fn deleting_a_vhost_removes_its_queues_exchanges_and_permissions() {
     assert!(catalog.user_permission("/", "guest").is_some());
 }
 
+fn policy_op(kind: access::PolicyKind, definition: serde_json::Value) -> MetaOp {
+    MetaOp::Access(AccessOp::PolicySet(PolicyDef {
+        kind,
+        vhost: "/".to_owned(),
+        name: "p".to_owned(),
+        pattern: "^q".to_owned(),
+        apply_to: access::ApplyTo::Queues,
+        priority: 1,
+        definition: definition.as_object().cloned().unwrap_or_default(),
+    }))
+}
+
+fn refusal(catalog: &mut Catalog, op: &MetaOp) -> Option<String> {
+    catalog.apply(op).err().map(|err| {
+        assert_eq!(err.code, reply_code::PRECONDITION_FAILED);
+        err.text
+    })
+}
+
 #[test]
 fn a_policy_with_an_unknown_key_is_refused_and_a_valid_one_is_listed() {
+    use access::PolicyKind::{Operator, User};
+    use serde_json::json;
     let mut catalog = Catalog::new(2);
-    let policy = |key: &str, value: serde_json::Value| {
-        let mut definition = serde_json::Map::new();
-        definition.insert(key.to_owned(), value);
-        MetaOp::Access(AccessOp::PolicySet(PolicyDef {
-            vhost: "/".to_owned(),
-            name: "p".to_owned(),
-            pattern: "^q".to_owned(),
-            apply_to: access::ApplyTo::Queues,
-            priority: 1,
-            definition,
-        }))
+    // RabbitMQ 3.10's texts, for the management API and rabbitmqctl alike.
+    let cases = [
+        (
+            User,
+            json!({"no-such-key": 1}),
+            "[{<<\"no-such-key\">>,1}] are not recognised policy settings",
+        ),
+        (
+            User,
+            json!({"max-length": "ten"}),
+            "<<\"ten\">> is not a valid maximum length",
+        ),
+        (User, json!({"expires": 0}), "0 is not a valid queue expiry"),
+        (
+            User,
+            json!({"queue-mode": "bogus"}),
+            "<<\"bogus\">> is not a valid queue-mode value",
+        ),
+        (User, json!({}), "no policy provided"),
+        (
+            Operator,
+            json!({"queue-mode": "lazy"}),
+            "[{<<\"queue-mode\">>,<<\"lazy\">>}] are not recognised policy settings",
+        ),
+        (
+            Operator,
+            json!({"overflow": "drop-head"}),
+            "[{<<\"overflow\">>,<<\"drop-head\">>}] are not recognised policy settings",
+        ),
+        (
+            Operator,
+            json!({"max-length": -1}),
+            "-1 is not a valid maximum length",
+        ),
+    ];
+    for (kind, definition, text) in cases {
+        let refused = refusal(&mut catalog, &policy_op(kind, definition));
+        assert_eq!(refused, Some(format!("Validation failed\n\n{text}\n")));
+    }
+    for mode in ["default", "lazy"] {
+        let op = policy_op(User, json!({"max-length": 10, "queue-mode": mode}));
+        catalog.apply(&op).expect("valid");
+    }
+    assert_eq!(catalog.policies(User).count(), 1);
+    assert_eq!(catalog.policies(Operator).count(), 0);
+}
+
+#[test]
+fn an_operator_policy_caps_the_user_policy_and_the_queue_argument_caps_both() {
+    use access::PolicyKind::{Operator, User};
+    use serde_json::json;
+    let mut catalog = Catalog::new(2);
+    let user = policy_op(User, json!({"max-length": 50, "expires": 100000}));
+    catalog.apply(&user).expect("user policy");
+    let operator = policy_op(Operator, json!({"max-length": 5, "message-ttl": 1000}));
+    catalog.apply(&operator).expect("operator policy");
+    let mut arguments = FieldTable::new();
+    arguments.insert("x-max-length", FieldValue::I32(3));
+    arguments.insert("x-queue-mode", FieldValue::LongStr("lazy".into()));
+    let own = with_queue(queue_declare("q-own", CONN_A), |_, _, _, a| *a = arguments);
+    for op in [&own, &queue_declare("q-plain", CONN_A)] {
+        catalog.apply(op).expect("declare");
+    }
+    let queue = |catalog: &Catalog, name: &str| {
+        let found = catalog.queue(b"/", name.as_bytes()).expect("declared");
+        found.clone()
     };
-    let refused = catalog.apply(&policy("no-such-key", serde_json::json!(1)));
+    let q = queue(&catalog, "q-plain");
+    assert_eq!(q.settings.max_length, Some(5));
+    assert_eq!(q.settings.message_ttl_ms, Some(1000));
+    assert_eq!(q.settings.expires_ms, Some(100000));
+    assert_eq!(q.operator_policy.as_ref().map(|p| p.kind), Some(Operator));
+    assert_eq!(queue(&catalog, "q-own").settings.max_length, Some(3));
+    let clear = MetaOp::Access(AccessOp::PolicyClear {
+        kind: Operator,
+        vhost: "/".to_owned(),
+        name: "p".to_owned(),
+    });
+    catalog.apply(&clear).expect("cleared");
+    let q = queue(&catalog, "q-plain");
     assert_eq!(
-        refused.map_err(|e| e.code),
-        Err(reply_code::PRECONDITION_FAILED)
+        (q.settings.max_length, q.settings.message_ttl_ms),
+        (Some(50), None)
     );
-    let refused = catalog.apply(&policy("max-length", serde_json::json!("ten")));
-    assert!(refused.is_err());
-    catalog
-        .apply(&policy("max-length", serde_json::json!(10)))
-        .expect("valid");
-    assert_eq!(catalog.policies().count(), 1);
+    assert!(q.operator_policy.is_none() && q.policy.is_some());
 }

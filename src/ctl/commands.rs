@@ -11,7 +11,7 @@ use super::listing::Listing;
 use super::{CtlError, Invocation};
 
 /// Every command, for the usage message.
-pub const NAMES: [&str; 29] = [
+pub const NAMES: [&str; 32] = [
     "status",
     "stop",
     "list_queues",
@@ -35,6 +35,9 @@ pub const NAMES: [&str; 29] = [
     "set_policy",
     "clear_policy",
     "list_policies",
+    "set_operator_policy",
+    "clear_operator_policy",
+    "list_operator_policies",
     "purge_queue",
     "delete_queue",
     "close_connection",
@@ -173,7 +176,7 @@ const POLICY_COLUMNS: &[&str] = &[
     "priority",
 ];
 
-const LISTS: [ListSpec; 11] = [
+const LISTS: [ListSpec; 12] = [
     ListSpec {
         command: "list_queues",
         path: "/api/queues/{v}",
@@ -275,6 +278,14 @@ const LISTS: [ListSpec; 11] = [
         command: "list_policies",
         path: "/api/policies/{v}",
         banner: "Listing policies for vhost \"{vhost}\" ...",
+        only: Only::All,
+        default_columns: POLICY_COLUMNS,
+        known_columns: POLICY_COLUMNS,
+    },
+    ListSpec {
+        command: "list_operator_policies",
+        path: "/api/operator-policies/{v}",
+        banner: "Listing operator policy overrides for vhost \"{vhost}\" ...",
         only: Only::All,
         default_columns: POLICY_COLUMNS,
         known_columns: POLICY_COLUMNS,
@@ -602,9 +613,22 @@ fn permission_command(invocation: &Invocation, client: &Client) -> Result<(), Ct
     answer.ok("clear_permissions")
 }
 
+/// set_policy / clear_policy and their operator-policy twins: the same
+/// arguments and API, under another path and with other words.
 fn policy_command(invocation: &Invocation, client: &Client) -> Result<(), CtlError> {
     let vhost = &invocation.vhost;
-    if invocation.command == "set_policy" {
+    let command = invocation.command.as_str();
+    // rabbitmqctl calls an operator policy an override when it sets one.
+    let (base, what, set_what) = if command.ends_with("operator_policy") {
+        (
+            "/api/operator-policies",
+            "operator policy",
+            "operator policy override",
+        )
+    } else {
+        ("/api/policies", "policy", "policy")
+    };
+    if command.starts_with("set_") {
         let [name, pattern, definition] = args::<3>(
             invocation,
             "[-p VHOST] [--priority N] [--apply-to all|queues|exchanges] NAME PATTERN DEFINITION",
@@ -613,7 +637,7 @@ fn policy_command(invocation: &Invocation, client: &Client) -> Result<(), CtlErr
             .priority
             .clone()
             .unwrap_or_else(|| "0".to_owned());
-        say(invocation, format!("Setting policy \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{vhost}\" ..."));
+        say(invocation, format!("Setting {set_what} \"{name}\" for pattern \"{pattern}\" to \"{definition}\" with priority \"{priority}\" for vhost \"{vhost}\" ..."));
         let definition: Value = serde_json::from_str(&definition)
             .map_err(|err| CtlError::data(format!("the definition is not JSON: {err}")))?;
         let body = json!({
@@ -622,18 +646,18 @@ fn policy_command(invocation: &Invocation, client: &Client) -> Result<(), CtlErr
             "priority": priority,
             "apply-to": invocation.apply_to.as_deref().unwrap_or("all"),
         });
-        let path = format!("/api/policies/{}/{}", segment(vhost), segment(&name));
-        return put(client, &path, &body, "set_policy");
+        let path = format!("{base}/{}/{}", segment(vhost), segment(&name));
+        return put(client, &path, &body, command);
     }
     let [name] = args::<1>(invocation, "[-p VHOST] NAME")?;
     say(
         invocation,
-        format!("Clearing policy \"{name}\" on vhost \"{vhost}\" ..."),
+        format!("Clearing {what} \"{name}\" on vhost \"{vhost}\" ..."),
     );
-    let path = format!("/api/policies/{}/{}", segment(vhost), segment(&name));
+    let path = format!("{base}/{}/{}", segment(vhost), segment(&name));
     let answer = client.call("DELETE", &path, None, &[])?;
     if answer.status == 404 {
         return Err(CtlError::software("Parameter does not exist"));
     }
-    answer.ok("clear_policy")
+    answer.ok(command)
 }

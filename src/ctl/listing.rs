@@ -36,11 +36,13 @@ fn field<'a>(row: &'a Value, column: &str) -> &'a Value {
     }
 }
 
-/// A value as rabbitmqctl's table shows it: text bare, lists and tables
-/// in Erlang-ish brackets.
+/// A value as rabbitmqctl's table shows it: text bare, a policy's
+/// definition as compact JSON, other lists and tables in Erlang-ish
+/// brackets.
 fn cell(column: &str, value: &Value) -> String {
     match (column, value) {
         ("source_kind", _) => "exchange".to_owned(),
+        ("definition", Value::Object(_)) => value.to_string(),
         (_, Value::Null) => String::new(),
         (_, Value::String(text)) => text.clone(),
         (_, Value::Array(items)) => {
@@ -108,6 +110,8 @@ impl Listing {
                 .map(|column| {
                     let value = match *column {
                         "source_kind" => Value::from("exchange"),
+                        // rabbitmqctl 3.10 gives a definition as JSON text.
+                        "definition" => Value::from(field(row, column).to_string()),
                         other => field(row, other).clone(),
                     };
                     format!("{}:{value}", Value::from(*column))

@@ -14,7 +14,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::catalog::access::{
-    ApplyTo, HashingAlgorithm, PasswordHash, PermissionDef, PolicyDef, User,
+    ApplyTo, HashingAlgorithm, PasswordHash, PermissionDef, PolicyDef, PolicyKind, User,
 };
 use crate::catalog::{AccessOp, BindingOp, DestinationName, MetaOp};
 use crate::ids::MANAGEMENT_CONNECTION;
@@ -34,6 +34,16 @@ const PERMISSION_SET: u8 = 11;
 const PERMISSION_CLEAR: u8 = 12;
 const POLICY_SET: u8 = 13;
 const POLICY_CLEAR: u8 = 14;
+const OPERATOR_POLICY_SET: u8 = 15;
+const OPERATOR_POLICY_CLEAR: u8 = 16;
+
+/// The record tags of a policy change of `kind`: (set, clear).
+fn policy_tags(kind: PolicyKind) -> (u8, u8) {
+    match kind {
+        PolicyKind::User => (POLICY_SET, POLICY_CLEAR),
+        PolicyKind::Operator => (OPERATOR_POLICY_SET, OPERATOR_POLICY_CLEAR),
+    }
+}
 
 /// Appends `op`'s encoding to `out`; false (nothing appended) for an op
 /// that is no durable change (passive declares, a closed connection).
@@ -147,7 +157,7 @@ fn put_access(out: &mut BytesMut, op: &AccessOp) {
             put_text(out, user);
         }
         AccessOp::PolicySet(def) => {
-            out.put_u8(POLICY_SET);
+            out.put_u8(policy_tags(def.kind).0);
             for text in [&def.vhost, &def.name, &def.pattern] {
                 put_text(out, text);
             }
@@ -156,8 +166,8 @@ fn put_access(out: &mut BytesMut, op: &AccessOp) {
             let definition = serde_json::Value::Object(def.definition.clone());
             put_text(out, &definition.to_string());
         }
-        AccessOp::PolicyClear { vhost, name } => {
-            out.put_u8(POLICY_CLEAR);
+        AccessOp::PolicyClear { kind, vhost, name } => {
+            out.put_u8(policy_tags(*kind).1);
             put_text(out, vhost);
             put_text(out, name);
         }
@@ -320,17 +330,24 @@ fn get_access(tag: u8, buf: &mut Bytes) -> Option<AccessOp> {
             vhost: get_text(buf)?,
             user: get_text(buf)?,
         },
-        POLICY_SET => get_policy(buf)?,
-        POLICY_CLEAR => AccessOp::PolicyClear {
-            vhost: get_text(buf)?,
-            name: get_text(buf)?,
-        },
+        POLICY_SET => get_policy(PolicyKind::User, buf)?,
+        OPERATOR_POLICY_SET => get_policy(PolicyKind::Operator, buf)?,
+        POLICY_CLEAR => get_policy_clear(PolicyKind::User, buf)?,
+        OPERATOR_POLICY_CLEAR => get_policy_clear(PolicyKind::Operator, buf)?,
         _ => return None,
     };
     Some(op)
 }
 
-fn get_policy(buf: &mut Bytes) -> Option<AccessOp> {
+fn get_policy_clear(kind: PolicyKind, buf: &mut Bytes) -> Option<AccessOp> {
+    Some(AccessOp::PolicyClear {
+        kind,
+        vhost: get_text(buf)?,
+        name: get_text(buf)?,
+    })
+}
+
+fn get_policy(kind: PolicyKind, buf: &mut Bytes) -> Option<AccessOp> {
     let (vhost, name, pattern) = (get_text(buf)?, get_text(buf)?, get_text(buf)?);
     let apply_to = ApplyTo::parse(&get_text(buf)?)?;
     if buf.remaining() < 8 {
@@ -341,6 +358,7 @@ fn get_policy(buf: &mut Bytes) -> Option<AccessOp> {
         return None;
     };
     Some(AccessOp::PolicySet(PolicyDef {
+        kind,
         vhost,
         name,
         pattern,
@@ -441,18 +459,22 @@ mod tests {
         let serde_json::Value::Object(definition) = definition else {
             unreachable!("an object literal")
         };
-        round_trip(MetaOp::Access(AccessOp::PolicySet(PolicyDef {
-            vhost: "/".into(),
-            name: "p".into(),
-            pattern: "^q".into(),
-            apply_to: ApplyTo::Queues,
-            priority: -3,
-            definition,
-        })));
-        round_trip(MetaOp::Access(AccessOp::PolicyClear {
-            vhost: "/".into(),
-            name: "p".into(),
-        }));
+        for kind in [PolicyKind::User, PolicyKind::Operator] {
+            round_trip(MetaOp::Access(AccessOp::PolicySet(PolicyDef {
+                kind,
+                vhost: "/".into(),
+                name: "p".into(),
+                pattern: "^q".into(),
+                apply_to: ApplyTo::Queues,
+                priority: -3,
+                definition: definition.clone(),
+            })));
+            round_trip(MetaOp::Access(AccessOp::PolicyClear {
+                kind,
+                vhost: "/".into(),
+                name: "p".into(),
+            }));
+        }
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::BytesMut;
 
-use crate::catalog::access::{PermissionDef, PolicyDef, User};
+use crate::catalog::access::{PermissionDef, PolicyDef, PolicyKind, User};
 use crate::catalog::{
     queue_shard, AccessOp, BindingOp, Catalog, DestinationName, ExchangeDef, MetaOp, MetaOutcome,
     QueueDef, DEFAULT_VHOST, GUEST_USER,
@@ -48,7 +48,7 @@ pub struct Definitions {
     vhosts: BTreeSet<ShortStr>,
     users: BTreeMap<String, User>,
     permissions: BTreeMap<(String, String), PermissionDef>,
-    policies: BTreeMap<(String, String), PolicyDef>,
+    policies: BTreeMap<(PolicyKind, String, String), PolicyDef>,
     /// The declares that recreate them.
     exchanges: BTreeMap<Key, MetaOp>,
     queues: BTreeMap<Key, MetaOp>,
@@ -143,7 +143,7 @@ impl Definitions {
         self.bindings.retain(|(vhost, ..), _| vhost != name);
         let text = name.to_str_lossy();
         self.permissions.retain(|(vhost, _), _| *vhost != text);
-        self.policies.retain(|(vhost, _), _| *vhost != text);
+        self.policies.retain(|(_, vhost, _), _| *vhost != text);
     }
 
     fn apply_access(&mut self, op: &AccessOp) {
@@ -163,11 +163,11 @@ impl Definitions {
                 self.permissions.remove(&(vhost.clone(), user.clone()));
             }
             AccessOp::PolicySet(def) => {
-                let key = (def.vhost.clone(), def.name.clone());
+                let key = (def.kind, def.vhost.clone(), def.name.clone());
                 self.policies.insert(key, def.clone());
             }
-            AccessOp::PolicyClear { vhost, name } => {
-                self.policies.remove(&(vhost.clone(), name.clone()));
+            AccessOp::PolicyClear { kind, vhost, name } => {
+                self.policies.remove(&(*kind, vhost.clone(), name.clone()));
             }
         }
     }

@@ -225,6 +225,7 @@ fn a_delayed_exchange_comes_back_delayed_and_policies_apply_again() {
     };
     let definition = serde_json::json!({"max-length": 3});
     let policy = crate::catalog::access::PolicyDef {
+        kind: crate::catalog::access::PolicyKind::User,
         vhost: "/".to_owned(),
         name: "cap".to_owned(),
         pattern: "^durable$".to_owned(),

@@ -1,6 +1,6 @@
-//! Vhosts, users, permissions and policies over HTTP: RabbitMQ's paths,
-//! status codes (201 created, 204 changed or deleted, 404 missing) and
-//! bodies. Every change is a `MetaOp` through the coordinator.
+//! Vhosts, users, permissions, policies and operator policies over HTTP:
+//! RabbitMQ's paths, status codes (201 created, 204 changed or deleted, 404
+//! missing) and bodies. Every change is a `MetaOp` through the coordinator.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,13 +13,13 @@ use super::routes::{body_json, text, Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::{views, ApiError};
 use crate::catalog::access::{
-    ApplyTo, HashingAlgorithm, PasswordHash, PermissionDef, PolicyDef, User,
+    ApplyTo, HashingAlgorithm, PasswordHash, PermissionDef, PolicyDef, PolicyKind, User,
 };
 use crate::catalog::{AccessOp, Catalog, MetaOp};
 use crate::protocol::ShortStr;
 
 pub(super) fn routes() -> Router<Api> {
-    Router::new()
+    let router = Router::new()
         .route("/api/vhosts", get(vhosts))
         .route(
             "/api/vhosts/{vhost}",
@@ -38,13 +38,9 @@ pub(super) fn routes() -> Router<Api> {
             get(permission)
                 .put(permission_put)
                 .delete(permission_delete),
-        )
-        .route("/api/policies", get(policies))
-        .route("/api/policies/{vhost}", get(vhost_policies))
-        .route(
-            "/api/policies/{vhost}/{name}",
-            get(policy).put(policy_put).delete(policy_delete),
-        )
+        );
+    let router = policy_routes(router, "/api/policies", PolicyKind::User);
+    policy_routes(router, "/api/operator-policies", PolicyKind::Operator)
 }
 
 /// Runs `f` on shard 0's catalog replica.
@@ -331,24 +327,54 @@ async fn permission_delete(
     .await
 }
 
-async fn policies(State(api): State<Api>, headers: HeaderMap) -> Answer {
-    let caller = api.authorize(&headers, Need::Management).await?;
-    list_policies(&api, caller, None).await
+/// The paths of policies of `kind` under `base` (`/api/policies` or
+/// `/api/operator-policies`).
+fn policy_routes(router: Router<Api>, base: &str, kind: PolicyKind) -> Router<Api> {
+    router
+        .route(
+            base,
+            get(move |State(api): State<Api>, headers: HeaderMap| async move {
+                let caller = api.authorize(&headers, Need::Management).await?;
+                list_policies(&api, caller, kind, None).await
+            }),
+        )
+        .route(
+            &format!("{base}/{{vhost}}"),
+            get(
+                move |State(api): State<Api>, headers: HeaderMap, Path(vhost): Path<String>| async move {
+                    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
+                    list_policies(&api, caller, kind, Some(vhost)).await
+                },
+            ),
+        )
+        .route(
+            &format!("{base}/{{vhost}}/{{name}}"),
+            get(move |state, headers, path| policy(state, headers, path, kind))
+                .put(move |state, headers, path, body| policy_put(state, headers, path, body, kind))
+                .delete(move |state, headers, path| policy_delete(state, headers, path, kind)),
+        )
 }
 
-async fn vhost_policies(
-    State(api): State<Api>,
-    headers: HeaderMap,
-    Path(vhost): Path<String>,
+/// Who may read one policy, and set or clear one: RabbitMQ lets a
+/// policymaker change user policies, and only an administrator touch an
+/// operator policy (listing them needs only management).
+fn policy_need(kind: PolicyKind, change: bool) -> Need {
+    match (kind, change) {
+        (PolicyKind::Operator, _) => Need::Administrator,
+        (PolicyKind::User, true) => Need::Policymaker,
+        (PolicyKind::User, false) => Need::Management,
+    }
+}
+
+async fn list_policies(
+    api: &Api,
+    caller: Caller,
+    kind: PolicyKind,
+    vhost: Option<String>,
 ) -> Answer {
-    let caller = api.authorize_in(&headers, Need::Management, &vhost).await?;
-    list_policies(&api, caller, Some(vhost)).await
-}
-
-async fn list_policies(api: &Api, caller: Caller, vhost: Option<String>) -> Answer {
     let list = read_catalog(api, move |catalog| {
         catalog
-            .policies()
+            .policies(kind)
             .filter(|p| vhost.as_ref().is_none_or(|v| *v == p.vhost))
             .filter(|p| caller.sees_vhost(&p.vhost))
             .map(views::policy)
@@ -362,11 +388,13 @@ async fn policy(
     State(api): State<Api>,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
+    kind: PolicyKind,
 ) -> Answer {
-    api.authorize_in(&headers, Need::Management, &vhost).await?;
+    api.authorize_in(&headers, policy_need(kind, false), &vhost)
+        .await?;
     read_catalog(&api, move |catalog| {
         catalog
-            .policies()
+            .policies(kind)
             .find(|p| p.vhost == vhost && p.name == name)
             .map(views::policy)
     })
@@ -380,13 +408,14 @@ async fn policy_put(
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
+    kind: PolicyKind,
 ) -> Done {
-    api.authorize_in(&headers, Need::Policymaker, &vhost)
+    api.authorize_in(&headers, policy_need(kind, true), &vhost)
         .await?;
-    let def = policy_from_json(vhost, name, &body_json(&body)?)?;
+    let def = policy_from_json(kind, vhost, name, &body_json(&body)?)?;
     let (v, n) = (def.vhost.clone(), def.name.clone());
     let exists = read_catalog(&api, move |catalog| {
-        catalog.policies().any(|p| p.vhost == v && p.name == n)
+        catalog.policies(kind).any(|p| p.vhost == v && p.name == n)
     })
     .await?;
     change(&api, MetaOp::Access(AccessOp::PolicySet(def)), !exists).await
@@ -395,6 +424,7 @@ async fn policy_put(
 /// A policy from RabbitMQ's JSON; `priority` may be a number or a string
 /// (rabbitmqadmin sends either).
 pub(super) fn policy_from_json(
+    kind: PolicyKind,
     vhost: String,
     name: String,
     body: &Value,
@@ -415,6 +445,7 @@ pub(super) fn policy_from_json(
         _ => return Err(ApiError::bad_request("key_missing: definition")),
     };
     Ok(PolicyDef {
+        kind,
         vhost,
         name,
         pattern: text(body, "pattern", "").to_owned(),
@@ -428,12 +459,13 @@ async fn policy_delete(
     State(api): State<Api>,
     headers: HeaderMap,
     Path((vhost, name)): Path<(String, String)>,
+    kind: PolicyKind,
 ) -> Done {
-    api.authorize_in(&headers, Need::Policymaker, &vhost)
+    api.authorize_in(&headers, policy_need(kind, true), &vhost)
         .await?;
     change(
         &api,
-        MetaOp::Access(AccessOp::PolicyClear { vhost, name }),
+        MetaOp::Access(AccessOp::PolicyClear { kind, vhost, name }),
         false,
     )
     .await

@@ -18,6 +18,7 @@ use super::routes::{body_json, flag, text, Answer, Done};
 use super::server::{Api, Need};
 use super::views;
 use super::ApiError;
+use crate::catalog::access::PolicyKind;
 use crate::catalog::{AccessOp, BindingOp, Catalog, DestinationName, MetaOp};
 use crate::ids::MANAGEMENT_CONNECTION;
 use crate::protocol::ShortStr;
@@ -73,17 +74,24 @@ fn export_catalog(catalog: &Catalog) -> Value {
         "vhosts": catalog.vhost_names().map(|v| json!({"name": v.to_str_lossy()})).collect::<Vec<_>>(),
         "permissions": catalog.permissions().map(views::permission).collect::<Vec<_>>(),
         "topic_permissions": [],
-        "parameters": [],
+        "parameters": catalog.policies(PolicyKind::Operator).map(views::operator_policy_parameter).collect::<Vec<_>>(),
         "global_parameters": [],
-        "policies": catalog.policies().map(views::policy).collect::<Vec<_>>(),
+        "policies": catalog.policies(PolicyKind::User).map(views::policy).collect::<Vec<_>>(),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
     })
 }
 
-/// The sections a vhost's definitions file has; its items carry no vhost.
-const VHOST_SECTIONS: [&str; 4] = ["policies", "queues", "exchanges", "bindings"];
+/// The sections a vhost's definitions file has; RabbitMQ drops the vhost
+/// from its queues, exchanges and bindings, but not from its parameters
+/// and policies.
+const VHOST_SECTIONS: [&str; 5] = ["parameters", "policies", "queues", "exchanges", "bindings"];
+
+/// Whether a vhost's definitions file names the vhost in `section`'s items.
+fn keeps_vhost(section: &str) -> bool {
+    matches!(section, "parameters" | "policies")
+}
 
 /// `GET /api/definitions/{vhost}`: one vhost's objects, without users,
 /// vhosts or permissions, as RabbitMQ exports them.
@@ -101,7 +109,7 @@ pub(super) async fn export_vhost(
     })
     .await?
     .ok_or_else(|| ApiError::bad_request("vhost_not_found"))?;
-    let mut answer = json!({"rabbit_version": all["rabbit_version"], "parameters": []});
+    let mut answer = json!({"rabbit_version": all["rabbit_version"]});
     for section in VHOST_SECTIONS {
         let items: Vec<Value> = all[section]
             .as_array()
@@ -110,7 +118,7 @@ pub(super) async fn export_vhost(
             .filter(|item| item["vhost"] == vhost.as_str())
             .map(|item| {
                 let mut item = item.clone();
-                if let Value::Object(map) = &mut item {
+                if let (Value::Object(map), false) = (&mut item, keeps_vhost(section)) {
                     map.remove("vhost");
                 }
                 item
@@ -187,7 +195,16 @@ fn import_ops(definitions: &Value) -> Result<Vec<MetaOp>, ApiError> {
         ops.push(MetaOp::Access(AccessOp::PermissionSet(def)));
     }
     for p in section("policies") {
-        let def = policy_from_json(field(&p, "vhost"), field(&p, "name"), &p)?;
+        let def = policy_from_json(PolicyKind::User, field(&p, "vhost"), field(&p, "name"), &p)?;
+        ops.push(MetaOp::Access(AccessOp::PolicySet(def)));
+    }
+    // Of RabbitMQ's runtime parameters warren knows operator policies.
+    for p in section("parameters") {
+        if p["component"] != "operator_policy" {
+            continue;
+        }
+        let (vhost, name) = (field(&p, "vhost"), field(&p, "name"));
+        let def = policy_from_json(PolicyKind::Operator, vhost, name, &p["value"])?;
         ops.push(MetaOp::Access(AccessOp::PolicySet(def)));
     }
     for x in section("exchanges") {

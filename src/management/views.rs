@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::rates::{message_stats, Rates};
 use crate::catalog::access::{PermissionDef, PolicyDef, User};
+use crate::catalog::policy::effective_definition;
 use crate::catalog::{Catalog, ExchangeDef, QueueDef};
 use crate::protocol::types::{FieldTable, FieldValue, LongStr};
 use crate::queue::MessageTotals;
@@ -129,8 +130,8 @@ pub fn queue(def: &QueueDef, figures: QueueFigures) -> Value {
         "state": "running",
         "type": queue_type,
         "policy": def.policy.as_ref().map(|p| &p.name),
-        "operator_policy": null,
-        "effective_policy_definition": def.policy.as_ref().map_or_else(Map::new, |p| p.definition.clone()),
+        "operator_policy": def.operator_policy.as_ref().map(|p| &p.name),
+        "effective_policy_definition": effective_definition(def.policy.as_deref(), def.operator_policy.as_deref()),
         "exclusive_consumer_tag": null,
         "single_active_consumer_tag": null,
         "consumers": figures.consumers,
@@ -225,6 +226,22 @@ pub fn permission(def: &PermissionDef) -> Value {
         "configure": def.configure,
         "write": def.write,
         "read": def.read,
+    })
+}
+
+/// An operator policy as RabbitMQ's definitions files hold it: a runtime
+/// parameter of component `operator_policy`.
+pub fn operator_policy_parameter(def: &PolicyDef) -> Value {
+    json!({
+        "vhost": def.vhost,
+        "component": "operator_policy",
+        "name": def.name,
+        "value": {
+            "pattern": def.pattern,
+            "apply-to": def.apply_to.name(),
+            "definition": def.definition,
+            "priority": def.priority,
+        },
     })
 }
 

@@ -202,6 +202,15 @@ async fn queue_arguments_are_validated_with_rabbitmq_texts() {
             table(&[("x-dead-letter-routing-key", long_string("k"))]),
             format!("invalid arg 'x-dead-letter-routing-key' for {resource}: routing_key_but_no_dlx_defined"),
         ),
+        // default and lazy are accepted (and ignored: warren has one mode).
+        (
+            table(&[("x-queue-mode", long_string("bogus"))]),
+            format!("invalid arg 'x-queue-mode' for {resource}: \"unsupported queue mode 'bogus'\""),
+        ),
+        (
+            table(&[("x-queue-mode", int(5))]),
+            format!("invalid arg 'x-queue-mode' for {resource}: {{unacceptable_type,long}}"),
+        ),
     ];
     for (arguments, expected) in cases {
         let channel = channel(&connection).await;
