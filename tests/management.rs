@@ -438,6 +438,15 @@ fn keys(value: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+const POLICY_FIELDS: &[&str] = &[
+    "vhost",
+    "name",
+    "pattern",
+    "apply-to",
+    "definition",
+    "priority",
+];
+
 /// Fields every client relies on, which RabbitMQ and warren must both
 /// show, per endpoint.
 const REQUIRED_FIELDS: &[(&str, &[&str])] = &[
@@ -469,6 +478,8 @@ const REQUIRED_FIELDS: &[(&str, &[&str])] = &[
         "/api/permissions",
         &["user", "vhost", "configure", "write", "read"],
     ),
+    ("/api/policies", POLICY_FIELDS),
+    ("/api/operator-policies", POLICY_FIELDS),
     (
         "/api/exchanges",
         &[
@@ -578,9 +589,17 @@ async fn json_field_names_are_rabbitmqs() {
     within("declare", declared).await.expect("declare");
     let consumed = channel.basic_consume(&queue, "", Default::default(), FieldTable::default());
     let _consumer = within("consume", consumed).await.expect("consume");
+    let policy = json!({"pattern": format!("^{queue}$"), "definition": {"max-length": 9}});
+    let policies =
+        ["/api/policies", "/api/operator-policies"].map(|base| format!("{base}/%2F/{queue}"));
+    for path in &policies {
+        api.ok("PUT", path, &policy);
+    }
     for (path, fields) in REQUIRED_FIELDS {
-        // RabbitMQ lists a connection once it has collected its stats.
-        let shown = keys(&queue_when(&api, path, |shown| !keys(shown).is_empty()));
+        // RabbitMQ lists a connection once it has collected its stats,
+        // and a queue a policy just reached without them for a moment.
+        let complete = |shown: &Value| fields.iter().all(|f| keys(shown).contains(*f));
+        let shown = keys(&queue_when(&api, path, complete));
         let rabbitmq: BTreeSet<String> = recorded["keys"][*path]
             .as_array()
             .expect("recorded")
@@ -601,6 +620,9 @@ async fn json_field_names_are_rabbitmqs() {
             broker.is_external() || invented.is_empty(),
             "{path}: fields RabbitMQ does not have: {invented:?}"
         );
+    }
+    for path in &policies {
+        api.delete(path);
     }
 }
 

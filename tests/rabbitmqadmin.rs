@@ -140,6 +140,23 @@ fn rabbitmqadmin_manages_users_vhosts_permissions_and_definitions() {
         "read=^r",
     ]);
     admin.ok(&["-V", &vhost, "declare", "queue", &format!("name={queue}")]);
+    let ceiling = unique("ceiling");
+    admin.ok(&[
+        "-V",
+        &vhost,
+        "declare",
+        "operator_policy",
+        &format!("name={ceiling}"),
+        "pattern=^q",
+        "definition={\"max-length\": 10}",
+        "apply-to=queues",
+    ]);
+    let operator = admin.list(&["operator_policies"]);
+    let listed = operator
+        .iter()
+        .find(|p| p["name"] == ceiling.as_str())
+        .expect("operator policy listed");
+    assert_eq!(listed["definition"], serde_json::json!({"max-length": 10}));
     let users = admin.list(&["users"]);
     let listed = users
         .iter()
@@ -185,6 +202,22 @@ fn rabbitmqadmin_manages_users_vhosts_permissions_and_definitions() {
     assert!(queues
         .iter()
         .any(|q| q["name"] == queue.as_str() && q["vhost"] == vhost.as_str()));
+    let operator = admin.list(&["operator_policies"]);
+    assert!(
+        operator.iter().any(|p| p["name"] == ceiling.as_str()),
+        "exported and imported: {operator:?}"
+    );
+    admin.ok(&[
+        "-V",
+        &vhost,
+        "delete",
+        "operator_policy",
+        &format!("name={ceiling}"),
+    ]);
+    assert!(admin
+        .list(&["operator_policies"])
+        .iter()
+        .all(|p| p["name"] != ceiling.as_str()));
     admin.ok(&["delete", "vhost", &format!("name={vhost}")]);
     admin.ok(&["delete", "user", &format!("name={user}")]);
 }
