@@ -278,6 +278,45 @@ async fn get_needs_read_and_binds_need_write_on_the_destination_and_read_on_the_
     );
 }
 
+#[tokio::test]
+async fn consume_and_purge_need_read_and_deletes_need_configure() {
+    let broker = Broker::start_managed(&[]);
+    let api = guest(&broker);
+    let (tenant, connection) = restricted(&broker, &api).await;
+    let channel = open_channel(&connection).await;
+    let consumed = channel.basic_consume("wq", "", Default::default(), FieldTable::default());
+    assert_eq!(
+        refusal(within("consume", consumed).await),
+        tenant.refused("queue", "wq")
+    );
+    let channel = open_channel(&connection).await;
+    let purged = channel.queue_purge("wq", Default::default());
+    assert_eq!(
+        refusal(within("purge", purged).await),
+        tenant.refused("queue", "wq")
+    );
+    let channel = open_channel(&connection).await;
+    let deleted = channel.queue_delete("rq", Default::default());
+    assert_eq!(
+        refusal(within("queue.delete", deleted).await),
+        tenant.refused("queue", "rq")
+    );
+    let channel = open_channel(&connection).await;
+    let deleted = channel.exchange_delete("rx", Default::default());
+    assert_eq!(
+        refusal(within("exchange.delete", deleted).await),
+        tenant.refused("exchange", "rx")
+    );
+    // What the user may read it may consume and purge.
+    let channel = open_channel(&connection).await;
+    let purged = channel.queue_purge("rq", Default::default());
+    within("purge", purged).await.expect("read on rq suffices");
+    let consumed = channel.basic_consume("rq", "", Default::default(), FieldTable::default());
+    within("consume", consumed)
+        .await
+        .expect("read on rq suffices");
+}
+
 #[test]
 fn api_errors_and_tag_rules_are_rabbitmqs() {
     let broker = Broker::start_managed(&[]);
