@@ -17,6 +17,17 @@ use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 /// (glommio's DMA alignment is at most 4096).
 pub const BLOCK: u64 = 4096;
 
+/// Logs why the store falls back to buffered I/O, once per process: the
+/// choice is the file system's, the same for every file of the data
+/// directory.
+fn say_buffered(path: &Path, why: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let dir = path.parent().unwrap_or(path).display();
+        tracing::info!("{dir}: {why}; the store uses buffered I/O and fdatasync");
+    });
+}
+
 pub struct File {
     inner: Inner,
 }
@@ -32,7 +43,7 @@ impl File {
     pub async fn open(path: &Path) -> io::Result<File> {
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true);
-        match options.dma_open(path).await.map_err(io::Error::from) {
+        match options.dma_open(path).await {
             Ok(file) if file.alignment() <= BLOCK => Ok(File {
                 inner: Inner::Direct(file),
             }),
@@ -40,12 +51,17 @@ impl File {
             // writes directly.
             Ok(file) => {
                 let _ = file.close().await;
+                say_buffered(path, "its block size is larger than ours");
                 Self::open_buffered(&options, path).await
             }
+            // Asked of glommio's error: once converted to an io::Error it
+            // keeps the kind, not the OS error number, and the fallback
+            // never happened.
             Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+                say_buffered(path, "the file system refuses O_DIRECT");
                 Self::open_buffered(&options, path).await
             }
-            Err(err) => Err(err),
+            Err(err) => Err(err.into()),
         }
     }
 
