@@ -252,7 +252,7 @@ impl Connection {
             return Ok(Routed::default());
         }
         let mut routed = Routed::default();
-        let publisher = self.holder(ch);
+        let publisher = self.channel_id(ch);
         let bytes = message.body_size() as u64;
         for &queue in routes.iter() {
             let Some(owner) = catalog.queue_by_id(queue).map(|def| def.shard_id) else {
@@ -399,8 +399,7 @@ impl Connection {
         })??;
         let spec = ConsumerSpec {
             key: ConsumerKey {
-                conn: self.id,
-                channel: ch,
+                channel: self.channel_id(ch),
                 tag: tag.clone(),
             },
             no_ack: m.no_ack,
@@ -442,8 +441,7 @@ impl Connection {
             return Ok(Next::Continue);
         };
         let key = ConsumerKey {
-            conn: self.id,
-            channel: ch,
+            channel: self.channel_id(ch),
             tag: tag.clone(),
         };
         let awaiting = Awaiting::Cancel { tag, no_wait };
@@ -464,7 +462,7 @@ impl Connection {
     /// consumer is gone, so the shard requeues it.
     pub fn deliver(&self, deliver: Deliver) -> bool {
         let mut state = self.state.borrow_mut();
-        let Some(channel) = state.channels.get_mut(&deliver.channel) else {
+        let Some(channel) = state.channels.get_mut(&deliver.channel.number) else {
             return false;
         };
         if channel.state != super::ChannelState::Open
@@ -491,7 +489,7 @@ impl Connection {
         self.out.deliver(
             deliver.owner,
             deliver.queue,
-            deliver.channel,
+            deliver.channel.number,
             &args,
             &deliver.message,
         );
@@ -628,7 +626,7 @@ impl Connection {
     }
 
     fn send_settles(&self, ch: u16, settled: &mut [(QueueId, u64)], action: Settlement) {
-        let holder = self.holder(ch);
+        let holder = self.channel_id(ch);
         if let [(queue, seq)] = settled[..] {
             if let Ok(owner) = self.owner(queue) {
                 self.shard.send(

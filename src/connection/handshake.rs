@@ -15,7 +15,6 @@ use crate::protocol::frame::FRAME_MIN_SIZE;
 use crate::protocol::method::*;
 use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr, ShortStr};
 use crate::runtime;
-use crate::shard::ReplyTo;
 
 /// The connection's negotiated limits.
 #[derive(Clone, Copy, Debug)]
@@ -122,12 +121,8 @@ impl Connection {
             class_method: (ConnectionClose::CLASS_ID, ConnectionClose::METHOD_ID),
         };
         self.state.borrow_mut().awaiting = Some((0, awaiting));
-        let reply_to = ReplyTo {
-            conn: self.id,
-            channel: 0,
-        };
         let op = MetaOp::ConnectionClosed { conn: self.id };
-        self.shard.request_meta(Some(reply_to), op);
+        self.shard.request_meta(Some(self.channel_id(0)), op);
         Next::AwaitReply
     }
 

@@ -13,7 +13,7 @@ use crate::protocol::frame::{Frame, FrameType};
 use crate::protocol::method::*;
 use crate::protocol::properties::ContentHeader;
 use crate::protocol::{reply_code, AmqpError, FieldTable, ShortStr};
-use crate::shard::{QueueRequest, Reply, ReplyTo, ShardMsg};
+use crate::shard::{QueueRequest, Reply, ShardMsg};
 
 /// The request whose reply the reader is waiting for.
 pub(super) enum Awaiting {
@@ -461,7 +461,7 @@ impl Connection {
         awaiting: Awaiting,
     ) -> Result<Next, AmqpError> {
         self.state.borrow_mut().awaiting = Some((ch, awaiting));
-        self.shard.request_meta(Some(self.reply_to(ch)), op);
+        self.shard.request_meta(Some(self.channel_id(ch)), op);
         Ok(Next::AwaitReply)
     }
 
@@ -476,7 +476,7 @@ impl Connection {
         self.state.borrow_mut().awaiting = Some((ch, awaiting));
         let msg = ShardMsg::QueueRequest {
             queue,
-            reply_to: self.reply_to(ch),
+            reply_to: self.channel_id(ch),
             request,
         };
         self.shard.send(owner, msg);
@@ -487,13 +487,6 @@ impl Connection {
         self.shard
             .owner_of(queue)
             .ok_or_else(|| AmqpError::not_found("queue was deleted"))
-    }
-
-    fn reply_to(&self, channel: u16) -> ReplyTo {
-        ReplyTo {
-            conn: self.id,
-            channel,
-        }
     }
 
     /// The queue a method names; the empty name means the channel's last

@@ -11,6 +11,7 @@
 
 mod basic;
 mod channel;
+mod client;
 mod content;
 mod direct_reply;
 mod flow;
@@ -24,6 +25,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,19 +33,18 @@ use bytes::BytesMut;
 use hashbrown::HashMap;
 
 use crate::catalog::access::UserPermission;
-use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::ids::{ChannelId, ConnectionId, QueueId, ShardId};
 use crate::protocol::frame::{self, Frame, FrameType};
 use crate::protocol::method::{ChannelClose, ConnectionClose, Method};
 use crate::protocol::{reply_code, AmqpError, ShortStr};
 use crate::queue::MessageTotals;
-use crate::runtime::net::{ReadHalf, WriteHalf};
+use crate::runtime::net::{Listener, ReadHalf, WriteHalf};
 use crate::runtime::notify::Notify;
 use crate::runtime::{self};
-use crate::shard::{Holder, Shard, ShardMsg};
+use crate::shard::{Client, Shard, ShardMsg};
 use channel::{Channel, ChannelState};
 use flow::PublisherFlow;
 pub use handshake::Tune;
-pub use info::{ChannelInfo, ConnectionInfo};
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of
@@ -142,8 +143,42 @@ enum Next {
     Stop,
 }
 
+/// Binds the AMQP port on `shard` (SO_REUSEPORT: every shard binds it) and
+/// serves the connections it accepts; a port it cannot bind stops the
+/// broker.
+pub fn listen(shard: &Rc<Shard>) {
+    let addr = shard.shared.config.listen_addr();
+    match Listener::bind(addr) {
+        Ok(listener) => {
+            if shard.id == 0 {
+                tracing::info!("AMQP listening on {addr}");
+            }
+            runtime::spawn(accept_loop(shard.clone(), listener));
+        }
+        Err(err) => {
+            tracing::error!("shard {} cannot listen on {addr}: {err}", shard.id);
+            shard.shared.shutdown.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok((read, write, peer)) => {
+                let id = shard.next_connection_id();
+                runtime::spawn(serve(shard.clone(), id, read, write, peer));
+            }
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                runtime::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Serves one accepted socket until it closes.
-pub async fn serve(
+async fn serve(
     shard: Rc<Shard>,
     id: ConnectionId,
     mut read: ReadHalf,
@@ -151,7 +186,8 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let conn = Connection::new(shard.clone(), id, peer);
-    shard.register_connection(conn.clone());
+    let client: Rc<dyn Client> = conn.clone();
+    shard.register_connection(id, Rc::downgrade(&client));
     runtime::spawn(outbound::run_writer(conn.clone(), write));
     tracing::debug!(%peer, conn = %id, "accepted");
     if let Err(reason) = conn.clone().read_loop(&mut read).await {
@@ -501,10 +537,10 @@ impl Connection {
         self.shard.alarm_cleared.wake_all();
     }
 
-    fn holder(&self, channel: u16) -> Holder {
-        Holder {
+    fn channel_id(&self, number: u16) -> ChannelId {
+        ChannelId {
             conn: self.id,
-            channel,
+            number,
         }
     }
 }

@@ -25,11 +25,11 @@ use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
 
-use super::{MetaDone, MetaMsg, Reply, ReplyTo, Shard, ShardMsg};
+use super::{MetaDone, MetaMsg, Reply, Shard, ShardMsg};
 use crate::catalog::{MetaOp, MetaOutcome};
 use crate::definitions::durable_changes;
 use crate::definitions::log::DefinitionsLog;
-use crate::ids::ShardId;
+use crate::ids::{ChannelId, ShardId};
 use crate::protocol::{reply_code, AmqpError};
 use crate::runtime;
 
@@ -70,7 +70,7 @@ struct Unsynced {
 /// Who waits for a change: a connection's channel (or nobody), or a
 /// callback on this shard (the management API's command).
 pub(crate) enum Requester {
-    Connection(Option<ReplyTo>),
+    Connection(Option<ChannelId>),
     Local(LocalDone),
 }
 
@@ -275,7 +275,7 @@ impl Shard {
         self.reply(to, Reply::Meta(Ok(Box::new(done))));
     }
 
-    fn reply(&self, to: ReplyTo, reply: Reply) {
+    fn reply(&self, to: ChannelId, reply: Reply) {
         self.send(to.conn.shard_id as ShardId, ShardMsg::Reply { to, reply });
     }
 }
