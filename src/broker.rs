@@ -10,8 +10,9 @@ use crate::config::Config;
 use crate::connection;
 use crate::data_dir::DataDir;
 use crate::definitions::log::DefinitionsLog;
-use crate::management::{self, Bridge};
+use crate::management;
 use crate::runtime::{self, net};
+use crate::shard::bridge::Bridge;
 use crate::shard::{LoadBoard, Shard, Shared, StoreSetup};
 
 /// The message store's directory under the data directory.

@@ -1,5 +1,5 @@
 //! What the management API asks of a shard, run on the shard's own thread
-//! (from a `management::bridge` command): figures of the queues it owns,
+//! (from a `bridge` command): figures of the queues it owns,
 //! its connections, and the queue and publish operations the API offers.
 //! Nothing here is on the data path.
 

@@ -12,6 +12,7 @@
 //! every shard in the same order; the -ok is sent only after all shards have
 //! applied it (see `coordinator`).
 
+pub mod bridge;
 mod client;
 mod confirms;
 mod coordinator;
@@ -40,13 +41,13 @@ use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
 use crate::definitions::log::DefinitionsLog;
 use crate::ids::{ChannelId, ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
-use crate::management::{bridge, Bridge};
 use crate::message::Message;
 use crate::protocol::AmqpError;
 use crate::queue::{Clock, MessageTotals, Published, Queue};
 use crate::runtime::notify::{Notify, Waiters};
 use crate::runtime::{self, mesh::Mesh};
 use crate::store;
+use bridge::Bridge;
 pub(crate) use client::Client;
 use client::Clients;
 pub use client::{ChannelInfo, ConnectionInfo};
