@@ -13,8 +13,8 @@ impl Connection {
             .iter()
             .map(|(&number, channel)| ChannelInfo {
                 number,
-                consumers: channel.consumers.len(),
-                unacked: channel.unacked.len(),
+                consumers: channel.consumer_count(),
+                unacked: channel.unacked_count(),
                 totals: channel.totals(),
             })
             .collect();

@@ -133,6 +133,7 @@ pub struct ConfirmAnswer {
     pub stored: bool,
 }
 
+#[derive(Debug)]
 pub struct Deliver {
     /// The queue's shard, where credit goes back to.
     pub owner: ShardId,
