@@ -99,17 +99,26 @@ impl Shard {
                 let result = self.catalog.borrow_mut().apply(&op);
                 let counts = match result {
                     Ok(outcome) => self.apply_outcome(&outcome),
-                    Err(err) => {
-                        // Replicas apply what the coordinator already
-                        // accepted; a refusal here means they diverged.
-                        tracing::error!("catalog replica refused an accepted change: {err}");
-                        None
-                    }
+                    Err(err) => self.replicas_diverged(&op, &err),
                 };
                 self.send(0, ShardMsg::Meta(Box::new(MetaMsg::Applied { id, counts })));
             }
             MetaMsg::Applied { id, counts } => self.applied(id, counts),
         }
+    }
+
+    /// Replicas apply, in the coordinator's order, only what the
+    /// coordinator's replica accepted; one that refuses has diverged, and
+    /// every later change and route on this shard would be wrong. That is a
+    /// bug, not a condition to carry on from: say so and stop the process
+    /// (what is durable is recovered at the next start, as after a crash).
+    fn replicas_diverged(&self, op: &MetaOp, err: &AmqpError) -> ! {
+        tracing::error!(
+            "invariant violated: the catalog replica of shard {} refused a change the \
+             coordinator applied ({err}); the replicas have diverged, aborting. Change: {op:?}",
+            self.id
+        );
+        std::process::abort()
     }
 
     /// Applies `op` here, then on every other shard; `requester` hears

@@ -20,7 +20,6 @@ mod dead_letters;
 pub(crate) mod delayed;
 mod flow;
 mod inspect;
-pub use inspect::QueueSample;
 mod load;
 pub mod message;
 mod storage;

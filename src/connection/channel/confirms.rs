@@ -84,5 +84,10 @@ impl Confirms {
             self.answered += count;
             out(self.answered, count, !first.rejected);
         }
+        debug_assert_eq!(
+            self.answered + self.pending.len() as u64,
+            self.published,
+            "every publish is answered or pending, in order"
+        );
     }
 }

@@ -77,6 +77,7 @@ impl Unacked {
         if self.entries.len() > 2 * self.live + COMPACT_SLACK {
             self.entries.retain(|e| !e.settled);
         }
+        debug_assert!(self.live <= self.entries.len(), "live entries are kept");
         true
     }
 
