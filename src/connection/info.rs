@@ -5,47 +5,11 @@
 use std::cell::Cell;
 
 use super::{Connection, Phase};
-use crate::ids::ConnectionId;
-use crate::queue::MessageTotals;
+use crate::shard::{ChannelInfo, ConnectionInfo, TrafficTotals};
 
-/// A connection as `/api/connections` lists it.
-#[derive(Clone, Debug)]
-pub struct ConnectionInfo {
-    pub id: ConnectionId,
-    /// RabbitMQ's name: "peer -> listener".
-    pub name: String,
-    pub peer_host: String,
-    pub peer_port: u16,
-    pub user: String,
-    pub vhost: String,
-    pub channels: usize,
-    pub frame_max: u32,
-    pub channel_max: u16,
-    pub heartbeat_s: u16,
-    pub state: &'static str,
-    /// Per open channel, by number.
-    pub channel_list: Vec<ChannelInfo>,
-    /// What its closed channels did.
-    pub closed_channels: MessageTotals,
-    pub traffic: TrafficTotals,
-    /// Bytes appended and not yet written (RabbitMQ's `send_pend`).
-    pub send_pend: usize,
-}
-
-/// What a connection read and wrote, as RabbitMQ reports its socket's
-/// statistics: bytes (`recv_oct`, `send_oct`) and socket reads and writes
-/// (`recv_cnt`, `send_cnt`, which RabbitMQ takes from the socket's packet
-/// counts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficTotals {
-    pub recv_oct: u64,
-    pub recv_cnt: u64,
-    pub send_oct: u64,
-    pub send_cnt: u64,
-}
-
-/// The live counters: plain cells, since only the connection's shard
-/// touches them; one add per socket read or write, none per frame.
+/// Bytes and socket reads and writes: plain cells, since only the
+/// connection's shard touches them; one add per read or write system
+/// call, none per frame.
 #[derive(Debug, Default)]
 pub(super) struct Traffic {
     totals: Cell<TrafficTotals>,
@@ -67,17 +31,8 @@ impl Traffic {
     }
 }
 
-/// A channel as `/api/channels` lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelInfo {
-    pub number: u16,
-    pub consumers: usize,
-    pub unacked: usize,
-    pub totals: MessageTotals,
-}
-
 impl Connection {
-    pub fn info(&self) -> ConnectionInfo {
+    pub(super) fn snapshot(&self) -> ConnectionInfo {
         let listener = self.shard.shared.config.listen_addr();
         let state = self.state.borrow();
         let mut channel_list: Vec<_> = state
@@ -85,8 +40,8 @@ impl Connection {
             .iter()
             .map(|(&number, channel)| ChannelInfo {
                 number,
-                consumers: channel.consumers.len(),
-                unacked: channel.unacked.len(),
+                consumers: channel.consumer_count(),
+                unacked: channel.unacked_count(),
                 totals: channel.totals(),
             })
             .collect();

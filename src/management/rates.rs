@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::connection::TrafficTotals;
 use crate::ids::{ConnectionId, QueueId};
 use crate::queue::MessageTotals;
+use crate::shard::TrafficTotals;
 
 /// Looks closer together than this reuse the last rates.
 pub const RATE_WINDOW_MIN: Duration = Duration::from_secs(1);

@@ -6,7 +6,7 @@
 
 use super::PublishCredit;
 use crate::catalog::{MetaOp, MetaOutcome};
-use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::ids::{ChannelId, ConnectionId, QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 pub use crate::queue::Settlement;
@@ -19,10 +19,10 @@ pub enum ShardMsg {
     Publish {
         queue: QueueId,
         message: Message,
-        publisher: Holder,
-        /// The channel's confirm sequence number; 0 when it does not
-        /// confirm (the owner then answers nothing).
-        confirm: u64,
+        publisher: ChannelId,
+        /// The answer the publisher wants; `ConfirmTag::NONE` when it does
+        /// not confirm (the owner then answers nothing).
+        confirm: ConfirmTag,
     },
     /// Queue owner -> owner of a dead-letter target: enqueue a dead letter;
     /// also a delayed message that came due (`shard::delayed`). No
@@ -46,14 +46,14 @@ pub enum ShardMsg {
     /// Connection -> queue owner: settle one message the channel holds.
     Settle {
         queue: QueueId,
-        holder: Holder,
+        holder: ChannelId,
         seq: u64,
         action: Settlement,
     },
     /// Connection -> queue owner: settle several (multiple acks, commits).
     SettleMany {
         queue: QueueId,
-        holder: Holder,
+        holder: ChannelId,
         seqs: Vec<u64>,
         action: Settlement,
     },
@@ -68,8 +68,7 @@ pub enum ShardMsg {
     Deliver(Deliver),
     /// Queue owner -> connection: the queue went away under this consumer.
     ConsumerGone {
-        conn: ConnectionId,
-        channel: u16,
+        channel: ChannelId,
         consumer_tag: ShortStr,
     },
     /// Connection -> queue owners: the channel (or, with `channel: None`,
@@ -83,12 +82,12 @@ pub enum ShardMsg {
     /// Connection -> queue owner: a request answered with a `Reply`.
     QueueRequest {
         queue: QueueId,
-        reply_to: ReplyTo,
+        reply_to: ChannelId,
         request: QueueRequest,
     },
     /// Answer to a `QueueRequest` or a metadata request.
     Reply {
-        to: ReplyTo,
+        to: ChannelId,
         reply: Reply,
     },
     Meta(Box<MetaMsg>),
@@ -125,40 +124,41 @@ impl Urgency for ShardMsg {
 // Every ring slot is as large as the largest message: keep them small.
 const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 96);
 
+/// Which publish a queue's shard answers: the publishing channel's
+/// incarnation and its confirm number there. A client may close a channel
+/// and open another under the same number while answers for the first are
+/// on their way; the serial keeps them from counting for the second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConfirmTag {
+    pub serial: u32,
+    /// From 1; 0 wants no answer.
+    pub tag: u64,
+}
+
+impl ConfirmTag {
+    pub const NONE: ConfirmTag = ConfirmTag { serial: 0, tag: 0 };
+}
+
 /// A queue's shard is done with one publish of a confirming channel:
 /// stored (on disk if it had to be), or rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConfirmAnswer {
     pub channel: u16,
-    pub tag: u64,
+    pub confirm: ConfirmTag,
     pub stored: bool,
 }
 
-/// The channel that holds a message unacked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Holder {
-    pub conn: ConnectionId,
-    pub channel: u16,
-}
-
+#[derive(Debug)]
 pub struct Deliver {
     /// The queue's shard, where credit goes back to.
     pub owner: ShardId,
-    pub conn: ConnectionId,
-    pub channel: u16,
+    pub channel: ChannelId,
     pub consumer_tag: ShortStr,
     pub queue: QueueId,
     pub seq: u64,
     pub redelivered: bool,
     pub no_ack: bool,
     pub message: Message,
-}
-
-/// Where a reply goes: the connection, and the channel whose method waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplyTo {
-    pub conn: ConnectionId,
-    pub channel: u16,
 }
 
 pub enum QueueRequest {
@@ -211,7 +211,7 @@ pub enum MetaMsg {
     /// owner that checked a delete's conditions passes the queue's message
     /// count along for delete-ok.
     Request {
-        reply_to: Option<ReplyTo>,
+        reply_to: Option<ChannelId>,
         op: MetaOp,
         message_count: u32,
     },
