@@ -175,15 +175,7 @@ async fn a_file_system_without_o_direct_gets_buffered_io_and_recovers() {
     };
     let data_dir = dir.path.display().to_string();
     let names = queues("buffered");
-    // ramfs reports no free space at all: no disk alarm here.
-    let args = [
-        "--data-dir",
-        data_dir.as_str(),
-        "--segment-size",
-        "65536",
-        "--disk-free-limit",
-        "0MB",
-    ];
+    let args = ["--data-dir", data_dir.as_str(), "--segment-size", "65536"];
     let mut broker = Broker::start_with(&args);
     publish_all(&broker, &names).await;
     let log = broker.log_tail();

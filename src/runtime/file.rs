@@ -114,13 +114,18 @@ impl File {
     }
 
     /// Reserves `len` bytes on disk, so writes up to it cannot fail for
-    /// space, without changing the file's size.
+    /// space, without changing the file's size. On a file system without
+    /// fallocate (ramfs, some FUSE ones) it reserves nothing: the writes
+    /// claim their space, and a full disk shows as a failed write.
     pub async fn preallocate(&self, len: u64) -> io::Result<()> {
-        match &self.inner {
-            Inner::Direct(file) => file.pre_allocate(len, true).await?,
-            Inner::Buffered(file) => file.pre_allocate(len, true).await?,
+        let reserved = match &self.inner {
+            Inner::Direct(file) => file.pre_allocate(len, true).await,
+            Inner::Buffered(file) => file.pre_allocate(len, true).await,
+        };
+        match reserved {
+            Err(err) if err.raw_os_error() != Some(libc::EOPNOTSUPP) => Err(err.into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     pub async fn size(&self) -> io::Result<u64> {

@@ -276,6 +276,11 @@ fn free_bytes(dir: &std::path::Path) -> Option<u64> {
     if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
         return None;
     }
+    // A file system that reports no size at all (ramfs) has no free space
+    // to measure: no alarm, rather than one that never clears.
+    if stat.f_blocks == 0 {
+        return None;
+    }
     Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
