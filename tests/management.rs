@@ -853,6 +853,16 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
     );
     // The overview counts by channel, closed ones included (checked on
     // a broker of our own: a shared one counts other tests' too).
+    // Message counts carry their rates of change, as RabbitMQ's do.
+    let (_, overview) = api.get("/api/overview");
+    for count in ["messages", "messages_ready", "messages_unacknowledged"] {
+        let rate = &overview["queue_totals"][format!("{count}_details")]["rate"];
+        assert!(rate.is_number(), "{count}: {overview}");
+    }
+    let queue = queue_when(&api, &format!("/api/queues/{v}/stats-q"), |q| {
+        q["messages_ready_details"]["rate"].is_number()
+    });
+    assert_eq!(queue["messages_ready"], 1, "{queue}");
     let overview_stats = || api.get("/api/overview").1["message_stats"].clone();
     if !broker.is_external() {
         let stats = overview_stats();

@@ -32,6 +32,14 @@ pub struct Rates {
     pub ack: f64,
 }
 
+/// How fast a queue's (or all queues') message counts change, per second:
+/// negative while they shrink.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct DepthRates {
+    pub ready: f64,
+    pub unacked: f64,
+}
+
 /// A connection's bytes per second, read and written.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct TrafficRates {
@@ -43,6 +51,8 @@ pub struct TrafficRates {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RateKey {
     Queue(QueueId),
+    /// A queue's ready and unacked counts.
+    QueueDepth(QueueId),
     /// (vhost, name).
     Exchange(String, String),
     /// (connection, channel number).
@@ -51,6 +61,8 @@ pub enum RateKey {
     Connection(ConnectionId),
     /// The overview, as the named user sees it.
     Overview(String),
+    /// The overview's ready and unacked counts, as the named user sees them.
+    OverviewDepth(String),
 }
 
 /// The lifetime counters one key's rates are taken from (message totals
@@ -74,7 +86,7 @@ impl RateBook {
     /// Records `totals` seen `now` and returns the current rates of `key`.
     pub fn observe(&mut self, key: RateKey, totals: MessageTotals, now: Instant) -> Rates {
         let counts = [totals.published, totals.delivered, totals.acked];
-        let [publish, deliver_get, ack] = self.observe_counts(key, counts, now);
+        let [publish, deliver_get, ack] = self.observe_counts(key, counts, now, growth);
         Rates {
             publish,
             deliver_get,
@@ -90,13 +102,33 @@ impl RateBook {
         now: Instant,
     ) -> TrafficRates {
         let counts = [traffic.recv_oct, traffic.send_oct, 0];
-        let [recv_oct, send_oct, _] = self.observe_counts(RateKey::Connection(conn), counts, now);
+        let key = RateKey::Connection(conn);
+        let [recv_oct, send_oct, _] = self.observe_counts(key, counts, now, growth);
         TrafficRates { recv_oct, send_oct }
     }
 
+    /// Records message counts (`ready`, `unacked`) seen `now` under a
+    /// `QueueDepth` or `OverviewDepth` key and returns how fast they change.
+    pub fn observe_depth(
+        &mut self,
+        key: RateKey,
+        ready: u64,
+        unacked: u64,
+        now: Instant,
+    ) -> DepthRates {
+        let [ready, unacked, _] = self.observe_counts(key, [ready, unacked, 0], now, change);
+        DepthRates { ready, unacked }
+    }
+
     /// The change of each count per second since the previous sample at
-    /// least [`RATE_WINDOW_MIN`] old.
-    fn observe_counts(&mut self, key: RateKey, counts: Counts, now: Instant) -> [f64; 3] {
+    /// least [`RATE_WINDOW_MIN`] old, as `delta` takes it.
+    fn observe_counts(
+        &mut self,
+        key: RateKey,
+        counts: Counts,
+        now: Instant,
+        delta: fn(u64, u64) -> f64,
+    ) -> [f64; 3] {
         let Some(sample) = self.samples.get_mut(&key) else {
             let rates = [0.0; 3];
             self.samples.insert(
@@ -114,7 +146,7 @@ impl RateBook {
             return sample.rates;
         }
         for ((rate, now), before) in sample.rates.iter_mut().zip(counts).zip(sample.counts) {
-            *rate = now.saturating_sub(before) as f64 / elapsed.as_secs_f64();
+            *rate = delta(now, before) / elapsed.as_secs_f64();
         }
         sample.at = now;
         sample.counts = counts;
@@ -125,6 +157,29 @@ impl RateBook {
     pub fn retain(&mut self, live: impl Fn(&RateKey) -> bool) {
         self.samples.retain(|key, _| live(key));
     }
+}
+
+/// A lifetime total's growth (never negative: a total that went down
+/// belongs to something recreated under the same key).
+fn growth(now: u64, before: u64) -> f64 {
+    now.saturating_sub(before) as f64
+}
+
+/// A level's change, either way.
+fn change(now: u64, before: u64) -> f64 {
+    now as f64 - before as f64
+}
+
+/// RabbitMQ's message counts with their `*_details` rates.
+pub fn depth_json(ready: u64, unacked: u64, rates: DepthRates) -> Value {
+    json!({
+        "messages": ready + unacked,
+        "messages_details": {"rate": rates.ready + rates.unacked},
+        "messages_ready": ready,
+        "messages_ready_details": {"rate": rates.ready},
+        "messages_unacknowledged": unacked,
+        "messages_unacknowledged_details": {"rate": rates.unacked},
+    })
 }
 
 /// The book, locked; a panic elsewhere leaves it usable.
@@ -192,6 +247,17 @@ mod tests {
             book.observe(queue, totals(99, 99, 99), soon),
             rates,
             "too soon: unchanged"
+        );
+        let depth = RateKey::QueueDepth(QueueId(1));
+        book.observe_depth(depth.clone(), 10, 4, start);
+        let shrunk = book.observe_depth(depth, 4, 6, later);
+        assert_eq!(
+            shrunk,
+            DepthRates {
+                ready: -3.0,
+                unacked: 1.0
+            },
+            "levels go down as well as up"
         );
         book.retain(|_| false);
         assert!(book.samples.is_empty());

@@ -97,12 +97,18 @@ async fn queue_figures(api: &Api) -> Result<HashMap<QueueId, QueueFigures>, ApiE
                 consumers: u64::from(sample.consumers),
                 totals: sample.totals,
                 rates: book.observe(RateKey::Queue(sample.id), sample.totals, now),
+                depth_rates: book.observe_depth(
+                    RateKey::QueueDepth(sample.id),
+                    u64::from(sample.ready),
+                    u64::from(sample.unacked),
+                    now,
+                ),
             };
             (sample.id, figures)
         })
         .collect();
     book.retain(|key| match key {
-        RateKey::Queue(queue) => figures.contains_key(queue),
+        RateKey::Queue(queue) | RateKey::QueueDepth(queue) => figures.contains_key(queue),
         _ => true,
     });
     Ok(figures)
@@ -113,6 +119,7 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
     let figures = queue_figures(api).await?;
     let connections = connection_infos(api).await?;
     let stats = overall_stats(api, caller, &connections).await?;
+    let depth_key = RateKey::OverviewDepth(caller.name.clone());
     let caller = caller.clone();
     let (queues, exchanges, ready, unacked, consumers) = read_catalog(api, move |catalog| {
         let visible: Vec<&QueueDef> = catalog
@@ -139,8 +146,10 @@ pub(super) async fn totals(api: &Api, caller: &Caller) -> Result<Value, ApiError
     })
     .await?;
     let channels: usize = connections.iter().map(|c| c.channels).sum();
+    let now = std::time::Instant::now();
+    let depth_rates = rates::lock(&api.rates).observe_depth(depth_key, ready, unacked, now);
     Ok(json!({
-        "queue_totals": {"messages": ready + unacked, "messages_ready": ready, "messages_unacknowledged": unacked},
+        "queue_totals": rates::depth_json(ready, unacked, depth_rates),
         "object_totals": {"connections": connections.len(), "channels": channels, "exchanges": exchanges, "queues": queues, "consumers": consumers},
         "message_stats": stats,
     }))

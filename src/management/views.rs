@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::rates::{message_stats, Rates};
+use super::rates::{depth_json, message_stats, DepthRates, Rates};
 use crate::catalog::access::{PermissionDef, PolicyDef, User};
 use crate::catalog::policy::effective_definition;
 use crate::catalog::{Catalog, ExchangeDef, QueueDef};
@@ -26,6 +26,8 @@ pub struct QueueFigures {
     pub consumers: u64,
     pub totals: MessageTotals,
     pub rates: Rates,
+    /// How fast its message counts change.
+    pub depth_rates: DepthRates,
 }
 
 pub fn field_value(value: &FieldValue) -> Value {
@@ -119,7 +121,7 @@ pub fn queue(def: &QueueDef, figures: QueueFigures) -> Value {
         Some("quorum") => "quorum",
         _ => "classic",
     };
-    json!({
+    let mut view = json!({
         "name": def.name.to_str_lossy(),
         "vhost": def.vhost.to_str_lossy(),
         "durable": def.durable,
@@ -135,11 +137,17 @@ pub fn queue(def: &QueueDef, figures: QueueFigures) -> Value {
         "exclusive_consumer_tag": null,
         "single_active_consumer_tag": null,
         "consumers": figures.consumers,
-        "messages": figures.messages_ready + figures.messages_unacknowledged,
-        "messages_ready": figures.messages_ready,
-        "messages_unacknowledged": figures.messages_unacknowledged,
         "message_stats": message_stats(figures.totals, figures.rates),
-    })
+    });
+    let depth = depth_json(
+        figures.messages_ready,
+        figures.messages_unacknowledged,
+        figures.depth_rates,
+    );
+    if let (Some(fields), Value::Object(depth)) = (view.as_object_mut(), depth) {
+        fields.extend(depth);
+    }
+    view
 }
 
 /// A binding; None when its destination queue is gone from the catalog.
