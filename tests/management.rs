@@ -962,3 +962,79 @@ async fn connections_count_their_bytes_and_socket_operations_with_rates() {
         .expect("close");
     drop(tenant);
 }
+
+/// `path`'s answer once `ready` holds it (RabbitMQ: after its next
+/// statistics emission; warren: after the watch's next tick).
+fn answer_when(api: &Http, path: &str, ready: impl Fn(u16, &Value) -> bool) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = api.get(path);
+        if ready(status, &body) {
+            return (status, body);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: still {status} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn nodes_health_and_aliveness_show_memory_disk_and_the_alarms() {
+    let broker = Broker::start_managed(&[]);
+    let api = guest(&broker);
+    let (status, nodes) = api.get("/api/nodes");
+    assert_eq!(status, 200);
+    let node = &nodes[0];
+    let figure = |key: &str| {
+        node[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {node}"))
+    };
+    assert!(
+        figure("mem_used") > 0 && figure("mem_used") < figure("mem_limit"),
+        "{node}"
+    );
+    assert!(figure("disk_free") > figure("disk_free_limit"), "{node}");
+    assert_eq!(node["mem_alarm"], false);
+    assert_eq!(node["disk_free_alarm"], false);
+    let ok = json!({"status": "ok"});
+    assert_eq!(api.get("/api/health/checks/alarms"), (200, ok.clone()));
+    assert_eq!(api.get("/api/aliveness-test/%2F"), (200, ok));
+    let (status, _) = api.get(&format!("/api/aliveness-test/{}", unique("nowhere")));
+    assert_eq!(status, 404);
+    // Monitoring, not management, reads the node; the alarms health check
+    // only needs management.
+    let tenant = Tenant::new(&api);
+    let account = json!({"password": "pw", "tags": "management"});
+    api.ok("PUT", &format!("/api/users/{}", tenant.user), &account);
+    let manager = Http::new(&broker.management_url(), &tenant.user, "pw");
+    let refused = json!({"error": "not_authorised", "reason": "Not monitor user"});
+    assert_eq!(manager.get("/api/nodes"), (401, refused));
+    assert_eq!(manager.get("/api/health/checks/alarms").0, 200);
+    drop(tenant);
+    if broker.is_external() {
+        return;
+    }
+    // Past its memory watermark from the start: the alarm shows, with
+    // RabbitMQ's status and body.
+    let alarmed = Broker::start_managed(&["--memory-high-watermark", "1MiB"]);
+    let api = guest(&alarmed);
+    let (_, health) = answer_when(&api, "/api/health/checks/alarms", |status, _| status == 503);
+    let node_name = api.get("/api/nodes").1[0]["name"].clone();
+    assert_eq!(
+        health,
+        json!({
+            "status": "failed",
+            "reason": "There are alarms in effect in the cluster",
+            "alarms": [{"node": node_name, "resource": "memory"}],
+        })
+    );
+    let (_, nodes) = api.get("/api/nodes");
+    assert_eq!(nodes[0]["mem_alarm"], true, "{nodes}");
+    assert!(
+        nodes[0]["mem_used"].as_u64() > nodes[0]["mem_limit"].as_u64(),
+        "{nodes}"
+    );
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
@@ -133,21 +134,54 @@ async fn whoami(State(api): State<Api>, headers: HeaderMap) -> Answer {
 
 async fn nodes(State(api): State<Api>, headers: HeaderMap) -> Answer {
     api.authorize(&headers, Need::Monitoring).await?;
+    let resources = api
+        .bridge
+        .on_shard(0, |shard| shard.node_resources())
+        .await?;
     Ok(Json(json!([{
         "name": NODE_NAME,
         "type": "disc",
         "running": true,
         "uptime": api.started.elapsed().as_millis() as u64,
         "processors": api.bridge.shard_count(),
-        "mem_alarm": false,
-        "disk_free_alarm": false,
+        "mem_used": resources.mem_used,
+        "mem_limit": resources.mem_limit,
+        "mem_alarm": resources.mem_alarm,
+        "disk_free": resources.disk_free,
+        "disk_free_limit": resources.disk_free_limit,
+        "disk_free_alarm": resources.disk_free_alarm,
         "partitions": [],
     }])))
 }
 
-async fn health(State(api): State<Api>, headers: HeaderMap) -> Answer {
-    api.authorize(&headers, Need::Monitoring).await?;
-    Ok(Json(json!({"status": "ok"})))
+/// RabbitMQ's alarms health check: 200 and "ok", or 503 and the alarms
+/// in effect.
+async fn health(State(api): State<Api>, headers: HeaderMap) -> Response {
+    // RabbitMQ asks only for management here, unlike /api/nodes.
+    if let Err(err) = api.authorize(&headers, Need::Management).await {
+        return err.into_response();
+    }
+    let resources = match api.bridge.on_shard(0, |shard| shard.node_resources()).await {
+        Ok(resources) => resources,
+        Err(err) => return ApiError::from(err).into_response(),
+    };
+    let alarms: Vec<Value> = [
+        (resources.mem_alarm, "memory"),
+        (resources.disk_free_alarm, "disk"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .map(|(_, resource)| json!({"node": NODE_NAME, "resource": resource}))
+    .collect();
+    if alarms.is_empty() {
+        return Json(json!({"status": "ok"})).into_response();
+    }
+    let failed = json!({
+        "status": "failed",
+        "reason": "There are alarms in effect in the cluster",
+        "alarms": alarms,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(failed)).into_response()
 }
 
 /// RabbitMQ declares a queue, publishes and gets a message; warren checks

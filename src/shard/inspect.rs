@@ -23,7 +23,38 @@ pub struct QueueSample {
     pub totals: MessageTotals,
 }
 
+/// The node's memory and disk against their limits, and the alarms.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeResources {
+    /// Resident bytes; None where the kernel does not say.
+    pub mem_used: Option<u64>,
+    pub mem_limit: u64,
+    pub mem_alarm: bool,
+    /// Free bytes under the data directory; None where the file system
+    /// does not say.
+    pub disk_free: Option<u64>,
+    pub disk_free_limit: u64,
+    /// Short of disk space, or the message store failed.
+    pub disk_free_alarm: bool,
+}
+
 impl Shard {
+    /// What `/api/nodes` and the alarms health check show: the same
+    /// readings and limits the shards' watches use.
+    pub fn node_resources(&self) -> NodeResources {
+        let (config, load) = (&self.shared.config, &self.shared.load);
+        let total = crate::memory::total_memory();
+        let (disk_free, disk_free_limit) = self.disk_watch().free_and_limit();
+        NodeResources {
+            mem_used: crate::memory::ResidentSet::open().bytes(),
+            mem_limit: config.memory_high_watermark.bytes(total),
+            mem_alarm: load.memory_alarm(),
+            disk_free,
+            disk_free_limit,
+            disk_free_alarm: load.disk_alarm(),
+        }
+    }
+
     /// Every queue this shard owns, with its counts.
     pub fn queue_samples(&self) -> Vec<QueueSample> {
         self.queues

@@ -245,6 +245,12 @@ pub(super) struct DiskWatch {
 }
 
 impl DiskWatch {
+    /// Free bytes now (None where the file system does not say), and the
+    /// limit.
+    pub(super) fn free_and_limit(&self) -> (Option<u64>, u64) {
+        (free_bytes(&self.dir), self.limit)
+    }
+
     pub(super) fn sample(&self, board: &super::LoadBoard) {
         let Some(free) = free_bytes(&self.dir) else {
             return;
