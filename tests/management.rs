@@ -283,38 +283,44 @@ async fn consume_and_purge_need_read_and_deletes_need_configure() {
     let broker = Broker::start_managed(&[]);
     let api = guest(&broker);
     let (tenant, connection) = restricted(&broker, &api).await;
-    let channel = open_channel(&connection).await;
-    let consumed = channel.basic_consume("wq", "", Default::default(), FieldTable::default());
-    assert_eq!(
-        refusal(within("consume", consumed).await),
-        tenant.refused("queue", "wq")
-    );
-    let channel = open_channel(&connection).await;
-    let purged = channel.queue_purge("wq", Default::default());
-    assert_eq!(
-        refusal(within("purge", purged).await),
-        tenant.refused("queue", "wq")
-    );
-    let channel = open_channel(&connection).await;
-    let deleted = channel.queue_delete("rq", Default::default());
-    assert_eq!(
-        refusal(within("queue.delete", deleted).await),
-        tenant.refused("queue", "rq")
-    );
-    let channel = open_channel(&connection).await;
-    let deleted = channel.exchange_delete("rx", Default::default());
-    assert_eq!(
-        refusal(within("exchange.delete", deleted).await),
-        tenant.refused("exchange", "rx")
-    );
+    let no_args = FieldTable::default;
+    let consume = refused_on(&connection, "consume", |c| async move {
+        c.basic_consume("wq", "", Default::default(), no_args())
+            .await
+    });
+    assert_eq!(consume.await, tenant.refused("queue", "wq"));
+    let purge = refused_on(&connection, "purge", |c| async move {
+        c.queue_purge("wq", Default::default()).await
+    });
+    assert_eq!(purge.await, tenant.refused("queue", "wq"));
+    let delete = refused_on(&connection, "queue.delete", |c| async move {
+        c.queue_delete("rq", Default::default()).await
+    });
+    assert_eq!(delete.await, tenant.refused("queue", "rq"));
+    let delete = refused_on(&connection, "exchange.delete", |c| async move {
+        c.exchange_delete("rx", Default::default()).await
+    });
+    assert_eq!(delete.await, tenant.refused("exchange", "rx"));
     // What the user may read it may consume and purge.
     let channel = open_channel(&connection).await;
     let purged = channel.queue_purge("rq", Default::default());
     within("purge", purged).await.expect("read on rq suffices");
-    let consumed = channel.basic_consume("rq", "", Default::default(), FieldTable::default());
+    let consumed = channel.basic_consume("rq", "", Default::default(), no_args());
     within("consume", consumed)
         .await
         .expect("read on rq suffices");
+}
+
+/// The refusal `op` meets on a channel of its own (a refusal closes the
+/// channel).
+async fn refused_on<T, F, Fut>(connection: &Connection, what: &str, op: F) -> (u16, String)
+where
+    T: std::fmt::Debug,
+    F: FnOnce(lapin::Channel) -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<T>>,
+{
+    let channel = open_channel(connection).await;
+    refusal(within(what, op(channel)).await)
 }
 
 #[test]
