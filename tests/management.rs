@@ -794,6 +794,35 @@ fn listed_when(api: &Http, path: &str, pick: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// Publishes until the item `pick` finds at `path` shows a positive rate
+/// at `rate` (a JSON pointer), which takes a second or more after the
+/// API's first look (RabbitMQ: its next 5 s collection). The item, and
+/// how many were published.
+async fn publish_until_rate<F, Fut>(
+    api: &Http,
+    path: &str,
+    pick: impl Fn(&Value) -> bool,
+    rate: &str,
+    mut publish: F,
+) -> (Value, u64)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = lapin::Result<lapin::publisher_confirm::PublisherConfirm>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut published = 0;
+    loop {
+        within("publish", publish()).await.expect("publish");
+        published += 1;
+        let shown = listed_when(api, path, &pick);
+        if shown.pointer(rate).and_then(Value::as_f64) > Some(0.0) {
+            return (shown, published);
+        }
+        assert!(std::time::Instant::now() < deadline, "no {rate}: {shown}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
 async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
     let broker = Broker::start_managed(&[]);
@@ -875,24 +904,11 @@ async fn message_stats_count_per_exchange_and_channel_and_rates_follow() {
         let counts = [&stats["publish"], &stats["deliver_get"], &stats["ack"]];
         assert_eq!(counts, [&json!(4), &json!(2), &json!(2)], "{stats}");
     }
-    // Publishing on: the channel's publish rate shows it, a second or more
-    // after the first look.
-    let mut published = 4;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        within("publish", publish("k")).await.expect("publish");
-        published += 1;
-        let channel = listed_when(&api, "/api/channels", in_vhost);
-        let rate = channel["message_stats"]["publish_details"]["rate"].as_f64();
-        if rate.is_some_and(|rate| rate > 0.0) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no publish rate: {channel}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Publishing on: the channel's publish rate shows it.
+    let rate = "/message_stats/publish_details/rate";
+    let (_, more) =
+        publish_until_rate(&api, "/api/channels", in_vhost, rate, || publish("k")).await;
+    let published = 4 + more;
     within("close", connection.close(200, "bye"))
         .await
         .expect("close");
@@ -946,23 +962,10 @@ async fn connections_count_their_bytes_and_socket_operations_with_rates() {
     let (status, one) = api.get(&format!("/api/connections/{name}"));
     assert_eq!(status, 200);
     assert!(one["recv_oct"].as_u64() >= Some(10_000), "{one}");
-    // Publishing on: the byte rate shows it a second or more after the
-    // first look (RabbitMQ: after its next 5 s collection).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        within("publish", publish()).await.expect("publish");
-        let shown = listed_when(&api, "/api/connections", in_vhost);
-        let rate = shown["recv_oct_details"]["rate"].as_f64();
-        if rate.is_some_and(|rate| rate > 0.0) {
-            assert!(shown["send_oct_details"]["rate"].is_number(), "{shown}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no receive rate: {shown}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Publishing on: the byte rate shows it.
+    let rate = "/recv_oct_details/rate";
+    let (shown, _) = publish_until_rate(&api, "/api/connections", in_vhost, rate, publish).await;
+    assert!(shown["send_oct_details"]["rate"].is_number(), "{shown}");
     within("close", connection.close(200, "bye"))
         .await
         .expect("close");
