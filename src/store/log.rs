@@ -31,6 +31,9 @@ use super::disk::{Disk, DiskFile, BLOCK};
 /// it. A commit makes a prefix of the log durable.
 pub(crate) type Lsn = u64;
 
+/// Segment files kept open for reading paged-out messages back.
+const READERS_MAX: usize = 8;
+
 pub(crate) fn segment_name(epoch: u64, shard: usize, index: u64) -> String {
     format!("{epoch:010}-{shard:03}-{index:010}.seg")
 }
@@ -69,6 +72,11 @@ struct State<F> {
     failed: Option<String>,
     /// Commits that wrote something (one fdatasync per file written).
     commits: u64,
+    /// Segment and end of what the last commit made durable: a record
+    /// before it can be read back.
+    durable_end: (u64, u64),
+    /// Files opened to read paged-out messages back, by segment.
+    readers: BTreeMap<u64, Rc<F>>,
 }
 
 pub(crate) struct Log<D: Disk> {
@@ -87,6 +95,22 @@ pub(crate) struct Log<D: Disk> {
 pub(crate) struct Appended {
     pub lsn: Lsn,
     pub segment: u64,
+    pub at: Location,
+}
+
+/// A record's place in this run's log: its segment, where it starts and
+/// its length with the header. What a paged-out message keeps in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Location {
+    fn end(self) -> (u64, u64) {
+        (u64::from(self.segment), u64::from(self.offset) + u64::from(self.len))
+    }
 }
 
 impl<D: Disk> Log<D> {
@@ -107,6 +131,8 @@ impl<D: Disk> Log<D> {
                 doomed: Vec::new(),
                 failed: None,
                 commits: 0,
+                durable_end: (0, 0),
+                readers: BTreeMap::new(),
             }),
         }
     }
@@ -116,6 +142,10 @@ impl<D: Disk> Log<D> {
     #[cfg(test)]
     pub(crate) fn failed(&self) -> Option<String> {
         self.state.borrow().failed.clone()
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.state.borrow().failed.is_some()
     }
 
     pub(crate) fn has_pending(&self) -> bool {
@@ -148,7 +178,9 @@ impl<D: Disk> Log<D> {
         encode(&mut batch.bytes);
         let len = (batch.bytes.len() - start) as u64;
         let (segment, end, capacity) = state.tail.expect("batch_for_tail sets the tail");
+        let mut offset = end;
         if end + len > capacity && end > 0 {
+            offset = 0;
             // Does not fit: the record opens the next segment.
             let record = state
                 .batches
@@ -176,7 +208,61 @@ impl<D: Disk> Log<D> {
         Some(Appended {
             lsn: state.appended,
             segment,
+            // Segments are numbered from 1 per run, and a record's offset
+            // and length are below its segment's size, which --segment-size
+            // and --message-size-max keep far under 4 GiB.
+            at: Location {
+                segment: u32::try_from(segment).unwrap_or(u32::MAX),
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                len: u32::try_from(len).unwrap_or(u32::MAX),
+            },
         })
+    }
+
+    /// Whether the record at `at` is on disk, so it can be read back.
+    pub(crate) fn is_durable(&self, at: Location) -> bool {
+        at.end() <= self.state.borrow().durable_end
+    }
+
+    /// Reads `len` bytes at `offset` of `segment`, which must be durable
+    /// (`is_durable`) and live (a message in it keeps it from deletion).
+    pub(crate) async fn read(&self, segment: u64, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = self.reader(segment).await?;
+        let bytes = file.read_at(offset, len).await?;
+        if bytes.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short read in log segment {segment}: {} of {len} bytes", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A file to read `segment` from: the tail's, or one kept open for
+    /// reading (a few, the most recently opened).
+    async fn reader(&self, segment: u64) -> io::Result<Rc<D::File>> {
+        {
+            let state = self.state.borrow();
+            if let Some((tail, file)) = &state.tail_file {
+                if *tail == segment {
+                    return Ok(file.clone());
+                }
+            }
+            if let Some(file) = state.readers.get(&segment) {
+                return Ok(file.clone());
+            }
+        }
+        let file = Rc::new(
+            self.disk
+                .open(&segment_name(self.epoch, self.shard, segment))
+                .await?,
+        );
+        let mut state = self.state.borrow_mut();
+        if state.readers.len() >= READERS_MAX {
+            state.readers.pop_first();
+        }
+        state.readers.insert(segment, file.clone());
+        Ok(file)
     }
 
     /// The open batch of the tail segment, opening the first segment or a
@@ -240,16 +326,17 @@ impl<D: Disk> Log<D> {
     /// fdatasync may have dropped dirty pages, so nothing after it can be
     /// trusted to be on disk.
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        let (batches, appended) = {
+        let (batches, appended, end) = {
             let mut state = self.state.borrow_mut();
             if let Some(why) = &state.failed {
                 return Err(io::Error::other(why.clone()));
             }
+            let end = state.tail.map_or((0, 0), |(segment, end, _)| (segment, end));
             // The next batch starts on a fresh block.
             if let Some((_, end, _)) = state.tail.as_mut() {
                 *end = end.next_multiple_of(BLOCK);
             }
-            (std::mem::take(&mut state.batches), state.appended)
+            (std::mem::take(&mut state.batches), state.appended, end)
         };
         if let Err(err) = self.write_batches(batches).await {
             self.state.borrow_mut().failed = Some(err.to_string());
@@ -258,10 +345,12 @@ impl<D: Disk> Log<D> {
         let doomed = {
             let mut state = self.state.borrow_mut();
             state.durable = appended;
+            state.durable_end = end;
             state.commits += 1;
             std::mem::take(&mut state.doomed)
         };
         for segment in doomed {
+            self.state.borrow_mut().readers.remove(&segment);
             let name = segment_name(self.epoch, self.shard, segment);
             if let Err(err) = self.disk.remove(&name).await {
                 tracing::warn!("cannot delete the empty log segment {name}: {err}");

@@ -144,6 +144,8 @@ fn apply(record: Record, queues: &mut QueueMessages) {
         Record::Delete { queue } => {
             queues.remove(&queue);
         }
+        // A transient message's copy: it does not survive a restart.
+        Record::Page { .. } => {}
     }
 }
 

@@ -79,7 +79,7 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
     let store = Store::new(log);
     store.adopt(recovered.queues);
     for queue in 0..QUEUES {
-        for (seq, _) in store.track(QueueId(queue), queue_name(queue)) {
+        for (seq, _, _) in store.track(QueueId(queue), queue_name(queue)) {
             assert!(model.messages.contains_key(&(queue, seq)));
         }
     }
@@ -94,7 +94,7 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
                 let m = message(rng, *next_id);
                 *next_id += 1;
                 if let Some(lsn) = store.enqueue(QueueId(queue), *seq, &m) {
-                    model.messages.insert((queue, *seq), (m, lsn));
+                    model.messages.insert((queue, *seq), (m, lsn.lsn));
                     *seq += 1;
                 }
             }
