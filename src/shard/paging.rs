@@ -42,6 +42,9 @@ const HEAD: Head = Head {
     bytes: 1 << 20,
 };
 
+/// How long the pager waits when over budget with nothing it may page.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Body bytes paged out of one queue per write.
 const PAGE_OUT_BATCH_BYTES: u64 = 4 << 20;
 
@@ -87,16 +90,18 @@ impl Shard {
     }
 
     /// After any change to `q`: counts its resident bytes into the
-    /// shard's, wakes the pager when over budget or when `q` has messages
-    /// on disk, and releases the page records it no longer needs.
+    /// shard's, wakes the pager when over budget, or when `q` has messages
+    /// on disk and its head shrank or is on disk, and releases the page
+    /// records it no longer needs.
     pub(super) fn after_paging_change(&self, queue: QueueId, q: &mut Queue) {
         let pager = &self.paging;
-        let resident = pager.resident.get().wrapping_add_signed(q.resident_change());
+        let change = q.resident_change();
+        let resident = pager.resident.get().wrapping_add_signed(change);
         pager.resident.set(resident);
         if resident > pager.budget {
             pager.over_budget.notify();
         }
-        if q.paged_count() > 0 {
+        if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) {
             pager.wanted.borrow_mut().insert(queue);
             pager.page_in_due.notify();
         }
@@ -140,6 +145,9 @@ impl Shard {
             let target = self.paging.budget / 4 * 3;
             while self.paging.resident.get() > target {
                 if !self.page_out_some().await {
+                    // Only heads are left in memory: look again later
+                    // rather than on every change.
+                    crate::runtime::sleep(RETRY_PAUSE).await;
                     break;
                 }
             }
@@ -251,8 +259,11 @@ impl Shard {
                     pages.iter().for_each(|&(seq, _)| q.discard_unreadable(seq));
                 }
             }
+            drop(queues);
+            // Delivering what came back may wake this task again, for the
+            // next batch; with nothing read, nothing changed.
+            self.dispatch(queue);
         }
-        self.dispatch(queue);
         self.answer_parked_gets(queue);
     }
 

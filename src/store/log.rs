@@ -238,23 +238,15 @@ impl<D: Disk> Log<D> {
         Ok(bytes)
     }
 
-    /// A file to read `segment` from: the tail's, or one kept open for
-    /// reading (a few, the most recently opened).
+    /// A file to read `segment` from, kept open for the next reads (a
+    /// few, the most recently opened).
     async fn reader(&self, segment: u64) -> io::Result<Rc<D::File>> {
-        {
-            let state = self.state.borrow();
-            if let Some((tail, file)) = &state.tail_file {
-                if *tail == segment {
-                    return Ok(file.clone());
-                }
-            }
-            if let Some(file) = state.readers.get(&segment) {
-                return Ok(file.clone());
-            }
+        if let Some(file) = self.state.borrow().readers.get(&segment) {
+            return Ok(file.clone());
         }
         let file = Rc::new(
             self.disk
-                .open(&segment_name(self.epoch, self.shard, segment))
+                .open_for_reading(&segment_name(self.epoch, self.shard, segment))
                 .await?,
         );
         let mut state = self.state.borrow_mut();
