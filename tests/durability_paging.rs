@@ -186,9 +186,11 @@ async fn a_backlog_many_times_the_budget_stays_on_disk_and_comes_back_in_order()
     let rss_max = publish_backlog(&broker, &channel, &names, count).await;
     let backlog = (count * BODY_LEN) as u64;
     let grown = rss_max.saturating_sub(rss_start);
-    eprintln!("RSS start {} MiB, max {} MiB", rss_start >> 20, rss_max >> 20);
+    // Kept in memory: the budget, the heads, an index entry per message,
+    // and what the allocator holds on to; without paging the set would
+    // grow by more than the backlog.
     assert!(
-        grown < backlog / 3,
+        grown < backlog / 2,
         "the resident set grew by {} MiB for a {} MiB backlog",
         grown >> 20,
         backlog >> 20

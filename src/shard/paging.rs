@@ -46,7 +46,7 @@ const HEAD: Head = Head {
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Body bytes paged out of one queue per write.
-const PAGE_OUT_BATCH_BYTES: u64 = 4 << 20;
+const PAGE_OUT_BATCH_BYTES: u64 = 1 << 20;
 
 pub(super) struct Pager {
     /// This shard's share of the budget, in body bytes.
