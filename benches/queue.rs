@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-use warren::ids::{ConnectionId, QueueId};
+use warren::ids::{ChannelId, ConnectionId, QueueId};
 use warren::message::{Message, MessageContent};
 use warren::protocol::types::ShortStr;
 use warren::queue::{ConsumerKey, ConsumerSpec, Queue, Settings, Settlement};
@@ -21,7 +21,7 @@ struct Cycle {
     consumers: [ConsumerKey; 2],
     message: Message,
     /// (holder, seq) of each delivery, to settle as its channel would.
-    seqs: Vec<((ConnectionId, u16), u64)>,
+    seqs: Vec<(ChannelId, u64)>,
     delivered: [u32; 2],
 }
 
@@ -39,10 +39,9 @@ impl Cycle {
             None,
             Settings::default(),
         );
-        let consumers = [1u16, 2].map(|channel| ConsumerKey {
-            conn,
-            channel,
-            tag: ShortStr::from(format!("ctag-{channel}")),
+        let consumers = [1u16, 2].map(|number| ConsumerKey {
+            channel: ChannelId { conn, number },
+            tag: ShortStr::from(format!("ctag-{number}")),
         });
         for key in &consumers {
             let spec = ConsumerSpec {
@@ -84,8 +83,8 @@ impl Cycle {
         let (seqs, delivered) = (&mut self.seqs, &mut self.delivered);
         self.queue.dispatch(&0, &mut |delivery| {
             let channel = delivery.consumer.channel;
-            seqs.push(((delivery.consumer.conn, channel), delivery.seq));
-            delivered[usize::from(channel - 1)] += 1;
+            seqs.push((channel, delivery.seq));
+            delivered[usize::from(channel.number - 1)] += 1;
         });
         for &(holder, seq) in &self.seqs {
             self.queue.settle(holder, &[seq], Settlement::Ack);

@@ -22,12 +22,12 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use warren::ids::{ConnectionId, QueueId};
+use warren::ids::{ChannelId, ConnectionId, QueueId};
 use warren::message::{Message, MessageContent};
 use warren::protocol::ShortStr;
 use warren::runtime::mesh::Mesh;
 use warren::runtime::notify::Notify;
-use warren::shard::message::{Holder, ShardMsg};
+use warren::shard::message::ShardMsg;
 
 mod common;
 
@@ -35,12 +35,12 @@ mod common;
 const RING_CAPACITY: usize = 4096;
 const SENDER: usize = 0;
 const RECEIVER: usize = 1;
-const PUBLISHER: Holder = Holder {
+const PUBLISHER: ChannelId = ChannelId {
     conn: ConnectionId {
         shard_id: 0,
         local_id: 0,
     },
-    channel: 1,
+    number: 1,
 };
 
 #[derive(Clone, Copy)]

@@ -7,10 +7,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::connection;
 use crate::data_dir::DataDir;
 use crate::definitions::log::DefinitionsLog;
-use crate::management::{self, Bridge};
+use crate::management;
 use crate::runtime::{self, net};
+use crate::shard::bridge::Bridge;
 use crate::shard::{LoadBoard, Shard, Shared, StoreSetup};
 
 /// The message store's directory under the data directory.
@@ -66,7 +68,12 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         definitions: Mutex::new(Some(definitions)),
     });
     let result = runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
-        Shard::run(shared.clone(), shard_id, mesh)
+        let shared = shared.clone();
+        async move {
+            let shard = Shard::start(shared, shard_id, mesh);
+            connection::listen(&shard);
+            shard.serve_until_shutdown().await;
+        }
     });
     // A token left behind would send warrenctl to a broker that is gone.
     let _ = std::fs::remove_file(data_dir.path().join(management::TOKEN_FILE));

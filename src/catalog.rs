@@ -609,10 +609,6 @@ impl Catalog {
         }
     }
 
-    pub fn shard_count(&self) -> usize {
-        self.shard_count
-    }
-
     fn vhost(&self, vhost: &[u8]) -> Result<&Vhost, AmqpError> {
         self.vhosts.get(vhost).ok_or_else(|| {
             AmqpError::not_found(format!("no vhost '{}'", String::from_utf8_lossy(vhost)))

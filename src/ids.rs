@@ -19,6 +19,15 @@ pub struct ConnectionId {
     pub local_id: u32,
 }
 
+/// A channel's address: its connection and its number there. Deliveries
+/// go to it, replies answer it, and a queue's unacked messages are held by
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId {
+    pub conn: ConnectionId,
+    pub number: u16,
+}
+
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.shard_id, self.local_id)
@@ -37,4 +46,11 @@ impl fmt::Display for QueueId {
 pub const MANAGEMENT_CONNECTION: ConnectionId = ConnectionId {
     shard_id: u32::MAX,
     local_id: u32::MAX,
+};
+
+/// The management API's one channel, which holds what it takes with
+/// basic.get (settled at once).
+pub const MANAGEMENT_CHANNEL: ChannelId = ChannelId {
+    conn: MANAGEMENT_CONNECTION,
+    number: 0,
 };

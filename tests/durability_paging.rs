@@ -98,7 +98,12 @@ async fn declare(channel: &Channel, queue: &str) {
 
 /// Publishes messages `0..count` round-robin over `queues`, with
 /// confirms; returns the broker's largest resident set seen meanwhile.
-async fn publish_backlog(broker: &Broker, channel: &Channel, queues: &[String], count: usize) -> u64 {
+async fn publish_backlog(
+    broker: &Broker,
+    channel: &Channel,
+    queues: &[String],
+    count: usize,
+) -> u64 {
     let mut rss_max = 0;
     let mut window = Vec::with_capacity(WINDOW);
     for n in 0..count {
@@ -195,9 +200,12 @@ async fn a_backlog_many_times_the_budget_stays_on_disk_and_comes_back_in_order()
         grown >> 20,
         backlog >> 20
     );
-    within("basic.qos", channel.basic_qos(200, BasicQosOptions::default()))
-        .await
-        .expect("basic.qos");
+    within(
+        "basic.qos",
+        channel.basic_qos(200, BasicQosOptions::default()),
+    )
+    .await
+    .expect("basic.qos");
     for (q, queue) in names.iter().enumerate() {
         let expected: Vec<usize> = (q..count).step_by(names.len()).collect();
         consume_all(&channel, queue, &expected, false).await;
@@ -246,9 +254,12 @@ async fn a_paged_backlog_keeps_its_persistent_messages_across_a_restart() {
                 .await
                 .expect("basic.ack");
         }
-        within("basic.qos", channel.basic_qos(200, BasicQosOptions::default()))
-            .await
-            .expect("basic.qos");
+        within(
+            "basic.qos",
+            channel.basic_qos(200, BasicQosOptions::default()),
+        )
+        .await
+        .expect("basic.qos");
         consume_all(&channel, queue, &expected.collect::<Vec<_>>(), true).await;
         assert_empty(&channel, queue).await;
     }

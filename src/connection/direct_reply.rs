@@ -11,7 +11,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::methods::{generated_name, Awaiting, MetaOk};
+use super::methods::generated_name;
+use super::requests::{Awaiting, MetaOk};
 use super::{Connection, Next};
 use crate::catalog::MetaOp;
 use crate::protocol::method::BasicConsume;

@@ -2,41 +2,10 @@
 //! snapshot taken on the connection's own shard.
 
 use super::{Connection, Phase};
-use crate::ids::ConnectionId;
-use crate::queue::MessageTotals;
-
-/// A connection as `/api/connections` lists it.
-#[derive(Clone, Debug)]
-pub struct ConnectionInfo {
-    pub id: ConnectionId,
-    /// RabbitMQ's name: "peer -> listener".
-    pub name: String,
-    pub peer_host: String,
-    pub peer_port: u16,
-    pub user: String,
-    pub vhost: String,
-    pub channels: usize,
-    pub frame_max: u32,
-    pub channel_max: u16,
-    pub heartbeat_s: u16,
-    pub state: &'static str,
-    /// Per open channel, by number.
-    pub channel_list: Vec<ChannelInfo>,
-    /// What its closed channels did.
-    pub closed_channels: MessageTotals,
-}
-
-/// A channel as `/api/channels` lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelInfo {
-    pub number: u16,
-    pub consumers: usize,
-    pub unacked: usize,
-    pub totals: MessageTotals,
-}
+use crate::shard::{ChannelInfo, ConnectionInfo};
 
 impl Connection {
-    pub fn info(&self) -> ConnectionInfo {
+    pub(super) fn snapshot(&self) -> ConnectionInfo {
         let listener = self.shard.shared.config.listen_addr();
         let state = self.state.borrow();
         let mut channel_list: Vec<_> = state
@@ -44,8 +13,8 @@ impl Connection {
             .iter()
             .map(|(&number, channel)| ChannelInfo {
                 number,
-                consumers: channel.consumers.len(),
-                unacked: channel.unacked.len(),
+                consumers: channel.consumer_count(),
+                unacked: channel.unacked_count(),
                 totals: channel.totals(),
             })
             .collect();

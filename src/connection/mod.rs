@@ -9,21 +9,24 @@
 //! the -ok frame, synchronously, in ring order: that is what puts a
 //! consume-ok on the wire before the first delivery that follows it.
 
-mod basic;
 mod channel;
+mod client;
+mod close;
 mod content;
 mod direct_reply;
 mod flow;
-mod handshake;
+mod frames;
 mod info;
 mod methods;
 mod outbound;
 mod permission;
+mod requests;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,19 +34,18 @@ use bytes::BytesMut;
 use hashbrown::HashMap;
 
 use crate::catalog::access::UserPermission;
-use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::ids::{ChannelId, ConnectionId, QueueId, ShardId};
 use crate::protocol::frame::{self, Frame, FrameType};
-use crate::protocol::method::{ChannelClose, ConnectionClose, Method};
+use crate::protocol::method::Method;
 use crate::protocol::{reply_code, AmqpError, ShortStr};
 use crate::queue::MessageTotals;
-use crate::runtime::net::{ReadHalf, WriteHalf};
+use crate::runtime::net::{Listener, ReadHalf, WriteHalf};
 use crate::runtime::notify::Notify;
 use crate::runtime::{self};
-use crate::shard::{Holder, Shard, ShardMsg};
-use channel::{Channel, ChannelState};
+use crate::shard::{Client, Shard};
+use channel::Channel;
 use flow::PublisherFlow;
-pub use handshake::Tune;
-pub use info::{ChannelInfo, ConnectionInfo};
+use methods::Tune;
 use outbound::Outbound;
 
 /// How long a connection we closed keeps reading for the peer's end of
@@ -104,7 +106,7 @@ struct State {
     /// What the closed channels published, delivered and had acked.
     closed_channels: MessageTotals,
     /// The request the reader waits on, and its channel.
-    awaiting: Option<(u16, methods::Awaiting)>,
+    awaiting: Option<(u16, requests::Awaiting)>,
     /// basic.cancel notifications for a channel whose request is pending:
     /// written after its reply, as RabbitMQ's busy channel process does (a
     /// queue.delete on the consuming channel answers delete-ok first).
@@ -142,8 +144,42 @@ enum Next {
     Stop,
 }
 
+/// Binds the AMQP port on `shard` (SO_REUSEPORT: every shard binds it) and
+/// serves the connections it accepts; a port it cannot bind stops the
+/// broker.
+pub fn listen(shard: &Rc<Shard>) {
+    let addr = shard.shared.config.listen_addr();
+    match Listener::bind(addr) {
+        Ok(listener) => {
+            if shard.id == 0 {
+                tracing::info!("AMQP listening on {addr}");
+            }
+            runtime::spawn(accept_loop(shard.clone(), listener));
+        }
+        Err(err) => {
+            tracing::error!("shard {} cannot listen on {addr}: {err}", shard.id);
+            shard.shared.shutdown.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: Listener) {
+    loop {
+        match listener.accept().await {
+            Ok((read, write, peer)) => {
+                let id = shard.next_connection_id();
+                runtime::spawn(serve(shard.clone(), id, read, write, peer));
+            }
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                runtime::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Serves one accepted socket until it closes.
-pub async fn serve(
+async fn serve(
     shard: Rc<Shard>,
     id: ConnectionId,
     mut read: ReadHalf,
@@ -151,7 +187,8 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let conn = Connection::new(shard.clone(), id, peer);
-    shard.register_connection(conn.clone());
+    let client: Rc<dyn Client> = conn.clone();
+    shard.register_connection(id, Rc::downgrade(&client));
     runtime::spawn(outbound::run_writer(conn.clone(), write));
     tracing::debug!(%peer, conn = %id, "accepted");
     if let Err(reason) = conn.clone().read_loop(&mut read).await {
@@ -196,34 +233,13 @@ impl Connection {
         })
     }
 
-    /// Closing a socket with unread input resets it, which can destroy our
-    /// last frames before the peer reads them. So keep reading until the
-    /// peer closes: after a client's close it is the client's to close (we
-    /// only give up after a while); otherwise we half-close first.
-    async fn linger(&self, mut read: ReadHalf, closed_by_client: bool) {
-        let linger = if closed_by_client {
-            CLIENT_CLOSE_WAIT
-        } else {
-            self.out.close_after_flush();
-            CLOSE_LINGER
-        };
-        let mut discard = BytesMut::new();
-        let _ = runtime::timeout(linger, async {
-            while let Ok(1..) = read.read_buf(&mut discard).await {
-                discard.clear();
-            }
-        })
-        .await;
-        self.out.close_after_flush();
-    }
-
     async fn read_loop(self: Rc<Self>, read: &mut ReadHalf) -> Result<(), String> {
         let mut buf = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
         if !self.read_protocol_header(read, &mut buf).await? {
             return Ok(());
         }
         self.out
-            .method(0, &handshake::start_method(&self.shard.shared.config));
+            .method(0, &methods::start_method(&self.shard.shared.config));
         loop {
             let mut turn_frames = 0;
             while let Some(frame) = self.next_frame(&mut buf)? {
@@ -341,170 +357,22 @@ impl Connection {
         }
     }
 
-    /// After we sent connection.close, only close-ok ends it (or a crossing
-    /// close, answered with close-ok); everything else is discarded.
-    fn while_closing(&self, frame: Frame) -> Next {
-        if frame.channel != 0 || frame.frame_type != FrameType::Method {
-            return Next::Continue;
-        }
-        match Method::decode(frame.payload) {
-            Ok(Method::ConnectionCloseOk(_)) => self.finish_close(),
-            Ok(Method::ConnectionClose(_)) => {
-                self.out
-                    .method(0, &Method::ConnectionCloseOk(Default::default()));
-                self.finish_close()
-            }
-            _ => Next::Continue,
-        }
-    }
-
-    fn finish_close(&self) -> Next {
-        self.state.borrow_mut().phase = Phase::Closed;
-        Next::Stop
-    }
-
-    /// A hard error: connection.close with the code, then wait for close-ok.
-    fn hard_error(self: &Rc<Self>, err: AmqpError) -> Next {
-        self.close_connection(err, 0, 0);
-        Next::Continue
-    }
-
-    fn close_connection(self: &Rc<Self>, err: AmqpError, class_id: u16, method_id: u16) {
-        tracing::info!(conn = %self.id, peer = %self.peer, "closing connection: {err}");
-        let close = ConnectionClose {
-            reply_code: err.code,
-            reply_text: ShortStr::from(err.reply_text()),
-            class_id,
-            method_id,
-        };
-        self.out.method(0, &Method::ConnectionClose(close));
-        self.state.borrow_mut().phase = Phase::Closing;
-        let conn = self.clone();
-        runtime::spawn(async move {
-            runtime::sleep(CLOSE_OK_TIMEOUT).await;
-            if conn.phase() == Phase::Closing {
-                conn.state.borrow_mut().phase = Phase::Closed;
-                conn.out.close_after_flush();
-            }
-        });
-    }
-
-    /// Closes a channel with a soft error: channel.close with the code, and
-    /// the channel's consumers and unacked messages are released at once.
-    fn channel_error(&self, channel_id: u16, err: AmqpError, class_id: u16, method_id: u16) {
+    /// Runs `f` on channel `ch`; 504 when it is not open.
+    fn with_channel<T>(&self, ch: u16, f: impl FnOnce(&mut Channel) -> T) -> Result<T, AmqpError> {
         let mut state = self.state.borrow_mut();
-        let Some(channel) = state.channels.get_mut(&channel_id) else {
-            return;
-        };
-        if channel.state == ChannelState::Closing {
-            return;
-        }
-        channel.state = ChannelState::Closing;
-        self.release_channel(channel_id, channel);
-        let close = ChannelClose {
-            reply_code: err.code,
-            reply_text: ShortStr::from(err.reply_text()),
-            class_id,
-            method_id,
-        };
-        self.out.method(channel_id, &Method::ChannelClose(close));
-    }
-
-    /// Tells the queues this channel used that it is gone: its consumers go
-    /// and what it held unacked is requeued, in the original order.
-    fn release_channel(&self, channel_id: u16, channel: &mut Channel) {
-        channel.consumers.clear();
-        channel.incoming = None;
-        channel.unacked.drain().for_each(drop);
-        self.notify_owners(Some(channel_id), std::mem::take(&mut channel.touched));
-    }
-
-    /// Sends one `HolderClosed` per owning shard for `queues`.
-    fn notify_owners(&self, channel: Option<u16>, queues: Vec<QueueId>) {
-        let mut by_owner: Vec<(ShardId, Vec<QueueId>)> = Vec::new();
-        for queue in queues {
-            let Some(owner) = self.shard.owner_of(queue) else {
-                continue;
-            };
-            match by_owner.iter_mut().find(|(shard, _)| *shard == owner) {
-                Some((_, list)) => list.push(queue),
-                None => by_owner.push((owner, vec![queue])),
-            }
-        }
-        for (owner, queues) in by_owner {
-            let msg = ShardMsg::HolderClosed {
-                conn: self.id,
-                channel,
-                queues,
-            };
-            self.shard.send(owner, msg);
+        match state.channels.get_mut(&ch) {
+            Some(channel) => Ok(f(channel)),
+            None => Err(AmqpError::new(
+                reply_code::CHANNEL_ERROR,
+                format!("channel {ch} is not open"),
+            )),
         }
     }
 
-    /// The connection is gone: release every channel, drop its exclusive
-    /// queues, and leave the shard's registry.
-    fn release(&self) {
-        let mut state = self.state.borrow_mut();
-        state.phase = Phase::Closed;
-        let mut queues = Vec::new();
-        for channel in state.channels.values_mut() {
-            for queue in channel.touched.drain(..) {
-                if !queues.contains(&queue) {
-                    queues.push(queue);
-                }
-            }
-        }
-        let mut totals = state.closed_channels;
-        for channel in state.channels.values() {
-            totals += channel.totals();
-        }
-        self.shard.retire_connection_totals(totals);
-        state.channels.clear();
-        let declared_exclusive = state.declared_exclusive;
-        drop(state);
-        self.notify_owners(None, queues);
-        if declared_exclusive {
-            self.shard.request_meta(
-                None,
-                crate::catalog::MetaOp::ConnectionClosed { conn: self.id },
-            );
-        }
-        self.shard.unregister_connection(self.id);
-        self.reply_ready.notify();
-    }
-
-    /// Broker shutdown: connection.close 320 to the client.
-    pub fn force_close(self: &Rc<Self>, text: &str) {
-        if matches!(self.phase(), Phase::Open) {
-            self.close_connection(AmqpError::new(reply_code::CONNECTION_FORCED, text), 0, 0);
-        } else {
-            self.out.close_after_flush();
-        }
-    }
-
-    pub async fn wait_closed(&self, limit: Duration) {
-        let _ = runtime::timeout(limit, async {
-            while !self.writer_done.get() {
-                self.writer_finished.wait().await;
-            }
-        })
-        .await;
-    }
-
-    fn writer_done(&self) {
-        self.writer_done.set(true);
-        self.writer_finished.notify();
-        // The socket is shut: make sure a reader waiting on a reply wakes.
-        self.state.borrow_mut().phase = Phase::Closed;
-        self.reply_ready.notify();
-        self.flow.wake();
-        self.shard.alarm_cleared.wake_all();
-    }
-
-    fn holder(&self, channel: u16) -> Holder {
-        Holder {
+    fn channel_id(&self, number: u16) -> ChannelId {
+        ChannelId {
             conn: self.id,
-            channel,
+            number,
         }
     }
 }

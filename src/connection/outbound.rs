@@ -206,8 +206,7 @@ async fn gather(out: &Outbound) {
 fn return_credit(conn: &Connection, credits: &mut Vec<Credit>) {
     for credit in credits.drain(..) {
         let consumer = ConsumerKey {
-            conn: conn.id,
-            channel: credit.channel,
+            channel: conn.channel_id(credit.channel),
             tag: credit.tag,
         };
         conn.shard.send(

@@ -11,6 +11,7 @@
 
 use super::Connection;
 use crate::catalog::access::{access_refused, may_log_in_from, Access};
+use crate::ids::QueueId;
 use crate::protocol::{AmqpError, ShortStr};
 
 impl Connection {
@@ -64,5 +65,52 @@ impl Connection {
             &state.vhost.to_str_lossy(),
             &state.user.to_str_lossy(),
         ))
+    }
+
+    /// Resolves a queue this connection may read from (consume, get,
+    /// purge): read permission first, then as [`Self::accessible_queue`].
+    pub(super) fn readable_queue(&self, ch: u16, name: ShortStr) -> Result<QueueId, AmqpError> {
+        let name = self.queue_name(ch, name)?;
+        self.check_access(Access::Read, "queue", &name)?;
+        self.accessible_queue(ch, name)
+    }
+
+    /// queue.bind / unbind: write on the queue, read on the exchange.
+    pub(super) fn check_queue_binding(
+        &self,
+        queue: &[u8],
+        exchange: &[u8],
+    ) -> Result<(), AmqpError> {
+        self.check_access(Access::Write, "queue", queue)?;
+        self.check_access(Access::Read, "exchange", exchange)
+    }
+
+    /// exchange.bind / unbind: write on the destination, read on the source.
+    pub(super) fn check_exchange_binding(
+        &self,
+        destination: &[u8],
+        source: &[u8],
+    ) -> Result<(), AmqpError> {
+        self.check_access(Access::Write, "exchange", destination)?;
+        self.check_access(Access::Read, "exchange", source)
+    }
+
+    /// Resolves a queue this connection may use (404 missing, 405 exclusive
+    /// to another connection).
+    pub(super) fn accessible_queue(&self, ch: u16, name: ShortStr) -> Result<QueueId, AmqpError> {
+        let name = self.queue_name(ch, name)?;
+        let catalog = self.shard.catalog.borrow();
+        catalog
+            .check_queue_access(&self.vhost(), &name, self.id)
+            .map(|def| def.id)
+    }
+
+    /// The authenticated user's name.
+    pub(crate) fn user(&self) -> String {
+        self.state.borrow().user.to_str_lossy().into_owned()
+    }
+
+    pub(crate) fn vhost(&self) -> ShortStr {
+        self.state.borrow().vhost.clone()
     }
 }

@@ -16,8 +16,8 @@ use super::routes::{Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::NODE_NAME;
 use super::ApiError;
-use crate::connection::ConnectionInfo;
 use crate::ids::ConnectionId;
+use crate::shard::ConnectionInfo;
 
 pub(super) fn routes() -> Router<Api> {
     Router::new()

@@ -4,7 +4,7 @@
 //! It runs on its own OS thread with a current-thread tokio runtime
 //! (axum), never on a shard's executor, so no request can delay AMQP work.
 //! It holds no broker state: every request becomes commands on the shards'
-//! inboxes ([`bridge`]), and the shards answer from their own state.
+//! inboxes (`shard::bridge`), and the shards answer from their own state.
 //!
 //! Authentication is HTTP basic against the catalog's users, with
 //! RabbitMQ's tag rules, or the operator token that the broker writes to
@@ -13,7 +13,6 @@
 
 mod access_api;
 mod bindings;
-pub mod bridge;
 mod connections;
 mod definitions;
 mod listing;
@@ -24,7 +23,6 @@ mod routes;
 mod server;
 pub mod views;
 
-pub use bridge::Bridge;
 pub use server::{new_token, start, write_token, TOKEN_FILE};
 
 use axum::http::StatusCode;
@@ -32,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::protocol::{reply_code, AmqpError};
-use bridge::BridgeError;
+use crate::shard::bridge::BridgeError;
 
 /// Largest request body accepted (definitions files can be large).
 pub const BODY_SIZE_MAX: usize = 16 << 20;

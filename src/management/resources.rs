@@ -24,10 +24,10 @@ use super::views::{self, to_field_table, QueueFigures};
 use super::ApiError;
 use crate::catalog::access::Access;
 use crate::catalog::{MetaOp, QueueDef};
-use crate::connection::ConnectionInfo;
 use crate::ids::{QueueId, MANAGEMENT_CONNECTION};
 use crate::protocol::ShortStr;
 use crate::queue::MessageTotals;
+use crate::shard::ConnectionInfo;
 
 /// Most messages one get request takes.
 const GET_COUNT_MAX: usize = 10_000;

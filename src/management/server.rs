@@ -15,8 +15,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use super::rates::RateBook;
-use super::{routes, ApiError, Bridge};
+use super::{routes, ApiError};
 use crate::catalog::access::may_log_in_from;
+use crate::shard::bridge::Bridge;
 
 /// The token file's name in the data directory: one line, the token.
 pub const TOKEN_FILE: &str = "warrenctl.token";

@@ -85,14 +85,6 @@ pub struct Frame {
     pub payload: Bytes,
 }
 
-impl Frame {
-    pub fn encode(&self, out: &mut BytesMut) {
-        encode_frame(out, self.frame_type, self.channel, |out| {
-            out.put_slice(&self.payload)
-        });
-    }
-}
-
 /// Splits the first frame off `buf` if it holds a whole one.
 ///
 /// Returns `Ok(None)` and leaves `buf` untouched while the frame is

@@ -19,15 +19,14 @@
 use ahash::RandomState;
 use hashbrown::HashMap;
 
-use crate::ids::ConnectionId;
+use crate::ids::ChannelId;
 use crate::protocol::types::ShortStr;
 
 /// A consumer's identity: the consumer tag is unique per channel, so the
-/// connection and channel qualify it.
+/// channel qualifies it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConsumerKey {
-    pub conn: ConnectionId,
-    pub channel: u16,
+    pub channel: ChannelId,
     pub tag: ShortStr,
 }
 

@@ -66,7 +66,7 @@ use hashbrown::HashMap;
 pub use consumer::{ConsumerKey, ConsumerSpec};
 pub use settings::{Overflow, QueueType, Settings};
 
-use crate::ids::{ConnectionId, QueueId};
+use crate::ids::{ChannelId, ConnectionId, QueueId};
 use crate::message::Message;
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::ShortStr;
@@ -170,7 +170,7 @@ pub enum Settlement {
 struct Unacked {
     message: Message,
     /// The channel that received it; closing it requeues the message.
-    holder: (ConnectionId, u16),
+    holder: ChannelId,
     /// The consumer whose prefetch it counts against; None for basic.get.
     consumer: Option<ConsumerRef>,
     /// Kept for a requeue: expiry does not restart.
@@ -608,13 +608,13 @@ impl Queue {
 
     /// A channel closed: its consumers go and every message it held unacked
     /// (from a consumer or basic.get) is requeued.
-    pub fn remove_channel(&mut self, conn: ConnectionId, channel: u16) -> ConsumerRemoved {
-        self.remove_holder(|holder| holder == (conn, channel))
+    pub fn remove_channel(&mut self, channel: ChannelId) -> ConsumerRemoved {
+        self.remove_holder(|holder| holder == channel)
     }
 
     /// A connection closed: as `remove_channel` for each of its channels.
     pub fn remove_connection(&mut self, conn: ConnectionId) -> ConsumerRemoved {
-        self.remove_holder(|holder| holder.0 == conn)
+        self.remove_holder(|holder| holder.conn == conn)
     }
 
     /// Gives a consumer `credit` more deliveries; false if it is unknown
@@ -649,11 +649,7 @@ impl Queue {
             if charged.no_ack {
                 self.gone_message(ready.seq, &ready.message);
             } else {
-                self.hold(
-                    &ready,
-                    (charged.key.conn, charged.key.channel),
-                    Some(charged.consumer),
-                );
+                self.hold(&ready, charged.key.channel, Some(charged.consumer));
             }
             let (seq, redelivered) = (ready.seq, ready.redelivered);
             out(Delivery {
@@ -685,7 +681,7 @@ impl Queue {
     }
 
     /// Keeps a delivered message until it is settled.
-    fn hold(&mut self, ready: &Taken, holder: (ConnectionId, u16), consumer: Option<ConsumerRef>) {
+    fn hold(&mut self, ready: &Taken, holder: ChannelId, consumer: Option<ConsumerRef>) {
         self.unacked.insert(
             ready.seq,
             Unacked {
@@ -711,11 +707,11 @@ impl Queue {
     }
 
     /// basic.get: takes the head message. With ack required it waits in
-    /// unacked, held by `holder` (connection, channel), counting against no
+    /// unacked, held by the channel `holder`, counting against no
     /// consumer's prefetch.
     pub fn get(
         &mut self,
-        holder: (ConnectionId, u16),
+        holder: ChannelId,
         no_ack: bool,
         clock: &impl Clock,
     ) -> Option<GetResult> {
@@ -756,12 +752,7 @@ impl Queue {
     /// `holder` does not hold is skipped: after a channel closes, its
     /// messages are requeued and may already be with another consumer when
     /// a late ack or requeue from the old channel arrives.
-    pub fn settle(
-        &mut self,
-        holder: (ConnectionId, u16),
-        seqs: &[u64],
-        settlement: Settlement,
-    ) -> usize {
+    pub fn settle(&mut self, holder: ChannelId, seqs: &[u64], settlement: Settlement) -> usize {
         let mut known = 0;
         for &seq in seqs {
             if self
@@ -820,10 +811,8 @@ impl Queue {
         count_u32(self.ready.clear())
     }
 
-    fn remove_holder(&mut self, held_by: impl Fn((ConnectionId, u16)) -> bool) -> ConsumerRemoved {
-        let removed = self
-            .consumers
-            .remove_where(|key| held_by((key.conn, key.channel)));
+    fn remove_holder(&mut self, held_by: impl Fn(ChannelId) -> bool) -> ConsumerRemoved {
+        let removed = self.consumers.remove_where(|key| held_by(key.channel));
         let mut seqs = std::mem::take(&mut self.scratch_seqs);
         seqs.extend(
             self.unacked

@@ -164,6 +164,12 @@ impl ReadyQueue {
     pub fn push_back(&mut self, ready: Ready) {
         let level = self.level(&ready.body);
         self.count_in(&ready);
+        debug_assert!(
+            self.levels[level]
+                .back()
+                .is_none_or(|last| last.seq < ready.seq),
+            "a level stays sorted by seq"
+        );
         self.levels[level].push_back(ready);
     }
 

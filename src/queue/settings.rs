@@ -315,12 +315,6 @@ impl Settings {
         }
         Ok(settings)
     }
-
-    /// Whether messages or the queue itself can expire: the shard keeps a
-    /// timer for such queues.
-    pub fn is_timed(&self) -> bool {
-        self.message_ttl_ms.is_some() || self.expires_ms.is_some()
-    }
 }
 
 #[cfg(test)]

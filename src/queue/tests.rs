@@ -16,18 +16,24 @@ fn conn(local_id: u32) -> ConnectionId {
 }
 
 /// Channel 1 of connection 1, which most tests consume on.
-const HOLDER: (ConnectionId, u16) = (
-    ConnectionId {
+const HOLDER: ChannelId = ChannelId {
+    conn: ConnectionId {
         shard_id: 0,
         local_id: 1,
     },
-    1,
-);
+    number: 1,
+};
 
-fn key(local_id: u32, channel: u16, tag: &str) -> ConsumerKey {
-    ConsumerKey {
+fn channel(local_id: u32, number: u16) -> ChannelId {
+    ChannelId {
         conn: conn(local_id),
-        channel,
+        number,
+    }
+}
+
+fn key(local_id: u32, number: u16, tag: &str) -> ConsumerKey {
+    ConsumerKey {
+        channel: channel(local_id, number),
         tag: ShortStr::from(tag),
     }
 }
@@ -252,7 +258,7 @@ fn a_late_settle_from_a_closed_channel_leaves_the_new_holder_alone() {
         .unwrap();
     publish(&mut q, 1..=1);
     let first = dispatch(&mut q);
-    q.remove_channel(conn(1), 1);
+    q.remove_channel(channel(1, 1));
     q.add_consumer(spec(key(2, 1, "new"), 0, UNLIMITED_CREDIT))
         .unwrap();
     let again = dispatch(&mut q);
@@ -260,7 +266,7 @@ fn a_late_settle_from_a_closed_channel_leaves_the_new_holder_alone() {
     assert_eq!(q.settle(HOLDER, &[first[0].seq], Settlement::Requeue), 0);
     assert_eq!(q.settle(HOLDER, &[first[0].seq], Settlement::Ack), 0);
     assert_eq!(q.unacked_count(), 1, "still held by the new channel");
-    assert_eq!(q.settle((conn(2), 1), &[first[0].seq], Settlement::Ack), 1);
+    assert_eq!(q.settle(channel(2, 1), &[first[0].seq], Settlement::Ack), 1);
 }
 
 #[test]
@@ -321,7 +327,7 @@ fn remove_channel_requeues_in_original_order_marked_redelivered() {
     dispatch(&mut q); // a: 1,3,5  b: 2,4,6
     assert!(q.ack(3));
 
-    let removed = q.remove_channel(conn(1), 1);
+    let removed = q.remove_channel(channel(1, 1));
     assert_eq!(
         removed,
         ConsumerRemoved {
@@ -345,16 +351,16 @@ fn remove_channel_requeues_in_original_order_marked_redelivered() {
 fn remove_connection_requeues_basic_get_messages_too() {
     let mut q = queue();
     publish(&mut q, 1..=3);
-    let first = q.get((conn(1), 1), false, &0).unwrap();
-    let _second = q.get((conn(1), 2), false, &0).unwrap();
-    let _third = q.get((conn(2), 1), false, &0).unwrap();
+    let first = q.get(channel(1, 1), false, &0).unwrap();
+    let _second = q.get(channel(1, 2), false, &0).unwrap();
+    let _third = q.get(channel(2, 1), false, &0).unwrap();
     assert_eq!(first.message_count, 2);
     assert_eq!(q.unacked_count(), 3);
 
     let removed = q.remove_connection(conn(1));
     assert!(!removed.existed);
     assert_eq!(q.unacked_count(), 1);
-    let again = q.get((conn(2), 1), true, &0).unwrap();
+    let again = q.get(channel(2, 1), true, &0).unwrap();
     assert_eq!(body(&again.message), "1");
     assert!(again.redelivered);
     assert_eq!(again.message_count, 1);
@@ -401,7 +407,7 @@ fn auto_delete_signal_only_after_having_had_a_consumer() {
             auto_delete_now: false
         }
     );
-    assert!(!q.remove_channel(conn(1), 1).auto_delete_now);
+    assert!(!q.remove_channel(channel(1, 1)).auto_delete_now);
 
     q.add_consumer(spec(key(1, 1, "a"), 0, 1)).unwrap();
     q.add_consumer(spec(key(1, 2, "b"), 0, 1)).unwrap();
@@ -419,12 +425,12 @@ fn auto_delete_signal_only_after_having_had_a_consumer() {
 #[test]
 fn get_reports_remaining_message_count() {
     let mut q = queue();
-    assert!(q.get((conn(1), 1), false, &0).is_none());
+    assert!(q.get(channel(1, 1), false, &0).is_none());
     publish(&mut q, 1..=3);
-    let got = q.get((conn(1), 1), true, &0).unwrap();
+    let got = q.get(channel(1, 1), true, &0).unwrap();
     assert_eq!((body(&got.message), got.message_count), ("1".into(), 2));
     assert_eq!(q.unacked_count(), 0);
-    let got = q.get((conn(1), 1), false, &0).unwrap();
+    let got = q.get(channel(1, 1), false, &0).unwrap();
     assert_eq!((body(&got.message), got.message_count), ("2".into(), 1));
     assert_eq!(q.unacked_count(), 1);
     assert!(q.ack(got.seq));
@@ -435,7 +441,7 @@ fn basic_get_does_not_count_against_consumer_prefetch() {
     let mut q = queue();
     q.add_consumer(spec(key(1, 1, "a"), 1, 0)).unwrap();
     publish(&mut q, 1..=2);
-    let got = q.get((conn(1), 1), false, &0).unwrap();
+    let got = q.get(channel(1, 1), false, &0).unwrap();
     q.add_credit(&key(1, 1, "a"), 5);
     assert_eq!(bodies(&dispatch(&mut q)), ["2"]);
     assert!(q.ack(got.seq));
@@ -719,12 +725,15 @@ fn totals_count_publishes_deliveries_with_redeliveries_and_acks() {
     for n in 1..=3 {
         q.publish(message(n), &0);
     }
-    let first = q.get((conn(1), 1), false, &0).expect("a message");
-    assert_eq!(q.settle((conn(1), 1), &[first.seq], Settlement::Requeue), 1);
+    let first = q.get(channel(1, 1), false, &0).expect("a message");
+    assert_eq!(
+        q.settle(channel(1, 1), &[first.seq], Settlement::Requeue),
+        1
+    );
     let again = q
-        .get((conn(1), 1), false, &0)
+        .get(channel(1, 1), false, &0)
         .expect("the requeued message");
-    assert_eq!(q.settle((conn(1), 1), &[again.seq], Settlement::Ack), 1);
+    assert_eq!(q.settle(channel(1, 1), &[again.seq], Settlement::Ack), 1);
     let totals = q.totals();
     let expected = MessageTotals {
         published: 3,

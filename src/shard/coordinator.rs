@@ -25,11 +25,11 @@ use std::sync::atomic::Ordering;
 
 use hashbrown::HashMap;
 
-use super::{MetaDone, MetaMsg, Reply, ReplyTo, Shard, ShardMsg};
+use super::{MetaDone, MetaMsg, Reply, Shard, ShardMsg};
 use crate::catalog::{MetaOp, MetaOutcome};
 use crate::definitions::durable_changes;
 use crate::definitions::log::DefinitionsLog;
-use crate::ids::ShardId;
+use crate::ids::{ChannelId, ShardId};
 use crate::protocol::{reply_code, AmqpError};
 use crate::runtime;
 
@@ -70,7 +70,7 @@ struct Unsynced {
 /// Who waits for a change: a connection's channel (or nobody), or a
 /// callback on this shard (the management API's command).
 pub(crate) enum Requester {
-    Connection(Option<ReplyTo>),
+    Connection(Option<ChannelId>),
     Local(LocalDone),
 }
 
@@ -99,17 +99,26 @@ impl Shard {
                 let result = self.catalog.borrow_mut().apply(&op);
                 let counts = match result {
                     Ok(outcome) => self.apply_outcome(&outcome),
-                    Err(err) => {
-                        // Replicas apply what the coordinator already
-                        // accepted; a refusal here means they diverged.
-                        tracing::error!("catalog replica refused an accepted change: {err}");
-                        None
-                    }
+                    Err(err) => self.replicas_diverged(&op, &err),
                 };
                 self.send(0, ShardMsg::Meta(Box::new(MetaMsg::Applied { id, counts })));
             }
             MetaMsg::Applied { id, counts } => self.applied(id, counts),
         }
+    }
+
+    /// Replicas apply, in the coordinator's order, only what the
+    /// coordinator's replica accepted; one that refuses has diverged, and
+    /// every later change and route on this shard would be wrong. That is a
+    /// bug, not a condition to carry on from: say so and stop the process
+    /// (what is durable is recovered at the next start, as after a crash).
+    fn replicas_diverged(&self, op: &MetaOp, err: &AmqpError) -> ! {
+        tracing::error!(
+            "invariant violated: the catalog replica of shard {} refused a change the \
+             coordinator applied ({err}); the replicas have diverged, aborting. Change: {op:?}",
+            self.id
+        );
+        std::process::abort()
     }
 
     /// Applies `op` here, then on every other shard; `requester` hears
@@ -275,7 +284,7 @@ impl Shard {
         self.reply(to, Reply::Meta(Ok(Box::new(done))));
     }
 
-    fn reply(&self, to: ReplyTo, reply: Reply) {
+    fn reply(&self, to: ChannelId, reply: Reply) {
         self.send(to.conn.shard_id as ShardId, ShardMsg::Reply { to, reply });
     }
 }

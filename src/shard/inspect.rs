@@ -1,21 +1,17 @@
 //! What the management API asks of a shard, run on the shard's own thread
-//! (from a `management::bridge` command): figures of the queues it owns,
+//! (from a `bridge` command): figures of the queues it owns,
 //! its connections, and the queue and publish operations the API offers.
 //! Nothing here is on the data path.
 
 use std::rc::Rc;
 
-use super::{Holder, Shard, ShardMsg};
-use crate::connection::ConnectionInfo;
-use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
+use super::{ConnectionInfo, Shard, ShardMsg};
+use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CHANNEL};
 use crate::message::{parse_expiration, Message, MessageContent};
 use crate::protocol::properties::scan_properties;
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
 use crate::queue::{GetResult, MessageTotals, Settlement};
 use crate::routing::MessageFields;
-
-/// The holder the management API takes messages as.
-const MANAGEMENT_HOLDER: (ConnectionId, u16) = (MANAGEMENT_CONNECTION, 0);
 
 /// One queue's figures, as its owning shard sees them.
 #[derive(Clone, Copy, Debug)]
@@ -82,7 +78,7 @@ impl Shard {
         let mut list = Vec::new();
         for (&id, q) in queues.iter() {
             for key in q.consumer_keys() {
-                list.push((id, key.conn, key.channel, key.tag.clone()));
+                list.push((id, key.channel.conn, key.channel.number, key.tag.clone()));
             }
         }
         list
@@ -91,7 +87,8 @@ impl Shard {
     pub fn connection_infos(&self) -> Vec<ConnectionInfo> {
         self.connections
             .borrow()
-            .values()
+            .all()
+            .iter()
             .map(|conn| conn.info())
             .collect()
     }
@@ -102,14 +99,15 @@ impl Shard {
         let found: Vec<_> = self
             .connections
             .borrow()
-            .values()
+            .all()
+            .into_iter()
             .filter(|conn| conn.info().name == name)
-            .cloned()
             .collect();
-        for conn in &found {
+        let any = !found.is_empty();
+        for conn in found {
             conn.force_close(reason);
         }
-        !found.is_empty()
+        any
     }
 
     /// Takes up to `count` messages from a queue this shard owns; with
@@ -128,14 +126,14 @@ impl Shard {
                 return taken;
             };
             while taken.len() < count {
-                let Some(got) = q.get(MANAGEMENT_HOLDER, !requeue, &**self) else {
+                let Some(got) = q.get(MANAGEMENT_CHANNEL, !requeue, &**self) else {
                     break;
                 };
                 taken.push(got);
             }
             if requeue {
                 let seqs: Vec<u64> = taken.iter().map(|got| got.seq).collect();
-                q.settle(MANAGEMENT_HOLDER, &seqs, Settlement::Requeue);
+                q.settle(MANAGEMENT_CHANNEL, &seqs, Settlement::Requeue);
             }
         }
         self.dispatch(queue);
@@ -193,16 +191,12 @@ impl Shard {
             if let Some(def) = catalog.queue_by_id(queue) {
                 let owner: ShardId = def.shard_id;
                 let message = message.clone();
-                let publisher = Holder {
-                    conn: MANAGEMENT_CONNECTION,
-                    channel: 0,
-                };
                 self.send(
                     owner,
                     ShardMsg::Publish {
                         queue,
                         message,
-                        publisher,
+                        publisher: MANAGEMENT_CHANNEL,
                         confirm: 0,
                     },
                 );

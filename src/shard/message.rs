@@ -6,7 +6,7 @@
 
 use super::PublishCredit;
 use crate::catalog::{MetaOp, MetaOutcome};
-use crate::ids::{ConnectionId, QueueId, ShardId};
+use crate::ids::{ChannelId, ConnectionId, QueueId, ShardId};
 use crate::message::Message;
 use crate::protocol::{AmqpError, ShortStr};
 pub use crate::queue::Settlement;
@@ -19,7 +19,7 @@ pub enum ShardMsg {
     Publish {
         queue: QueueId,
         message: Message,
-        publisher: Holder,
+        publisher: ChannelId,
         /// The channel's confirm sequence number; 0 when it does not
         /// confirm (the owner then answers nothing).
         confirm: u64,
@@ -46,14 +46,14 @@ pub enum ShardMsg {
     /// Connection -> queue owner: settle one message the channel holds.
     Settle {
         queue: QueueId,
-        holder: Holder,
+        holder: ChannelId,
         seq: u64,
         action: Settlement,
     },
     /// Connection -> queue owner: settle several (multiple acks, commits).
     SettleMany {
         queue: QueueId,
-        holder: Holder,
+        holder: ChannelId,
         seqs: Vec<u64>,
         action: Settlement,
     },
@@ -68,8 +68,7 @@ pub enum ShardMsg {
     Deliver(Deliver),
     /// Queue owner -> connection: the queue went away under this consumer.
     ConsumerGone {
-        conn: ConnectionId,
-        channel: u16,
+        channel: ChannelId,
         consumer_tag: ShortStr,
     },
     /// Connection -> queue owners: the channel (or, with `channel: None`,
@@ -83,12 +82,12 @@ pub enum ShardMsg {
     /// Connection -> queue owner: a request answered with a `Reply`.
     QueueRequest {
         queue: QueueId,
-        reply_to: ReplyTo,
+        reply_to: ChannelId,
         request: QueueRequest,
     },
     /// Answer to a `QueueRequest` or a metadata request.
     Reply {
-        to: ReplyTo,
+        to: ChannelId,
         reply: Reply,
     },
     Meta(Box<MetaMsg>),
@@ -134,31 +133,17 @@ pub struct ConfirmAnswer {
     pub stored: bool,
 }
 
-/// The channel that holds a message unacked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Holder {
-    pub conn: ConnectionId,
-    pub channel: u16,
-}
-
+#[derive(Debug)]
 pub struct Deliver {
     /// The queue's shard, where credit goes back to.
     pub owner: ShardId,
-    pub conn: ConnectionId,
-    pub channel: u16,
+    pub channel: ChannelId,
     pub consumer_tag: ShortStr,
     pub queue: QueueId,
     pub seq: u64,
     pub redelivered: bool,
     pub no_ack: bool,
     pub message: Message,
-}
-
-/// Where a reply goes: the connection, and the channel whose method waits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplyTo {
-    pub conn: ConnectionId,
-    pub channel: u16,
 }
 
 pub enum QueueRequest {
@@ -211,7 +196,7 @@ pub enum MetaMsg {
     /// owner that checked a delete's conditions passes the queue's message
     /// count along for delete-ok.
     Request {
-        reply_to: Option<ReplyTo>,
+        reply_to: Option<ChannelId>,
         op: MetaOp,
         message_count: u32,
     },

@@ -12,13 +12,14 @@
 //! every shard in the same order; the -ok is sent only after all shards have
 //! applied it (see `coordinator`).
 
+pub mod bridge;
+mod client;
 mod confirms;
 mod coordinator;
 mod dead_letters;
 pub(crate) mod delayed;
 mod flow;
 mod inspect;
-pub use inspect::QueueSample;
 mod load;
 pub mod message;
 mod paging;
@@ -28,7 +29,7 @@ pub(crate) use storage::DISK_ALARM_REASON;
 mod timer;
 
 use std::cell::{Cell, OnceCell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,16 +39,18 @@ use hashbrown::HashMap;
 
 use crate::catalog::{Catalog, MetaOp, MetaOutcome, QueueDef};
 use crate::config::Config;
-use crate::connection::{self, Connection};
 use crate::definitions::log::DefinitionsLog;
-use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
-use crate::management::{bridge, Bridge};
+use crate::ids::{ChannelId, ConnectionId, QueueId, ShardId, MANAGEMENT_CONNECTION};
 use crate::message::Message;
 use crate::protocol::AmqpError;
 use crate::queue::{Clock, MessageTotals, Published, Queue};
 use crate::runtime::notify::{Notify, Waiters};
-use crate::runtime::{self, mesh::Mesh, net::Listener};
+use crate::runtime::{self, mesh::Mesh};
 use crate::store;
+use bridge::Bridge;
+pub(crate) use client::Client;
+use client::Clients;
+pub use client::{ChannelInfo, ConnectionInfo};
 use confirms::Confirms;
 use coordinator::Coordinator;
 pub(crate) use coordinator::Requester;
@@ -81,7 +84,7 @@ pub struct Shard {
     pub mesh: Rc<Mesh<ShardMsg>>,
     pub catalog: RefCell<Catalog>,
     queues: RefCell<HashMap<QueueId, Queue, RandomState>>,
-    connections: RefCell<HashMap<u32, Rc<Connection>, RandomState>>,
+    connections: RefCell<Clients>,
     next_connection_id: Cell<u32>,
     coordinator: RefCell<Coordinator>,
     /// The start of this shard's clock (queue TTLs and expiry).
@@ -111,8 +114,10 @@ pub struct Shard {
 const MANAGEMENT_POLL: Duration = Duration::from_millis(5);
 
 impl Shard {
-    /// The body of one shard's executor: serve until shutdown.
-    pub async fn run(shared: Arc<Shared>, id: ShardId, mesh: Rc<Mesh<ShardMsg>>) {
+    /// Sets up one shard on its executor: its store, the replayed
+    /// definitions, its ring handlers and background tasks. Connections
+    /// come from the listener the caller starts (`connection::listen`).
+    pub fn start(shared: Arc<Shared>, id: ShardId, mesh: Rc<Mesh<ShardMsg>>) -> Rc<Shard> {
         let catalog = Catalog::new(mesh.shard_count());
         let flow = Flow::new(shared.config.publish_credit);
         let paging = paging::Pager::new(&shared.config, mesh.shard_count());
@@ -132,7 +137,7 @@ impl Shard {
             mesh: mesh.clone(),
             catalog: RefCell::new(catalog),
             queues: RefCell::new(HashMap::default()),
-            connections: RefCell::new(HashMap::default()),
+            connections: RefCell::default(),
             next_connection_id: Cell::new(0),
             coordinator: RefCell::new(coordinator),
             epoch: Instant::now(),
@@ -157,29 +162,21 @@ impl Shard {
         }
         let handler = shard.clone();
         mesh.start_receivers(Rc::new(move |msg| handler.handle(msg)));
-        let addr = shard.shared.config.listen_addr();
-        match Listener::bind(addr) {
-            Ok(listener) => {
-                if id == 0 {
-                    tracing::info!("AMQP listening on {addr}");
-                }
-                let acceptor = shard.clone();
-                runtime::spawn(async move { acceptor.accept_loop(listener).await });
-            }
-            Err(err) => {
-                tracing::error!("shard {id} cannot listen on {addr}: {err}");
-                shard.shared.shutdown.store(true, Ordering::SeqCst);
-            }
-        }
         if shard.shared.config.management_addr().is_some() {
             runtime::spawn(shard.clone().serve_management());
         }
         let flusher = shard.clone();
         runtime::spawn(async move { flusher.pay_credit_owed().await });
-        shard.tick_until_shutdown().await;
-        shard.log_store_totals();
-        shard.close_all_connections().await;
-        mesh.close();
+        shard
+    }
+
+    /// Runs the shard's tick until shutdown, then closes its connections
+    /// and its side of the mesh.
+    pub async fn serve_until_shutdown(&self) {
+        self.tick_until_shutdown().await;
+        self.log_store_totals();
+        self.close_all_connections().await;
+        self.mesh.close();
     }
 
     /// Applies the durable definitions to this shard's fresh catalog, and
@@ -220,50 +217,39 @@ impl Shard {
         }
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: Listener) {
-        loop {
-            match listener.accept().await {
-                Ok((read, write, peer)) => {
-                    let id = ConnectionId {
-                        shard_id: self.id as u32,
-                        local_id: self
-                            .next_connection_id
-                            .replace(self.next_connection_id.get().wrapping_add(1)),
-                    };
-                    let shard = self.clone();
-                    runtime::spawn(
-                        async move { connection::serve(shard, id, read, write, peer).await },
-                    );
-                }
-                Err(err) => {
-                    tracing::warn!("accept failed: {err}");
-                    runtime::sleep(Duration::from_millis(10)).await;
-                }
-            }
+    /// A new connection's id: this shard's, and a number unique here.
+    pub(crate) fn next_connection_id(&self) -> ConnectionId {
+        let local_id = self.next_connection_id.get();
+        self.next_connection_id.set(local_id.wrapping_add(1));
+        ConnectionId {
+            shard_id: self.id as u32,
+            local_id,
         }
     }
 
     /// RabbitMQ's shutdown: every client gets connection.close 320.
     async fn close_all_connections(&self) {
-        let connections: Vec<_> = self.connections.borrow().values().cloned().collect();
+        let connections = self.connections.borrow().all();
         for conn in &connections {
-            conn.force_close("broker forced connection closure with reason 'shutdown'");
+            conn.clone()
+                .force_close("broker forced connection closure with reason 'shutdown'");
         }
         for conn in connections {
             conn.wait_closed(Duration::from_secs(2)).await;
         }
     }
 
-    pub fn register_connection(&self, conn: Rc<Connection>) {
-        self.connections.borrow_mut().insert(conn.id.local_id, conn);
+    /// A connection this shard accepted; the shard holds it weakly.
+    pub(crate) fn register_connection(&self, id: ConnectionId, conn: Weak<dyn Client>) {
+        self.connections.borrow_mut().insert(id, conn);
     }
 
-    pub fn unregister_connection(&self, id: ConnectionId) {
-        self.connections.borrow_mut().remove(&id.local_id);
+    pub(crate) fn unregister_connection(&self, id: ConnectionId) {
+        self.connections.borrow_mut().remove(id);
     }
 
-    fn connection(&self, id: ConnectionId) -> Option<Rc<Connection>> {
-        self.connections.borrow().get(&id.local_id).cloned()
+    fn connection(&self, id: ConnectionId) -> Option<Rc<dyn Client>> {
+        self.connections.borrow().get(id)
     }
 
     pub fn send(&self, to: ShardId, msg: ShardMsg) {
@@ -279,11 +265,11 @@ impl Shard {
     }
 
     /// Sends a metadata change to the coordinator (shard 0).
-    pub fn request_meta(&self, reply_to: Option<ReplyTo>, op: MetaOp) {
+    pub fn request_meta(&self, reply_to: Option<ChannelId>, op: MetaOp) {
         self.send_meta_request(reply_to, op, 0);
     }
 
-    fn send_meta_request(&self, reply_to: Option<ReplyTo>, op: MetaOp, message_count: u32) {
+    fn send_meta_request(&self, reply_to: Option<ChannelId>, op: MetaOp, message_count: u32) {
         let request = MetaMsg::Request {
             reply_to,
             op,
@@ -348,17 +334,16 @@ impl Shard {
             } => self.queue_request(queue, reply_to, request),
             ShardMsg::Deliver(deliver) => self.deliver(deliver),
             ShardMsg::ConsumerGone {
-                conn,
                 channel,
                 consumer_tag,
             } => {
-                if let Some(connection) = self.connection(conn) {
-                    connection.consumer_gone(channel, &consumer_tag);
+                if let Some(connection) = self.connection(channel.conn) {
+                    connection.consumer_gone(channel.number, &consumer_tag);
                 }
             }
             ShardMsg::Reply { to, reply } => {
                 if let Some(connection) = self.connection(to.conn) {
-                    connection.on_reply(to.channel, reply);
+                    connection.reply(to.number, reply);
                 }
             }
             ShardMsg::Meta(meta) => self.handle_meta(*meta),
@@ -368,13 +353,10 @@ impl Shard {
     /// Hands a delivery to its connection; one that can no longer take it
     /// (channel or consumer gone) goes back to its queue.
     fn deliver(&self, deliver: Deliver) {
-        let holder = Holder {
-            conn: deliver.conn,
-            channel: deliver.channel,
-        };
+        let holder = deliver.channel;
         let (queue, seq, no_ack) = (deliver.queue, deliver.seq, deliver.no_ack);
         let accepted = self
-            .connection(deliver.conn)
+            .connection(holder.conn)
             .is_some_and(|connection| connection.deliver(deliver));
         if !accepted && !no_ack {
             if let Some(owner) = self.owner_of(queue) {
@@ -391,9 +373,15 @@ impl Shard {
         }
     }
 
-    fn settle(self: &Rc<Self>, queue: QueueId, holder: Holder, seqs: &[u64], action: Settlement) {
+    fn settle(
+        self: &Rc<Self>,
+        queue: QueueId,
+        holder: ChannelId,
+        seqs: &[u64],
+        action: Settlement,
+    ) {
         if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
-            q.settle((holder.conn, holder.channel), seqs, action);
+            q.settle(holder, seqs, action);
         }
         self.dispatch(queue);
     }
@@ -402,11 +390,11 @@ impl Shard {
     /// or holds that back while the queue is throttled (see `flow`).
     /// A confirming publisher is answered when the message is stored
     /// (`storage::confirm`).
-    fn publish(&self, queue: QueueId, message: Message, publisher: Holder, confirm: u64) {
+    fn publish(&self, queue: QueueId, message: Message, publisher: ChannelId, confirm: u64) {
         let bytes = message.body_size() as u64;
         let enqueued = self.enqueue(queue, message);
         let answer = ConfirmAnswer {
-            channel: publisher.channel,
+            channel: publisher.number,
             tag: confirm,
             stored: enqueued != Enqueued::Rejected,
         };
@@ -538,10 +526,9 @@ impl Shard {
 
     fn deliver_ready(&self, queue: QueueId, q: &mut Queue) -> usize {
         q.dispatch(self, &mut |delivery| {
-            let to = delivery.consumer.conn.shard_id as ShardId;
+            let to = delivery.consumer.channel.conn.shard_id as ShardId;
             let deliver = Deliver {
                 owner: self.id,
-                conn: delivery.consumer.conn,
                 channel: delivery.consumer.channel,
                 consumer_tag: delivery.consumer.tag,
                 queue,
@@ -563,7 +550,7 @@ impl Shard {
         for &queue in queues {
             let removed = self.queues.borrow_mut().get_mut(&queue).map(|q| {
                 let removed = match channel {
-                    Some(channel) => q.remove_channel(conn, channel),
+                    Some(number) => q.remove_channel(ChannelId { conn, number }),
                     None => q.remove_connection(conn),
                 };
                 q.touch(&**self);
@@ -586,7 +573,7 @@ impl Shard {
 
     /// Has the coordinator delete `queue` everywhere; the reply, if any,
     /// goes to `reply_to` with the queue's last message count.
-    fn delete_queue(&self, queue: QueueId, reply_to: Option<ReplyTo>, message_count: u32) {
+    fn delete_queue(&self, queue: QueueId, reply_to: Option<ChannelId>, message_count: u32) {
         let def = self.catalog.borrow().queue_by_id(queue).cloned();
         if let Some(def) = def {
             let op = MetaOp::QueueDelete {
@@ -597,7 +584,7 @@ impl Shard {
         }
     }
 
-    fn queue_request(self: &Rc<Self>, queue: QueueId, reply_to: ReplyTo, request: QueueRequest) {
+    fn queue_request(self: &Rc<Self>, queue: QueueId, reply_to: ChannelId, request: QueueRequest) {
         if self.park_get(queue, reply_to, &request) {
             return;
         }
@@ -623,7 +610,7 @@ impl Shard {
     fn run_queue_request(
         &self,
         queue: QueueId,
-        reply_to: ReplyTo,
+        reply_to: ChannelId,
         request: QueueRequest,
     ) -> Result<Answer, AmqpError> {
         let mut queues = self.queues.borrow_mut();
@@ -648,7 +635,7 @@ impl Shard {
                 Reply::CancelOk
             }
             QueueRequest::Get { no_ack } => {
-                let got = q.get((reply_to.conn, reply_to.channel), no_ack, self);
+                let got = q.get(reply_to, no_ack, self);
                 Reply::Got(got.map(|got| Got {
                     queue,
                     seq: got.seq,
@@ -743,9 +730,9 @@ impl Shard {
 
     /// RabbitMQ closes the connections of a deleted vhost or user with
     /// 320 and `text`.
-    fn close_connections_where(&self, doomed: impl Fn(&Connection) -> bool, text: &str) {
-        let connections: Vec<_> = self.connections.borrow().values().cloned().collect();
-        for conn in connections.iter().filter(|conn| doomed(conn)) {
+    fn close_connections_where(&self, doomed: impl Fn(&dyn Client) -> bool, text: &str) {
+        let connections = self.connections.borrow().all();
+        for conn in connections.into_iter().filter(|conn| doomed(&**conn)) {
             conn.force_close(text);
         }
     }
@@ -761,9 +748,8 @@ impl Shard {
         self.flow_owed.notify();
         for key in q.consumer_keys() {
             self.send(
-                key.conn.shard_id as ShardId,
+                key.channel.conn.shard_id as ShardId,
                 ShardMsg::ConsumerGone {
-                    conn: key.conn,
                     channel: key.channel,
                     consumer_tag: key.tag.clone(),
                 },

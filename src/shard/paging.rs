@@ -27,8 +27,9 @@ use std::rc::Rc;
 use ahash::RandomState;
 use hashbrown::HashSet;
 
-use super::{QueueRequest, ReplyTo, Shard};
+use super::{QueueRequest, Shard};
 use crate::config::Config;
+use crate::ids::ChannelId;
 use crate::ids::QueueId;
 use crate::queue::paging::{Head, PageOut};
 use crate::queue::Queue;
@@ -58,7 +59,7 @@ pub(super) struct Pager {
     /// Queues with paged messages, to look at for reading back.
     wanted: RefCell<HashSet<QueueId, RandomState>>,
     /// basic.gets that found their queue's head on disk.
-    parked_gets: RefCell<Vec<(QueueId, ReplyTo, bool)>>,
+    parked_gets: RefCell<Vec<(QueueId, ChannelId, bool)>>,
     /// Woken after every commit of the log.
     pub(super) synced: Waiters,
 }
@@ -113,13 +114,20 @@ impl Shard {
     pub(super) fn forget_paged(&self, q: &mut Queue) {
         self.after_paging_change(q.id(), q);
         let pager = &self.paging;
-        pager.resident.set(pager.resident.get() - q.resident_bytes());
+        pager
+            .resident
+            .set(pager.resident.get() - q.resident_bytes());
         q.page_records(|at| self.unpage(&[at]));
     }
 
     /// basic.get on a queue whose head is on disk: answered once it is
     /// read back. True when parked.
-    pub(super) fn park_get(&self, queue: QueueId, reply_to: ReplyTo, request: &QueueRequest) -> bool {
+    pub(super) fn park_get(
+        &self,
+        queue: QueueId,
+        reply_to: ChannelId,
+        request: &QueueRequest,
+    ) -> bool {
         let QueueRequest::Get { no_ack } = *request else {
             return false;
         };

@@ -109,7 +109,10 @@ pub(crate) struct Location {
 
 impl Location {
     fn end(self) -> (u64, u64) {
-        (u64::from(self.segment), u64::from(self.offset) + u64::from(self.len))
+        (
+            u64::from(self.segment),
+            u64::from(self.offset) + u64::from(self.len),
+        )
     }
 }
 
@@ -232,7 +235,10 @@ impl<D: Disk> Log<D> {
         if bytes.len() < len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("short read in log segment {segment}: {} of {len} bytes", bytes.len()),
+                format!(
+                    "short read in log segment {segment}: {} of {len} bytes",
+                    bytes.len()
+                ),
             ));
         }
         Ok(bytes)
@@ -323,7 +329,9 @@ impl<D: Disk> Log<D> {
             if let Some(why) = &state.failed {
                 return Err(io::Error::other(why.clone()));
             }
-            let end = state.tail.map_or((0, 0), |(segment, end, _)| (segment, end));
+            let end = state
+                .tail
+                .map_or((0, 0), |(segment, end, _)| (segment, end));
             // The next batch starts on a fresh block.
             if let Some((_, end, _)) = state.tail.as_mut() {
                 *end = end.next_multiple_of(BLOCK);

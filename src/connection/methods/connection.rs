@@ -1,33 +1,33 @@
-//! Connection establishment as RabbitMQ does it: start (server properties,
-//! capabilities, mechanisms), start-ok (PLAIN or AMQPLAIN), tune / tune-ok
-//! negotiation, open; then heartbeats for the life of the connection.
+//! The connection class, on channel 0: establishment as RabbitMQ does it
+//! (start with server properties, capabilities and mechanisms; start-ok
+//! with PLAIN or AMQPLAIN; tune / tune-ok negotiation; open), heartbeats
+//! for the life of the connection, and the client's connection.close.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::methods::{Awaiting, MetaOk};
-use super::{Connection, Next, Phase};
 use crate::catalog::MetaOp;
 use crate::config::Config;
+use crate::connection::requests::{Awaiting, MetaOk};
+use crate::connection::{Connection, Next, Phase};
 use crate::protocol::frame::FRAME_MIN_SIZE;
 use crate::protocol::method::*;
 use crate::protocol::{AmqpError, FieldTable, FieldValue, LongStr, ShortStr};
 use crate::runtime;
-use crate::shard::ReplyTo;
 
 /// The connection's negotiated limits.
 #[derive(Clone, Copy, Debug)]
-pub struct Tune {
-    pub channel_max: u16,
-    pub frame_max: u32,
-    pub heartbeat_s: u16,
+pub(crate) struct Tune {
+    pub(crate) channel_max: u16,
+    pub(crate) frame_max: u32,
+    pub(crate) heartbeat_s: u16,
 }
 
 impl Tune {
     /// What connection.tune offers, from the configuration.
-    pub fn offered(config: &Config) -> Tune {
+    pub(crate) fn offered(config: &Config) -> Tune {
         Tune {
             channel_max: config.channel_max,
             frame_max: config.frame_max,
@@ -49,7 +49,7 @@ const CAPABILITIES: [&str; 9] = [
     "direct_reply_to",
 ];
 
-pub fn start_method(_config: &Config) -> Method {
+pub(in crate::connection) fn start_method(_config: &Config) -> Method {
     let mut capabilities = FieldTable::new();
     for name in CAPABILITIES {
         capabilities.insert(name, FieldValue::Bool(true));
@@ -76,7 +76,7 @@ pub fn start_method(_config: &Config) -> Method {
 
 impl Connection {
     /// Methods on channel 0: the handshake, then close.
-    pub(super) fn connection_method(self: &Rc<Self>, method: Method) -> Next {
+    pub(in crate::connection) fn connection_method(self: &Rc<Self>, method: Method) -> Next {
         let phase = self.phase();
         let (class_id, method_id) = (method.class_id(), method.method_id());
         let result = match (phase, method) {
@@ -122,12 +122,8 @@ impl Connection {
             class_method: (ConnectionClose::CLASS_ID, ConnectionClose::METHOD_ID),
         };
         self.state.borrow_mut().awaiting = Some((0, awaiting));
-        let reply_to = ReplyTo {
-            conn: self.id,
-            channel: 0,
-        };
         let op = MetaOp::ConnectionClosed { conn: self.id };
-        self.shard.request_meta(Some(reply_to), op);
+        self.shard.request_meta(Some(self.channel_id(0)), op);
         Next::AwaitReply
     }
 

@@ -1,4 +1,4 @@
-//! The one way between the management thread and the shards: a bounded
+//! The one way from the management API's thread to the shards: a bounded
 //! inbox of commands per shard, each a closure the shard runs on its own
 //! thread, answering over a oneshot.
 //!
@@ -17,9 +17,9 @@ use std::time::Duration;
 use crossbeam_queue::ArrayQueue;
 use tokio::sync::oneshot;
 
+use super::{Requester, Shard};
 use crate::catalog::{MetaOp, MetaOutcome};
 use crate::protocol::AmqpError;
-use crate::shard::{Requester, Shard};
 
 /// A command for one shard, run on that shard's thread.
 pub type Command = Box<dyn FnOnce(&Rc<Shard>) + Send>;
