@@ -179,6 +179,23 @@ impl Queue {
             .for_each(|ready| ready.body.page_record().into_iter().for_each(&mut visit));
     }
 
+    /// Whether the logged message `seq` is still in the queue (ready or
+    /// unacked), so its enqueue record is live.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        self.unacked.contains_key(&seq) || self.ready.body(seq).is_some()
+    }
+
+    /// Whether ready message `seq` is paged out to the page record at `at`.
+    pub(crate) fn holds_page(&self, seq: u64, at: Location) -> bool {
+        self.ready.body(seq).and_then(Body::page_record) == Some(at)
+    }
+
+    /// The record of message `seq` was copied from `from` to `to`
+    /// (compaction).
+    pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
+        self.ready.relocate(seq, from, to);
+    }
+
     /// Whether the next message to leave is paged out.
     pub(crate) fn head_is_paged(&self) -> bool {
         self.ready.head_is_paged()

@@ -253,6 +253,35 @@ impl ReadyQueue {
         }
     }
 
+    /// The ready message `seq`, whatever its level.
+    fn find_mut(&mut self, seq: u64) -> Option<&mut Ready> {
+        self.levels.iter_mut().find_map(|level| {
+            let index = level.partition_point(|ready| ready.seq < seq);
+            level.get_mut(index).filter(|ready| ready.seq == seq)
+        })
+    }
+
+    /// The body of the ready message `seq`, whatever its level.
+    pub fn body(&self, seq: u64) -> Option<&Body> {
+        self.levels
+            .iter()
+            .find_map(|level| {
+                let index = level.partition_point(|ready| ready.seq < seq);
+                level.get(index).filter(|ready| ready.seq == seq)
+            })
+            .map(|ready| &ready.body)
+    }
+
+    /// The record of ready message `seq` moved from `from` to `to`.
+    pub fn relocate(&mut self, seq: u64, from: Location, to: Location) {
+        if let Some(ready) = self.find_mut(seq) {
+            match &mut ready.body {
+                Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
+                _ => {}
+            }
+        }
+    }
+
     /// Takes the ready message `seq` out of a one-level queue.
     pub fn remove(&mut self, seq: u64) -> Option<Ready> {
         let level = &mut self.levels[0];

@@ -14,6 +14,7 @@
 
 pub mod bridge;
 mod client;
+mod compaction;
 mod confirms;
 mod coordinator;
 mod dead_letters;

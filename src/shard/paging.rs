@@ -88,6 +88,7 @@ impl Shard {
     pub(super) fn start_paging(self: &Rc<Self>) {
         crate::runtime::spawn(self.clone().page_out_loop());
         crate::runtime::spawn(self.clone().page_in_loop());
+        crate::runtime::spawn(self.clone().compaction_loop());
     }
 
     /// After any change to `q`: counts its resident bytes into the
@@ -251,6 +252,12 @@ impl Shard {
             None => return,
         };
         if !pages.is_empty() {
+            // A record compaction just copied is read once it is durable.
+            let log = self.store().store.log();
+            self.paging
+                .synced
+                .wait_until(|| log.is_failed() || pages.iter().all(|(_, at)| log.is_durable(*at)))
+                .await;
             let read = self.store().store.read_back(&pages).await;
             let mut queues = self.queues.borrow_mut();
             let Some(q) = queues.get_mut(&queue) else {

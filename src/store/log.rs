@@ -67,6 +67,8 @@ struct State<F> {
     tail_file: Option<(u64, Rc<F>)>,
     /// Live messages per segment, in segment order.
     live: BTreeMap<u64, u64>,
+    /// Message records ever appended per live segment (for compaction).
+    messages: BTreeMap<u64, u64>,
     /// Segments to delete at the end of the next commit.
     doomed: Vec<u64>,
     failed: Option<String>,
@@ -131,6 +133,7 @@ impl<D: Disk> Log<D> {
                 tail: None,
                 tail_file: None,
                 live: BTreeMap::new(),
+                messages: BTreeMap::new(),
                 doomed: Vec::new(),
                 failed: None,
                 commits: 0,
@@ -207,6 +210,7 @@ impl<D: Disk> Log<D> {
         let segment = state.tail.expect("the tail is set").0;
         if message {
             *state.live.entry(segment).or_default() += 1;
+            *state.messages.entry(segment).or_default() += 1;
         }
         Some(Appended {
             lsn: state.appended,
@@ -220,6 +224,24 @@ impl<D: Disk> Log<D> {
                 len: u32::try_from(len).unwrap_or(u32::MAX),
             },
         })
+    }
+
+    /// The front segment, when it is durable, not the tail, and fewer than
+    /// a quarter of the messages written to it are still live: one old
+    /// message there keeps every later segment from being deleted.
+    pub(crate) fn compaction_candidate(&self) -> Option<u64> {
+        let state = self.state.borrow();
+        let (&segment, &live) = state.live.first_key_value()?;
+        let written = state.messages.get(&segment).copied().unwrap_or(0);
+        let tail = state.tail.map_or(0, |(tail, _, _)| tail);
+        (segment < tail && segment < state.durable_end.0 && live * 4 < written).then_some(segment)
+    }
+
+    /// The whole of a durable segment.
+    pub(crate) async fn read_segment(&self, segment: u64) -> io::Result<Vec<u8>> {
+        let file = self.reader(segment).await?;
+        let len = file.size().await? as usize;
+        file.read_at(0, len).await
     }
 
     /// Whether the record at `at` is on disk, so it can be read back.
@@ -315,6 +337,7 @@ impl<D: Disk> Log<D> {
                 break;
             }
             state.live.pop_first();
+            state.messages.remove(&segment);
             state.doomed.push(segment);
         }
     }

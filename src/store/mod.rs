@@ -22,6 +22,7 @@
 //! first written as a page record (`Store::page`), which keeps its segment
 //! alive until the message is read back (`Store::read_back`) or leaves.
 
+pub(crate) mod compaction;
 pub(crate) mod disk;
 pub(crate) mod log;
 pub(crate) mod record;
@@ -286,6 +287,7 @@ fn message_of(bytes: &bytes::Bytes, seq: u64) -> Option<Message> {
             | record::Record::Page {
                 seq: found,
                 message,
+                ..
             },
             _,
         ) if found == seq => Some(message),

@@ -53,7 +53,11 @@ pub(crate) enum Record {
     Delete { queue: QueueName },
     /// A message that is not logged, written out of its queue's memory
     /// (read back by seq); void after a restart.
-    Page { seq: u64, message: Message },
+    Page {
+        queue: QueueName,
+        seq: u64,
+        message: Message,
+    },
 }
 
 /// Appends an enqueue record to `out`.
@@ -182,7 +186,11 @@ fn decode(mut buf: Bytes) -> Option<Record> {
                     seq,
                     message,
                 },
-                _ => Record::Page { seq, message },
+                _ => Record::Page {
+                    queue,
+                    seq,
+                    message,
+                },
             }
         }
         SETTLE => Record::Settle {
