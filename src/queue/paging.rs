@@ -92,11 +92,16 @@ impl Queue {
 
     /// Drops the content of ready message `seq`, now on disk at `at` (a
     /// page record, or its enqueue record); false when it is no longer
-    /// ready or already paged.
+    /// ready as it was chosen (gone, paged, or its record moved by
+    /// compaction meanwhile).
     pub(crate) fn page_out(&mut self, seq: u64, at: Location, page_record: bool) -> bool {
         self.ready
             .replace_body(seq, |body| {
-                let message = body.message()?;
+                let message = match body {
+                    Body::Resident(message) if page_record => message,
+                    Body::Logged(message, logged) if !page_record && *logged == at => message,
+                    _ => return None,
+                };
                 Some(Body::Paged(Page {
                     at,
                     body_len: message.body_size() as u32,
