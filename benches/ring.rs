@@ -27,7 +27,7 @@ use warren::message::{Message, MessageContent};
 use warren::protocol::ShortStr;
 use warren::runtime::mesh::Mesh;
 use warren::runtime::notify::Notify;
-use warren::shard::message::ShardMsg;
+use warren::shard::message::{ConfirmTag, ShardMsg};
 
 mod common;
 
@@ -79,7 +79,7 @@ async fn send_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
                 queue: QueueId(1),
                 message: message.clone(),
                 publisher: PUBLISHER,
-                confirm: 0,
+                confirm: ConfirmTag::NONE,
             };
             mesh.send(RECEIVER, publish);
         }
@@ -117,7 +117,7 @@ async fn receive_runs(mesh: Rc<Mesh<ShardMsg>>, plan: Plan) {
                 queue: QueueId(0),
                 message: answer.clone(),
                 publisher: PUBLISHER,
-                confirm: 0,
+                confirm: ConfirmTag::NONE,
             };
             answer_mesh.send(SENDER, publish);
         }

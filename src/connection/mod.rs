@@ -101,6 +101,8 @@ struct State {
     /// The client understands connection.blocked / unblocked.
     blocked_notify: bool,
     channels: HashMap<u16, Channel>,
+    /// Channels opened so far: the last one's serial.
+    channels_opened: u32,
     /// Content bytes the channels hold, summed (see `content`).
     content_held: u64,
     /// What the closed channels published, delivered and had acked.
@@ -210,6 +212,7 @@ impl Connection {
             consumer_cancel_notify: false,
             blocked_notify: false,
             channels: HashMap::new(),
+            channels_opened: 0,
             content_held: 0,
             closed_channels: MessageTotals::default(),
             awaiting: None,

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::ids::ShardId;
 
@@ -63,6 +63,9 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
+            // The store's fdatasync runs here (`file::File::fdatasync`):
+            // on any CPU, not queued behind the shard's own work.
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .spawn(move || async move {
                 match mesh::Mesh::join(builder, shard_id).await {
                     Ok(mesh) => run_latency_sensitive(shard_main(shard_id, mesh)).await,

@@ -63,6 +63,7 @@ impl Confirms {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::message::ConfirmTag;
 
     const CONN: ConnectionId = ConnectionId {
         shard_id: 1,
@@ -72,7 +73,7 @@ mod tests {
     fn answer(tag: u64) -> ConfirmAnswer {
         ConfirmAnswer {
             channel: 1,
-            tag,
+            confirm: ConfirmTag { serial: 1, tag },
             stored: true,
         }
     }
@@ -80,7 +81,7 @@ mod tests {
     fn paid(confirms: &mut Confirms) -> Vec<(u64, bool)> {
         let mut paid = Vec::new();
         confirms.pay_all(&mut |_, answers| {
-            paid.extend(answers.iter().map(|a| (a.tag, a.stored)));
+            paid.extend(answers.iter().map(|a| (a.confirm.tag, a.stored)));
         });
         paid
     }

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 
-use super::{ConnectionInfo, Shard, ShardMsg};
+use super::{ConfirmTag, ConnectionInfo, Shard, ShardMsg};
 use crate::ids::{ConnectionId, QueueId, ShardId, MANAGEMENT_CHANNEL};
 use crate::message::{parse_expiration, Message, MessageContent};
 use crate::protocol::properties::scan_properties;
@@ -197,7 +197,7 @@ impl Shard {
                         queue,
                         message,
                         publisher: MANAGEMENT_CHANNEL,
-                        confirm: 0,
+                        confirm: ConfirmTag::NONE,
                     },
                 );
             }

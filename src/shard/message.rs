@@ -20,9 +20,9 @@ pub enum ShardMsg {
         queue: QueueId,
         message: Message,
         publisher: ChannelId,
-        /// The channel's confirm sequence number; 0 when it does not
-        /// confirm (the owner then answers nothing).
-        confirm: u64,
+        /// The answer the publisher wants; `ConfirmTag::NONE` when it does
+        /// not confirm (the owner then answers nothing).
+        confirm: ConfirmTag,
     },
     /// Queue owner -> owner of a dead-letter target: enqueue a dead letter;
     /// also a delayed message that came due (`shard::delayed`). No
@@ -124,12 +124,27 @@ impl Urgency for ShardMsg {
 // Every ring slot is as large as the largest message: keep them small.
 const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 96);
 
+/// Which publish a queue's shard answers: the publishing channel's
+/// incarnation and its confirm number there. A client may close a channel
+/// and open another under the same number while answers for the first are
+/// on their way; the serial keeps them from counting for the second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConfirmTag {
+    pub serial: u32,
+    /// From 1; 0 wants no answer.
+    pub tag: u64,
+}
+
+impl ConfirmTag {
+    pub const NONE: ConfirmTag = ConfirmTag { serial: 0, tag: 0 };
+}
+
 /// A queue's shard is done with one publish of a confirming channel:
 /// stored (on disk if it had to be), or rejected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConfirmAnswer {
     pub channel: u16,
-    pub tag: u64,
+    pub confirm: ConfirmTag,
     pub stored: bool,
 }
 

@@ -391,12 +391,12 @@ impl Shard {
     /// or holds that back while the queue is throttled (see `flow`).
     /// A confirming publisher is answered when the message is stored
     /// (`storage::confirm`).
-    fn publish(&self, queue: QueueId, message: Message, publisher: ChannelId, confirm: u64) {
+    fn publish(&self, queue: QueueId, message: Message, publisher: ChannelId, confirm: ConfirmTag) {
         let bytes = message.body_size() as u64;
         let enqueued = self.enqueue(queue, message);
         let answer = ConfirmAnswer {
             channel: publisher.number,
-            tag: confirm,
+            confirm,
             stored: enqueued != Enqueued::Rejected,
         };
         let lsn = match enqueued {

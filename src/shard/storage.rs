@@ -157,7 +157,7 @@ impl Shard {
     /// Answers a confirming publisher now, or after the sync that covers
     /// `lsn`.
     pub(super) fn confirm(&self, conn: ConnectionId, answer: ConfirmAnswer, lsn: Option<Lsn>) {
-        if answer.tag == 0 || conn == MANAGEMENT_CONNECTION {
+        if answer.confirm.tag == 0 || conn == MANAGEMENT_CONNECTION {
             return;
         }
         let mut confirms = self.confirms.borrow_mut();

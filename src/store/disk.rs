@@ -22,6 +22,13 @@ pub(crate) trait DiskFile {
     /// Reads up to `len` bytes at `pos`; fewer at the end of the file.
     fn read_at(&self, pos: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>>;
     fn fdatasync(&self) -> impl Future<Output = io::Result<()>>;
+    /// `write_at`, then `fdatasync`: a real file does both in one call.
+    fn write_synced(&self, pos: u64, data: &[u8]) -> impl Future<Output = io::Result<()>> {
+        async move {
+            self.write_at(pos, data).await?;
+            self.fdatasync().await
+        }
+    }
     fn preallocate(&self, len: u64) -> impl Future<Output = io::Result<()>>;
     fn size(&self) -> impl Future<Output = io::Result<u64>>;
 }
@@ -57,6 +64,10 @@ impl DiskFile for file::File {
 
     async fn fdatasync(&self) -> io::Result<()> {
         file::File::fdatasync(self).await
+    }
+
+    async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        file::File::write_synced(self, pos, data).await
     }
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {

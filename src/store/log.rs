@@ -382,20 +382,16 @@ impl<D: Disk> Log<D> {
         Ok(appended)
     }
 
+    /// Writes each batch to its segment (one batch per segment in a
+    /// commit) and fdatasyncs it in the same call.
     async fn write_batches(&self, batches: Vec<Batch>) -> io::Result<()> {
-        let mut written: Vec<Rc<D::File>> = Vec::new();
         for mut batch in batches {
             let file = self.file_for(&batch).await?;
             let padded = batch.bytes.len().next_multiple_of(BLOCK as usize);
             batch.bytes.resize(padded, 0);
-            file.write_at(batch.pos, &batch.bytes).await?;
-            if !written.iter().any(|f| Rc::ptr_eq(f, &file)) {
-                written.push(file);
-            }
-        }
-        if self.fsync {
-            for file in written {
-                file.fdatasync().await?;
+            match self.fsync {
+                true => file.write_synced(batch.pos, &batch.bytes).await?,
+                false => file.write_at(batch.pos, &batch.bytes).await?,
             }
         }
         Ok(())

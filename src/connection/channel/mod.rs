@@ -24,7 +24,7 @@ use crate::protocol::method::{BasicAck, BasicNack, BasicPublish, BasicQos, Metho
 use crate::protocol::properties::ContentHeader;
 use crate::protocol::{reply_code, AmqpError, ShortStr};
 use crate::queue::{MessageTotals, Settlement};
-use crate::shard::Deliver;
+use crate::shard::{ConfirmTag, Deliver};
 use confirms::Confirms;
 use incoming::{Body, Incoming};
 use unacked::Unacked;
@@ -37,6 +37,9 @@ pub(super) enum ChannelState {
 }
 
 pub(super) struct Channel {
+    /// This channel's incarnation on its connection: answers for an earlier
+    /// channel with the same number carry another serial.
+    serial: u32,
     pub(super) state: ChannelState,
     incoming: Option<Incoming>,
     confirm: Option<Confirms>,
@@ -97,8 +100,9 @@ pub(super) struct Publish {
 pub(super) type Settled = (QueueId, u64);
 
 impl Channel {
-    pub(super) fn new() -> Channel {
+    pub(super) fn new(serial: u32) -> Channel {
         Channel {
+            serial,
             state: ChannelState::Open,
             incoming: None,
             confirm: None,
@@ -423,20 +427,24 @@ impl Channel {
         }
     }
 
-    /// The number the next routed publish gets from its shards' answers: a
-    /// confirm tag, a transaction's own count, or 0 (no answer wanted).
-    pub(super) fn next_publish_tag(&mut self, committed: bool) -> u64 {
+    /// The answer the next routed publish wants from its shards: a
+    /// confirm tag, a transaction's own count, or none.
+    pub(super) fn next_publish_tag(&mut self, committed: bool) -> ConfirmTag {
         self.published += 1;
-        match (&self.confirm, committed) {
+        let tag = match (&self.confirm, committed) {
             (_, true) => self.tx_confirms.next_tag(),
             (Some(confirm), false) => confirm.next_tag(),
-            (None, false) => 0,
+            (None, false) => return ConfirmTag::NONE,
+        };
+        ConfirmTag {
+            serial: self.serial,
+            tag,
         }
     }
 
     /// The publish numbered by `next_publish_tag` went to `shards` queues.
-    pub(super) fn routed(&mut self, tag: u64, shards: u32) {
-        if tag == 0 {
+    pub(super) fn routed(&mut self, confirm: ConfirmTag, shards: u32) {
+        if confirm.tag == 0 {
             return;
         }
         match self.confirm.as_mut() {
@@ -445,11 +453,15 @@ impl Channel {
         }
     }
 
-    /// One queue's shard answered publish `tag`.
-    pub(super) fn answer(&mut self, tag: u64, stored: bool) {
+    /// One queue's shard answered a publish; an answer meant for an
+    /// earlier channel with this number is dropped.
+    pub(super) fn answer(&mut self, answered: ConfirmTag, stored: bool) {
+        if answered.serial != self.serial {
+            return;
+        }
         match self.confirm.as_mut() {
-            Some(confirm) => confirm.answer(tag, stored),
-            None => self.tx_confirms.answer(tag, stored),
+            Some(confirm) => confirm.answer(answered.tag, stored),
+            None => self.tx_confirms.answer(answered.tag, stored),
         }
     }
 

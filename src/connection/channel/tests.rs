@@ -7,6 +7,14 @@ use crate::ids::{ChannelId, ConnectionId};
 use crate::message::{Message, MessageContent};
 
 const QUEUE: QueueId = QueueId(7);
+const SERIAL: u32 = 3;
+
+fn tag(tag: u64) -> ConfirmTag {
+    ConfirmTag {
+        serial: SERIAL,
+        tag,
+    }
+}
 
 fn publish_method() -> BasicPublish {
     BasicPublish {
@@ -56,7 +64,7 @@ fn deliver(seq: u64, tag: &str) -> Deliver {
 
 /// A channel that delivered seqs 1..=n from QUEUE with ack required.
 fn with_deliveries(n: u64) -> Channel {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     channel.consumer_started(ShortStr::from("c"), QUEUE);
     for seq in 1..=n {
         assert_eq!(
@@ -75,7 +83,7 @@ fn replies(channel: &mut Channel) -> Vec<Method> {
 
 #[test]
 fn a_publish_is_assembled_from_header_and_body_frames() {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     channel.start_publish(publish_method()).unwrap();
     assert!(channel.is_assembling());
     assert_eq!(channel.content_header(header(5)).unwrap(), 5);
@@ -88,7 +96,7 @@ fn a_publish_is_assembled_from_header_and_body_frames() {
 
 #[test]
 fn content_out_of_turn_is_a_hard_error() {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     let err = channel.content_header(header(1)).unwrap_err();
     assert_eq!(err.code, reply_code::UNEXPECTED_FRAME);
     channel.start_publish(publish_method()).unwrap();
@@ -101,7 +109,7 @@ fn content_out_of_turn_is_a_hard_error() {
         immediate: true,
         ..publish_method()
     };
-    let err = Channel::new().start_publish(immediate).unwrap_err();
+    let err = Channel::new(SERIAL).start_publish(immediate).unwrap_err();
     assert_eq!(err.code, reply_code::NOT_IMPLEMENTED);
 }
 
@@ -132,7 +140,7 @@ fn a_transaction_defers_publishes_and_acks_until_commit() {
     let err = channel.confirm_select().unwrap_err();
     assert_eq!(err.code, reply_code::PRECONDITION_FAILED);
     assert!(channel.defer_settle(1, false, Settlement::Ack));
-    assert!(!Channel::new().defer_settle(1, false, Settlement::Ack));
+    assert!(!Channel::new(SERIAL).defer_settle(1, false, Settlement::Ack));
     let publish = Publish {
         method: publish_method(),
         header: header(0),
@@ -152,13 +160,13 @@ fn a_transaction_defers_publishes_and_acks_until_commit() {
     ));
     assert!(channel.take_tx().unwrap().is_empty());
     channel.rollback().unwrap();
-    let err = Channel::new().rollback().unwrap_err();
+    let err = Channel::new(SERIAL).rollback().unwrap_err();
     assert_eq!(err.code, reply_code::PRECONDITION_FAILED);
 }
 
 #[test]
 fn commit_ok_waits_for_every_committed_publish() {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     channel.tx_select().unwrap();
     let first = channel.next_publish_tag(true);
     channel.routed(first, 2);
@@ -175,21 +183,21 @@ fn commit_ok_waits_for_every_committed_publish() {
 
 #[test]
 fn confirms_answer_in_order_as_ack_and_nack_runs() {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     channel.confirm_select().unwrap();
-    let tags: Vec<u64> = (0..4)
+    let tags: Vec<ConfirmTag> = (0..4)
         .map(|_| {
             let tag = channel.next_publish_tag(false);
             channel.routed(tag, 1);
             tag
         })
         .collect();
-    assert_eq!(tags, vec![1, 2, 3, 4]);
-    channel.answer(2, true);
+    assert_eq!(tags, vec![tag(1), tag(2), tag(3), tag(4)]);
+    channel.answer(tag(2), true);
     assert!(replies(&mut channel).is_empty(), "1 is not answered yet");
-    channel.answer(1, true);
-    channel.answer(3, false);
-    channel.answer(4, false);
+    channel.answer(tag(1), true);
+    channel.answer(tag(3), false);
+    channel.answer(tag(4), false);
     let out = replies(&mut channel);
     assert!(
         matches!(
@@ -212,16 +220,16 @@ fn confirms_answer_in_order_as_ack_and_nack_runs() {
 
 #[test]
 fn an_unconfirmed_publish_wants_no_answer() {
-    let mut channel = Channel::new();
-    assert_eq!(channel.next_publish_tag(false), 0);
-    channel.routed(0, 3);
+    let mut channel = Channel::new(SERIAL);
+    assert_eq!(channel.next_publish_tag(false), ConfirmTag::NONE);
+    channel.routed(ConfirmTag::NONE, 3);
     assert!(replies(&mut channel).is_empty());
     assert_eq!(channel.totals().published, 1);
 }
 
 #[test]
 fn the_global_prefetch_holds_deliveries_until_acks_make_room() {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     let qos = BasicQos {
         prefetch_size: 0,
         prefetch_count: 1,
@@ -249,7 +257,7 @@ fn the_global_prefetch_holds_deliveries_until_acks_make_room() {
 
 #[test]
 fn qos_and_consumer_tags_are_checked() {
-    let mut channel = Channel::new();
+    let mut channel = Channel::new(SERIAL);
     let qos = BasicQos {
         prefetch_size: 10,
         prefetch_count: 0,
@@ -273,4 +281,23 @@ fn qos_and_consumer_tags_are_checked() {
     assert!(channel.accepts(&tag));
     assert_eq!(channel.release(), vec![QUEUE]);
     assert!(!channel.accepts(&tag));
+}
+
+#[test]
+fn answers_for_an_earlier_channel_with_the_same_number_are_dropped() {
+    let mut channel = Channel::new(SERIAL);
+    channel.confirm_select().unwrap();
+    let first = channel.next_publish_tag(false);
+    channel.routed(first, 1);
+    let stale = ConfirmTag {
+        serial: SERIAL - 1,
+        ..first
+    };
+    channel.answer(stale, true);
+    assert!(
+        replies(&mut channel).is_empty(),
+        "not this channel's publish"
+    );
+    channel.answer(first, true);
+    assert_eq!(replies(&mut channel).len(), 1);
 }

@@ -24,10 +24,11 @@ impl Connection {
             self.close_connection(err, 0, 0);
             return Next::Continue;
         }
-        self.state
-            .borrow_mut()
-            .channels
-            .insert(channel_id, Channel::new());
+        let mut state = self.state.borrow_mut();
+        state.channels_opened = state.channels_opened.wrapping_add(1);
+        let serial = state.channels_opened;
+        state.channels.insert(channel_id, Channel::new(serial));
+        drop(state);
         self.out
             .method(channel_id, &Method::ChannelOpenOk(ChannelOpenOk::default()));
         Next::Continue

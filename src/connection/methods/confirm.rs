@@ -38,7 +38,7 @@ impl Connection {
         let mut state = self.state.borrow_mut();
         for answer in answers {
             if let Some(channel) = state.channels.get_mut(&answer.channel) {
-                channel.answer(answer.tag, answer.stored);
+                channel.answer(answer.confirm, answer.stored);
             }
         }
         // Answers for one channel usually come in one batch.

@@ -17,7 +17,7 @@ use crate::protocol::{reply_code, AmqpError, FieldTable, ShortStr};
 use crate::routing::sender_selected::{self, SenderSelected};
 use crate::routing::{delayed, MessageFields, RoutingTable, Slot};
 use crate::shard::delayed::DelayedMessage;
-use crate::shard::ShardMsg;
+use crate::shard::{ConfirmTag, ShardMsg};
 
 impl Connection {
     /// A complete message: kept by a transaction until commit, or routed
@@ -42,12 +42,12 @@ impl Connection {
     }
 
     /// Routes and enqueues; `confirm` numbers the publish for its shards'
-    /// answers (0: none wanted).
+    /// answers (`ConfirmTag::NONE`: none wanted).
     pub(in crate::connection::methods) fn route(
         &self,
         ch: u16,
         publish: Publish,
-        confirm: u64,
+        confirm: ConfirmTag,
     ) -> Result<Routed, AmqpError> {
         let Publish {
             method: publish,
