@@ -26,12 +26,17 @@ impl Shard {
         {
             crate::runtime::sleep(COMPACTION_PERIOD).await;
             let store = &self.store().store;
+            // Built when compaction asks about its first record, after its
+            // read, and used through the synchronous rest.
+            let ids = std::cell::OnceCell::new();
             let moved = store
-                .compact_front(|record| self.holds_record(record))
+                .compact_front(|record| {
+                    self.holds_record(record, ids.get_or_init(|| self.queue_ids()))
+                })
                 .await;
             match moved {
                 Ok(moved) if !moved.is_empty() => {
-                    self.relocate(&moved);
+                    self.relocate(&moved, ids.get_or_init(|| self.queue_ids()));
                     self.store().work.notify();
                 }
                 Ok(_) => {}
@@ -40,26 +45,19 @@ impl Shard {
         }
     }
 
-    fn holds_record(&self, record: &LiveRecord) -> bool {
+    fn holds_record(&self, record: &LiveRecord, ids: &QueueIds) -> bool {
         let queues = self.queues.borrow();
         match *record {
             LiveRecord::Enqueue { queue, seq } => queues.get(&queue).is_some_and(|q| q.holds(seq)),
-            LiveRecord::Page { queue, seq, at } => self
-                .queue_named(queue)
-                .and_then(|id| queues.get(&id))
+            LiveRecord::Page { queue, seq, at } => ids
+                .get(queue)
+                .and_then(|id| queues.get(id))
                 .is_some_and(|q| q.holds_page(seq, at)),
         }
     }
 
     /// Points the queues' records at their copies.
-    fn relocate(&self, moved: &[Moved]) {
-        let ids: HashMap<QueueName, QueueId, RandomState> = {
-            let queues = self.queues.borrow();
-            queues
-                .iter()
-                .map(|(&id, q)| (queue_name_of(q), id))
-                .collect()
-        };
+    fn relocate(&self, moved: &[Moved], ids: &QueueIds) {
         let mut queues = self.queues.borrow_mut();
         for record in moved {
             if let Some(q) = ids.get(&record.queue).and_then(|id| queues.get_mut(id)) {
@@ -68,14 +66,17 @@ impl Shard {
         }
     }
 
-    fn queue_named(&self, name: &QueueName) -> Option<QueueId> {
+    /// This shard's queues by name (page records name their queue).
+    fn queue_ids(&self) -> QueueIds {
         self.queues
             .borrow()
             .iter()
-            .find(|(_, q)| q.vhost() == &name.vhost && q.name() == &name.name)
-            .map(|(&id, _)| id)
+            .map(|(&id, q)| (queue_name_of(q), id))
+            .collect()
     }
 }
+
+type QueueIds = HashMap<QueueName, QueueId, RandomState>;
 
 fn queue_name_of(q: &crate::queue::Queue) -> QueueName {
     QueueName {
