@@ -293,8 +293,28 @@ def scenario_p(o: Options) -> list[Case]:
     ]
 
 
+def scenario_q(o: Options) -> list[Case]:
+    """A persistent backlog larger than warren's queue memory budget
+    (issue 8): 4 producers send persistent 1 KiB messages with confirms
+    (a window of 256 each) into a durable queue for 3 x --duration seconds
+    with no consumer; then a consumer (prefetch 1000, a multiple-ack every
+    100) drains the queue. warren runs with --queue-memory-budget 64MiB, so
+    all but 64 MiB of bodies are paged to the message log; RabbitMQ 3.10's
+    classic queue pages by its own rules. Each broker starts afresh per
+    run. Reported: publish rate (sent/s), RSS max while the backlog fills,
+    and the drain rate (received/s over the consumer's time)."""
+    publish_s = 3 * o.duration
+    return [Case(
+        "q-backlog", "persistent 1 KiB backlog past the queue memory budget (64 MiB), "
+                     "confirms 4 x 256, then drained",
+        ["-x", "4", "-y", "1", "-s", "1024", "-f", "-c", "256", "-q", "1000", "-A", "100",
+         "--consumer-delay", str(publish_s), "-z", str(publish_s)],
+        sample_rss=True, fresh=True, warren_flags=("--queue-memory-budget", "64MiB"),
+        drain_s=180)]
+
+
 SCENARIOS = [scenario_a, scenario_b, scenario_c, scenario_d, scenario_e,
-             scenario_f, scenario_g, scenario_h, scenario_i, scenario_p]
+             scenario_f, scenario_g, scenario_h, scenario_i, scenario_p, scenario_q]
 
 
 def all_cases(options: Options, only: str | None) -> list[Case]:

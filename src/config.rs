@@ -77,6 +77,14 @@ pub struct Config {
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     pub memory_high_watermark: Watermark,
 
+    /// Body bytes of ready messages that queues keep in memory, over all
+    /// shards; past it the newest go to disk and are read back ahead of
+    /// delivery. A fraction of the machine's memory (0.2) or a size
+    /// (256MiB). Default: half of --memory-high-watermark, where RabbitMQ
+    /// starts paging.
+    #[arg(long, env = "WARREN_QUEUE_MEMORY_BUDGET")]
+    pub queue_memory_budget: Option<Watermark>,
+
     /// Free disk space under the data directory below which publishers are
     /// blocked (connection.blocked), as RabbitMQ's disk alarm does: a size
     /// (50MB, 1GiB, bytes) or a fraction of the machine's memory (1.0).

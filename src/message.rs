@@ -15,7 +15,17 @@ use crate::protocol::types::ShortStr;
 use crate::protocol::AmqpError;
 
 #[derive(Clone, Debug)]
-pub struct Message(Arc<MessageContent>);
+pub struct Message(Arc<Held>);
+
+/// The content, with the body's length beside the `Arc`'s counts: a queue
+/// counts the bytes it holds on every enqueue and dequeue, and reading the
+/// length there costs no cache line the queue's shard does not touch anyway.
+#[derive(Debug)]
+#[repr(C)]
+struct Held {
+    body_len: u32,
+    content: MessageContent,
+}
 
 /// `repr(C)` with the two fields the queue's shard reads first: they share
 /// the cache line of the `Arc`'s counts, which that shard writes anyway, so
@@ -42,7 +52,11 @@ const COMPACT_BODY_MAX: usize = 4096;
 
 impl Message {
     pub fn new(content: MessageContent) -> Message {
-        Message(Arc::new(content))
+        Message(Arc::new(Held {
+            // Bodies are capped by --message-size-max, far below 4 GiB.
+            body_len: u32::try_from(content.body.len()).unwrap_or(u32::MAX),
+            content,
+        }))
     }
 
     /// A small message arrives as slices of its connection's read buffer,
@@ -53,10 +67,10 @@ impl Message {
     /// handle that several queues share would multiply the bytes. Returns
     /// whether it copied.
     pub fn compact(&mut self) -> bool {
-        if self.0.body.len() > COMPACT_BODY_MAX {
+        if self.0.content.body.len() > COMPACT_BODY_MAX {
             return false;
         }
-        let Some(content) = Arc::get_mut(&mut self.0) else {
+        let Some(Held { content, .. }) = Arc::get_mut(&mut self.0) else {
             return false;
         };
         content.properties = Bytes::copy_from_slice(&content.properties);
@@ -64,8 +78,16 @@ impl Message {
         true
     }
 
+    /// Marks a message read back from disk persistent or not, as it was
+    /// published; only its sole holder can.
+    pub fn set_persistent(&mut self, persistent: bool) {
+        if let Some(held) = Arc::get_mut(&mut self.0) {
+            held.content.persistent = persistent;
+        }
+    }
+
     pub fn body_size(&self) -> usize {
-        self.0.body.len()
+        self.0.body_len as usize
     }
 }
 
@@ -73,7 +95,7 @@ impl std::ops::Deref for Message {
     type Target = MessageContent;
 
     fn deref(&self) -> &MessageContent {
-        &self.0
+        &self.0.content
     }
 }
 

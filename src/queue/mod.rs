@@ -44,9 +44,17 @@
 //! which collects its seq for the shard to log as settled
 //! (`take_gone`). After a restart `restore` puts recovered messages back
 //! under their old seqs.
+//!
+//! Paging: the shard may swap a ready message's content for where it lies
+//! on disk (`page_out`) and back (`page_in`); see `shard::paging`. A queue
+//! delivers only messages in memory, so `dispatch` and `get` stop at a
+//! paged-out head until it is read back. Only a queue with one priority
+//! level and no dead-letter exchange is paged (`is_pageable`): what leaves
+//! it from disk (expiry, overflow, purge) needs no content.
 
 mod consumer;
 pub mod dead_letter;
+pub(crate) mod paging;
 mod ready;
 mod settings;
 #[cfg(test)]
@@ -62,7 +70,9 @@ use crate::ids::{ChannelId, ConnectionId, QueueId};
 use crate::message::Message;
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::ShortStr;
+use crate::store::log::Location;
 use consumer::{ConsumerRef, Consumers};
+pub(crate) use ready::{Body, Page};
 use ready::{Ready, ReadyQueue, NEVER};
 
 /// The shard's monotonic clock in milliseconds, read only when needed.
@@ -198,6 +208,19 @@ pub struct Queue {
     durable: bool,
     /// Seqs of logged messages that left since the shard last looked.
     gone: Vec<u64>,
+    /// Page records no longer needed since the shard last looked.
+    unpaged: Vec<Location>,
+    /// The resident bytes last reported by `resident_change`.
+    reported_resident: u64,
+}
+
+/// A message taken off the head of the ready queue, in memory.
+struct Taken {
+    seq: u64,
+    message: Message,
+    redelivered: bool,
+    expires_at_ms: u64,
+    returns: u32,
 }
 
 /// What a queue (or a channel) has done since it was created: RabbitMQ's
@@ -235,7 +258,7 @@ impl Queue {
             exclusive_owner,
             has_had_consumer: false,
             next_seq: 1,
-            ready: ReadyQueue::new(settings.max_priority, settings.max_length_bytes.is_some()),
+            ready: ReadyQueue::new(settings.max_priority),
             unacked: HashMap::default(),
             consumers: Consumers::new(settings.single_active_consumer),
             scratch_seqs: Vec::new(),
@@ -246,6 +269,8 @@ impl Queue {
             totals: MessageTotals::default(),
             durable: false,
             gone: Vec::new(),
+            unpaged: Vec::new(),
+            reported_resident: 0,
         }
     }
 
@@ -258,28 +283,40 @@ impl Queue {
     /// in a durable queue; every one in a durable quorum queue, as
     /// RabbitMQ's quorum queues keep every message.
     pub fn is_logged(&self, message: &Message) -> bool {
-        self.durable && (message.persistent || self.settings.queue_type == QueueType::Quorum)
+        self.logs(message.persistent)
+    }
+
+    fn logs(&self, persistent: bool) -> bool {
+        self.durable && (persistent || self.settings.queue_type == QueueType::Quorum)
     }
 
     /// A recovered message, back under its seq, marked redelivered (it
-    /// may have been delivered before the restart). Seqs come in order.
-    pub fn restore(&mut self, seq: u64, message: Message, clock: &impl Clock) {
+    /// may have been delivered before the restart), with its record's
+    /// place in this run's log. Seqs come in order.
+    pub(crate) fn restore(&mut self, seq: u64, message: Message, at: Location, clock: &impl Clock) {
         let expires_at_ms = self.expiry_of(&message, clock);
         self.next_seq = self.next_seq.max(seq + 1);
         self.ready.push_back(Ready {
             seq,
-            message,
+            body: Body::Logged(message, at),
             redelivered: true,
             expires_at_ms,
             returns: 0,
         });
     }
 
-    /// A message left the queue for good.
-    fn gone(&mut self, seq: u64, message: &Message) {
-        if self.is_logged(message) {
+    /// The message just published under `seq` was logged at `at`.
+    pub(crate) fn logged_at(&mut self, seq: u64, at: Location) {
+        self.ready.set_logged(seq, at);
+    }
+
+    /// A message left the queue for good: a logged one is settled in the
+    /// log, the page record of a paged-out one is no longer needed.
+    fn gone(&mut self, seq: u64, body: &Body) {
+        if self.logs(body.persistent()) {
             self.gone.push(seq);
         }
+        self.unpaged.extend(body.page_record());
     }
 
     /// The seqs of logged messages that left since the last call, for the
@@ -309,7 +346,6 @@ impl Queue {
     /// priorities and single active consumer come from arguments only and
     /// stay.
     pub fn set_settings(&mut self, settings: Settings, clock: &impl Clock) {
-        self.ready.count_bytes(settings.max_length_bytes.is_some());
         self.settings = Settings {
             queue_type: self.settings.queue_type,
             max_priority: self.settings.max_priority,
@@ -408,7 +444,7 @@ impl Queue {
         self.next_seq += 1;
         self.ready.push_back(Ready {
             seq,
-            message,
+            body: Body::Resident(message),
             redelivered: false,
             expires_at_ms,
             returns: 0,
@@ -450,8 +486,8 @@ impl Queue {
             let Some(head) = self.ready.pop_front() else {
                 break;
             };
-            self.gone(head.seq, &head.message);
-            self.dead_letter(head.message, DeathReason::Maxlen);
+            self.gone(head.seq, &head.body);
+            self.dead_letter_body(head.body, DeathReason::Maxlen);
         }
     }
 
@@ -475,8 +511,8 @@ impl Queue {
         }
         let now_ms = clock.now_ms();
         while let Some(expired) = self.ready.pop_expired(now_ms.saturating_sub(1)) {
-            self.gone(expired.seq, &expired.message);
-            self.dead_letter(expired.message, DeathReason::Expired);
+            self.gone(expired.seq, &expired.body);
+            self.dead_letter_body(expired.body, DeathReason::Expired);
         }
     }
 
@@ -589,7 +625,7 @@ impl Queue {
 
     /// True when `dispatch` would deliver something.
     pub fn can_dispatch(&self) -> bool {
-        !self.ready.is_empty() && self.consumers.taker_count() > 0
+        !self.ready.is_empty() && !self.ready.head_is_paged() && self.consumers.taker_count() > 0
     }
 
     /// Hands ready messages to consumers round-robin, resuming after the
@@ -600,17 +636,18 @@ impl Queue {
         let mut delivered = 0;
         loop {
             self.expire(clock);
-            if self.ready.is_empty() {
+            // A paged-out head waits to be read back.
+            if self.ready.is_empty() || self.ready.head_is_paged() {
                 break;
             }
             let Some(charged) = self.consumers.charge_next() else {
                 break;
             };
-            let Some(ready) = self.ready.pop_front() else {
+            let Some(ready) = self.take_head() else {
                 break;
             };
             if charged.no_ack {
-                self.gone(ready.seq, &ready.message);
+                self.gone_message(ready.seq, &ready.message);
             } else {
                 self.hold(&ready, charged.key.channel, Some(charged.consumer));
             }
@@ -628,8 +665,23 @@ impl Queue {
         delivered
     }
 
+    /// The head message, if it is in memory.
+    fn take_head(&mut self) -> Option<Taken> {
+        if self.ready.head_is_paged() {
+            return None;
+        }
+        let ready = self.ready.pop_front()?;
+        Some(Taken {
+            seq: ready.seq,
+            message: ready.body.into_message()?,
+            redelivered: ready.redelivered,
+            expires_at_ms: ready.expires_at_ms,
+            returns: ready.returns,
+        })
+    }
+
     /// Keeps a delivered message until it is settled.
-    fn hold(&mut self, ready: &Ready, holder: ChannelId, consumer: Option<ConsumerRef>) {
+    fn hold(&mut self, ready: &Taken, holder: ChannelId, consumer: Option<ConsumerRef>) {
         self.unacked.insert(
             ready.seq,
             Unacked {
@@ -647,7 +699,7 @@ impl Queue {
     /// 3.10 does: always for basic.get, for a consumer once it came back.
     /// Takes the ready entry, so the common case moves its message instead
     /// of cloning it (a clone and a drop are two atomic operations per body).
-    fn delivered_message(&self, ready: Ready, by_get: bool) -> Message {
+    fn delivered_message(&self, ready: Taken, by_get: bool) -> Message {
         if self.settings.queue_type == QueueType::Quorum && (by_get || ready.returns > 0) {
             return dead_letter::with_delivery_count(&ready.message, ready.returns);
         }
@@ -664,10 +716,10 @@ impl Queue {
         clock: &impl Clock,
     ) -> Option<GetResult> {
         self.expire(clock);
-        let ready = self.ready.pop_front()?;
+        let ready = self.take_head()?;
         self.totals.delivered += 1;
         if no_ack {
-            self.gone(ready.seq, &ready.message);
+            self.gone_message(ready.seq, &ready.message);
         } else {
             self.hold(&ready, holder, None);
         }
@@ -688,7 +740,7 @@ impl Queue {
         match self.unacked.remove(&seq) {
             Some(unacked) => {
                 self.release(&unacked);
-                self.gone(seq, &unacked.message);
+                self.gone_message(seq, &unacked.message);
                 self.totals.acked += 1;
                 true
             }
@@ -733,7 +785,7 @@ impl Queue {
             if requeue {
                 self.requeue(seq, unacked);
             } else {
-                self.gone(seq, &unacked.message);
+                self.gone_message(seq, &unacked.message);
                 self.dead_letter(unacked.message, DeathReason::Rejected);
             }
         }
@@ -743,14 +795,18 @@ impl Queue {
     /// queue.purge: drops the ready messages, not the unacked ones; returns
     /// how many it dropped. Purged messages are not dead-lettered.
     pub fn purge(&mut self) -> u32 {
-        if self.durable {
-            let mut gone = std::mem::take(&mut self.gone);
+        if self.durable || self.ready.paged_count() > 0 {
+            let (mut gone, mut unpaged) = (
+                std::mem::take(&mut self.gone),
+                std::mem::take(&mut self.unpaged),
+            );
             self.ready.for_each(|ready| {
-                if self.is_logged(&ready.message) {
+                if self.logs(ready.body.persistent()) {
                     gone.push(ready.seq);
                 }
+                unpaged.extend(ready.body.page_record());
             });
-            self.gone = gone;
+            (self.gone, self.unpaged) = (gone, unpaged);
         }
         count_u32(self.ready.clear())
     }
@@ -802,17 +858,33 @@ impl Queue {
             .delivery_limit
             .is_some_and(|limit| u64::from(returns) > limit)
         {
-            self.gone(seq, &unacked.message);
+            self.gone_message(seq, &unacked.message);
             self.dead_letter(unacked.message, DeathReason::DeliveryLimit);
             return;
         }
         self.ready.requeue(Ready {
             seq,
-            message: unacked.message,
+            body: Body::Resident(unacked.message),
             redelivered: true,
             expires_at_ms: unacked.expires_at_ms,
             returns,
         });
+    }
+
+    /// A message in memory left the queue for good.
+    fn gone_message(&mut self, seq: u64, message: &Message) {
+        if self.is_logged(message) {
+            self.gone.push(seq);
+        }
+    }
+
+    /// A ready message leaves unacknowledged. One paged out has no content
+    /// to dead-letter; it is dropped (a queue with a dead-letter exchange
+    /// is not paged, unless a policy gave it one since).
+    fn dead_letter_body(&mut self, body: Body, reason: DeathReason) {
+        if let Some(message) = body.into_message() {
+            self.dead_letter(message, reason);
+        }
     }
 
     /// A message leaves the queue unacknowledged: it goes to the

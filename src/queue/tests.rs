@@ -745,3 +745,86 @@ fn totals_count_publishes_deliveries_with_redeliveries_and_acks() {
         "a requeue is no publish; a redelivery is a delivery"
     );
 }
+
+fn location(offset: u32) -> crate::store::log::Location {
+    crate::store::log::Location {
+        segment: 1,
+        offset,
+        len: 100,
+    }
+}
+
+/// Paging as the shard drives it: the head stays, the rest goes to disk,
+/// delivery stops at a paged head and resumes in order once it is back.
+#[test]
+fn a_paged_out_head_waits_for_its_content_and_delivers_in_order() {
+    let mut q = queue();
+    publish(&mut q, 1..=10);
+    let head = paging::Head {
+        messages: 3,
+        bytes: u64::MAX,
+    };
+    let chosen = q.page_out_candidates(head, u64::MAX);
+    let seqs: Vec<u64> = chosen.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (4..=10).rev().collect::<Vec<_>>(), "behind the head");
+    for c in &chosen {
+        assert!(q.page_out(c.seq, location(c.seq as u32 * 100), true));
+    }
+    assert_eq!(q.paged_count(), 7);
+    assert_eq!(q.resident_bytes(), 3, "the bodies of 1, 2 and 3");
+    assert_eq!(q.message_count(), 10, "paged messages are still ready");
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .expect("consume");
+    assert_eq!(bodies(&dispatch(&mut q)), ["1", "2", "3"]);
+    assert!(q.head_is_paged());
+    assert!(q.get(channel(2, 1), true, &0).is_none(), "get waits too");
+    let wanted = q.page_in_candidates(head);
+    assert_eq!(wanted.iter().map(|w| w.0).collect::<Vec<_>>(), [4, 5, 6]);
+    for (seq, at) in wanted {
+        let back = chosen.iter().find(|c| c.seq == seq).expect("chosen");
+        assert_eq!(q.page_in(seq, at, back.message.clone()), Some(Some(at)));
+        assert_eq!(q.page_in(seq, at, back.message.clone()), None, "once");
+    }
+    assert_eq!(bodies(&dispatch(&mut q)), ["4", "5", "6"]);
+    // Purging releases the page records of what is still on disk.
+    q.purge();
+    let mut released = Vec::new();
+    q.take_unpaged(|records| released.extend_from_slice(records));
+    assert_eq!(released.len(), 4);
+    assert_eq!(q.paged_count(), 0);
+}
+
+#[test]
+fn a_message_that_left_is_not_paged_and_logged_ones_keep_their_record() {
+    let mut q = queue();
+    q.set_durable();
+    let persistent = Message::new(MessageContent {
+        exchange: ShortStr::from(""),
+        routing_key: ShortStr::from("q"),
+        properties: Bytes::new(),
+        body: Bytes::from("1"),
+        priority: 0,
+        persistent: true,
+        expiration_ms: None,
+    });
+    let Published::Accepted { seq } = q.publish(persistent, &0) else {
+        panic!("accepted");
+    };
+    q.logged_at(seq, location(0));
+    publish(&mut q, 2..=2);
+    let chosen = q.page_out_candidates(
+        paging::Head {
+            messages: 0,
+            bytes: 0,
+        },
+        u64::MAX,
+    );
+    assert_eq!(
+        chosen.iter().map(|c| c.logged).collect::<Vec<_>>(),
+        [None, Some(location(0))]
+    );
+    q.get(channel(1, 1), true, &0).expect("a message");
+    assert!(!q.page_out(seq, location(0), false), "no longer ready");
+    assert!(q.page_out(2, location(500), true));
+    assert_eq!(q.paged_count(), 1);
+}

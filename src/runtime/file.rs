@@ -66,6 +66,15 @@ impl File {
         }
     }
 
+    /// Opens `path` to read it through the page cache: reads of records
+    /// that are not block-aligned. (On some devices direct reads go to a
+    /// polled ring that refuses them with EOPNOTSUPP.)
+    pub async fn open_for_reading(path: &Path) -> io::Result<File> {
+        let mut options = OpenOptions::new();
+        options.read(true);
+        Self::open_buffered(&options, path).await
+    }
+
     async fn open_buffered(options: &OpenOptions, path: &Path) -> io::Result<File> {
         let file = options.buffered_open(path).await?;
         Ok(File {

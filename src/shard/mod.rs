@@ -14,6 +14,7 @@
 
 pub mod bridge;
 mod client;
+mod compaction;
 mod confirms;
 mod coordinator;
 mod dead_letters;
@@ -22,6 +23,7 @@ mod flow;
 mod inspect;
 mod load;
 pub mod message;
+mod paging;
 mod storage;
 pub use storage::StoreSetup;
 pub(crate) use storage::DISK_ALARM_REASON;
@@ -103,6 +105,7 @@ pub struct Shard {
     /// Publisher confirms owed, or waiting for the log's sync.
     confirms: RefCell<Confirms>,
     store: OnceCell<storage::ShardStore>,
+    paging: paging::Pager,
     /// Connections blocked by the memory alarm, waiting for it to clear.
     pub alarm_cleared: Waiters,
 }
@@ -118,6 +121,7 @@ impl Shard {
     pub fn start(shared: Arc<Shared>, id: ShardId, mesh: Rc<Mesh<ShardMsg>>) -> Rc<Shard> {
         let catalog = Catalog::new(mesh.shard_count());
         let flow = Flow::new(shared.config.publish_credit);
+        let paging = paging::Pager::new(&shared.config, mesh.shard_count());
         let coordinator = match id {
             0 => Coordinator::new(
                 shared
@@ -146,9 +150,11 @@ impl Shard {
             definitions_due: Notify::new(),
             confirms: RefCell::new(Confirms::default()),
             store: OnceCell::new(),
+            paging,
             alarm_cleared: Waiters::new(),
         });
         shard.open_store();
+        shard.start_paging();
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
         shard.replay();
@@ -426,7 +432,7 @@ impl Shard {
             (Published::Rejected, _) => Enqueued::Rejected,
             (Published::Accepted { .. }, None) => Enqueued::InMemory,
             (Published::Accepted { seq }, Some(message)) => {
-                match self.log_enqueue(queue, seq, &message) {
+                match self.log_enqueue(queue, q, seq, &message) {
                     Some(lsn) => Enqueued::Logged(lsn),
                     None => Enqueued::Rejected,
                 }
@@ -497,6 +503,7 @@ impl Shard {
         let delivered = self.deliver_ready(queue, q);
         self.publish_dead_letters(q);
         self.log_gone(queue, q);
+        self.after_paging_change(queue, q);
         self.rearm(queue, q);
         let backlog = q.message_count();
         let throttled = q.consumer_count() > 0
@@ -579,6 +586,9 @@ impl Shard {
     }
 
     fn queue_request(self: &Rc<Self>, queue: QueueId, reply_to: ChannelId, request: QueueRequest) {
+        if self.park_get(queue, reply_to, &request) {
+            return;
+        }
         let reply = match self.run_queue_request(queue, reply_to, request) {
             Ok(Answer::Reply(reply)) => reply,
             // The coordinator answers once the queue is gone everywhere.
@@ -730,10 +740,11 @@ impl Shard {
 
     /// Removes a deleted queue and tells its consumers' connections.
     fn drop_queue(&self, queue: QueueId) {
-        let Some(q) = self.queues.borrow_mut().remove(&queue) else {
+        let Some(mut q) = self.queues.borrow_mut().remove(&queue) else {
             return;
         };
         self.log_delete(queue);
+        self.forget_paged(&mut q);
         self.flow.borrow_mut().forgive(queue);
         self.flow_owed.notify();
         for key in q.consumer_keys() {

@@ -74,8 +74,8 @@ impl StoreSetup {
 
 /// One shard's store and the wake-up of its commit task.
 pub(super) struct ShardStore {
-    store: Store<FsDisk>,
-    work: Notify,
+    pub(super) store: Store<FsDisk>,
+    pub(super) work: Notify,
 }
 
 impl Shard {
@@ -103,7 +103,7 @@ impl Shard {
         runtime::spawn(async move { shard.commit_loop(adopted).await });
     }
 
-    fn store(&self) -> &ShardStore {
+    pub(super) fn store(&self) -> &ShardStore {
         self.store
             .get()
             .expect("the store opens before the shard serves")
@@ -117,19 +117,27 @@ impl Shard {
         }
         q.set_durable();
         let name = queue_name(&def.vhost, &def.name);
-        for (seq, mut message) in self.store().store.track(def.id, name) {
+        for (seq, mut message, at) in self.store().store.track(def.id, name) {
             message.compact();
-            q.restore(seq, message, self);
+            q.restore(seq, message, at, self);
         }
     }
 
-    /// Logs a message that entered `queue` under `seq`. The position to
-    /// wait for, or None when the store failed (the publish is refused).
-    pub(super) fn log_enqueue(&self, queue: QueueId, seq: u64, message: &Message) -> Option<Lsn> {
+    /// Logs a message that entered `queue` (`q`) under `seq`, and tells
+    /// the queue where (it may page the message out by that). The position
+    /// to wait for, or None when the store failed (the publish is refused).
+    pub(super) fn log_enqueue(
+        &self,
+        queue: QueueId,
+        q: &mut Queue,
+        seq: u64,
+        message: &Message,
+    ) -> Option<Lsn> {
         let store = self.store();
-        let lsn = store.store.enqueue(queue, seq, message)?;
+        let appended = store.store.enqueue(queue, seq, message)?;
         store.work.notify();
-        Some(lsn)
+        q.logged_at(seq, appended.at);
+        Some(appended.lsn)
     }
 
     pub(super) fn log_gone(&self, queue: QueueId, q: &mut Queue) {
@@ -176,6 +184,7 @@ impl Shard {
                     Ok(lsn) => {
                         self.confirms.borrow_mut().synced(lsn);
                         self.flow_owed.notify();
+                        self.paging.synced.wake_all();
                     }
                     Err(err) => return self.store_failed(&err),
                 }
@@ -213,6 +222,7 @@ impl Shard {
         );
         self.confirms.borrow_mut().fail_waiting();
         self.flow_owed.notify();
+        self.paging.synced.wake_all();
         self.shared.load.set_store_failed();
     }
 

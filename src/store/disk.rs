@@ -38,6 +38,8 @@ pub(crate) trait Disk {
     /// Opens a file of the directory, creating it if missing. A new
     /// file's name is durable only after `sync_dir`.
     fn open(&self, name: &str) -> impl Future<Output = io::Result<Self::File>>;
+    /// Opens an existing file of the directory to read records from it.
+    fn open_for_reading(&self, name: &str) -> impl Future<Output = io::Result<Self::File>>;
     /// The names of the directory's files.
     fn list(&self) -> impl Future<Output = io::Result<Vec<String>>>;
     fn remove(&self, name: &str) -> impl Future<Output = io::Result<()>>;
@@ -82,6 +84,10 @@ impl Disk for FsDisk {
 
     async fn open(&self, name: &str) -> io::Result<file::File> {
         file::File::open(&self.dir.join(name)).await
+    }
+
+    async fn open_for_reading(&self, name: &str) -> io::Result<file::File> {
+        file::File::open_for_reading(&self.dir.join(name)).await
     }
 
     async fn list(&self) -> io::Result<Vec<String>> {

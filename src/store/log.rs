@@ -31,6 +31,9 @@ use super::disk::{Disk, DiskFile, BLOCK};
 /// it. A commit makes a prefix of the log durable.
 pub(crate) type Lsn = u64;
 
+/// Segment files kept open for reading paged-out messages back.
+const READERS_MAX: usize = 8;
+
 pub(crate) fn segment_name(epoch: u64, shard: usize, index: u64) -> String {
     format!("{epoch:010}-{shard:03}-{index:010}.seg")
 }
@@ -64,11 +67,18 @@ struct State<F> {
     tail_file: Option<(u64, Rc<F>)>,
     /// Live messages per segment, in segment order.
     live: BTreeMap<u64, u64>,
+    /// Message records ever appended per live segment (for compaction).
+    messages: BTreeMap<u64, u64>,
     /// Segments to delete at the end of the next commit.
     doomed: Vec<u64>,
     failed: Option<String>,
     /// Commits that wrote something (one fdatasync per file written).
     commits: u64,
+    /// Segment and end of what the last commit made durable: a record
+    /// before it can be read back.
+    durable_end: (u64, u64),
+    /// Files opened to read paged-out messages back, by segment.
+    readers: BTreeMap<u64, Rc<F>>,
 }
 
 pub(crate) struct Log<D: Disk> {
@@ -87,6 +97,25 @@ pub(crate) struct Log<D: Disk> {
 pub(crate) struct Appended {
     pub lsn: Lsn,
     pub segment: u64,
+    pub at: Location,
+}
+
+/// A record's place in this run's log: its segment, where it starts and
+/// its length with the header. What a paged-out message keeps in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Location {
+    pub segment: u32,
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Location {
+    fn end(self) -> (u64, u64) {
+        (
+            u64::from(self.segment),
+            u64::from(self.offset) + u64::from(self.len),
+        )
+    }
 }
 
 impl<D: Disk> Log<D> {
@@ -104,9 +133,12 @@ impl<D: Disk> Log<D> {
                 tail: None,
                 tail_file: None,
                 live: BTreeMap::new(),
+                messages: BTreeMap::new(),
                 doomed: Vec::new(),
                 failed: None,
                 commits: 0,
+                durable_end: (0, 0),
+                readers: BTreeMap::new(),
             }),
         }
     }
@@ -116,6 +148,10 @@ impl<D: Disk> Log<D> {
     #[cfg(test)]
     pub(crate) fn failed(&self) -> Option<String> {
         self.state.borrow().failed.clone()
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.state.borrow().failed.is_some()
     }
 
     pub(crate) fn has_pending(&self) -> bool {
@@ -148,7 +184,9 @@ impl<D: Disk> Log<D> {
         encode(&mut batch.bytes);
         let len = (batch.bytes.len() - start) as u64;
         let (segment, end, capacity) = state.tail.expect("batch_for_tail sets the tail");
+        let mut offset = end;
         if end + len > capacity && end > 0 {
+            offset = 0;
             // Does not fit: the record opens the next segment.
             let record = state
                 .batches
@@ -172,11 +210,79 @@ impl<D: Disk> Log<D> {
         let segment = state.tail.expect("the tail is set").0;
         if message {
             *state.live.entry(segment).or_default() += 1;
+            *state.messages.entry(segment).or_default() += 1;
         }
         Some(Appended {
             lsn: state.appended,
             segment,
+            // Segments are numbered from 1 per run, and a record's offset
+            // and length are below its segment's size, which --segment-size
+            // and --message-size-max keep far under 4 GiB.
+            at: Location {
+                segment: u32::try_from(segment).unwrap_or(u32::MAX),
+                offset: u32::try_from(offset).unwrap_or(u32::MAX),
+                len: u32::try_from(len).unwrap_or(u32::MAX),
+            },
         })
+    }
+
+    /// The front segment, when it is durable, not the tail, and fewer than
+    /// a quarter of the messages written to it are still live: one old
+    /// message there keeps every later segment from being deleted.
+    pub(crate) fn compaction_candidate(&self) -> Option<u64> {
+        let state = self.state.borrow();
+        let (&segment, &live) = state.live.first_key_value()?;
+        let written = state.messages.get(&segment).copied().unwrap_or(0);
+        let tail = state.tail.map_or(0, |(tail, _, _)| tail);
+        (segment < tail && segment < state.durable_end.0 && live * 4 < written).then_some(segment)
+    }
+
+    /// The whole of a durable segment.
+    pub(crate) async fn read_segment(&self, segment: u64) -> io::Result<Vec<u8>> {
+        let file = self.reader(segment).await?;
+        let len = file.size().await? as usize;
+        file.read_at(0, len).await
+    }
+
+    /// Whether the record at `at` is on disk, so it can be read back.
+    pub(crate) fn is_durable(&self, at: Location) -> bool {
+        at.end() <= self.state.borrow().durable_end
+    }
+
+    /// Reads `len` bytes at `offset` of `segment`, which must be durable
+    /// (`is_durable`) and live (a message in it keeps it from deletion).
+    pub(crate) async fn read(&self, segment: u64, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let file = self.reader(segment).await?;
+        let bytes = file.read_at(offset, len).await?;
+        if bytes.len() < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "short read in log segment {segment}: {} of {len} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// A file to read `segment` from, kept open for the next reads (a
+    /// few, the most recently opened).
+    async fn reader(&self, segment: u64) -> io::Result<Rc<D::File>> {
+        if let Some(file) = self.state.borrow().readers.get(&segment) {
+            return Ok(file.clone());
+        }
+        let file = Rc::new(
+            self.disk
+                .open_for_reading(&segment_name(self.epoch, self.shard, segment))
+                .await?,
+        );
+        let mut state = self.state.borrow_mut();
+        if state.readers.len() >= READERS_MAX {
+            state.readers.pop_first();
+        }
+        state.readers.insert(segment, file.clone());
+        Ok(file)
     }
 
     /// The open batch of the tail segment, opening the first segment or a
@@ -231,6 +337,7 @@ impl<D: Disk> Log<D> {
                 break;
             }
             state.live.pop_first();
+            state.messages.remove(&segment);
             state.doomed.push(segment);
         }
     }
@@ -240,16 +347,19 @@ impl<D: Disk> Log<D> {
     /// fdatasync may have dropped dirty pages, so nothing after it can be
     /// trusted to be on disk.
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        let (batches, appended) = {
+        let (batches, appended, end) = {
             let mut state = self.state.borrow_mut();
             if let Some(why) = &state.failed {
                 return Err(io::Error::other(why.clone()));
             }
+            let end = state
+                .tail
+                .map_or((0, 0), |(segment, end, _)| (segment, end));
             // The next batch starts on a fresh block.
             if let Some((_, end, _)) = state.tail.as_mut() {
                 *end = end.next_multiple_of(BLOCK);
             }
-            (std::mem::take(&mut state.batches), state.appended)
+            (std::mem::take(&mut state.batches), state.appended, end)
         };
         if let Err(err) = self.write_batches(batches).await {
             self.state.borrow_mut().failed = Some(err.to_string());
@@ -258,10 +368,12 @@ impl<D: Disk> Log<D> {
         let doomed = {
             let mut state = self.state.borrow_mut();
             state.durable = appended;
+            state.durable_end = end;
             state.commits += 1;
             std::mem::take(&mut state.doomed)
         };
         for segment in doomed {
+            self.state.borrow_mut().readers.remove(&segment);
             let name = segment_name(self.epoch, self.shard, segment);
             if let Err(err) = self.disk.remove(&name).await {
                 tracing::warn!("cannot delete the empty log segment {name}: {err}");

@@ -16,9 +16,13 @@
 //! transient path costs one flag test.
 //!
 //! The store keeps, per queue, only runs of seqs by segment with a live
-//! count, so a segment knows when its last message left; messages
-//! themselves stay in the queue's memory.
+//! count, so a segment knows when its last message left. Messages stay in
+//! their queue's memory until the shard pages them out (`shard::paging`):
+//! a logged message is then only its record's `Location`; any other is
+//! first written as a page record (`Store::page`), which keeps its segment
+//! alive until the message is read back (`Store::read_back`) or leaves.
 
+pub(crate) mod compaction;
 pub(crate) mod disk;
 pub(crate) mod log;
 pub(crate) mod record;
@@ -37,7 +41,7 @@ use hashbrown::HashMap;
 use crate::ids::QueueId;
 use crate::message::Message;
 use disk::Disk;
-use log::{Log, Lsn};
+use log::{Appended, Location, Log, Lsn};
 use record::QueueName;
 pub(crate) use recovery::QueueMessages;
 
@@ -75,8 +79,13 @@ impl Runs {
 /// Recovered messages whose queue has not been declared yet this run.
 struct Unclaimed {
     runs: Runs,
-    messages: Vec<(u64, Message)>,
+    messages: Vec<(u64, Message, Location)>,
 }
+
+/// Records read back in one read when they lie this close together.
+const READ_GAP_MAX: u64 = 64 << 10;
+/// The most one read back takes at once.
+const READ_SPAN_MAX: u64 = 1 << 20;
 
 pub(crate) struct Store<D: Disk> {
     log: Log<D>,
@@ -115,7 +124,7 @@ impl<D: Disk> Store<D> {
                 let Some(appended) = appended else { break };
                 lsn = appended.lsn;
                 entry.runs.add(seq, appended.segment);
-                entry.messages.push((seq, message));
+                entry.messages.push((seq, message, appended.at));
             }
             entry.runs.name = Some(name.clone());
             unclaimed.insert(name, entry);
@@ -124,8 +133,9 @@ impl<D: Disk> Store<D> {
     }
 
     /// A durable queue now exists on this shard: its messages are logged
-    /// from now on. Returns what recovery found for it, by seq.
-    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<(u64, Message)> {
+    /// from now on. Returns what recovery found for it, by seq, with
+    /// where each is in this run's log.
+    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<(u64, Message, Location)> {
         let (runs, messages) = match self.unclaimed.borrow_mut().remove(&name) {
             Some(Unclaimed { runs, messages }) => (runs, messages),
             None => (
@@ -142,7 +152,7 @@ impl<D: Disk> Store<D> {
 
     /// Logs a message entering `queue` under `seq`; None when the queue
     /// is not logged or the log has failed.
-    pub(crate) fn enqueue(&self, queue: QueueId, seq: u64, message: &Message) -> Option<Lsn> {
+    pub(crate) fn enqueue(&self, queue: QueueId, seq: u64, message: &Message) -> Option<Appended> {
         let mut queues = self.queues.borrow_mut();
         let runs = queues.get_mut(&queue)?;
         let name = runs.name.as_ref()?;
@@ -150,7 +160,52 @@ impl<D: Disk> Store<D> {
             .log
             .append(true, |out| record::encode_enqueue(out, name, seq, message))?;
         runs.add(seq, appended.segment);
-        Some(appended.lsn)
+        Some(appended)
+    }
+
+    /// Writes a message that is not logged out of its queue's memory: a
+    /// page record, live until `unpage`. None once the log has failed.
+    pub(crate) fn page(&self, queue: &QueueName, seq: u64, message: &Message) -> Option<Appended> {
+        self.log
+            .append(true, |out| record::encode_page(out, queue, seq, message))
+    }
+
+    /// The page record at `at` is no longer needed (read back, or its
+    /// message left the queue).
+    pub(crate) fn unpage(&self, at: Location) {
+        self.log.release(u64::from(at.segment), 1);
+    }
+
+    /// Reads paged-out messages back: `pages` by seq and location, each
+    /// durable (`Log::is_durable`). Records close together in a segment
+    /// are read at once. A record that does not read back as the message
+    /// asked for (damage on disk) comes back as None.
+    pub(crate) async fn read_back(
+        &self,
+        pages: &[(u64, Location)],
+    ) -> std::io::Result<Vec<Option<Message>>> {
+        let mut order: Vec<usize> = (0..pages.len()).collect();
+        order.sort_by_key(|&i| (pages[i].1.segment, pages[i].1.offset));
+        let mut messages = vec![None; pages.len()];
+        let mut rest = &order[..];
+        while let Some(&first) = rest.first() {
+            let span = span_len(pages, rest);
+            let at = pages[first].1;
+            let (start, end) = (u64::from(at.offset), span_end(pages, &rest[..span]));
+            let bytes = bytes::Bytes::from(
+                self.log
+                    .read(u64::from(at.segment), start, (end - start) as usize)
+                    .await?,
+            );
+            for &i in &rest[..span] {
+                let (seq, at) = pages[i];
+                let from = (u64::from(at.offset) - start) as usize;
+                let record = bytes.slice(from..from + at.len as usize);
+                messages[i] = message_of(&record, seq);
+            }
+            rest = &rest[span..];
+        }
+        Ok(messages)
     }
 
     /// Logs that messages left `queue` (not waited for: a settle that a
@@ -189,5 +244,53 @@ impl<D: Disk> Store<D> {
         for (segment, live) in runs.runs.into_values() {
             self.log.release(segment, live);
         }
+    }
+}
+
+/// How many of `sorted` (indexes into `pages`, by position) one read takes:
+/// the same segment, gaps up to `READ_GAP_MAX`, at most `READ_SPAN_MAX`.
+fn span_len(pages: &[(u64, Location)], sorted: &[usize]) -> usize {
+    let first = pages[sorted[0]].1;
+    let mut end = u64::from(first.offset) + u64::from(first.len);
+    let mut taken = 1;
+    for &i in &sorted[1..] {
+        let at = pages[i].1;
+        let next_end = u64::from(at.offset) + u64::from(at.len);
+        if at.segment != first.segment
+            || u64::from(at.offset) > end + READ_GAP_MAX
+            || next_end - u64::from(first.offset) > READ_SPAN_MAX
+        {
+            break;
+        }
+        end = end.max(next_end);
+        taken += 1;
+    }
+    taken
+}
+
+fn span_end(pages: &[(u64, Location)], span: &[usize]) -> u64 {
+    span.iter()
+        .map(|&i| u64::from(pages[i].1.offset) + u64::from(pages[i].1.len))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The message of the record in `bytes`, if it is one and has `seq`.
+fn message_of(bytes: &bytes::Bytes, seq: u64) -> Option<Message> {
+    match record::scan(bytes) {
+        record::Scan::Record(
+            record::Record::Enqueue {
+                seq: found,
+                message,
+                ..
+            }
+            | record::Record::Page {
+                seq: found,
+                message,
+                ..
+            },
+            _,
+        ) if found == seq => Some(message),
+        _ => None,
     }
 }

@@ -6,10 +6,15 @@
 //!          | properties u32-prefixed | body u32-prefixed
 //! settle:  vhost s8 | queue s8 | count u32 | seq u64 * count
 //! delete:  vhost s8 | queue s8
+//! page:    as enqueue
 //! ```
 //! (s8: a length octet and that many bytes.) The CRC covers kind and
 //! payload. A zero length is never a record: it is padding up to the next
 //! block, or, at a block boundary, the end of the written log.
+//!
+//! A page record holds a message that is not logged (transient, or in a
+//! non-durable queue) while its queue keeps it out of memory; recovery
+//! skips it.
 //!
 //! Queues are named, not numbered: queue ids are assigned per process, and
 //! a log outlives its process. Decoding never panics, whatever the bytes.
@@ -24,6 +29,7 @@ pub(crate) const HEADER: usize = 8;
 const ENQUEUE: u8 = 1;
 const SETTLE: u8 = 2;
 const DELETE: u8 = 4;
+const PAGE: u8 = 5;
 
 /// A durable queue, by the name it will have after a restart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,11 +51,27 @@ pub(crate) enum Record {
     Settle { queue: QueueName, seqs: Vec<u64> },
     /// The queue was deleted: everything before is void.
     Delete { queue: QueueName },
+    /// A message that is not logged, written out of its queue's memory
+    /// (read back by seq); void after a restart.
+    Page {
+        queue: QueueName,
+        seq: u64,
+        message: Message,
+    },
 }
 
 /// Appends an enqueue record to `out`.
 pub(crate) fn encode_enqueue(out: &mut Vec<u8>, queue: &QueueName, seq: u64, message: &Message) {
-    framed(out, ENQUEUE, |out| {
+    encode_message(out, ENQUEUE, queue, seq, message);
+}
+
+/// Appends a page record to `out`.
+pub(crate) fn encode_page(out: &mut Vec<u8>, queue: &QueueName, seq: u64, message: &Message) {
+    encode_message(out, PAGE, queue, seq, message);
+}
+
+fn encode_message(out: &mut Vec<u8>, kind: u8, queue: &QueueName, seq: u64, message: &Message) {
+    framed(out, kind, |out| {
         put_queue(out, queue);
         out.put_u64_le(seq);
         put_short(out, &message.exchange);
@@ -151,17 +173,24 @@ fn decode(mut buf: Bytes) -> Option<Record> {
         name: get_short(&mut buf)?,
     };
     let record = match kind {
-        ENQUEUE => {
+        ENQUEUE | PAGE => {
             let seq = get_u64(&mut buf)?;
             let exchange = get_short(&mut buf)?;
             let routing_key = get_short(&mut buf)?;
             let properties = get_long(&mut buf)?;
             let body = get_long(&mut buf)?;
             let message = restored_message(exchange, routing_key, properties, body)?;
-            Record::Enqueue {
-                queue,
-                seq,
-                message,
+            match kind {
+                ENQUEUE => Record::Enqueue {
+                    queue,
+                    seq,
+                    message,
+                },
+                _ => Record::Page {
+                    queue,
+                    seq,
+                    message,
+                },
             }
         }
         SETTLE => Record::Settle {
@@ -254,13 +283,14 @@ mod tests {
         encode_enqueue(&mut out, &queue(), 7, &m);
         encode_settle(&mut out, &queue(), &[1, 7]);
         encode_delete(&mut out, &queue());
+        encode_page(&mut out, &queue(), 9, &m);
         let mut bytes = Bytes::from(out);
         let mut records = Vec::new();
         while let Scan::Record(record, used) = scan(&bytes) {
             records.push(record);
             bytes.advance(used);
         }
-        assert_eq!(records.len(), 3);
+        assert_eq!(records.len(), 4);
         match &records[0] {
             Record::Enqueue { seq, message, .. } => {
                 assert_eq!(*seq, 7);
@@ -272,6 +302,14 @@ mod tests {
         }
         assert!(matches!(&records[1], Record::Settle { seqs, .. } if seqs == &[1, 7]));
         assert!(matches!(&records[2], Record::Delete { .. }));
+        match &records[3] {
+            Record::Page { seq, message, .. } => {
+                assert_eq!(*seq, 9);
+                assert_eq!(message.properties, m.properties);
+                assert_eq!(message.body, m.body);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn replay_segment(bytes: &Bytes, queues: &mut QueueMessages) -> Ending {
 
 /// Whether `bytes` from `pos` (inside a block) to the end of its block are
 /// all zeros: the padding after a commit.
-fn pads_to_block_end(bytes: &Bytes, pos: usize) -> bool {
+pub(super) fn pads_to_block_end(bytes: &Bytes, pos: usize) -> bool {
     let end = pos.next_multiple_of(BLOCK as usize).min(bytes.len());
     end > pos && bytes[pos..end].iter().all(|&b| b == 0)
 }
@@ -144,6 +144,8 @@ fn apply(record: Record, queues: &mut QueueMessages) {
         Record::Delete { queue } => {
             queues.remove(&queue);
         }
+        // A transient message's copy: it does not survive a restart.
+        Record::Page { .. } => {}
     }
 }
 

@@ -180,6 +180,16 @@ impl Disk for SimDisk {
         })
     }
 
+    async fn open_for_reading(&self, name: &str) -> io::Result<SimHandle> {
+        if !self.state.borrow().files.contains_key(name) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        Ok(SimHandle {
+            disk: self.clone(),
+            name: name.to_owned(),
+        })
+    }
+
     async fn list(&self) -> io::Result<Vec<String>> {
         Ok(self.state.borrow().files.keys().cloned().collect())
     }

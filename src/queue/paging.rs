@@ -1,0 +1,208 @@
+//! A queue's side of paging: which ready messages may go to disk, swapping
+//! a message's content for its place on disk and back, and what the shard
+//! must release. The shard decides when and does the I/O
+//! (`shard::paging`); this is plain state.
+//!
+//! A queue keeps its head in memory: the first ready messages, up to a
+//! count and a number of body bytes (`head_len`), are never paged out,
+//! and the shard reads paged ones among them back.
+
+use super::{Body, Page, Queue};
+use crate::message::Message;
+use crate::store::log::Location;
+
+/// A message chosen to be paged out.
+pub(crate) struct PageOut {
+    pub seq: u64,
+    pub message: Message,
+    /// Where its enqueue record already is, for a logged message.
+    pub logged: Option<Location>,
+}
+
+/// How much of a queue's head stays in memory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head {
+    pub messages: usize,
+    pub bytes: u64,
+}
+
+impl Queue {
+    /// Whether messages of this queue may be paged out: one priority
+    /// level, and no dead-letter exchange (a message leaving from disk
+    /// has no content to dead-letter).
+    pub(crate) fn is_pageable(&self) -> bool {
+        self.ready.is_single_level() && self.settings.dead_letter_exchange.is_none()
+    }
+
+    /// Body bytes of the ready messages in memory.
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        self.ready.resident_bytes()
+    }
+
+    pub(crate) fn paged_count(&self) -> usize {
+        self.ready.paged_count()
+    }
+
+    /// How the resident bytes changed since the last call.
+    pub(crate) fn resident_change(&mut self) -> i64 {
+        let now = self.ready.resident_bytes();
+        let change = now as i64 - self.reported_resident as i64;
+        self.reported_resident = now;
+        change
+    }
+
+    /// How many ready messages from the front make up the head.
+    fn head_len(&self, head: Head) -> usize {
+        let (mut count, mut bytes) = (0, 0);
+        self.ready.visit_front(head.messages, |ready| {
+            if bytes < head.bytes {
+                count += 1;
+                bytes += ready.body.body_len();
+            }
+        });
+        count
+    }
+
+    /// The newest messages in memory behind the head, up to `bytes_max`
+    /// of body, newest first.
+    pub(crate) fn page_out_candidates(&self, head: Head, bytes_max: u64) -> Vec<PageOut> {
+        let mut chosen = Vec::new();
+        let mut bytes = 0;
+        let mut behind_head = self.ready.len().saturating_sub(self.head_len(head));
+        self.ready.visit_from_back(|ready| {
+            if behind_head == 0 || bytes >= bytes_max {
+                return false;
+            }
+            behind_head -= 1;
+            let (message, logged) = match &ready.body {
+                Body::Resident(message) => (message, None),
+                Body::Logged(message, at) => (message, Some(*at)),
+                Body::Paged(_) => return true,
+            };
+            bytes += message.body_size() as u64;
+            chosen.push(PageOut {
+                seq: ready.seq,
+                message: message.clone(),
+                logged,
+            });
+            true
+        });
+        chosen
+    }
+
+    /// Drops the content of ready message `seq`, now on disk at `at` (a
+    /// page record, or its enqueue record); false when it is no longer
+    /// ready as it was chosen (gone, paged, or its record moved by
+    /// compaction meanwhile).
+    pub(crate) fn page_out(&mut self, seq: u64, at: Location, page_record: bool) -> bool {
+        self.ready
+            .replace_body(seq, |body| {
+                let message = match body {
+                    Body::Resident(message) if page_record => message,
+                    Body::Logged(message, logged) if !page_record && *logged == at => message,
+                    _ => return None,
+                };
+                Some(Body::Paged(Page {
+                    at,
+                    body_len: message.body_size() as u32,
+                    persistent: message.persistent,
+                    page_record,
+                }))
+            })
+            .is_some()
+    }
+
+    /// The paged-out messages in the head, by seq, for the shard to read
+    /// back; none while the first of them is in the head's back half, so
+    /// reads come in batches.
+    pub(crate) fn page_in_candidates(&self, head: Head) -> Vec<(u64, Location)> {
+        let head_len = self.head_len(head);
+        let mut pages = Vec::new();
+        let mut index = 0;
+        let mut first_paged = None;
+        self.ready.visit_front(head_len, |ready| {
+            if let Body::Paged(page) = &ready.body {
+                first_paged.get_or_insert(index);
+                pages.push((ready.seq, page.at));
+            }
+            index += 1;
+        });
+        match first_paged {
+            Some(first) if first <= head_len / 2 => pages,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Puts back the content of ready message `seq`, read from `at`. A
+    /// page record is no longer needed and is returned for the shard to
+    /// release. None when the message left (or was read back) meanwhile.
+    pub(crate) fn page_in(
+        &mut self,
+        seq: u64,
+        at: Location,
+        mut message: Message,
+    ) -> Option<Option<Location>> {
+        let mut unpaged = None;
+        self.ready.replace_body(seq, |body| match body {
+            Body::Paged(page) if page.at == at => {
+                message.set_persistent(page.persistent);
+                Some(match page.page_record {
+                    true => {
+                        unpaged = Some(at);
+                        Body::Resident(message)
+                    }
+                    false => Body::Logged(message, at),
+                })
+            }
+            _ => None,
+        })?;
+        Some(unpaged)
+    }
+
+    /// A paged-out message that cannot be read back (an I/O error, or
+    /// damage on disk) leaves the queue, so the queue does not wait for it
+    /// forever.
+    pub(crate) fn discard_unreadable(&mut self, seq: u64) {
+        if let Some(ready) = self.ready.remove(seq) {
+            self.gone(ready.seq, &ready.body);
+        }
+    }
+
+    /// Page records no longer needed since the last call; `out` sees them
+    /// only when there are some.
+    pub(crate) fn take_unpaged(&mut self, out: impl FnOnce(&[Location])) {
+        if !self.unpaged.is_empty() {
+            out(&self.unpaged);
+            self.unpaged.clear();
+        }
+    }
+
+    /// The page records of a queue being deleted (its logged messages
+    /// go with the store's delete record).
+    pub(crate) fn page_records(&self, mut visit: impl FnMut(Location)) {
+        self.ready
+            .for_each(|ready| ready.body.page_record().into_iter().for_each(&mut visit));
+    }
+
+    /// Whether the logged message `seq` is still in the queue (ready or
+    /// unacked), so its enqueue record is live.
+    pub(crate) fn holds(&self, seq: u64) -> bool {
+        self.unacked.contains_key(&seq) || self.ready.body(seq).is_some()
+    }
+
+    /// Whether ready message `seq` is paged out to the page record at `at`.
+    pub(crate) fn holds_page(&self, seq: u64, at: Location) -> bool {
+        self.ready.body(seq).and_then(Body::page_record) == Some(at)
+    }
+
+    /// The record of message `seq` was copied from `from` to `to`
+    /// (compaction).
+    pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
+        self.ready.relocate(seq, from, to);
+    }
+
+    /// Whether the next message to leave is paged out.
+    pub(crate) fn head_is_paged(&self) -> bool {
+        self.ready.head_is_paged()
+    }
+}

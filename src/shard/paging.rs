@@ -1,0 +1,326 @@
+//! Paging: a shard keeps the bodies of its queues' ready messages in
+//! memory up to its share of `--queue-memory-budget`; past it, the newest
+//! ones go to disk and only their place in the log stays in memory. A
+//! queue's head stays in memory (`HEAD`), read back ahead of delivery, so
+//! a backlog larger than memory drains in order.
+//!
+//! Two tasks do the I/O, because handlers never wait:
+//! - `page_out_loop`, woken when the shard's resident bytes pass the
+//!   budget: picks the queues holding the most, writes the messages that
+//!   are not logged as page records (`Store::page`; a logged message's
+//!   enqueue record is already there), waits for the commit that makes
+//!   them durable, then drops their content (`Queue::page_out`) if they
+//!   are still ready. Pages down to three quarters of the budget.
+//! - `page_in_loop`, woken by `Shard::dispatch` for a queue with paged
+//!   messages: reads the paged ones in the head back (`Store::read_back`)
+//!   and puts them in (`Queue::page_in`), then dispatches, and answers the
+//!   basic.gets that found the head on disk (`park_get`).
+//!
+//! Each checks again, when its I/O is done, that the message is still
+//! where it was, so the handlers may deliver, requeue or purge meanwhile.
+//! A page record stays live in its segment (the log's live counts) until
+//! its message is read back or leaves the queue.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use ahash::RandomState;
+use hashbrown::HashSet;
+
+use super::{QueueRequest, Shard};
+use crate::config::Config;
+use crate::ids::ChannelId;
+use crate::ids::QueueId;
+use crate::queue::paging::{Head, PageOut};
+use crate::queue::Queue;
+use crate::runtime::notify::{Notify, Waiters};
+use crate::store::log::Location;
+use crate::store::record::QueueName;
+
+/// What each queue keeps in memory at its head.
+const HEAD: Head = Head {
+    messages: 1024,
+    bytes: 1 << 20,
+};
+
+/// How long the pager waits when over budget with nothing it may page.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Body bytes paged out of one queue per write.
+const PAGE_OUT_BATCH_BYTES: u64 = 1 << 20;
+
+pub(super) struct Pager {
+    /// This shard's share of the budget, in body bytes.
+    budget: u64,
+    /// Body bytes of ready messages in memory, over the shard's queues.
+    resident: Cell<u64>,
+    over_budget: Notify,
+    page_in_due: Notify,
+    /// Queues with paged messages, to look at for reading back.
+    wanted: RefCell<HashSet<QueueId, RandomState>>,
+    /// basic.gets that found their queue's head on disk.
+    parked_gets: RefCell<Vec<(QueueId, ChannelId, bool)>>,
+    /// Woken after every commit of the log.
+    pub(super) synced: Waiters,
+}
+
+impl Pager {
+    pub(super) fn new(config: &Config, shard_count: usize) -> Pager {
+        let total = crate::memory::total_memory();
+        let budget = match config.queue_memory_budget {
+            Some(budget) => budget.bytes(total),
+            // RabbitMQ pages at half the memory watermark.
+            None => config.memory_high_watermark.bytes(total) / 2,
+        };
+        Pager {
+            budget: budget / shard_count.max(1) as u64,
+            resident: Cell::new(0),
+            over_budget: Notify::new(),
+            page_in_due: Notify::new(),
+            wanted: RefCell::default(),
+            parked_gets: RefCell::default(),
+            synced: Waiters::new(),
+        }
+    }
+}
+
+impl Shard {
+    pub(super) fn start_paging(self: &Rc<Self>) {
+        crate::runtime::spawn(self.clone().page_out_loop());
+        crate::runtime::spawn(self.clone().page_in_loop());
+        crate::runtime::spawn(self.clone().compaction_loop());
+    }
+
+    /// After any change to `q`: counts its resident bytes into the
+    /// shard's, wakes the pager when over budget, or when `q` has messages
+    /// on disk and its head shrank or is on disk, and releases the page
+    /// records it no longer needs.
+    pub(super) fn after_paging_change(&self, queue: QueueId, q: &mut Queue) {
+        let pager = &self.paging;
+        let change = q.resident_change();
+        let resident = pager.resident.get().wrapping_add_signed(change);
+        pager.resident.set(resident);
+        if resident > pager.budget {
+            pager.over_budget.notify();
+        }
+        if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) {
+            pager.wanted.borrow_mut().insert(queue);
+            pager.page_in_due.notify();
+        }
+        q.take_unpaged(|records| self.unpage(records));
+    }
+
+    /// A queue is deleted: its bytes leave the count and its page records
+    /// are released.
+    pub(super) fn forget_paged(&self, q: &mut Queue) {
+        self.after_paging_change(q.id(), q);
+        let pager = &self.paging;
+        pager
+            .resident
+            .set(pager.resident.get() - q.resident_bytes());
+        q.page_records(|at| self.unpage(&[at]));
+    }
+
+    /// basic.get on a queue whose head is on disk: answered once it is
+    /// read back. True when parked.
+    pub(super) fn park_get(
+        &self,
+        queue: QueueId,
+        reply_to: ChannelId,
+        request: &QueueRequest,
+    ) -> bool {
+        let QueueRequest::Get { no_ack } = *request else {
+            return false;
+        };
+        let head_paged = self
+            .queues
+            .borrow()
+            .get(&queue)
+            .is_some_and(Queue::head_is_paged);
+        if head_paged {
+            self.paging
+                .parked_gets
+                .borrow_mut()
+                .push((queue, reply_to, no_ack));
+            self.paging.wanted.borrow_mut().insert(queue);
+            self.paging.page_in_due.notify();
+        }
+        head_paged
+    }
+
+    async fn page_out_loop(self: Rc<Self>) {
+        loop {
+            self.paging.over_budget.wait().await;
+            let target = self.paging.budget / 4 * 3;
+            while self.paging.resident.get() > target {
+                if !self.page_out_some().await {
+                    // Only heads are left in memory: look again later
+                    // rather than on every change.
+                    crate::runtime::sleep(RETRY_PAUSE).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Pages out a batch from the queue holding the most bytes that has
+    /// something to page; false when none has.
+    async fn page_out_some(&self) -> bool {
+        let mut by_size: Vec<(u64, QueueId)> = self
+            .queues
+            .borrow()
+            .iter()
+            .filter(|(_, q)| q.is_pageable() && q.resident_bytes() > 0)
+            .map(|(&id, q)| (q.resident_bytes(), id))
+            .collect();
+        by_size.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, queue) in by_size {
+            let chosen = match self.queues.borrow().get(&queue) {
+                Some(q) => (
+                    QueueName {
+                        vhost: q.vhost().clone(),
+                        name: q.name().clone(),
+                    },
+                    q.page_out_candidates(HEAD, PAGE_OUT_BATCH_BYTES),
+                ),
+                None => continue,
+            };
+            if !chosen.1.is_empty() {
+                return self.page_out(queue, &chosen.0, chosen.1).await;
+            }
+        }
+        false
+    }
+
+    /// Writes what is not on disk yet, waits until all of it is durable,
+    /// then drops the content of what is still ready. False when the log
+    /// has failed.
+    async fn page_out(&self, queue: QueueId, name: &QueueName, chosen: Vec<PageOut>) -> bool {
+        let store = self.store();
+        let mut placed = Vec::with_capacity(chosen.len());
+        for PageOut {
+            seq,
+            message,
+            logged,
+        } in chosen
+        {
+            match logged {
+                Some(at) => placed.push((seq, at, false)),
+                None => match store.store.page(name, seq, &message) {
+                    Some(appended) => placed.push((seq, appended.at, true)),
+                    None => break,
+                },
+            }
+        }
+        store.work.notify();
+        let log = store.store.log();
+        self.paging
+            .synced
+            .wait_until(|| log.is_failed() || placed.iter().all(|(_, at, _)| log.is_durable(*at)))
+            .await;
+        if log.is_failed() {
+            return false;
+        }
+        let mut queues = self.queues.borrow_mut();
+        let mut q = queues.get_mut(&queue);
+        for (seq, at, page_record) in placed {
+            let paged = q.as_mut().is_some_and(|q| q.page_out(seq, at, page_record));
+            if !paged && page_record {
+                store.store.unpage(at);
+            }
+        }
+        if let Some(q) = q {
+            self.after_paging_change(queue, q);
+        }
+        true
+    }
+
+    async fn page_in_loop(self: Rc<Self>) {
+        loop {
+            self.paging.page_in_due.wait().await;
+            let wanted: Vec<QueueId> = self.paging.wanted.borrow_mut().drain().collect();
+            for queue in wanted {
+                self.page_in(queue).await;
+            }
+        }
+    }
+
+    /// Reads the paged messages of `queue`'s head back, then delivers.
+    async fn page_in(self: &Rc<Self>, queue: QueueId) {
+        let pages = match self.queues.borrow().get(&queue) {
+            Some(q) => q.page_in_candidates(HEAD),
+            None => return,
+        };
+        if !pages.is_empty() {
+            // A record compaction just copied is read once it is durable.
+            let log = self.store().store.log();
+            self.paging
+                .synced
+                .wait_until(|| log.is_failed() || pages.iter().all(|(_, at)| log.is_durable(*at)))
+                .await;
+            let read = self.store().store.read_back(&pages).await;
+            let mut queues = self.queues.borrow_mut();
+            let Some(q) = queues.get_mut(&queue) else {
+                return;
+            };
+            match read {
+                Ok(messages) => self.put_back(q, &pages, messages),
+                Err(err) => {
+                    tracing::error!(
+                        "cannot read {} paged messages of queue '{}' back: {err}; they are dropped",
+                        pages.len(),
+                        q.name()
+                    );
+                    pages.iter().for_each(|&(seq, _)| q.discard_unreadable(seq));
+                }
+            }
+            drop(queues);
+            // Delivering what came back may wake this task again, for the
+            // next batch; with nothing read, nothing changed.
+            self.dispatch(queue);
+        }
+        self.answer_parked_gets(queue);
+    }
+
+    fn put_back(
+        &self,
+        q: &mut Queue,
+        pages: &[(u64, Location)],
+        messages: Vec<Option<crate::message::Message>>,
+    ) {
+        for (&(seq, at), message) in pages.iter().zip(messages) {
+            let Some(message) = message else {
+                tracing::error!(
+                    "paged message {seq} of queue '{}' is damaged on disk; it is dropped",
+                    q.name()
+                );
+                q.discard_unreadable(seq);
+                continue;
+            };
+            if let Some(Some(record)) = q.page_in(seq, at, message) {
+                self.store().store.unpage(record);
+            }
+        }
+    }
+
+    /// Runs again the basic.gets parked on `queue`, in order.
+    fn answer_parked_gets(self: &Rc<Self>, queue: QueueId) {
+        let parked: Vec<_> = {
+            let mut gets = self.paging.parked_gets.borrow_mut();
+            let (mine, others) = gets.drain(..).partition(|(q, _, _)| *q == queue);
+            *gets = others;
+            mine
+        };
+        for (queue, reply_to, no_ack) in parked {
+            self.queue_request(queue, reply_to, QueueRequest::Get { no_ack });
+        }
+    }
+
+    fn unpage(&self, records: &[Location]) {
+        let store = self.store();
+        for &at in records {
+            store.store.unpage(at);
+        }
+        store.work.notify();
+    }
+}

@@ -1,0 +1,266 @@
+//! Backlogs larger than the queues' memory budget: a real warren process
+//! with a small `--queue-memory-budget`, two shards, a durable queue on
+//! each, and a backlog of 1 KiB messages (persistent and transient) many
+//! times the budget. The broker's resident set must stay far below the
+//! backlog while it fills, and every message must come back in order and
+//! byte for byte, read back from disk; the persistent ones also after a
+//! restart.
+//!
+//! These tests read the broker's memory and restart it, so they do
+//! nothing in differential mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::amqp::{open_confirming as open, within};
+use common::Broker;
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use warren::catalog::queue_shard;
+
+const BUDGET: &str = "4MiB";
+const BODY_LEN: usize = 1024;
+/// Publishes awaited together.
+const WINDOW: usize = 500;
+const STOP: Duration = Duration::from_secs(15);
+
+fn broker_args() -> [&'static str; 6] {
+    [
+        "--shards",
+        "2",
+        "--queue-memory-budget",
+        BUDGET,
+        "--segment-size",
+        "4194304",
+    ]
+}
+
+/// One durable queue name for each shard of a 2-shard broker.
+fn queues(prefix: &str) -> Vec<String> {
+    (0..2)
+        .map(|shard| {
+            (0..)
+                .map(|n| format!("{prefix}-{n}"))
+                .find(|name| queue_shard(b"/", name.as_bytes(), 2) == shard)
+                .expect("a name for every shard")
+        })
+        .collect()
+}
+
+/// Every third message is transient.
+fn is_persistent(n: usize) -> bool {
+    n % 3 != 0
+}
+
+fn properties(n: usize) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("n".into(), AMQPValue::LongLongInt(n as i64));
+    BasicProperties::default()
+        .with_content_type("application/octet-stream".into())
+        .with_headers(headers)
+        .with_delivery_mode(if is_persistent(n) { 2 } else { 1 })
+        .with_message_id(format!("m{n}").into())
+        .with_timestamp(1_700_000_000 + n as u64)
+}
+
+fn body(n: usize) -> Vec<u8> {
+    let mut body = format!("message {n} ").into_bytes();
+    body.resize(BODY_LEN, (n % 251) as u8);
+    body
+}
+
+fn number_of(data: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(data);
+    let number = text.split(' ').nth(1).unwrap_or_default();
+    number
+        .parse()
+        .unwrap_or_else(|_| panic!("not one of ours: {text:.40}"))
+}
+
+async fn declare(channel: &Channel, queue: &str) {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    within(
+        "queue.declare",
+        channel.queue_declare(queue, options, FieldTable::default()),
+    )
+    .await
+    .expect("queue.declare");
+}
+
+/// Publishes messages `0..count` round-robin over `queues`, with
+/// confirms; returns the broker's largest resident set seen meanwhile.
+async fn publish_backlog(
+    broker: &Broker,
+    channel: &Channel,
+    queues: &[String],
+    count: usize,
+) -> u64 {
+    let mut rss_max = 0;
+    let mut window = Vec::with_capacity(WINDOW);
+    for n in 0..count {
+        let queue = &queues[n % queues.len()];
+        let confirm = within(
+            "basic.publish",
+            channel.basic_publish(
+                "",
+                queue,
+                BasicPublishOptions::default(),
+                &body(n),
+                properties(n),
+            ),
+        )
+        .await
+        .expect("basic.publish");
+        window.push(confirm);
+        if window.len() == WINDOW || n + 1 == count {
+            for confirm in window.drain(..) {
+                let confirmation = within("confirm", confirm).await.expect("confirm");
+                assert!(confirmation.is_ack(), "message nacked");
+            }
+            rss_max = rss_max.max(broker.resident_bytes().expect("the broker's VmRSS"));
+        }
+    }
+    rss_max
+}
+
+/// Consumes `expected` from `queue` (acking), asserting order and content.
+async fn consume_all(channel: &Channel, queue: &str, expected: &[usize], redelivered: bool) {
+    let mut consumer = within(
+        "basic.consume",
+        channel.basic_consume(
+            queue,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("basic.consume");
+    for &n in expected {
+        let delivery = within("delivery", consumer.next())
+            .await
+            .expect("the consumer is open")
+            .expect("a delivery");
+        let got = number_of(&delivery.data);
+        assert_eq!(got, n, "{queue}: out of order");
+        assert_eq!(delivery.data, body(n), "{queue}: body of message {n}");
+        assert_eq!(
+            delivery.properties,
+            properties(n),
+            "{queue}: properties of message {n}"
+        );
+        assert_eq!(delivery.redelivered, redelivered, "{queue}: message {n}");
+        within("ack", delivery.acker.ack(BasicAckOptions::default()))
+            .await
+            .expect("basic.ack");
+    }
+}
+
+async fn assert_empty(channel: &Channel, queue: &str) {
+    let got = within(
+        "basic.get",
+        channel.basic_get(queue, BasicGetOptions::default()),
+    )
+    .await
+    .expect("basic.get");
+    assert!(got.is_none(), "{queue}: more messages than published");
+}
+
+#[tokio::test]
+async fn a_backlog_many_times_the_budget_stays_on_disk_and_comes_back_in_order() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let broker = Broker::start_with(&broker_args());
+    let (_connection, channel) = open(&broker).await;
+    let names = queues("paged");
+    for queue in &names {
+        declare(&channel, queue).await;
+    }
+    let count = 100_000;
+    let rss_start = broker.resident_bytes().expect("the broker's VmRSS");
+    let rss_max = publish_backlog(&broker, &channel, &names, count).await;
+    let backlog = (count * BODY_LEN) as u64;
+    let grown = rss_max.saturating_sub(rss_start);
+    // Kept in memory: the budget, the heads, an index entry per message,
+    // and what the allocator holds on to; without paging the set would
+    // grow by more than the backlog.
+    assert!(
+        grown < backlog / 2,
+        "the resident set grew by {} MiB for a {} MiB backlog",
+        grown >> 20,
+        backlog >> 20
+    );
+    within(
+        "basic.qos",
+        channel.basic_qos(200, BasicQosOptions::default()),
+    )
+    .await
+    .expect("basic.qos");
+    for (q, queue) in names.iter().enumerate() {
+        let expected: Vec<usize> = (q..count).step_by(names.len()).collect();
+        consume_all(&channel, queue, &expected, false).await;
+        assert_empty(&channel, queue).await;
+    }
+}
+
+#[tokio::test]
+async fn a_paged_backlog_keeps_its_persistent_messages_across_a_restart() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let mut broker = Broker::start_with(&broker_args());
+    let names = queues("paged-restart");
+    let count = 24_000;
+    {
+        let (connection, channel) = open(&broker).await;
+        for queue in &names {
+            declare(&channel, queue).await;
+        }
+        publish_backlog(&broker, &channel, &names, count).await;
+        let _ = connection.close(200, "bye").await;
+    }
+    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    broker.restart(&broker_args());
+    let (_connection, channel) = open(&broker).await;
+    for (q, queue) in names.iter().enumerate() {
+        declare(&channel, queue).await;
+        let mut expected = (q..count)
+            .step_by(names.len())
+            .filter(|&n| is_persistent(n));
+        // basic.get past the head kept in memory: a get that finds the
+        // head on disk is answered once it is read back.
+        for n in expected.by_ref().take(3000) {
+            let got = within(
+                "basic.get",
+                channel.basic_get(queue, BasicGetOptions::default()),
+            )
+            .await
+            .expect("basic.get")
+            .unwrap_or_else(|| panic!("{queue}: get-empty before message {n}"));
+            assert_eq!(number_of(&got.delivery.data), n, "{queue}: out of order");
+            assert_eq!(got.delivery.data, body(n));
+            assert_eq!(got.delivery.properties, properties(n));
+            within("ack", got.delivery.acker.ack(BasicAckOptions::default()))
+                .await
+                .expect("basic.ack");
+        }
+        within(
+            "basic.qos",
+            channel.basic_qos(200, BasicQosOptions::default()),
+        )
+        .await
+        .expect("basic.qos");
+        consume_all(&channel, queue, &expected.collect::<Vec<_>>(), true).await;
+        assert_empty(&channel, queue).await;
+    }
+}
