@@ -46,7 +46,7 @@ use access::{
 use policy::{Policies, Subject};
 
 /// The vhost every broker has.
-pub const DEFAULT_VHOST: &str = "/";
+pub(crate) const DEFAULT_VHOST: &str = "/";
 
 /// An exchange's definition.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,11 +67,11 @@ pub struct ExchangeDef {
 }
 
 /// The type name of x-delayed-message exchanges (the community plugin's).
-pub const DELAYED_TYPE: &str = "x-delayed-message";
+pub(crate) const DELAYED_TYPE: &str = "x-delayed-message";
 
 impl ExchangeDef {
     /// The type as exchange.declare names it.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         if self.delayed {
             DELAYED_TYPE
         } else {
@@ -90,7 +90,7 @@ pub struct QueueDef {
     pub shard_id: ShardId,
     pub durable: bool,
     /// The connection an exclusive queue belongs to.
-    pub exclusive_owner: Option<ConnectionId>,
+    pub(crate) exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
     /// What the arguments and the policies in effect mean together
@@ -263,7 +263,7 @@ pub struct Catalog {
 }
 
 /// RabbitMQ's default user, created at start.
-pub const GUEST_USER: &str = "guest";
+pub(crate) const GUEST_USER: &str = "guest";
 /// A fixed salt for guest's hash, so every replica builds the same one
 /// (guest's password is no secret).
 const GUEST_SALT: [u8; 4] = *b"warr";
@@ -634,7 +634,7 @@ impl Catalog {
         self.queues.get(id)
     }
 
-    pub fn queue_by_id(&self, id: QueueId) -> Option<&QueueDef> {
+    pub(crate) fn queue_by_id(&self, id: QueueId) -> Option<&QueueDef> {
         self.queues.get(&id)
     }
 
@@ -654,7 +654,7 @@ impl Catalog {
 
     /// The queue, if `conn` may use it (consume, get, purge, delete, bind):
     /// 404 when missing, 405 when exclusive to another connection.
-    pub fn check_queue_access(
+    pub(crate) fn check_queue_access(
         &self,
         vhost: &[u8],
         name: &[u8],
@@ -670,7 +670,7 @@ impl Catalog {
 
     /// The exchange, if a message may be published to it: 404 when missing,
     /// 403 when internal.
-    pub fn exchange_accepts_publish(
+    pub(crate) fn exchange_accepts_publish(
         &self,
         vhost: &[u8],
         name: &[u8],
@@ -1141,11 +1141,11 @@ impl Catalog {
     }
 
     /// Every vhost's name, sorted.
-    pub fn vhost_names(&self) -> impl Iterator<Item = &ShortStr> {
+    pub(crate) fn vhost_names(&self) -> impl Iterator<Item = &ShortStr> {
         self.vhosts.keys()
     }
 
-    pub fn has_vhost(&self, name: &[u8]) -> bool {
+    pub(crate) fn has_vhost(&self, name: &[u8]) -> bool {
         self.vhosts.contains_key(name)
     }
 
@@ -1164,7 +1164,7 @@ impl Catalog {
 
     /// The compiled permission of `user` in `vhost`, which a connection
     /// keeps: None when the user has none there.
-    pub fn user_permission(&self, vhost: &str, user: &str) -> Option<Arc<UserPermission>> {
+    pub(crate) fn user_permission(&self, vhost: &str, user: &str) -> Option<Arc<UserPermission>> {
         let key = (vhost.to_owned(), user.to_owned());
         self.permissions
             .get(&key)

@@ -39,17 +39,17 @@ pub struct Config {
 
     /// Largest message body accepted, in bytes (RabbitMQ: 128 MiB).
     #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 << 20)]
-    pub message_size_max: u64,
+    pub(crate) message_size_max: u64,
 
     /// Capacity of each shard-to-shard ring, in messages.
     #[arg(long, env = "WARREN_RING_CAPACITY", default_value_t = 4096)]
-    pub ring_capacity: usize,
+    pub(crate) ring_capacity: usize,
 
     /// Deliveries a consumer may have in flight to its connection's socket
     /// before the queue waits for the connection to write them (flow control,
     /// independent of prefetch).
     #[arg(long, env = "WARREN_CONSUMER_CREDIT", default_value_t = 2000)]
-    pub consumer_credit: u32,
+    pub(crate) consumer_credit: u32,
 
     /// HTTP management API port (RabbitMQ's 15672; 0 disables it).
     #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = 15672)]
@@ -57,7 +57,7 @@ pub struct Config {
 
     /// Address the management API listens on (default: the AMQP --bind).
     #[arg(long, env = "WARREN_MANAGEMENT_BIND")]
-    pub management_bind: Option<IpAddr>,
+    pub(crate) management_bind: Option<IpAddr>,
 
     /// Directory for the broker's files (the warrenctl token now; the
     /// durable store later). Default: $XDG_DATA_HOME/warren, else
@@ -69,13 +69,13 @@ pub struct Config {
     /// has not processed yet. Past it the connection stops reading its
     /// socket until the shard catches up, so TCP slows the publisher.
     #[arg(long, env = "WARREN_PUBLISH_CREDIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
-    pub publish_credit: u32,
+    pub(crate) publish_credit: u32,
 
     /// Memory use past which publishing connections are blocked: a fraction
     /// of the machine's memory (0.4, RabbitMQ's default) or a size (512MiB,
     /// 2GB, or bytes).
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
-    pub memory_high_watermark: Watermark,
+    pub(crate) memory_high_watermark: Watermark,
 
     /// Body bytes of ready messages that queues keep in memory, over all
     /// shards; past it the newest go to disk and are read back ahead of
@@ -83,7 +83,7 @@ pub struct Config {
     /// (256MiB). Default: half of --memory-high-watermark, where RabbitMQ
     /// starts paging.
     #[arg(long, env = "WARREN_QUEUE_MEMORY_BUDGET")]
-    pub queue_memory_budget: Option<Watermark>,
+    pub(crate) queue_memory_budget: Option<Watermark>,
 
     /// Free disk space under the data directory below which publishers are
     /// blocked (connection.blocked), as RabbitMQ's disk alarm does: a size
@@ -95,11 +95,11 @@ pub struct Config {
     /// fdatasync: RabbitMQ classic-queue speed, but a power loss or an OS
     /// crash can lose confirmed messages (a killed broker cannot).
     #[arg(long, env = "WARREN_UNSAFE_NO_FSYNC")]
-    pub unsafe_no_fsync: bool,
+    pub(crate) unsafe_no_fsync: bool,
 
     /// Size of each message log segment file (preallocated), in bytes.
     #[arg(long, env = "WARREN_SEGMENT_SIZE", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
-    pub segment_size: u64,
+    pub(crate) segment_size: u64,
 
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "warren=debug").
     #[arg(long, env = "WARREN_LOG", default_value = "info")]
@@ -107,12 +107,12 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn listen_addr(&self) -> SocketAddr {
+    pub(crate) fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
     }
 
     /// The management API's address, if it is enabled.
-    pub fn management_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn management_addr(&self) -> Option<SocketAddr> {
         let bind = self.management_bind.unwrap_or(self.bind);
         (self.management_port != 0).then(|| SocketAddr::new(bind, self.management_port))
     }
@@ -128,7 +128,7 @@ impl Config {
     }
 
     /// The shard count to run: the flag, else one per usable CPU.
-    pub fn shard_count(&self) -> usize {
+    pub(crate) fn shard_count(&self) -> usize {
         self.shards
             .unwrap_or_else(|| crate::runtime::allowed_cpus().len())
             .max(1)
@@ -137,7 +137,7 @@ impl Config {
 
 /// `${XDG_DATA_HOME:-$HOME/.local/share}/warren`, which warrenctl also
 /// reads.
-pub fn default_data_dir() -> Option<PathBuf> {
+pub(crate) fn default_data_dir() -> Option<PathBuf> {
     let non_empty = |name| std::env::var_os(name).filter(|value| !value.is_empty());
     let base = match non_empty("XDG_DATA_HOME") {
         Some(dir) => PathBuf::from(dir),

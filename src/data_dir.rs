@@ -11,7 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-pub const LOCK_FILE: &str = "warren.lock";
+pub(crate) const LOCK_FILE: &str = "warren.lock";
 
 /// A data directory this process holds. The lock goes with it.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Index of a shard, `0..shard_count`.
-pub type ShardId = usize;
+pub(crate) type ShardId = usize;
 
 /// A queue's identity for its whole life, assigned by the catalog when the
 /// queue is created. Every shard's catalog replica assigns the same id,
@@ -43,14 +43,14 @@ impl fmt::Display for QueueId {
 /// The management API's stand-in for a connection: it declares, binds and
 /// takes messages (basic.get on its behalf) under this id, which no
 /// accepted connection ever has (shard ids are far below `u32::MAX`).
-pub const MANAGEMENT_CONNECTION: ConnectionId = ConnectionId {
+pub(crate) const MANAGEMENT_CONNECTION: ConnectionId = ConnectionId {
     shard_id: u32::MAX,
     local_id: u32::MAX,
 };
 
 /// The management API's one channel, which holds what it takes with
 /// basic.get (settled at once).
-pub const MANAGEMENT_CHANNEL: ChannelId = ChannelId {
+pub(crate) const MANAGEMENT_CHANNEL: ChannelId = ChannelId {
     conn: MANAGEMENT_CONNECTION,
     number: 0,
 };

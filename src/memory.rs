@@ -74,7 +74,7 @@ impl FromStr for Watermark {
 
 /// The memory this process may use: the machine's RAM, or the cgroup's
 /// limit when it is lower (a container's), as RabbitMQ reads it.
-pub fn total_memory() -> u64 {
+pub(crate) fn total_memory() -> u64 {
     // SAFETY: sysconf only reads system configuration values.
     let (pages, page_size) = unsafe {
         (
@@ -93,7 +93,7 @@ pub fn total_memory() -> u64 {
 }
 
 /// Reads this process's resident set size without allocating.
-pub struct ResidentSet {
+pub(crate) struct ResidentSet {
     statm: Option<File>,
     page_size: u64,
 }
@@ -125,7 +125,7 @@ impl ResidentSet {
 /// that thread allocates again, which an idle shard may not. `force` does
 /// it now, whatever the delay. Harmless where mimalloc is not the global
 /// allocator (it then holds nothing).
-pub fn return_free_memory(force: bool) {
+pub(crate) fn return_free_memory(force: bool) {
     // SAFETY: mi_collect only walks the calling thread's own mimalloc heap.
     unsafe { libmimalloc_sys::mi_collect(force) }
 }

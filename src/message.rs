@@ -66,7 +66,7 @@ impl Message {
     /// so it holds only its own bytes. Only the sole holder may: copying a
     /// handle that several queues share would multiply the bytes. Returns
     /// whether it copied.
-    pub fn compact(&mut self) -> bool {
+    pub(crate) fn compact(&mut self) -> bool {
         if self.0.content.body.len() > COMPACT_BODY_MAX {
             return false;
         }
@@ -80,7 +80,7 @@ impl Message {
 
     /// Marks a message read back from disk persistent or not, as it was
     /// published; only its sole holder can.
-    pub fn set_persistent(&mut self, persistent: bool) {
+    pub(crate) fn set_persistent(&mut self, persistent: bool) {
         if let Some(held) = Arc::get_mut(&mut self.0) {
             held.content.persistent = persistent;
         }

@@ -23,13 +23,13 @@ use crate::protocol::error::AmqpError;
 
 /// Longest user name, vhost name, tag list or pattern accepted (RabbitMQ
 /// stores names as AMQP short strings).
-pub const NAME_LEN_MAX: usize = 255;
+pub(crate) const NAME_LEN_MAX: usize = 255;
 /// Longest permission or policy pattern accepted.
-pub const PATTERN_LEN_MAX: usize = 4096;
+pub(crate) const PATTERN_LEN_MAX: usize = 4096;
 
 /// RabbitMQ's password hashing modules; sha256 is its default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashingAlgorithm {
+pub(crate) enum HashingAlgorithm {
     Sha256,
     Sha512,
 }
@@ -70,7 +70,7 @@ impl HashingAlgorithm {
 /// Empty means "no password": nobody logs in with one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasswordHash {
-    pub algorithm: HashingAlgorithm,
+    pub(crate) algorithm: HashingAlgorithm,
     salted_digest: Vec<u8>,
 }
 
@@ -88,7 +88,7 @@ impl PasswordHash {
     }
 
     /// A hash as definitions files carry it (base64); None when malformed.
-    pub fn from_base64(text: &str, algorithm: HashingAlgorithm) -> Option<PasswordHash> {
+    pub(crate) fn from_base64(text: &str, algorithm: HashingAlgorithm) -> Option<PasswordHash> {
         let salted_digest = BASE64.decode(text).ok()?;
         let digest_len = algorithm.digest(&[], &[]).len();
         if !salted_digest.is_empty() && salted_digest.len() != SALT_LEN + digest_len {
@@ -100,7 +100,7 @@ impl PasswordHash {
         })
     }
 
-    pub fn to_base64(&self) -> String {
+    pub(crate) fn to_base64(&self) -> String {
         BASE64.encode(&self.salted_digest)
     }
 
@@ -122,23 +122,23 @@ pub struct User {
 }
 
 impl User {
-    pub fn has_tag(&self, tag: &str) -> bool {
+    pub(crate) fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
     }
 }
 
 /// RabbitMQ's `loopback_users` default: these log in from loopback only,
 /// over AMQP and over the management API.
-pub const LOOPBACK_USERS: [&str; 1] = [super::GUEST_USER];
+pub(crate) const LOOPBACK_USERS: [&str; 1] = [super::GUEST_USER];
 
 /// Whether `user` may log in from a peer that is (or is not) loopback.
-pub fn may_log_in_from(user: &str, peer_is_loopback: bool) -> bool {
+pub(crate) fn may_log_in_from(user: &str, peer_is_loopback: bool) -> bool {
     peer_is_loopback || !LOOPBACK_USERS.contains(&user)
 }
 
 /// What an operation needs on a resource.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     Configure,
     Write,
     Read,
@@ -190,14 +190,14 @@ pub struct PermissionDef {
 
 /// A permission's compiled patterns, shared by the connections that use it.
 #[derive(Debug)]
-pub struct UserPermission {
+pub(crate) struct UserPermission {
     configure: Pattern,
     write: Pattern,
     read: Pattern,
 }
 
 impl UserPermission {
-    pub fn compile(def: &PermissionDef) -> Result<Arc<UserPermission>, AmqpError> {
+    pub(crate) fn compile(def: &PermissionDef) -> Result<Arc<UserPermission>, AmqpError> {
         Ok(Arc::new(UserPermission {
             configure: Pattern::compile(&def.configure)?,
             write: Pattern::compile(&def.write)?,
@@ -224,7 +224,7 @@ impl UserPermission {
 
 /// RabbitMQ 3.10's refusal, which does not say which access was missing:
 /// "access to exchange 'x' in vhost '/' refused for user 'u'".
-pub fn access_refused(kind: &str, name: &[u8], vhost: &str, user: &str) -> AmqpError {
+pub(crate) fn access_refused(kind: &str, name: &[u8], vhost: &str, user: &str) -> AmqpError {
     let name = if name.is_empty() {
         "amq.default".into()
     } else {
@@ -374,7 +374,7 @@ fn erlang_term(value: &serde_json::Value) -> String {
 
 /// RabbitMQ's policy validation, with its texts for unknown keys and bad
 /// values.
-pub fn validate_policy(def: &PolicyDef) -> Result<(), AmqpError> {
+pub(crate) fn validate_policy(def: &PolicyDef) -> Result<(), AmqpError> {
     let failed =
         |detail: String| AmqpError::precondition_failed(format!("Validation failed\n\n{detail}\n"));
     Pattern::compile(&def.pattern)?;
@@ -399,7 +399,7 @@ pub fn validate_policy(def: &PolicyDef) -> Result<(), AmqpError> {
 }
 
 /// Checks a user or vhost name's length.
-pub fn check_name_len(kind: &str, name: &str) -> Result<(), AmqpError> {
+pub(crate) fn check_name_len(kind: &str, name: &str) -> Result<(), AmqpError> {
     if name.is_empty() || name.len() > NAME_LEN_MAX {
         return Err(AmqpError::precondition_failed(format!(
             "{kind} name must be 1 to {NAME_LEN_MAX} bytes"
@@ -409,7 +409,7 @@ pub fn check_name_len(kind: &str, name: &str) -> Result<(), AmqpError> {
 }
 
 /// Checks a pattern's length.
-pub fn check_pattern_len(pattern: &str) -> Result<(), AmqpError> {
+pub(crate) fn check_pattern_len(pattern: &str) -> Result<(), AmqpError> {
     if pattern.len() > PATTERN_LEN_MAX {
         return Err(AmqpError::precondition_failed(format!(
             "pattern longer than {PATTERN_LEN_MAX} bytes"

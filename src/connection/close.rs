@@ -175,7 +175,7 @@ impl Connection {
     }
 
     /// Broker shutdown: connection.close 320 to the client.
-    pub fn force_close(self: &Rc<Self>, text: &str) {
+    pub(crate) fn force_close(self: &Rc<Self>, text: &str) {
         if matches!(self.phase(), Phase::Open) {
             self.close_connection(AmqpError::new(reply_code::CONNECTION_FORCED, text), 0, 0);
         } else {
@@ -183,7 +183,7 @@ impl Connection {
         }
     }
 
-    pub async fn wait_closed(&self, limit: Duration) {
+    pub(crate) async fn wait_closed(&self, limit: Duration) {
         let _ = runtime::timeout(limit, async {
             while !self.writer_done.get() {
                 self.writer_finished.wait().await;

@@ -19,7 +19,7 @@ use crate::protocol::method::BasicConsume;
 use crate::protocol::properties::BasicProperties;
 use crate::protocol::{AmqpError, FieldTable, ShortStr};
 
-pub const PSEUDO_QUEUE: &str = "amq.rabbitmq.reply-to";
+pub(crate) const PSEUDO_QUEUE: &str = "amq.rabbitmq.reply-to";
 
 impl Connection {
     /// basic.consume on the pseudo-queue: declare this channel's reply

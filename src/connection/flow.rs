@@ -127,7 +127,7 @@ impl Connection {
     }
 
     /// Credit from a shard that processed what this connection sent it.
-    pub fn publish_credit(&self, from: ShardId, credit: PublishCredit) {
+    pub(crate) fn publish_credit(&self, from: ShardId, credit: PublishCredit) {
         self.flow.returned(from, credit);
     }
 }

@@ -29,7 +29,7 @@ use crate::shard::ShardMsg;
 /// Above this many buffered bytes the reader stops reading the socket
 /// until the writer catches up (a client that publishes but never reads
 /// its confirms must not grow our buffer).
-pub const BUFFERED_BYTES_MAX: usize = 4 << 20;
+pub(crate) const BUFFERED_BYTES_MAX: usize = 4 << 20;
 
 /// A write smaller than this first lets the shard's other tasks run once,
 /// so that deliveries appended over two bounded turns leave in one send: on
@@ -39,7 +39,7 @@ pub const BUFFERED_BYTES_MAX: usize = 4 << 20;
 /// and 16 rounds; 1 was best for prefetch 100).
 const GATHER_BYTES: usize = 64 << 10;
 
-pub struct Outbound {
+pub(crate) struct Outbound {
     buf: RefCell<BytesMut>,
     ready: Notify,
     drained: Notify,
@@ -74,7 +74,7 @@ impl Outbound {
         }
     }
 
-    pub fn set_frame_max(&self, frame_max: u32) {
+    pub(crate) fn set_frame_max(&self, frame_max: u32) {
         self.frame_max.set(frame_max);
     }
 
@@ -148,16 +148,16 @@ impl Outbound {
         self.buf.borrow().len()
     }
 
-    pub fn idle_since_write(&self) -> std::time::Duration {
+    pub(crate) fn idle_since_write(&self) -> std::time::Duration {
         self.last_write.get().elapsed()
     }
 
-    pub fn close_after_flush(&self) {
+    pub(crate) fn close_after_flush(&self) {
         self.close_after_flush.set(true);
         self.ready.notify();
     }
 
-    pub async fn wait_drained(&self) {
+    pub(crate) async fn wait_drained(&self) {
         while self.buffered() > BUFFERED_BYTES_MAX / 2 {
             self.drained.wait().await;
         }
@@ -166,7 +166,7 @@ impl Outbound {
 
 /// The writer task: moves appended frames to the socket until the
 /// connection closes, returning consumer credit after each write.
-pub async fn run_writer(conn: Rc<Connection>, mut socket: WriteHalf) {
+pub(crate) async fn run_writer(conn: Rc<Connection>, mut socket: WriteHalf) {
     let out = &conn.out;
     // Credit for what the current write carries; swapped with the
     // accumulating list, so neither is reallocated per write.

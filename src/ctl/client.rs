@@ -19,14 +19,14 @@ pub struct Client {
 }
 
 /// An API answer: status and JSON body (Null when empty).
-pub struct Answer {
+pub(crate) struct Answer {
     pub status: u16,
     pub body: Value,
 }
 
 impl Client {
     /// Reads `data_dir/warrenctl.token` (port, then token).
-    pub fn from_data_dir(data_dir: &Path) -> Result<Client, CtlError> {
+    pub(crate) fn from_data_dir(data_dir: &Path) -> Result<Client, CtlError> {
         let path: PathBuf = data_dir.join(TOKEN_FILE);
         let text = std::fs::read_to_string(&path).map_err(|err| {
             CtlError::unavailable(format!(

@@ -11,7 +11,7 @@ use super::listing::Listing;
 use super::{CtlError, Invocation};
 
 /// Every command, for the usage message.
-pub const NAMES: [&str; 32] = [
+pub(crate) const NAMES: [&str; 32] = [
     "status",
     "stop",
     "list_queues",

@@ -11,12 +11,12 @@ pub struct Listing {
     /// rabbitmqctl's informational line, printed unless `-q`.
     pub banner: String,
     pub rows: Vec<Value>,
-    pub default_columns: &'static [&'static str],
+    pub(crate) default_columns: &'static [&'static str],
     /// The columns this listing knows.
-    pub known_columns: &'static [&'static str],
+    pub(crate) known_columns: &'static [&'static str],
     /// Positional arguments before the column names (list_user_permissions
     /// takes the user first).
-    pub leading_args: usize,
+    pub(crate) leading_args: usize,
 }
 
 /// A column's value in one API object: rabbitmqctl's column names mapped

@@ -37,21 +37,21 @@ impl CtlError {
         }
     }
 
-    pub fn no_user(message: impl Into<String>) -> CtlError {
+    pub(crate) fn no_user(message: impl Into<String>) -> CtlError {
         CtlError {
             code: 67,
             message: message.into(),
         }
     }
 
-    pub fn unavailable(message: impl Into<String>) -> CtlError {
+    pub(crate) fn unavailable(message: impl Into<String>) -> CtlError {
         CtlError {
             code: 69,
             message: message.into(),
         }
     }
 
-    pub fn software(message: impl Into<String>) -> CtlError {
+    pub(crate) fn software(message: impl Into<String>) -> CtlError {
         CtlError {
             code: 70,
             message: message.into(),
@@ -64,7 +64,7 @@ impl CtlError {
 pub struct Invocation {
     pub quiet: bool,
     pub json: bool,
-    pub table_headers: bool,
+    pub(crate) table_headers: bool,
     pub vhost: String,
     pub data_dir: Option<PathBuf>,
     pub priority: Option<String>,

@@ -46,7 +46,7 @@ const RECORD_LEN_MAX: usize = 16 << 20;
 /// small set is not rewritten every few changes.
 const COMPACT_SLACK_BYTES: u64 = 256 << 10;
 
-pub const LOG_FILE: &str = "definitions.log";
+pub(crate) const LOG_FILE: &str = "definitions.log";
 
 /// The open log and the live set it holds. See the module doc.
 #[derive(Debug)]

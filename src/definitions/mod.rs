@@ -176,7 +176,7 @@ impl Definitions {
     /// vhost `/` and guest, then declare vhosts, users, permissions,
     /// policies, exchanges, queues and bindings, in that (dependency)
     /// order. Server-named queues go where `shard_count` hashes them.
-    pub fn ops(&self, shard_count: usize) -> Vec<MetaOp> {
+    pub(crate) fn ops(&self, shard_count: usize) -> Vec<MetaOp> {
         let mut ops = vec![
             MetaOp::VhostDelete {
                 name: ShortStr::from(DEFAULT_VHOST),
@@ -225,7 +225,7 @@ fn placed(op: &MetaOp, shard_count: usize) -> MetaOp {
 /// replica, `op` already applied) answered with `outcome`: what must be
 /// on disk before anyone hears of it. Empty for a change to transient
 /// things only.
-pub fn durable_changes(op: &MetaOp, outcome: &MetaOutcome, catalog: &Catalog) -> Vec<MetaOp> {
+pub(crate) fn durable_changes(op: &MetaOp, outcome: &MetaOutcome, catalog: &Catalog) -> Vec<MetaOp> {
     match (op, outcome) {
         (_, MetaOutcome::ExchangeDeclared { def, created: true }) if def.durable => {
             vec![exchange_declare(def)]

@@ -14,7 +14,7 @@ use crate::protocol::ShortStr;
 
 /// Properties JSON (`{"delivery_mode": 2, "headers": {...}}`) to the
 /// content header's property bytes, and the headers table for routing.
-pub fn encode_properties(
+pub(crate) fn encode_properties(
     json: &Value,
 ) -> Result<(Bytes, Option<crate::protocol::FieldTable>), ApiError> {
     let bad = |key: &str| ApiError::bad_request(format!("invalid property '{key}'"));
@@ -59,7 +59,7 @@ pub fn encode_properties(
 }
 
 /// Property bytes (as stored with a message) to RabbitMQ's JSON.
-pub fn properties_json(raw: &Bytes) -> Value {
+pub(crate) fn properties_json(raw: &Bytes) -> Value {
     let Ok(properties) = BasicProperties::decode(&mut raw.clone()) else {
         return json!([]);
     };
@@ -91,7 +91,7 @@ pub fn properties_json(raw: &Bytes) -> Value {
 }
 
 /// The payload of a publish request, by `payload_encoding`.
-pub fn decode_payload(body: &Value) -> Result<Bytes, ApiError> {
+pub(crate) fn decode_payload(body: &Value) -> Result<Bytes, ApiError> {
     let payload = body
         .get("payload")
         .and_then(Value::as_str)
@@ -114,7 +114,7 @@ pub fn decode_payload(body: &Value) -> Result<Bytes, ApiError> {
 
 /// A payload for a get answer: text when `encoding` is "auto" and the
 /// bytes are UTF-8, else base64; cut to `truncate` bytes if given.
-pub fn encode_payload(
+pub(crate) fn encode_payload(
     body: &Bytes,
     encoding: &str,
     truncate: Option<usize>,

@@ -33,11 +33,11 @@ use crate::protocol::{reply_code, AmqpError};
 use crate::shard::bridge::BridgeError;
 
 /// Largest request body accepted (definitions files can be large).
-pub const BODY_SIZE_MAX: usize = 16 << 20;
+pub(crate) const BODY_SIZE_MAX: usize = 16 << 20;
 
 /// An error answer as RabbitMQ shapes it: `{"error": ..., "reason": ...}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     error: &'static str,
     reason: String,
@@ -57,7 +57,7 @@ impl ApiError {
     }
 
     /// A 400 with an `error` other than "bad_request".
-    pub fn new_bad_request(error: &'static str, reason: impl Into<String>) -> ApiError {
+    pub(crate) fn new_bad_request(error: &'static str, reason: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             error,
@@ -67,7 +67,7 @@ impl ApiError {
 
     /// Wrong credentials ("not_authorized") or too few tags
     /// ("not_authorised"): RabbitMQ spells the two differently.
-    pub fn unauthorized(error: &'static str, reason: &str) -> ApiError {
+    pub(crate) fn unauthorized(error: &'static str, reason: &str) -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
             error,

@@ -22,11 +22,11 @@ use crate::queue::MessageTotals;
 use crate::shard::TrafficTotals;
 
 /// Looks closer together than this reuse the last rates.
-pub const RATE_WINDOW_MIN: Duration = Duration::from_secs(1);
+pub(crate) const RATE_WINDOW_MIN: Duration = Duration::from_secs(1);
 
 /// Messages per second: published, delivered (and got), acked.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Rates {
+pub(crate) struct Rates {
     pub publish: f64,
     pub deliver_get: f64,
     pub ack: f64,
@@ -35,21 +35,21 @@ pub struct Rates {
 /// How fast a queue's (or all queues') message counts change, per second:
 /// negative while they shrink.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct DepthRates {
+pub(crate) struct DepthRates {
     pub ready: f64,
     pub unacked: f64,
 }
 
 /// A connection's bytes per second, read and written.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct TrafficRates {
+pub(crate) struct TrafficRates {
     pub recv_oct: f64,
     pub send_oct: f64,
 }
 
 /// What a rate is kept for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum RateKey {
+pub(crate) enum RateKey {
     Queue(QueueId),
     /// A queue's ready and unacked counts.
     QueueDepth(QueueId),
@@ -78,13 +78,13 @@ struct Sample {
 
 /// The last sample per key.
 #[derive(Debug, Default)]
-pub struct RateBook {
+pub(crate) struct RateBook {
     samples: HashMap<RateKey, Sample>,
 }
 
 impl RateBook {
     /// Records `totals` seen `now` and returns the current rates of `key`.
-    pub fn observe(&mut self, key: RateKey, totals: MessageTotals, now: Instant) -> Rates {
+    pub(crate) fn observe(&mut self, key: RateKey, totals: MessageTotals, now: Instant) -> Rates {
         let counts = [totals.published, totals.delivered, totals.acked];
         let [publish, deliver_get, ack] = self.observe_counts(key, counts, now, growth);
         Rates {
@@ -95,7 +95,7 @@ impl RateBook {
     }
 
     /// Records a connection's traffic seen `now` and returns its rates.
-    pub fn observe_traffic(
+    pub(crate) fn observe_traffic(
         &mut self,
         conn: ConnectionId,
         traffic: TrafficTotals,
@@ -109,7 +109,7 @@ impl RateBook {
 
     /// Records message counts (`ready`, `unacked`) seen `now` under a
     /// `QueueDepth` or `OverviewDepth` key and returns how fast they change.
-    pub fn observe_depth(
+    pub(crate) fn observe_depth(
         &mut self,
         key: RateKey,
         ready: u64,
@@ -171,7 +171,7 @@ fn change(now: u64, before: u64) -> f64 {
 }
 
 /// RabbitMQ's message counts with their `*_details` rates.
-pub fn depth_json(ready: u64, unacked: u64, rates: DepthRates) -> Value {
+pub(crate) fn depth_json(ready: u64, unacked: u64, rates: DepthRates) -> Value {
     json!({
         "messages": ready + unacked,
         "messages_details": {"rate": rates.ready + rates.unacked},
@@ -190,7 +190,7 @@ pub fn lock(book: &std::sync::Mutex<RateBook>) -> std::sync::MutexGuard<'_, Rate
 /// An exchange's `message_stats`: RabbitMQ's publish_in (published to it)
 /// and publish_out (of those, routed), from totals that count them as
 /// published and delivered.
-pub fn exchange_message_stats(totals: MessageTotals, rates: Rates) -> Value {
+pub(crate) fn exchange_message_stats(totals: MessageTotals, rates: Rates) -> Value {
     json!({
         "publish_in": totals.published,
         "publish_in_details": {"rate": rates.publish},

@@ -25,11 +25,11 @@ pub const TOKEN_FILE: &str = "warrenctl.token";
 /// What every request handler shares.
 #[derive(Clone)]
 pub(super) struct Api {
-    pub bridge: Bridge,
+    pub(crate) bridge: Bridge,
     pub token: Arc<str>,
     pub shutdown: Arc<AtomicBool>,
     pub started: Instant,
-    pub amqp_port: u16,
+    pub(crate) amqp_port: u16,
     pub management_port: u16,
     /// Only this thread touches it; the shards never wait on it.
     pub rates: Arc<std::sync::Mutex<RateBook>>,
@@ -157,7 +157,7 @@ pub(super) struct Caller {
 }
 
 impl Caller {
-    pub fn sees_vhost(&self, vhost: &str) -> bool {
+    pub(crate) fn sees_vhost(&self, vhost: &str) -> bool {
         self.vhosts
             .as_ref()
             .is_none_or(|vhosts| vhosts.iter().any(|v| v == vhost))
@@ -165,7 +165,7 @@ impl Caller {
 
     /// 401 unless the caller may see `vhost` (404 if it does not exist is
     /// the handler's business).
-    pub fn check_vhost(&self, vhost: &str) -> Result<(), ApiError> {
+    pub(crate) fn check_vhost(&self, vhost: &str) -> Result<(), ApiError> {
         if self.sees_vhost(vhost) {
             return Ok(());
         }
@@ -205,7 +205,7 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
 impl Api {
     /// Checks the request's credentials and that the caller has `need`.
     /// `authorize`, for a request about one vhost the caller must see.
-    pub async fn authorize_in(
+    pub(crate) async fn authorize_in(
         &self,
         headers: &HeaderMap,
         need: Need,
@@ -216,7 +216,7 @@ impl Api {
         Ok(caller)
     }
 
-    pub async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Caller, ApiError> {
+    pub(crate) async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Caller, ApiError> {
         let login_failed = || ApiError::unauthorized("not_authorized", "Login failed");
         let header = headers
             .get(axum::http::header::AUTHORIZATION)

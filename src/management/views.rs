@@ -16,21 +16,21 @@ use crate::queue::MessageTotals;
 use crate::routing::{BindingView, Destination};
 
 /// The node name warren reports where RabbitMQ reports `rabbit@host`.
-pub const NODE_NAME: &str = "warren@localhost";
+pub(crate) const NODE_NAME: &str = "warren@localhost";
 
 /// A queue's figures, from its owning shard, and its rates.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct QueueFigures {
+pub(crate) struct QueueFigures {
     pub messages_ready: u64,
     pub messages_unacknowledged: u64,
     pub consumers: u64,
     pub totals: MessageTotals,
     pub rates: Rates,
     /// How fast its message counts change.
-    pub depth_rates: DepthRates,
+    pub(crate) depth_rates: DepthRates,
 }
 
-pub fn field_value(value: &FieldValue) -> Value {
+pub(crate) fn field_value(value: &FieldValue) -> Value {
     match value {
         FieldValue::Bool(b) => json!(b),
         FieldValue::I8(n) => json!(n),
@@ -53,7 +53,7 @@ pub fn field_value(value: &FieldValue) -> Value {
     }
 }
 
-pub fn field_table(table: &FieldTable) -> Value {
+pub(crate) fn field_table(table: &FieldTable) -> Value {
     let map: Map<String, Value> = table
         .iter()
         .map(|(name, value)| (name.to_str_lossy().into_owned(), field_value(value)))
@@ -64,7 +64,7 @@ pub fn field_table(table: &FieldTable) -> Value {
 /// JSON arguments as RabbitMQ's management plugin converts them: strings
 /// are long strings, integers signed 64-bit, objects tables. None when a
 /// value has no AMQP form (null) or the table is not an object.
-pub fn to_field_table(value: &Value) -> Option<FieldTable> {
+pub(crate) fn to_field_table(value: &Value) -> Option<FieldTable> {
     let mut table = FieldTable::new();
     match value {
         Value::Null => return Some(table),
@@ -239,7 +239,7 @@ pub fn permission(def: &PermissionDef) -> Value {
 
 /// An operator policy as RabbitMQ's definitions files hold it: a runtime
 /// parameter of component `operator_policy`.
-pub fn operator_policy_parameter(def: &PolicyDef) -> Value {
+pub(crate) fn operator_policy_parameter(def: &PolicyDef) -> Value {
     json!({
         "vhost": def.vhost,
         "component": "operator_policy",

@@ -73,24 +73,24 @@ impl std::error::Error for DecodeError {}
 /// Reply codes from the spec's constants.
 pub mod reply_code {
     pub const REPLY_SUCCESS: u16 = 200;
-    pub const CONTENT_TOO_LARGE: u16 = 311;
+    pub(crate) const CONTENT_TOO_LARGE: u16 = 311;
     pub const NO_ROUTE: u16 = 312;
-    pub const NO_CONSUMERS: u16 = 313;
+    pub(crate) const NO_CONSUMERS: u16 = 313;
     pub const CONNECTION_FORCED: u16 = 320;
-    pub const INVALID_PATH: u16 = 402;
+    pub(crate) const INVALID_PATH: u16 = 402;
     pub const ACCESS_REFUSED: u16 = 403;
     pub const NOT_FOUND: u16 = 404;
-    pub const RESOURCE_LOCKED: u16 = 405;
+    pub(crate) const RESOURCE_LOCKED: u16 = 405;
     pub const PRECONDITION_FAILED: u16 = 406;
     pub const FRAME_ERROR: u16 = 501;
-    pub const SYNTAX_ERROR: u16 = 502;
+    pub(crate) const SYNTAX_ERROR: u16 = 502;
     pub const COMMAND_INVALID: u16 = 503;
     pub const CHANNEL_ERROR: u16 = 504;
     pub const UNEXPECTED_FRAME: u16 = 505;
-    pub const RESOURCE_ERROR: u16 = 506;
+    pub(crate) const RESOURCE_ERROR: u16 = 506;
     pub const NOT_ALLOWED: u16 = 530;
     pub const NOT_IMPLEMENTED: u16 = 540;
-    pub const INTERNAL_ERROR: u16 = 541;
+    pub(crate) const INTERNAL_ERROR: u16 = 541;
 
     /// The constant's name as RabbitMQ prints it in reply texts.
     pub fn name(code: u16) -> &'static str {
@@ -118,7 +118,7 @@ pub mod reply_code {
     }
 
     /// Hard errors close the connection; soft errors close only the channel.
-    pub fn is_hard(code: u16) -> bool {
+    pub(crate) fn is_hard(code: u16) -> bool {
         matches!(code, 320 | 402 | 501..=506 | 530 | 540 | 541)
     }
 }
@@ -140,7 +140,7 @@ impl AmqpError {
         }
     }
 
-    pub fn access_refused(text: impl Into<String>) -> AmqpError {
+    pub(crate) fn access_refused(text: impl Into<String>) -> AmqpError {
         AmqpError::new(reply_code::ACCESS_REFUSED, text)
     }
 
@@ -148,27 +148,27 @@ impl AmqpError {
         AmqpError::new(reply_code::NOT_FOUND, text)
     }
 
-    pub fn resource_locked(text: impl Into<String>) -> AmqpError {
+    pub(crate) fn resource_locked(text: impl Into<String>) -> AmqpError {
         AmqpError::new(reply_code::RESOURCE_LOCKED, text)
     }
 
-    pub fn precondition_failed(text: impl Into<String>) -> AmqpError {
+    pub(crate) fn precondition_failed(text: impl Into<String>) -> AmqpError {
         AmqpError::new(reply_code::PRECONDITION_FAILED, text)
     }
 
-    pub fn not_allowed(text: impl Into<String>) -> AmqpError {
+    pub(crate) fn not_allowed(text: impl Into<String>) -> AmqpError {
         AmqpError::new(reply_code::NOT_ALLOWED, text)
     }
 
-    pub fn command_invalid(text: impl Into<String>) -> AmqpError {
+    pub(crate) fn command_invalid(text: impl Into<String>) -> AmqpError {
         AmqpError::new(reply_code::COMMAND_INVALID, text)
     }
 
-    pub fn not_implemented(text: impl Into<String>) -> AmqpError {
+    pub(crate) fn not_implemented(text: impl Into<String>) -> AmqpError {
         AmqpError::new(reply_code::NOT_IMPLEMENTED, text)
     }
 
-    pub fn is_hard(&self) -> bool {
+    pub(crate) fn is_hard(&self) -> bool {
         reply_code::is_hard(self.code)
     }
 

@@ -33,10 +33,10 @@ use super::properties::ContentHeader;
 pub const FRAME_METHOD: u8 = 1;
 pub const FRAME_HEADER: u8 = 2;
 pub const FRAME_BODY: u8 = 3;
-pub const FRAME_HEARTBEAT: u8 = 8;
+pub(crate) const FRAME_HEARTBEAT: u8 = 8;
 pub const FRAME_END: u8 = 0xCE;
 /// The smallest frame_max a peer may negotiate.
-pub const FRAME_MIN_SIZE: u32 = 4096;
+pub(crate) const FRAME_MIN_SIZE: u32 = 4096;
 /// Octets before the payload: type, channel, size.
 pub const FRAME_HEADER_SIZE: usize = 7;
 /// What a client sends first: "AMQP", then 0, 0, 9, 1.
@@ -58,7 +58,7 @@ pub enum FrameType {
 }
 
 impl FrameType {
-    pub fn from_octet(octet: u8) -> Option<FrameType> {
+    pub(crate) fn from_octet(octet: u8) -> Option<FrameType> {
         match octet {
             FRAME_METHOD => Some(FrameType::Method),
             FRAME_HEADER => Some(FrameType::Header),
@@ -148,7 +148,7 @@ pub fn encode_method(out: &mut BytesMut, channel: u16, method: &Method) {
 }
 
 /// Appends a basic.deliver method frame from borrowed parts.
-pub fn encode_deliver(out: &mut BytesMut, channel: u16, deliver: &DeliverArgs<'_>) {
+pub(crate) fn encode_deliver(out: &mut BytesMut, channel: u16, deliver: &DeliverArgs<'_>) {
     encode_frame(out, FrameType::Method, channel, |out| deliver.encode(out));
 }
 

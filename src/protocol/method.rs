@@ -175,7 +175,7 @@ codec_arguments!(ShortStr, LongStr, FieldTable);
 /// message, and building a `BasicDeliver` for it would clone, and then drop,
 /// three strings that share their connection's read buffer: six atomic
 /// operations on one reference count, for every delivery.
-pub struct DeliverArgs<'a> {
+pub(crate) struct DeliverArgs<'a> {
     pub consumer_tag: &'a ShortStr,
     pub delivery_tag: u64,
     pub redelivered: bool,
@@ -298,7 +298,7 @@ macro_rules! methods {
 
 impl Method {
     /// Whether a content header and body frames follow this method.
-    pub fn has_content(&self) -> bool {
+    pub(crate) fn has_content(&self) -> bool {
         matches!(
             self,
             Method::BasicPublish(_)

@@ -110,7 +110,7 @@ macro_rules! basic_properties {
         pub mod flag {
             $(pub const $flag: u16 = 1 << $bit;)*
             /// Every bit that names a basic property.
-            pub const ALL: u16 = $($flag)|*;
+            pub(crate) const ALL: u16 = $($flag)|*;
         }
 
         /// The properties of a basic-class message, each present or not.
@@ -227,7 +227,7 @@ pub struct PropertySummary {
     /// For direct reply-to, which rewrites it.
     pub reply_to: Option<ShortStr>,
     /// Checked against the publishing connection's user.
-    pub user_id: Option<ShortStr>,
+    pub(crate) user_id: Option<ShortStr>,
     /// The raw header table, including its 4-byte length.
     pub headers: Option<Bytes>,
 }
@@ -266,7 +266,7 @@ fn short_str_at(raw: &Bytes, buf: &mut &[u8]) -> Result<ShortStr, DecodeError> {
 /// others or allocating: the bytes from the value's start to the end of the
 /// properties (the caller decodes the one value it asked for). None when
 /// the property is absent or the properties are malformed.
-pub fn find_property(raw: &[u8], wanted: u16) -> Option<&[u8]> {
+pub(crate) fn find_property(raw: &[u8], wanted: u16) -> Option<&[u8]> {
     let mut found = None;
     let walked = walk_properties(raw, |flag, buf| {
         if flag == wanted {

@@ -26,7 +26,7 @@ pub struct ShortStr(Bytes);
 pub struct LongStr(Bytes);
 
 impl ShortStr {
-    pub const MAX_LEN: usize = 255;
+    pub(crate) const MAX_LEN: usize = 255;
 
     /// Wraps bytes that the caller knows fit in a short string.
     ///
@@ -400,7 +400,7 @@ impl FieldValue {
     }
 
     /// The value as an integer, whatever integer width the client chose.
-    pub fn as_i64(&self) -> Option<i64> {
+    pub(crate) fn as_i64(&self) -> Option<i64> {
         match *self {
             FieldValue::I8(v) => Some(v.into()),
             FieldValue::U8(v) => Some(v.into()),
@@ -433,7 +433,7 @@ fn decode_array(buf: &mut Bytes, depth: usize) -> Result<Vec<FieldValue>, Decode
 /// Whether an encoded table names any of `keys` at its top level, found
 /// without decoding or allocating (the publish path asks this of every
 /// message's headers). A malformed table names nothing.
-pub fn table_names_any(raw: &[u8], keys: &[&[u8]]) -> bool {
+pub(crate) fn table_names_any(raw: &[u8], keys: &[&[u8]]) -> bool {
     let mut buf = raw;
     let Ok(mut body) = take_long_prefixed(&mut buf) else {
         return false;
@@ -455,7 +455,7 @@ pub fn table_names_any(raw: &[u8], keys: &[&[u8]]) -> bool {
 /// The encoded value (type tag included) of `key` at the top level of an
 /// encoded table, found without decoding or allocating. None when the key
 /// is absent or the table is malformed.
-pub fn table_value_raw<'a>(raw: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn table_value_raw<'a>(raw: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
     let mut buf = raw;
     let mut body = take_long_prefixed(&mut buf).ok()?;
     while let Ok(&[name_len]) = take_slice(&mut body, 1) {

@@ -125,12 +125,12 @@ impl Consumers {
         self.by_key.contains_key(key)
     }
 
-    pub fn has_exclusive(&self) -> bool {
+    pub(crate) fn has_exclusive(&self) -> bool {
         self.exclusive_count > 0
     }
 
     /// Consumers that could take a message right now.
-    pub fn taker_count(&self) -> usize {
+    pub(crate) fn taker_count(&self) -> usize {
         self.taker_count
     }
 
@@ -200,7 +200,7 @@ impl Consumers {
     }
 
     /// Removes every consumer whose key matches; returns how many.
-    pub fn remove_where(&mut self, matches: impl Fn(&ConsumerKey) -> bool) -> usize {
+    pub(crate) fn remove_where(&mut self, matches: impl Fn(&ConsumerKey) -> bool) -> usize {
         let mut removed = 0;
         // Consumers per queue are few and this runs when a channel closes,
         // not per message, so a scan per removal is cheaper than bookkeeping.
@@ -225,7 +225,7 @@ impl Consumers {
     /// Picks the next consumer that can take a message, from the highest
     /// priority that has one, round-robin within that priority, and charges
     /// it one credit and, unless no-ack, one unacked slot.
-    pub fn charge_next(&mut self) -> Option<Charged> {
+    pub(crate) fn charge_next(&mut self) -> Option<Charged> {
         if self.taker_count == 0 {
             return None;
         }
@@ -320,7 +320,7 @@ impl Consumers {
 
     /// Recounts takers the slow way; tests compare it with `taker_count`.
     #[cfg(test)]
-    pub fn recount_takers(&self) -> usize {
+    pub(crate) fn recount_takers(&self) -> usize {
         self.slots.iter().flatten().filter(|c| c.can_take()).count()
     }
 }

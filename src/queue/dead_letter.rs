@@ -32,11 +32,11 @@ pub struct DeadLettered {
 }
 
 /// Where the message died.
-pub struct Death<'a> {
+pub(crate) struct Death<'a> {
     pub queue: &'a ShortStr,
     pub reason: DeathReason,
     /// Wall-clock seconds since the epoch (x-death's `time`).
-    pub time_s: u64,
+    pub(crate) time_s: u64,
 }
 
 fn long_str(text: &[u8]) -> FieldValue {
@@ -68,7 +68,7 @@ fn sort(table: &mut FieldTable) {
 }
 
 /// The message with `x-delivery-count` set, as a quorum queue delivers it.
-pub fn with_delivery_count(message: &Message, returns: u32) -> Message {
+pub(crate) fn with_delivery_count(message: &Message, returns: u32) -> Message {
     let mut properties = decode_properties(message);
     let headers = properties.headers.get_or_insert_with(FieldTable::new);
     set_sorted(headers, "x-delivery-count", FieldValue::I64(returns.into()));
@@ -235,7 +235,7 @@ fn incremented(mut entry: FieldTable) -> FieldTable {
 /// RabbitMQ's `is_cycle`: dead-lettering to `queue` would cycle when the
 /// message already died there and no death since was a rejection (a
 /// client's decision breaks the cycle). Rejections are never cycles.
-pub fn is_cycle(reason: DeathReason, headers: &FieldTable, queue: &[u8]) -> bool {
+pub(crate) fn is_cycle(reason: DeathReason, headers: &FieldTable, queue: &[u8]) -> bool {
     if reason == DeathReason::Rejected {
         return false;
     }

@@ -89,7 +89,7 @@ impl Clock for u64 {
 
 /// Why a message is dead-lettered, as x-death's `reason` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeathReason {
+pub(crate) enum DeathReason {
     Rejected,
     Expired,
     Maxlen,
@@ -109,7 +109,7 @@ impl DeathReason {
 
 /// A message on its way to the queue's dead-letter exchange.
 #[derive(Debug)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     pub message: Message,
     pub reason: DeathReason,
 }
@@ -147,12 +147,12 @@ pub struct GetResult {
 
 /// What removing consumers did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConsumerRemoved {
+pub(crate) struct ConsumerRemoved {
     /// At least one consumer was removed.
-    pub existed: bool,
+    pub(crate) existed: bool,
     /// The queue is auto-delete, has had a consumer, and now has none: the
     /// caller deletes it.
-    pub auto_delete_now: bool,
+    pub(crate) auto_delete_now: bool,
 }
 
 /// How a held message is settled.
@@ -275,14 +275,14 @@ impl Queue {
     }
 
     /// The queue's persistent messages are logged from now on.
-    pub fn set_durable(&mut self) {
+    pub(crate) fn set_durable(&mut self) {
         self.durable = true;
     }
 
     /// Whether `message` is on disk while in this queue: a persistent one
     /// in a durable queue; every one in a durable quorum queue, as
     /// RabbitMQ's quorum queues keep every message.
-    pub fn is_logged(&self, message: &Message) -> bool {
+    pub(crate) fn is_logged(&self, message: &Message) -> bool {
         self.logs(message.persistent)
     }
 
@@ -321,7 +321,7 @@ impl Queue {
 
     /// The seqs of logged messages that left since the last call, for the
     /// store; `out` sees them only when there are some.
-    pub fn take_gone(&mut self, out: impl FnOnce(&[u64])) {
+    pub(crate) fn take_gone(&mut self, out: impl FnOnce(&[u64])) {
         if !self.gone.is_empty() {
             out(&self.gone);
             self.gone.clear();
@@ -345,7 +345,7 @@ impl Queue {
     /// and drop-head applies the length limits at once. The type, the
     /// priorities and single active consumer come from arguments only and
     /// stay.
-    pub fn set_settings(&mut self, settings: Settings, clock: &impl Clock) {
+    pub(crate) fn set_settings(&mut self, settings: Settings, clock: &impl Clock) {
         self.settings = Settings {
             queue_type: self.settings.queue_type,
             max_priority: self.settings.max_priority,
@@ -374,13 +374,13 @@ impl Queue {
 
     /// The connection that declared the queue exclusive; it is deleted when
     /// that connection closes (the caller's decision, seeing this).
-    pub fn exclusive_owner(&self) -> Option<ConnectionId> {
+    pub(crate) fn exclusive_owner(&self) -> Option<ConnectionId> {
         self.exclusive_owner
     }
 
     /// An exclusive queue is usable only by the connection that declared it
     /// (consume, get, purge, delete, re-declare); others get 405.
-    pub fn check_exclusive_access(&self, conn: ConnectionId) -> Result<(), AmqpError> {
+    pub(crate) fn check_exclusive_access(&self, conn: ConnectionId) -> Result<(), AmqpError> {
         match self.exclusive_owner {
             Some(owner) if owner != conn => Err(AmqpError::resource_locked(format!(
                 "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. \
@@ -397,7 +397,7 @@ impl Queue {
     /// queue.delete's conditions: 406 when `if_unused` and the queue has
     /// consumers, or `if_empty` and it holds ready messages (RabbitMQ's
     /// texts); otherwise the ready-message count delete-ok reports.
-    pub fn check_delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
+    pub(crate) fn check_delete(&self, if_unused: bool, if_empty: bool) -> Result<u32, AmqpError> {
         let (name, vhost) = (&self.name, &self.vhost);
         if if_unused && self.consumer_count() > 0 {
             return Err(AmqpError::precondition_failed(format!(
@@ -413,7 +413,7 @@ impl Queue {
     }
 
     /// The consumers, for telling them when the queue goes away.
-    pub fn consumer_keys(&self) -> impl Iterator<Item = &ConsumerKey> {
+    pub(crate) fn consumer_keys(&self) -> impl Iterator<Item = &ConsumerKey> {
         self.consumers.keys()
     }
 
@@ -426,7 +426,7 @@ impl Queue {
     }
 
     /// Messages delivered with ack required and not yet settled.
-    pub fn unacked_count(&self) -> u32 {
+    pub(crate) fn unacked_count(&self) -> u32 {
         count_u32(self.unacked.len())
     }
 
@@ -518,14 +518,14 @@ impl Queue {
 
     /// The queue was used (declared, consumed from, got from, or left by a
     /// consumer): x-expires counts from now.
-    pub fn touch(&mut self, clock: &impl Clock) {
+    pub(crate) fn touch(&mut self, clock: &impl Clock) {
         if self.settings.expires_ms.is_some() {
             self.last_used_ms = clock.now_ms();
         }
     }
 
     /// x-expires: the queue has been unused for its whole expiry period.
-    pub fn is_unused_too_long(&self, clock: &impl Clock) -> bool {
+    pub(crate) fn is_unused_too_long(&self, clock: &impl Clock) -> bool {
         self.unused_deadline()
             .is_some_and(|deadline| clock.now_ms() >= deadline)
     }
@@ -537,7 +537,7 @@ impl Queue {
 
     /// When the shard should next call `expire` or `is_unused_too_long`,
     /// if anything here can expire.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
         let message = self.ready.next_expiry().map(|at| at.saturating_add(1));
         match (message, self.unused_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -547,7 +547,7 @@ impl Queue {
 
     /// `(old, new)` deadlines when the deadline changed since the last
     /// call, so the shard re-arms its timer only then.
-    pub fn deadline_change(&mut self) -> Option<(Option<u64>, Option<u64>)> {
+    pub(crate) fn deadline_change(&mut self) -> Option<(Option<u64>, Option<u64>)> {
         let deadline = self.next_deadline();
         if deadline == self.reported_deadline {
             return None;
@@ -559,13 +559,13 @@ impl Queue {
     }
 
     /// The shard's timer fired for the reported deadline and forgot it.
-    pub fn deadline_fired(&mut self) {
+    pub(crate) fn deadline_fired(&mut self) {
         self.reported_deadline = None;
     }
 
     /// Hands the collected dead letters to `out` (the shard routes them),
     /// with the queue's vhost, name and settings.
-    pub fn drain_dead_letters(
+    pub(crate) fn drain_dead_letters(
         &mut self,
         mut out: impl FnMut(&ShortStr, &ShortStr, &Settings, DeadLetter),
     ) {
@@ -601,19 +601,19 @@ impl Queue {
 
     /// Cancels a consumer (basic.cancel). Its unacked messages stay unacked
     /// and ackable by the channel; they no longer hold anyone's prefetch.
-    pub fn remove_consumer(&mut self, key: &ConsumerKey) -> ConsumerRemoved {
+    pub(crate) fn remove_consumer(&mut self, key: &ConsumerKey) -> ConsumerRemoved {
         let removed = usize::from(self.consumers.remove(key));
         self.consumers_removed(removed)
     }
 
     /// A channel closed: its consumers go and every message it held unacked
     /// (from a consumer or basic.get) is requeued.
-    pub fn remove_channel(&mut self, channel: ChannelId) -> ConsumerRemoved {
+    pub(crate) fn remove_channel(&mut self, channel: ChannelId) -> ConsumerRemoved {
         self.remove_holder(|holder| holder == channel)
     }
 
     /// A connection closed: as `remove_channel` for each of its channels.
-    pub fn remove_connection(&mut self, conn: ConnectionId) -> ConsumerRemoved {
+    pub(crate) fn remove_connection(&mut self, conn: ConnectionId) -> ConsumerRemoved {
         self.remove_holder(|holder| holder.conn == conn)
     }
 
@@ -624,7 +624,7 @@ impl Queue {
     }
 
     /// True when `dispatch` would deliver something.
-    pub fn can_dispatch(&self) -> bool {
+    pub(crate) fn can_dispatch(&self) -> bool {
         !self.ready.is_empty() && !self.ready.head_is_paged() && self.consumers.taker_count() > 0
     }
 

@@ -18,16 +18,16 @@ use crate::message::Message;
 use crate::store::log::Location;
 
 /// A deadline that never comes.
-pub const NEVER: u64 = u64::MAX;
+pub(crate) const NEVER: u64 = u64::MAX;
 
 /// A ready message.
 #[derive(Debug)]
-pub struct Ready {
+pub(crate) struct Ready {
     pub seq: u64,
     pub body: Body,
     pub redelivered: bool,
     /// When the message expires, on the shard's clock (ms); `NEVER`.
-    pub expires_at_ms: u64,
+    pub(crate) expires_at_ms: u64,
     /// Times it was delivered and returned (x-delivery-count).
     pub returns: u32,
 }
@@ -46,13 +46,13 @@ pub enum Body {
 /// A paged-out message: where its record is, and what the queue reads
 /// without it.
 #[derive(Clone, Copy, Debug)]
-pub struct Page {
+pub(crate) struct Page {
     pub at: Location,
-    pub body_len: u32,
+    pub(crate) body_len: u32,
     pub persistent: bool,
     /// `at` is a page record written for paging (else the message's
     /// enqueue record), released once the message is back or gone.
-    pub page_record: bool,
+    pub(crate) page_record: bool,
 }
 
 impl Body {
@@ -63,14 +63,14 @@ impl Body {
         }
     }
 
-    pub fn into_message(self) -> Option<Message> {
+    pub(crate) fn into_message(self) -> Option<Message> {
         match self {
             Body::Resident(message) | Body::Logged(message, _) => Some(message),
             Body::Paged(_) => None,
         }
     }
 
-    pub fn body_len(&self) -> u64 {
+    pub(crate) fn body_len(&self) -> u64 {
         match self {
             Body::Resident(message) | Body::Logged(message, _) => message.body_size() as u64,
             Body::Paged(page) => u64::from(page.body_len),
@@ -85,7 +85,7 @@ impl Body {
     }
 
     /// The page record that holds this message's content, if any.
-    pub fn page_record(&self) -> Option<Location> {
+    pub(crate) fn page_record(&self) -> Option<Location> {
         match self {
             Body::Paged(page) if page.page_record => Some(page.at),
             _ => None,
@@ -98,7 +98,7 @@ impl Body {
 }
 
 #[derive(Debug)]
-pub struct ReadyQueue {
+pub(crate) struct ReadyQueue {
     levels: Vec<VecDeque<Ready>>,
     len: usize,
     /// Body bytes of all ready messages (x-max-length-bytes).
@@ -127,7 +127,7 @@ impl ReadyQueue {
     }
 
     /// Whether messages may be paged out: a queue with one level.
-    pub fn is_single_level(&self) -> bool {
+    pub(crate) fn is_single_level(&self) -> bool {
         self.levels.len() == 1
     }
 
@@ -149,7 +149,7 @@ impl ReadyQueue {
         self.resident
     }
 
-    pub fn paged_count(&self) -> usize {
+    pub(crate) fn paged_count(&self) -> usize {
         self.paged
     }
 
@@ -208,7 +208,7 @@ impl ReadyQueue {
     }
 
     /// Whether the next message to leave is paged out.
-    pub fn head_is_paged(&self) -> bool {
+    pub(crate) fn head_is_paged(&self) -> bool {
         self.head_level()
             .and_then(|level| self.levels[level].front())
             .is_some_and(|ready| matches!(ready.body, Body::Paged(_)))
@@ -217,7 +217,7 @@ impl ReadyQueue {
     /// Replaces the body of the ready message `seq` (of a one-level queue)
     /// with what `change` returns for it, if it returns something; the
     /// old body is handed back.
-    pub fn replace_body(
+    pub(crate) fn replace_body(
         &mut self,
         seq: u64,
         change: impl FnOnce(&Body) -> Option<Body>,
@@ -233,7 +233,7 @@ impl ReadyQueue {
     }
 
     /// The message just pushed under `seq` is in the log at `at`.
-    pub fn set_logged(&mut self, seq: u64, at: Location) {
+    pub(crate) fn set_logged(&mut self, seq: u64, at: Location) {
         for level in &mut self.levels {
             let Some(ready) = level.back_mut().filter(|ready| ready.seq == seq) else {
                 continue;
@@ -273,7 +273,7 @@ impl ReadyQueue {
     }
 
     /// The record of ready message `seq` moved from `from` to `to`.
-    pub fn relocate(&mut self, seq: u64, from: Location, to: Location) {
+    pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
         if let Some(ready) = self.find_mut(seq) {
             match &mut ready.body {
                 Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
@@ -298,7 +298,7 @@ impl ReadyQueue {
 
     /// Visits the ready messages of a one-level queue from the newest
     /// back, until `visit` returns false.
-    pub fn visit_from_back(&self, mut visit: impl FnMut(&Ready) -> bool) {
+    pub(crate) fn visit_from_back(&self, mut visit: impl FnMut(&Ready) -> bool) {
         for ready in self.levels[0].iter().rev() {
             if !visit(ready) {
                 break;
@@ -307,7 +307,7 @@ impl ReadyQueue {
     }
 
     /// Visits the first `count` ready messages of a one-level queue.
-    pub fn visit_front(&self, count: usize, visit: impl FnMut(&Ready)) {
+    pub(crate) fn visit_front(&self, count: usize, visit: impl FnMut(&Ready)) {
         self.levels[0].iter().take(count).for_each(visit);
     }
 
@@ -325,7 +325,7 @@ impl ReadyQueue {
 
     /// The earliest expiry among the heads of the levels: messages expire
     /// only at the head, as in RabbitMQ's classic queues.
-    pub fn next_expiry(&self) -> Option<u64> {
+    pub(crate) fn next_expiry(&self) -> Option<u64> {
         if self.expiring == 0 {
             return None;
         }
@@ -338,7 +338,7 @@ impl ReadyQueue {
     }
 
     /// Takes a head message that has expired by `now_ms`, if any.
-    pub fn pop_expired(&mut self, now_ms: u64) -> Option<Ready> {
+    pub(crate) fn pop_expired(&mut self, now_ms: u64) -> Option<Ready> {
         let level = self
             .levels
             .iter()

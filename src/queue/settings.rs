@@ -45,21 +45,21 @@ const EXPIRY_MS_MAX: u64 = 4_294_967_295;
 pub struct Settings {
     pub queue_type: QueueType,
     /// `x-message-ttl`: how long a message may wait in the queue.
-    pub message_ttl_ms: Option<u64>,
+    pub(crate) message_ttl_ms: Option<u64>,
     /// `x-expires`: the queue goes after this long unused.
-    pub expires_ms: Option<u64>,
+    pub(crate) expires_ms: Option<u64>,
     /// `x-max-length`: most ready messages.
-    pub max_length: Option<u64>,
+    pub(crate) max_length: Option<u64>,
     /// `x-max-length-bytes`: most ready body bytes.
-    pub max_length_bytes: Option<u64>,
+    pub(crate) max_length_bytes: Option<u64>,
     pub overflow: Overflow,
     /// `x-dead-letter-exchange`; the empty name is the default exchange.
-    pub dead_letter_exchange: Option<ShortStr>,
+    pub(crate) dead_letter_exchange: Option<ShortStr>,
     /// `x-dead-letter-routing-key`; without it the message's own keys.
-    pub dead_letter_routing_key: Option<ShortStr>,
+    pub(crate) dead_letter_routing_key: Option<ShortStr>,
     /// `x-max-priority`: message priorities above it count as it.
-    pub max_priority: Option<u8>,
-    pub single_active_consumer: bool,
+    pub(crate) max_priority: Option<u8>,
+    pub(crate) single_active_consumer: bool,
     /// `x-delivery-limit` (quorum): deliveries after which a returned
     /// message is dead-lettered `delivery_limit`.
     pub delivery_limit: Option<u64>,
@@ -76,7 +76,7 @@ const CLASSIC_ONLY: &[&str] = &[
 
 impl QueueType {
     /// The `x-` arguments RabbitMQ compares on redeclaration, per type.
-    pub fn equivalence_arguments(self) -> &'static [&'static str] {
+    pub(crate) fn equivalence_arguments(self) -> &'static [&'static str] {
         match self {
             QueueType::Classic => &[
                 "x-expires",
@@ -241,14 +241,14 @@ fn delivery_limit(value: &FieldValue) -> Option<u64> {
 impl Settings {
     /// Resolves and validates the settings of a queue named by `resource`
     /// ("queue 'q' in vhost '/'") from its arguments alone.
-    pub fn from_arguments(arguments: &FieldTable, resource: &str) -> Result<Settings, AmqpError> {
+    pub(crate) fn from_arguments(arguments: &FieldTable, resource: &str) -> Result<Settings, AmqpError> {
         Settings::resolve(arguments, None, resource)
     }
 
     /// Resolves from the queue's arguments and the policy's (see the
     /// module doc for which wins). Checks run in RabbitMQ's order, so the
     /// first complaint is the one RabbitMQ makes.
-    pub fn resolve(
+    pub(crate) fn resolve(
         arguments: &FieldTable,
         policy: Option<&FieldTable>,
         resource: &str,

@@ -32,11 +32,11 @@ use crate::protocol::types::{table_value_raw, FieldTable, FieldValue, ShortStr};
 /// The largest weight one binding may have: each unit is a bucket in every
 /// shard's replica of the ring, so the ring's memory is bounded by the
 /// bindings (warren's limit; the plugin has none).
-pub const WEIGHT_MAX: u32 = 10_000;
+pub(crate) const WEIGHT_MAX: u32 = 10_000;
 
 /// A message property the plugin can hash on (`hash-property`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashProperty {
+pub(crate) enum HashProperty {
     CorrelationId,
     MessageId,
     Timestamp,
@@ -44,7 +44,7 @@ pub enum HashProperty {
 
 /// What a message is hashed on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum HashOn {
+pub(crate) enum HashOn {
     #[default]
     RoutingKey,
     Header(ShortStr),
@@ -63,7 +63,7 @@ fn long_string_argument<'a>(arguments: &'a FieldTable, key: &str) -> Option<&'a 
 impl HashOn {
     /// Reads `hash-header` / `hash-property` with the plugin's `validate`
     /// checks; the error is the text of its 406.
-    pub fn from_arguments(arguments: &FieldTable) -> Result<HashOn, String> {
+    pub(crate) fn from_arguments(arguments: &FieldTable) -> Result<HashOn, String> {
         let header = long_string_argument(arguments, "hash-header");
         let property = long_string_argument(arguments, "hash-property");
         match (header, property) {
@@ -89,7 +89,7 @@ impl HashOn {
 
 /// A binding key as a weight, with the plugin's `validate_binding` texts
 /// (Erlang's `list_to_integer`: an optional sign, then digits).
-pub fn binding_weight(routing_key: &[u8]) -> Result<u32, String> {
+pub(crate) fn binding_weight(routing_key: &[u8]) -> Result<u32, String> {
     let digits = routing_key
         .strip_prefix(b"+")
         .or_else(|| routing_key.strip_prefix(b"-"))
@@ -115,7 +115,7 @@ pub fn binding_weight(routing_key: &[u8]) -> Result<u32, String> {
 /// One exchange's ring: bucket i routes to `buckets[i]`; `None` is a gap
 /// left by an unbind (see the module doc).
 #[derive(Debug)]
-pub struct HashRing<T> {
+pub(crate) struct HashRing<T> {
     hash_on: HashOn,
     buckets: Vec<Option<T>>,
     /// Buckets that are not gaps: the plugin hashes over the map's size.

@@ -23,7 +23,7 @@ const DELAY_MS_MAX: i64 = 4_294_967_295;
 
 /// The delay a publish with these raw headers (the encoded table) asks
 /// for; None when it is to be routed at once.
-pub fn delay_ms(raw_headers: &[u8]) -> Option<u64> {
+pub(crate) fn delay_ms(raw_headers: &[u8]) -> Option<u64> {
     let mut raw = Bytes::copy_from_slice(table_value_raw(raw_headers, b"x-delay")?);
     let delay = match FieldValue::decode(&mut raw).ok()? {
         FieldValue::I8(v) => v.into(),
@@ -45,7 +45,7 @@ pub fn delay_ms(raw_headers: &[u8]) -> Option<u64> {
 
 /// The raw properties of a delayed message as it is routed: `x-delay` is
 /// minus the delay it waited.
-pub fn routed_properties(properties: &Bytes, delay_ms: u64) -> Result<Bytes, DecodeError> {
+pub(crate) fn routed_properties(properties: &Bytes, delay_ms: u64) -> Result<Bytes, DecodeError> {
     let mut props = BasicProperties::decode(&mut properties.clone())?;
     let delay = -i64::try_from(delay_ms).unwrap_or(DELAY_MS_MAX);
     let value = match i32::try_from(delay) {

@@ -20,7 +20,7 @@ use crate::protocol::types::{FieldTable, FieldValue};
 
 /// The `x-match` mode of a headers binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum XMatch {
+pub(crate) enum XMatch {
     All,
     Any,
     AllWithX,
@@ -50,7 +50,7 @@ impl XMatch {
 
 /// Checks a binding's `x-match` argument, with RabbitMQ's error text (the
 /// catalog answers it with PRECONDITION_FAILED).
-pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), String> {
+pub(crate) fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), String> {
     match arguments.get("x-match") {
         None => Ok(()),
         Some(FieldValue::LongStr(text)) => match text.as_bytes() {
@@ -69,7 +69,7 @@ pub fn validate_binding_arguments(arguments: &FieldTable) -> Result<(), String> 
 }
 
 /// RabbitMQ's name for a field value's type, as its error texts print it.
-pub fn type_name(value: &FieldValue) -> &'static str {
+pub(crate) fn type_name(value: &FieldValue) -> &'static str {
     match value {
         FieldValue::Bool(_) => "bool",
         FieldValue::I8(_) => "byte",
@@ -93,7 +93,7 @@ pub fn type_name(value: &FieldValue) -> &'static str {
 
 /// A field value as RabbitMQ's error texts print it: strings as text,
 /// numbers and booleans plainly, anything else in a debug form.
-pub fn format_value(value: &FieldValue) -> String {
+pub(crate) fn format_value(value: &FieldValue) -> String {
     match value {
         FieldValue::LongStr(s) | FieldValue::Bytes(s) => {
             String::from_utf8_lossy(s.as_bytes()).into_owned()
@@ -122,7 +122,7 @@ fn number(value: &FieldValue) -> Option<f64> {
 
 /// Whether two values are equal under Erlang's `==` on RabbitMQ's decoded
 /// representation (see the module doc).
-pub fn values_equal(a: &FieldValue, b: &FieldValue) -> bool {
+pub(crate) fn values_equal(a: &FieldValue, b: &FieldValue) -> bool {
     match (a, b) {
         (
             FieldValue::LongStr(x) | FieldValue::Bytes(x),
@@ -143,7 +143,7 @@ pub fn values_equal(a: &FieldValue, b: &FieldValue) -> bool {
 
 /// One compiled headers binding.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HeadersBinding {
+pub(crate) struct HeadersBinding {
     x_match: XMatch,
     /// The binding's arguments as given (they are also its identity).
     arguments: FieldTable,

@@ -27,7 +27,7 @@
 pub mod consistent_hash;
 pub mod delayed;
 pub mod headers;
-pub mod sender_selected;
+pub(crate) mod sender_selected;
 pub mod topic;
 
 use std::cell::Cell;
@@ -86,9 +86,9 @@ impl ExchangeKind {
 pub struct ExchangeRouting {
     pub kind: ExchangeKind,
     /// In effect: the exchange's own argument, else its policy's.
-    pub alternate_exchange: Option<ShortStr>,
+    pub(crate) alternate_exchange: Option<ShortStr>,
     /// x-consistent-hash only.
-    pub hash_on: HashOn,
+    pub(crate) hash_on: HashOn,
 }
 
 impl ExchangeRouting {
@@ -114,7 +114,7 @@ pub struct MessageFields<'a> {
     /// (CC and BCC): a consistent-hash exchange hashes this one whatever
     /// key it is routing, as the plugin hashes the first of the message's
     /// routing keys, so a message reaches one of its queues.
-    pub first_routing_key: Option<&'a [u8]>,
+    pub(crate) first_routing_key: Option<&'a [u8]>,
 }
 
 /// Where a binding delivers: a queue, or another exchange (exchange.bind).
@@ -126,7 +126,7 @@ pub enum Destination {
 
 /// One binding, for listing.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct BindingView<'a> {
+pub(crate) struct BindingView<'a> {
     pub source: &'a ShortStr,
     pub destination: &'a Destination,
     pub routing_key: &'a ShortStr,
@@ -350,7 +350,7 @@ impl RoutingTable {
     }
 
     /// Changes an exchange's alternate exchange (a policy came or went).
-    pub fn set_alternate_exchange(&mut self, name: &[u8], alternate: Option<ShortStr>) {
+    pub(crate) fn set_alternate_exchange(&mut self, name: &[u8], alternate: Option<ShortStr>) {
         if let Some(x) = self.slot_of(name).and_then(|slot| self.exchange_mut(slot)) {
             x.alternate_exchange = alternate;
         }
@@ -360,7 +360,7 @@ impl RoutingTable {
     /// bindings to it. Returns the other exchanges left with no bindings as
     /// a source by this removal, sorted by name (candidates for
     /// auto-delete).
-    pub fn remove_exchange(&mut self, name: &[u8]) -> Vec<ShortStr> {
+    pub(crate) fn remove_exchange(&mut self, name: &[u8]) -> Vec<ShortStr> {
         let Some(slot) = self.slot_of(name) else {
             return Vec::new();
         };
@@ -388,7 +388,7 @@ impl RoutingTable {
 
     /// Removes a queue and every binding to it. Returns the exchanges left
     /// with no bindings as a source, sorted by name.
-    pub fn remove_queue(&mut self, name: &[u8], id: QueueId) -> Vec<ShortStr> {
+    pub(crate) fn remove_queue(&mut self, name: &[u8], id: QueueId) -> Vec<ShortStr> {
         if self.queues.get(name) == Some(&id) {
             self.queues.remove(name);
         }
@@ -537,7 +537,7 @@ impl RoutingTable {
 
     /// Whether the exchange is the source of any binding (exchange.delete
     /// if-unused, auto-delete).
-    pub fn has_bindings_from(&self, exchange: &[u8]) -> bool {
+    pub(crate) fn has_bindings_from(&self, exchange: &[u8]) -> bool {
         self.slot_of(exchange)
             .and_then(|slot| self.exchange(slot))
             .is_some_and(|x| x.binding_count > 0)
@@ -566,14 +566,14 @@ impl RoutingTable {
     }
 
     /// The slot of the exchange named `name`, for `count_publish`.
-    pub fn exchange_slot(&self, name: &[u8]) -> Option<Slot> {
+    pub(crate) fn exchange_slot(&self, name: &[u8]) -> Option<Slot> {
         self.slot_of(name)
     }
 
     /// Counts a message published to the exchange in `slot` (as `route`
     /// found it, so a publish looks its exchange up once), and whether it
     /// reached a queue: plain additions, read by the management API.
-    pub fn count_publish(&self, slot: Option<Slot>, routed: bool) {
+    pub(crate) fn count_publish(&self, slot: Option<Slot>, routed: bool) {
         if let Some(x) = slot.and_then(|slot| self.exchange(slot)) {
             x.published_in.set(x.published_in.get() + 1);
             x.published_out
@@ -582,7 +582,7 @@ impl RoutingTable {
     }
 
     /// (name, published in, published out) of every exchange with traffic.
-    pub fn exchange_counts(&self) -> impl Iterator<Item = (&ShortStr, u64, u64)> {
+    pub(crate) fn exchange_counts(&self) -> impl Iterator<Item = (&ShortStr, u64, u64)> {
         self.slots
             .iter()
             .flatten()
@@ -616,7 +616,7 @@ impl RoutingTable {
     /// Whether routing from `exchange` can reach a headers exchange (through
     /// exchange bindings or alternate exchanges), so the caller knows to
     /// decode the message's headers before calling [`route`](Self::route).
-    pub fn needs_headers(&self, exchange: &[u8]) -> bool {
+    pub(crate) fn needs_headers(&self, exchange: &[u8]) -> bool {
         let Some(start) = self.slot_of(exchange) else {
             return false;
         };

@@ -18,9 +18,9 @@ const BCC: &str = "BCC";
 
 /// The extra routing keys of a message, and whether it had BCC.
 #[derive(Debug, PartialEq)]
-pub struct SenderSelected {
+pub(crate) struct SenderSelected {
     pub routing_keys: Vec<ShortStr>,
-    pub has_bcc: bool,
+    pub(crate) has_bcc: bool,
 }
 
 /// Reads CC and BCC from a publish's raw header table; None when it names
@@ -56,7 +56,7 @@ pub fn parse(raw_headers: &Bytes) -> Result<Option<SenderSelected>, AmqpError> {
 }
 
 /// The properties without the BCC header, which receivers must not see.
-pub fn strip_bcc(properties: &Bytes) -> Result<Bytes, AmqpError> {
+pub(crate) fn strip_bcc(properties: &Bytes) -> Result<Bytes, AmqpError> {
     let mut decoded = BasicProperties::decode(&mut properties.clone())?;
     if let Some(headers) = decoded.headers.as_mut() {
         headers

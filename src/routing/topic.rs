@@ -80,14 +80,14 @@ impl<T> Node<T> {
 
 /// Reusable state for [`TopicTrie::for_each_match`]: two node sets.
 #[derive(Debug, Default)]
-pub struct TopicScratch {
+pub(crate) struct TopicScratch {
     current: Vec<NodeId>,
     next: Vec<NodeId>,
 }
 
 /// A trie of topic patterns, each carrying targets of type `T`.
 #[derive(Debug)]
-pub struct TopicTrie<T> {
+pub(crate) struct TopicTrie<T> {
     /// Arena of nodes; `nodes[0]` is the root. Freed slots are `None` and
     /// listed in `free` for reuse.
     nodes: Vec<Option<Node<T>>>,
@@ -109,7 +109,7 @@ impl<T: Copy + PartialEq> TopicTrie<T> {
     }
 
     /// Number of live nodes, the root included.
-    pub fn node_count(&self) -> usize {
+    pub(crate) fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
 
@@ -241,7 +241,7 @@ impl<T: Copy + PartialEq> TopicTrie<T> {
 
     /// Calls `f` with the target of every binding whose pattern matches
     /// `key`, once per binding.
-    pub fn for_each_match(&self, key: &[u8], scratch: &mut TopicScratch, mut f: impl FnMut(T)) {
+    pub(crate) fn for_each_match(&self, key: &[u8], scratch: &mut TopicScratch, mut f: impl FnMut(T)) {
         let TopicScratch { current, next } = scratch;
         current.clear();
         self.push_closure(ROOT, current);

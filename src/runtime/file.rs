@@ -16,7 +16,7 @@ use glommio::io::{BufferedFile, DmaFile, OpenOptions};
 
 /// The unit of every write: a multiple of any device's logical block size
 /// (glommio's DMA alignment is at most 4096).
-pub const BLOCK: u64 = 4096;
+pub(crate) const BLOCK: u64 = 4096;
 
 /// Logs why the store falls back to buffered I/O, once per process: the
 /// choice is the file system's, the same for every file of the data
@@ -69,7 +69,7 @@ impl File {
     /// Opens `path` to read it through the page cache: reads of records
     /// that are not block-aligned. (On some devices direct reads go to a
     /// polled ring that refuses them with EOPNOTSUPP.)
-    pub async fn open_for_reading(path: &Path) -> io::Result<File> {
+    pub(crate) async fn open_for_reading(path: &Path) -> io::Result<File> {
         let mut options = OpenOptions::new();
         options.read(true);
         Self::open_buffered(&options, path).await
@@ -82,12 +82,12 @@ impl File {
         })
     }
 
-    pub fn is_direct(&self) -> bool {
+    pub(crate) fn is_direct(&self) -> bool {
         matches!(self.inner, Inner::Direct(_))
     }
 
     /// Writes `data` (a whole number of blocks) at `pos` (block-aligned).
-    pub async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
         let written = match &self.inner {
             Inner::Direct(file) => {
@@ -107,7 +107,7 @@ impl File {
     }
 
     /// Reads up to `len` bytes at `pos` (fewer at the end of the file).
-    pub async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
+    pub(crate) async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         let read = match &self.inner {
             Inner::Direct(file) => file.read_at(pos, len).await?,
             Inner::Buffered(file) => file.read_at(pos, len).await?,
@@ -130,7 +130,7 @@ impl File {
     /// pwrite and fdatasync would do them (about 20% off the confirm
     /// latency at 10k msg/s here, against the ring's write and a separate
     /// blocking sync).
-    pub async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
         let fd = self.raw_fd();
         // O_DIRECT wants aligned memory: an over-allocated copy, written
@@ -170,7 +170,7 @@ impl File {
     /// space, without changing the file's size. On a file system without
     /// fallocate (ramfs, some FUSE ones) it reserves nothing: the writes
     /// claim their space, and a full disk shows as a failed write.
-    pub async fn preallocate(&self, len: u64) -> io::Result<()> {
+    pub(crate) async fn preallocate(&self, len: u64) -> io::Result<()> {
         let reserved = match &self.inner {
             Inner::Direct(file) => file.pre_allocate(len, true).await,
             Inner::Buffered(file) => file.pre_allocate(len, true).await,
@@ -190,7 +190,7 @@ impl File {
 }
 
 /// Makes the directory's entries (files created or removed in it) durable.
-pub async fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) async fn sync_dir(dir: &Path) -> io::Result<()> {
     let dir = glommio::io::Directory::open(dir).await?;
     dir.sync().await?;
     dir.close().await?;
@@ -205,7 +205,7 @@ pub async fn remove(path: PathBuf) -> io::Result<()> {
 /// Runs `future` to completion on a glommio executor of its own, on the
 /// calling thread: for start-up work (reading the store) before the shards
 /// start.
-pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
+pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> Result<T, String> {
     let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .name("warren-recovery")
         .io_memory(super::IO_MEMORY_MIN)

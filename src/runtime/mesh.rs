@@ -141,7 +141,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
         self.shard_id
     }
 
-    pub fn shard_count(&self) -> usize {
+    pub(crate) fn shard_count(&self) -> usize {
         self.shard_count
     }
 

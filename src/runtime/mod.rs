@@ -174,7 +174,7 @@ pub async fn sleep(duration: Duration) {
 
 /// Lets every other runnable task of this shard have its turn before
 /// continuing: how a task that could go on working bounds its work per turn.
-pub async fn yield_now() {
+pub(crate) async fn yield_now() {
     futures_lite::future::yield_now().await;
 }
 

@@ -35,7 +35,7 @@ pub fn reserve_port(addr: SocketAddr) -> io::Result<(socket2::Socket, SocketAddr
     Ok((socket, local))
 }
 
-pub struct Listener(TcpListener);
+pub(crate) struct Listener(TcpListener);
 
 impl Listener {
     /// Binds with SO_REUSEPORT (glommio sets it), so every shard listens on
@@ -46,7 +46,7 @@ impl Listener {
             .map_err(io::Error::from)
     }
 
-    pub async fn accept(&self) -> io::Result<(ReadHalf, WriteHalf, SocketAddr)> {
+    pub(crate) async fn accept(&self) -> io::Result<(ReadHalf, WriteHalf, SocketAddr)> {
         let stream = self.0.accept().await.map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
         let peer = stream.peer_addr().map_err(io::Error::from)?;
@@ -59,12 +59,12 @@ impl Listener {
     }
 }
 
-pub struct ReadHalf {
+pub(crate) struct ReadHalf {
     stream: Rc<RefCell<TcpStream>>,
     /// Bytes offered to the next read; follows what reads return.
     window: usize,
 }
-pub struct WriteHalf(Rc<RefCell<TcpStream>>);
+pub(crate) struct WriteHalf(Rc<RefCell<TcpStream>>);
 
 const READ_WINDOW_MIN: usize = 4 << 10;
 const READ_WINDOW_MAX: usize = 256 << 10;

@@ -42,7 +42,7 @@ impl Notify {
 /// true (an outbox drained, an alarm cleared): each waiter re-checks its
 /// condition when woken, so a spurious wake-up is harmless.
 #[derive(Default)]
-pub struct Waiters {
+pub(crate) struct Waiters {
     wakers: RefCell<Vec<Waker>>,
 }
 
@@ -64,7 +64,7 @@ impl Waiters {
         .await
     }
 
-    pub fn wake_all(&self) {
+    pub(crate) fn wake_all(&self) {
         for waker in self.wakers.borrow_mut().drain(..) {
             waker.wake();
         }

@@ -25,18 +25,18 @@ use crate::protocol::AmqpError;
 pub type Command = Box<dyn FnOnce(&Rc<Shard>) + Send>;
 
 /// One shard's inbox.
-pub type Inbox = Arc<ArrayQueue<Command>>;
+pub(crate) type Inbox = Arc<ArrayQueue<Command>>;
 
 /// Commands a shard may have waiting; past it the API answers 503.
-pub const INBOX_CAPACITY: usize = 1024;
+pub(crate) const INBOX_CAPACITY: usize = 1024;
 
 /// How long a command may wait for its answer (a metadata change waits
 /// for every shard) before the API answers 503.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a command got no answer.
 #[derive(Debug)]
-pub enum BridgeError {
+pub(crate) enum BridgeError {
     /// The inbox is full: the shards are not keeping up.
     Busy,
     /// The shard stopped (shutdown) before answering.
@@ -47,7 +47,7 @@ pub enum BridgeError {
 
 /// The management thread's handle on every shard's inbox.
 #[derive(Clone)]
-pub struct Bridge {
+pub(crate) struct Bridge {
     inboxes: Arc<[Inbox]>,
 }
 
@@ -62,16 +62,16 @@ impl Bridge {
         }
     }
 
-    pub fn inbox(&self, shard: usize) -> Inbox {
+    pub(crate) fn inbox(&self, shard: usize) -> Inbox {
         self.inboxes[shard].clone()
     }
 
-    pub fn shard_count(&self) -> usize {
+    pub(crate) fn shard_count(&self) -> usize {
         self.inboxes.len()
     }
 
     /// Runs `f` on `shard` and returns what it returns.
-    pub async fn on_shard<R: Send + 'static>(
+    pub(crate) async fn on_shard<R: Send + 'static>(
         &self,
         shard: usize,
         f: impl FnOnce(&Rc<Shard>) -> R + Send + 'static,
@@ -83,7 +83,7 @@ impl Bridge {
     }
 
     /// Runs `f` on `shard`; it answers through the sender, now or later.
-    pub async fn on_shard_later<R: Send + 'static>(
+    pub(crate) async fn on_shard_later<R: Send + 'static>(
         &self,
         shard: usize,
         f: impl FnOnce(&Rc<Shard>, oneshot::Sender<R>) + Send + 'static,
@@ -100,7 +100,7 @@ impl Bridge {
     }
 
     /// Runs `f` on every shard, in shard order.
-    pub async fn on_every_shard<R: Send + 'static>(
+    pub(crate) async fn on_every_shard<R: Send + 'static>(
         &self,
         f: impl Fn(&Rc<Shard>) -> R + Send + Sync + Clone + 'static,
     ) -> Result<Vec<R>, BridgeError> {
@@ -113,7 +113,7 @@ impl Bridge {
 
     /// A metadata change through the coordinator, answered once every
     /// shard applied it.
-    pub async fn meta(&self, op: MetaOp) -> Result<Result<MetaOutcome, AmqpError>, BridgeError> {
+    pub(crate) async fn meta(&self, op: MetaOp) -> Result<Result<MetaOutcome, AmqpError>, BridgeError> {
         self.on_shard_later(0, move |shard, answer| {
             let done = Box::new(move |result| {
                 let _ = answer.send(result);

@@ -68,7 +68,7 @@ impl Clients {
 
 /// A connection as `/api/connections` lists it.
 #[derive(Clone, Debug)]
-pub struct ConnectionInfo {
+pub(crate) struct ConnectionInfo {
     pub id: ConnectionId,
     /// RabbitMQ's name: "peer -> listener".
     pub name: String,
@@ -82,9 +82,9 @@ pub struct ConnectionInfo {
     pub heartbeat_s: u16,
     pub state: &'static str,
     /// Per open channel, by number.
-    pub channel_list: Vec<ChannelInfo>,
+    pub(crate) channel_list: Vec<ChannelInfo>,
     /// What its closed channels did.
-    pub closed_channels: MessageTotals,
+    pub(crate) closed_channels: MessageTotals,
     pub traffic: TrafficTotals,
     /// Bytes appended and not yet written (RabbitMQ's `send_pend`).
     pub send_pend: usize,
@@ -95,7 +95,7 @@ pub struct ConnectionInfo {
 /// (`recv_cnt`, `send_cnt`, which RabbitMQ takes from the socket's packet
 /// counts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TrafficTotals {
+pub(crate) struct TrafficTotals {
     pub recv_oct: u64,
     pub recv_cnt: u64,
     pub send_oct: u64,
@@ -104,7 +104,7 @@ pub struct TrafficTotals {
 
 /// A channel as `/api/channels` lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChannelInfo {
+pub(crate) struct ChannelInfo {
     pub number: u16,
     pub consumers: usize,
     pub unacked: usize,

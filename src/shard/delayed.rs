@@ -27,7 +27,7 @@ pub(crate) struct DelayedMessage {
     /// The message's routing keys: its own, then CC and BCC.
     pub routing_keys: Vec<ShortStr>,
     pub message: Message,
-    pub delay_ms: u64,
+    pub(crate) delay_ms: u64,
 }
 
 /// The waiting messages, by number.

@@ -15,7 +15,7 @@ use crate::routing::MessageFields;
 
 /// One queue's figures, as its owning shard sees them.
 #[derive(Clone, Copy, Debug)]
-pub struct QueueSample {
+pub(crate) struct QueueSample {
     pub id: QueueId,
     pub ready: u32,
     pub unacked: u32,
@@ -25,7 +25,7 @@ pub struct QueueSample {
 
 /// The node's memory and disk against their limits, and the alarms.
 #[derive(Clone, Copy, Debug)]
-pub struct NodeResources {
+pub(crate) struct NodeResources {
     /// Resident bytes; None where the kernel does not say.
     pub mem_used: Option<u64>,
     pub mem_limit: u64,
@@ -41,7 +41,7 @@ pub struct NodeResources {
 impl Shard {
     /// What `/api/nodes` and the alarms health check show: the same
     /// readings and limits the shards' watches use.
-    pub fn node_resources(&self) -> NodeResources {
+    pub(crate) fn node_resources(&self) -> NodeResources {
         let (config, load) = (&self.shared.config, &self.shared.load);
         let total = crate::memory::total_memory();
         let (disk_free, disk_free_limit) = self.disk_watch().free_and_limit();
@@ -56,7 +56,7 @@ impl Shard {
     }
 
     /// Every queue this shard owns, with its counts.
-    pub fn queue_samples(&self) -> Vec<QueueSample> {
+    pub(crate) fn queue_samples(&self) -> Vec<QueueSample> {
         self.queues
             .borrow()
             .iter()
@@ -72,7 +72,7 @@ impl Shard {
 
     /// (vhost, exchange, publish_in, publish_out) of every exchange that
     /// saw a publish on this shard.
-    pub fn exchange_counts(&self) -> Vec<(ShortStr, ShortStr, u64, u64)> {
+    pub(crate) fn exchange_counts(&self) -> Vec<(ShortStr, ShortStr, u64, u64)> {
         let catalog = self.catalog.borrow();
         let mut counts = Vec::new();
         for vhost in catalog.vhost_names() {
@@ -98,13 +98,13 @@ impl Shard {
     }
 
     /// What the channels of this shard's closed connections did.
-    pub fn retired_totals(&self) -> MessageTotals {
+    pub(crate) fn retired_totals(&self) -> MessageTotals {
         self.retired_totals.get()
     }
 
     /// Every consumer of the queues this shard owns: (queue, connection,
     /// channel, tag).
-    pub fn consumer_list(&self) -> Vec<(QueueId, ConnectionId, u16, ShortStr)> {
+    pub(crate) fn consumer_list(&self) -> Vec<(QueueId, ConnectionId, u16, ShortStr)> {
         let queues = self.queues.borrow();
         let mut list = Vec::new();
         for (&id, q) in queues.iter() {
@@ -115,7 +115,7 @@ impl Shard {
         list
     }
 
-    pub fn connection_infos(&self) -> Vec<ConnectionInfo> {
+    pub(crate) fn connection_infos(&self) -> Vec<ConnectionInfo> {
         self.connections
             .borrow()
             .all()
@@ -126,7 +126,7 @@ impl Shard {
 
     /// Closes the connection called `name` with 320 and `reason`; false if
     /// this shard has none by that name.
-    pub fn close_connection_named(&self, name: &str, reason: &str) -> bool {
+    pub(crate) fn close_connection_named(&self, name: &str, reason: &str) -> bool {
         let found: Vec<_> = self
             .connections
             .borrow()
@@ -144,7 +144,7 @@ impl Shard {
     /// Takes up to `count` messages from a queue this shard owns; with
     /// `requeue` they go back (marked redelivered), as the API's
     /// `ack_requeue_true` does.
-    pub fn queue_take(
+    pub(crate) fn queue_take(
         self: &Rc<Self>,
         queue: QueueId,
         count: usize,
@@ -182,7 +182,7 @@ impl Shard {
     /// Routes a message on this shard's replica, as basic.publish does, and
     /// sends it to the owners of the queues it reached. Returns whether it
     /// was routed.
-    pub fn publish_message(
+    pub(crate) fn publish_message(
         &self,
         vhost: &[u8],
         exchange: ShortStr,

@@ -59,20 +59,20 @@ impl LoadBoard {
         }
     }
 
-    pub fn any_saturated(&self) -> bool {
+    pub(crate) fn any_saturated(&self) -> bool {
         self.saturated
             .iter()
             .any(|flag| flag.load(Ordering::Relaxed))
     }
 
     /// Whether memory use is past the high watermark: publishers block.
-    pub fn memory_alarm(&self) -> bool {
+    pub(crate) fn memory_alarm(&self) -> bool {
         self.memory_alarm.load(Ordering::Relaxed)
     }
 
     /// Whether the disk is short of space or the message store failed:
     /// publishers block.
-    pub fn disk_alarm(&self) -> bool {
+    pub(crate) fn disk_alarm(&self) -> bool {
         self.disk_low.load(Ordering::Relaxed) || self.store_failed.load(Ordering::Relaxed)
     }
 

@@ -130,7 +130,7 @@ const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 96);
 /// on their way; the serial keeps them from counting for the second.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConfirmTag {
-    pub serial: u32,
+    pub(crate) serial: u32,
     /// From 1; 0 wants no answer.
     pub tag: u64,
 }
@@ -145,7 +145,7 @@ impl ConfirmTag {
 pub struct ConfirmAnswer {
     pub channel: u16,
     pub confirm: ConfirmTag,
-    pub stored: bool,
+    pub(crate) stored: bool,
 }
 
 #[derive(Debug)]

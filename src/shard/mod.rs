@@ -12,7 +12,7 @@
 //! every shard in the same order; the -ok is sent only after all shards have
 //! applied it (see `coordinator`).
 
-pub mod bridge;
+pub(crate) mod bridge;
 mod client;
 mod compaction;
 mod confirms;
@@ -25,7 +25,7 @@ mod load;
 pub mod message;
 mod paging;
 mod storage;
-pub use storage::StoreSetup;
+pub(crate) use storage::StoreSetup;
 pub(crate) use storage::DISK_ALARM_REASON;
 mod timer;
 
@@ -51,15 +51,15 @@ use crate::store;
 use bridge::Bridge;
 pub(crate) use client::Client;
 use client::Clients;
-pub use client::{ChannelInfo, ConnectionInfo, TrafficTotals};
+pub(crate) use client::{ChannelInfo, ConnectionInfo, TrafficTotals};
 use confirms::Confirms;
 use coordinator::Coordinator;
 pub(crate) use coordinator::Requester;
 use delayed::DelayedMessages;
 use flow::Flow;
-pub use flow::PublishCredit;
+pub(crate) use flow::PublishCredit;
 pub(crate) use flow::PUBLISH_CREDIT_BYTES;
-pub use load::LoadBoard;
+pub(crate) use load::LoadBoard;
 pub use message::*;
 use timer::Timer;
 
@@ -68,7 +68,7 @@ pub struct Shared {
     pub config: Config,
     pub shutdown: Arc<AtomicBool>,
     /// The management API's command inboxes, one per shard.
-    pub bridge: Bridge,
+    pub(crate) bridge: Bridge,
     pub load: LoadBoard,
     /// The message store's start: what recovery read.
     pub store: StoreSetup,
@@ -107,7 +107,7 @@ pub struct Shard {
     store: OnceCell<storage::ShardStore>,
     paging: paging::Pager,
     /// Connections blocked by the memory alarm, waiting for it to clear.
-    pub alarm_cleared: Waiters,
+    pub(crate) alarm_cleared: Waiters,
 }
 
 /// How often a shard runs the management API's commands: often enough
@@ -173,7 +173,7 @@ impl Shard {
 
     /// Runs the shard's tick until shutdown, then closes its connections
     /// and its side of the mesh.
-    pub async fn serve_until_shutdown(&self) {
+    pub(crate) async fn serve_until_shutdown(&self) {
         self.tick_until_shutdown().await;
         self.log_store_totals();
         self.close_all_connections().await;
@@ -258,7 +258,7 @@ impl Shard {
     }
 
     /// The shard that owns `queue`, from this shard's catalog replica.
-    pub fn owner_of(&self, queue: QueueId) -> Option<ShardId> {
+    pub(crate) fn owner_of(&self, queue: QueueId) -> Option<ShardId> {
         self.catalog
             .borrow()
             .queue_by_id(queue)
@@ -266,7 +266,7 @@ impl Shard {
     }
 
     /// Sends a metadata change to the coordinator (shard 0).
-    pub fn request_meta(&self, reply_to: Option<ChannelId>, op: MetaOp) {
+    pub(crate) fn request_meta(&self, reply_to: Option<ChannelId>, op: MetaOp) {
         self.send_meta_request(reply_to, op, 0);
     }
 

@@ -38,7 +38,7 @@ pub struct StoreSetup {
 impl StoreSetup {
     /// Reads the message logs under `dir` (created if missing) and splits
     /// what was live among `shard_count` shards.
-    pub fn recover(
+    pub(crate) fn recover(
         dir: PathBuf,
         shard_count: usize,
         segment_size: u64,

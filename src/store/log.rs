@@ -95,7 +95,7 @@ pub(crate) struct Log<D: Disk> {
 /// Where an appended record went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Appended {
-    pub lsn: Lsn,
+    pub(crate) lsn: Lsn,
     pub segment: u64,
     pub at: Location,
 }
@@ -105,7 +105,7 @@ pub(crate) struct Appended {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Location {
     pub segment: u32,
-    pub offset: u32,
+    pub(crate) offset: u32,
     pub len: u32,
 }
 

@@ -30,10 +30,10 @@ pub(crate) type QueueMessages = BTreeMap<QueueName, BTreeMap<u64, Message>>;
 pub(crate) struct Recovered {
     pub queues: QueueMessages,
     /// The epoch this run writes (one past the last one found).
-    pub epoch: u64,
+    pub(crate) epoch: u64,
     /// The segments read, deleted once their messages are in this run's
     /// logs.
-    pub old_segments: Vec<String>,
+    pub(crate) old_segments: Vec<String>,
 }
 
 /// How a segment's records ended.
