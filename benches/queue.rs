@@ -36,7 +36,6 @@ impl Cycle {
             ShortStr::from("bench"),
             ShortStr::from("/"),
             false,
-            None,
             Settings::default(),
         );
         let consumers = [1u16, 2].map(|number| ConsumerKey {

@@ -225,7 +225,11 @@ fn placed(op: &MetaOp, shard_count: usize) -> MetaOp {
 /// replica, `op` already applied) answered with `outcome`: what must be
 /// on disk before anyone hears of it. Empty for a change to transient
 /// things only.
-pub(crate) fn durable_changes(op: &MetaOp, outcome: &MetaOutcome, catalog: &Catalog) -> Vec<MetaOp> {
+pub(crate) fn durable_changes(
+    op: &MetaOp,
+    outcome: &MetaOutcome,
+    catalog: &Catalog,
+) -> Vec<MetaOp> {
     match (op, outcome) {
         (_, MetaOutcome::ExchangeDeclared { def, created: true }) if def.durable => {
             vec![exchange_declare(def)]

@@ -216,7 +216,11 @@ impl Api {
         Ok(caller)
     }
 
-    pub(crate) async fn authorize(&self, headers: &HeaderMap, need: Need) -> Result<Caller, ApiError> {
+    pub(crate) async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        need: Need,
+    ) -> Result<Caller, ApiError> {
         let login_failed = || ApiError::unauthorized("not_authorized", "Login failed");
         let header = headers
             .get(axum::http::header::AUTHORIZATION)

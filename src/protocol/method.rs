@@ -298,6 +298,7 @@ macro_rules! methods {
 
 impl Method {
     /// Whether a content header and body frames follow this method.
+    #[cfg(test)]
     pub(crate) fn has_content(&self) -> bool {
         matches!(
             self,

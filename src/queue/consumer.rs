@@ -130,6 +130,7 @@ impl Consumers {
     }
 
     /// Consumers that could take a message right now.
+    #[cfg(test)]
     pub(crate) fn taker_count(&self) -> usize {
         self.taker_count
     }

@@ -114,7 +114,7 @@ fn header_routes(headers: &FieldTable) -> impl Iterator<Item = ShortStr> + '_ {
 }
 
 /// The message `death` sends to `settings`' dead-letter exchange.
-pub fn make(message: &Message, death: &Death<'_>, settings: &Settings) -> DeadLettered {
+pub(crate) fn make(message: &Message, death: &Death<'_>, settings: &Settings) -> DeadLettered {
     let mut properties = decode_properties(message);
     let mut headers = properties.headers.take().unwrap_or_default();
     let mut routing_keys = vec![message.routing_key.clone()];

@@ -184,7 +184,6 @@ pub struct Queue {
     name: ShortStr,
     vhost: ShortStr,
     auto_delete: bool,
-    exclusive_owner: Option<ConnectionId>,
     /// Auto-delete fires only once a queue has had a consumer.
     has_had_consumer: bool,
     next_seq: u64,
@@ -247,7 +246,6 @@ impl Queue {
         name: ShortStr,
         vhost: ShortStr,
         auto_delete: bool,
-        exclusive_owner: Option<ConnectionId>,
         settings: Settings,
     ) -> Queue {
         Queue {
@@ -255,7 +253,6 @@ impl Queue {
             name,
             vhost,
             auto_delete,
-            exclusive_owner,
             has_had_consumer: false,
             next_seq: 1,
             ready: ReadyQueue::new(settings.max_priority),
@@ -370,27 +367,6 @@ impl Queue {
 
     pub fn auto_delete(&self) -> bool {
         self.auto_delete
-    }
-
-    /// The connection that declared the queue exclusive; it is deleted when
-    /// that connection closes (the caller's decision, seeing this).
-    pub(crate) fn exclusive_owner(&self) -> Option<ConnectionId> {
-        self.exclusive_owner
-    }
-
-    /// An exclusive queue is usable only by the connection that declared it
-    /// (consume, get, purge, delete, re-declare); others get 405.
-    pub(crate) fn check_exclusive_access(&self, conn: ConnectionId) -> Result<(), AmqpError> {
-        match self.exclusive_owner {
-            Some(owner) if owner != conn => Err(AmqpError::resource_locked(format!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. \
-                 It could be originally declared on another connection or the \
-                 exclusive property value does not match that of the original \
-                 declaration.",
-                self.name, self.vhost
-            ))),
-            _ => Ok(()),
-        }
     }
 
     /// Ready messages (queue.declare-ok message-count).
@@ -624,6 +600,7 @@ impl Queue {
     }
 
     /// True when `dispatch` would deliver something.
+    #[cfg(test)]
     pub(crate) fn can_dispatch(&self) -> bool {
         !self.ready.is_empty() && !self.ready.head_is_paged() && self.consumers.taker_count() > 0
     }

@@ -241,7 +241,10 @@ fn delivery_limit(value: &FieldValue) -> Option<u64> {
 impl Settings {
     /// Resolves and validates the settings of a queue named by `resource`
     /// ("queue 'q' in vhost '/'") from its arguments alone.
-    pub(crate) fn from_arguments(arguments: &FieldTable, resource: &str) -> Result<Settings, AmqpError> {
+    pub(crate) fn from_arguments(
+        arguments: &FieldTable,
+        resource: &str,
+    ) -> Result<Settings, AmqpError> {
         Settings::resolve(arguments, None, resource)
     }
 

@@ -63,7 +63,6 @@ fn queue() -> Queue {
         ShortStr::from("q"),
         ShortStr::from("/"),
         false,
-        None,
         Settings::default(),
     )
 }
@@ -74,7 +73,6 @@ fn auto_delete_queue() -> Queue {
         ShortStr::from("q"),
         ShortStr::from("/"),
         true,
-        None,
         Settings::default(),
     )
 }
@@ -501,27 +499,6 @@ fn removing_a_consumer_keeps_round_robin_position() {
 }
 
 #[test]
-fn exclusive_queue_is_locked_to_its_owner() {
-    let q = Queue::new(
-        QueueId(3),
-        ShortStr::from("q"),
-        ShortStr::from("/"),
-        false,
-        Some(conn(1)),
-        Settings::default(),
-    );
-    assert!(q.check_exclusive_access(conn(1)).is_ok());
-    let err = q.check_exclusive_access(conn(2)).unwrap_err();
-    assert_eq!(
-        err.reply_text(),
-        "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'. \
-         It could be originally declared on another connection or the exclusive property \
-         value does not match that of the original declaration."
-    );
-    assert!(queue().check_exclusive_access(conn(2)).is_ok());
-}
-
-#[test]
 fn delete_conditions_refuse_a_queue_in_use_or_not_empty() {
     let mut q = queue();
     assert_eq!(q.check_delete(true, true), Ok(0));
@@ -545,7 +522,6 @@ fn queue_with(settings: Settings) -> Queue {
         ShortStr::from("args"),
         ShortStr::from("/"),
         false,
-        None,
         settings,
     )
 }

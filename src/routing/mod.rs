@@ -550,7 +550,7 @@ impl RoutingTable {
     }
 
     /// Every explicit binding, in no particular order.
-    pub fn bindings(&self) -> impl Iterator<Item = BindingView<'_>> {
+    pub(crate) fn bindings(&self) -> impl Iterator<Item = BindingView<'_>> {
         self.slots.iter().flatten().flat_map(|x| {
             x.bindings.iter().flat_map(move |(destination, by_key)| {
                 by_key.iter().flat_map(move |(routing_key, tables)| {

@@ -109,6 +109,7 @@ impl<T: Copy + PartialEq> TopicTrie<T> {
     }
 
     /// Number of live nodes, the root included.
+    #[cfg(test)]
     pub(crate) fn node_count(&self) -> usize {
         self.nodes.len() - self.free.len()
     }
@@ -241,7 +242,12 @@ impl<T: Copy + PartialEq> TopicTrie<T> {
 
     /// Calls `f` with the target of every binding whose pattern matches
     /// `key`, once per binding.
-    pub(crate) fn for_each_match(&self, key: &[u8], scratch: &mut TopicScratch, mut f: impl FnMut(T)) {
+    pub(crate) fn for_each_match(
+        &self,
+        key: &[u8],
+        scratch: &mut TopicScratch,
+        mut f: impl FnMut(T),
+    ) {
         let TopicScratch { current, next } = scratch;
         current.clear();
         self.push_closure(ROOT, current);

@@ -113,7 +113,10 @@ impl Bridge {
 
     /// A metadata change through the coordinator, answered once every
     /// shard applied it.
-    pub(crate) async fn meta(&self, op: MetaOp) -> Result<Result<MetaOutcome, AmqpError>, BridgeError> {
+    pub(crate) async fn meta(
+        &self,
+        op: MetaOp,
+    ) -> Result<Result<MetaOutcome, AmqpError>, BridgeError> {
         self.on_shard_later(0, move |shard, answer| {
             let done = Box::new(move |result| {
                 let _ = answer.send(result);

@@ -783,7 +783,6 @@ fn new_queue(def: &QueueDef) -> Queue {
         def.name.clone(),
         def.vhost.clone(),
         def.auto_delete,
-        def.exclusive_owner,
         def.settings.clone(),
     )
 }
