@@ -82,10 +82,6 @@ impl File {
         })
     }
 
-    pub(crate) fn is_direct(&self) -> bool {
-        matches!(self.inner, Inner::Direct(_))
-    }
-
     /// Writes `data` (a whole number of blocks) at `pos` (block-aligned).
     pub(crate) async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
