@@ -1,6 +1,14 @@
 //! The connection shell: one task reads and handles frames, one writes, one
 //! keeps heartbeats; everything they share lives in [`Connection`], which
-//! the shard also reaches to hand over deliveries and replies.
+//! the shard reaches through `shard::Client` (`client`) to hand over
+//! deliveries, replies, confirms and credit.
+//!
+//! Where things are: frames by channel state (`frames`), the methods by
+//! AMQP class (`methods`, one file per class), one channel's own state and
+//! decisions (`channel`), requests to other shards and their replies
+//! (`requests`), closing (`close`), writing (`outbound`), publish credit
+//! (`flow`), the cap on held content (`content`), login and permission
+//! checks (`permission`).
 //!
 //! The reader handles a frame to completion before the next. Methods that
 //! need another shard (declare, consume, get...) send a request and the
