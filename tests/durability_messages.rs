@@ -13,14 +13,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::amqp::{open_confirming as open, within, STEP};
+use common::amqp::{names_on_shard, open_confirming as open, within, STEP};
 use common::Broker;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
-use warren::catalog::queue_shard;
 
 const STOP: Duration = Duration::from_secs(15);
 
@@ -69,16 +68,9 @@ async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) {
 
 /// Two queue names for each shard of a 2-shard broker.
 fn queues(prefix: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for shard in 0..2 {
-        names.extend(
-            (0..)
-                .map(|n| format!("{prefix}-{n}"))
-                .filter(|name| queue_shard(b"/", name.as_bytes(), 2) == shard)
-                .take(2),
-        );
-    }
-    names
+    (0..2)
+        .flat_map(|shard| names_on_shard(prefix, shard).take(2))
+        .collect()
 }
 
 /// Every property set, headers included: they must come back byte for

@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::amqp::{open_confirming as open, within};
+use common::amqp::{names_on_shard, open_confirming as open, within};
 use common::Broker;
 use futures_lite::StreamExt;
 use lapin::options::{
@@ -22,7 +22,6 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
-use warren::catalog::queue_shard;
 
 const BUDGET: &str = "4MiB";
 const BODY_LEN: usize = 1024;
@@ -45,9 +44,8 @@ fn broker_args() -> [&'static str; 6] {
 fn queues(prefix: &str) -> Vec<String> {
     (0..2)
         .map(|shard| {
-            (0..)
-                .map(|n| format!("{prefix}-{n}"))
-                .find(|name| queue_shard(b"/", name.as_bytes(), 2) == shard)
+            names_on_shard(prefix, shard)
+                .next()
                 .expect("a name for every shard")
         })
         .collect()

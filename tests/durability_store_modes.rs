@@ -12,24 +12,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::amqp::{open_confirming, within};
+use common::amqp::{names_on_shard, open_confirming, within};
 use common::Broker;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
-use warren::catalog::queue_shard;
 
 const STOP: Duration = Duration::from_secs(15);
 const MESSAGES: usize = 50;
 
 /// One queue per shard of a 2-shard broker.
 fn queues(prefix: &str) -> [String; 2] {
-    [0, 1].map(|shard| {
-        (0..)
-            .map(|n| format!("{prefix}-{n}"))
-            .find(|name| queue_shard(b"/", name.as_bytes(), 2) == shard)
-            .unwrap_or_default()
-    })
+    [0, 1].map(|shard| names_on_shard(prefix, shard).next().unwrap_or_default())
 }
 
 fn body(queue: &str, n: usize) -> Vec<u8> {

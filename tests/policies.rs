@@ -15,7 +15,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::amqp::{open_confirming, within, STEP};
+use common::amqp::{names_on_shard, open_confirming, within, STEP};
 use common::http::Http;
 use common::Broker;
 use lapin::options::{
@@ -25,7 +25,6 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde_json::{json, Value};
-use warren::catalog::queue_shard;
 
 const POLICIES: &str = "/api/policies";
 const OPERATOR: &str = "/api/operator-policies";
@@ -37,10 +36,7 @@ fn unique(what: &str) -> String {
 
 /// `prefix-<n>`, for the first n that puts the queue on `shard`.
 fn name_on_shard(prefix: &str, shard: usize) -> String {
-    (0..)
-        .map(|n| format!("{prefix}-{n}"))
-        .find(|name| queue_shard(b"/", name.as_bytes(), 2) == shard)
-        .unwrap_or_default()
+    names_on_shard(prefix, shard).next().unwrap_or_default()
 }
 
 struct Fixture {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use lapin::options::ConfirmSelectOptions;
 use lapin::{Channel, Connection, ConnectionProperties};
 
+use warren::catalog::queue_shard;
+
 use super::Broker;
 
 /// Upper bound for one step against the broker (an RPC, a delivery).
@@ -41,4 +43,13 @@ pub async fn open_confirming(broker: &Broker) -> (Connection, Channel) {
     .await
     .expect("confirm.select");
     (connection, channel)
+}
+
+/// The names `prefix-0`, `prefix-1`, ... whose queues live on `shard` of a
+/// two-shard warren (`catalog::queue_shard`), in that order: tests put a
+/// queue on each shard on purpose.
+pub fn names_on_shard(prefix: &str, shard: usize) -> impl Iterator<Item = String> + '_ {
+    (0..)
+        .map(move |n| format!("{prefix}-{n}"))
+        .filter(move |name| queue_shard(b"/", name.as_bytes(), 2) == shard)
 }
