@@ -111,21 +111,13 @@ impl File {
         Ok(read.to_vec())
     }
 
-    /// fdatasync(2) on the shard's blocking thread, not through io_uring:
-    /// the ring hands a sync to a kernel worker that shares the shard's
-    /// CPU, and on a busy shard it waited there for a time slice (about
-    /// 5 ms a commit at 10k confirms/s, against 0.3 ms for the syscall).
-    pub async fn fdatasync(&self) -> io::Result<()> {
-        let fd = self.raw_fd();
-        // The file stays open: `self` is borrowed until the sync returns.
-        glommio::executor().spawn_blocking(move || sync(fd)).await
-    }
-
-    /// `write_at` and `fdatasync` in one call on the shard's blocking
-    /// thread: a commit's write and sync with one hand-over, as a plain
-    /// pwrite and fdatasync would do them (about 20% off the confirm
-    /// latency at 10k msg/s here, against the ring's write and a separate
-    /// blocking sync).
+    /// `write_at` and fdatasync(2) in one call on the shard's blocking
+    /// thread, not through io_uring: the ring hands a sync to a kernel
+    /// worker that shares the shard's CPU, and on a busy shard it waited
+    /// there for a time slice (about 5 ms a commit at 10k confirms/s,
+    /// against 0.3 ms for the syscall). One hand-over for both calls took
+    /// about 20% more off the confirm latency than a ring write followed
+    /// by a blocking sync.
     pub(crate) async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         debug_assert!(pos % BLOCK == 0 && data.len() as u64 % BLOCK == 0);
         let fd = self.raw_fd();

@@ -21,14 +21,8 @@ pub(crate) trait DiskFile {
     fn write_at(&self, pos: u64, data: &[u8]) -> impl Future<Output = io::Result<()>>;
     /// Reads up to `len` bytes at `pos`; fewer at the end of the file.
     fn read_at(&self, pos: u64, len: usize) -> impl Future<Output = io::Result<Vec<u8>>>;
-    fn fdatasync(&self) -> impl Future<Output = io::Result<()>>;
-    /// `write_at`, then `fdatasync`: a real file does both in one call.
-    fn write_synced(&self, pos: u64, data: &[u8]) -> impl Future<Output = io::Result<()>> {
-        async move {
-            self.write_at(pos, data).await?;
-            self.fdatasync().await
-        }
-    }
+    /// As `write_at`, then fdatasync: durable when it returns.
+    fn write_synced(&self, pos: u64, data: &[u8]) -> impl Future<Output = io::Result<()>>;
     fn preallocate(&self, len: u64) -> impl Future<Output = io::Result<()>>;
     fn size(&self) -> impl Future<Output = io::Result<u64>>;
 }
@@ -60,10 +54,6 @@ impl DiskFile for file::File {
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
         file::File::read_at(self, pos, len).await
-    }
-
-    async fn fdatasync(&self) -> io::Result<()> {
-        file::File::fdatasync(self).await
     }
 
     async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {

@@ -117,6 +117,21 @@ impl SimDisk {
     }
 }
 
+impl SimHandle {
+    /// fdatasync: what was written survives a crash from now on.
+    fn sync(&self) -> io::Result<()> {
+        let mut state = self.disk.state.borrow_mut();
+        if state.refuses() {
+            return Err(failure());
+        }
+        if let Some(file) = state.files.get_mut(&self.name) {
+            file.synced = file.data.clone();
+            file.unsynced.clear();
+        }
+        Ok(())
+    }
+}
+
 impl DiskFile for SimHandle {
     async fn write_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         let mut state = self.disk.state.borrow_mut();
@@ -141,16 +156,9 @@ impl DiskFile for SimHandle {
         Ok(data[start..end].to_vec())
     }
 
-    async fn fdatasync(&self) -> io::Result<()> {
-        let mut state = self.disk.state.borrow_mut();
-        if state.refuses() {
-            return Err(failure());
-        }
-        if let Some(file) = state.files.get_mut(&self.name) {
-            file.synced = file.data.clone();
-            file.unsynced.clear();
-        }
-        Ok(())
+    async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        self.write_at(pos, data).await?;
+        self.sync()
     }
 
     async fn preallocate(&self, _len: u64) -> io::Result<()> {
