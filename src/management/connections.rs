@@ -16,7 +16,7 @@ use super::routes::{Answer, Done};
 use super::server::{Api, Caller, Need};
 use super::views::NODE_NAME;
 use super::ApiError;
-use crate::ids::ConnectionId;
+use crate::ids::{ChannelId, ConnectionId};
 use crate::shard::ConnectionInfo;
 
 pub(super) fn routes() -> Router<Api> {
@@ -38,21 +38,23 @@ pub(super) async fn connection_infos(api: &Api) -> Result<Vec<ConnectionInfo>, A
     Ok(per_shard.into_iter().flatten().collect())
 }
 
-/// `message_stats` per open channel, by (connection, channel number).
-fn channel_stats(api: &Api, infos: &[ConnectionInfo]) -> HashMap<(ConnectionId, u16), Value> {
+/// `message_stats` per open channel.
+fn channel_stats(api: &Api, infos: &[ConnectionInfo]) -> HashMap<ChannelId, Value> {
     let now = std::time::Instant::now();
     let mut book = rates::lock(&api.rates);
     let mut stats = HashMap::new();
     for info in infos {
         for channel in &info.channel_list {
-            let key = RateKey::Channel(info.id, channel.number);
-            let rates = book.observe(key, channel.totals, now);
-            let stats_json = message_stats(channel.totals, rates);
-            stats.insert((info.id, channel.number), stats_json);
+            let id = ChannelId {
+                conn: info.id,
+                number: channel.number,
+            };
+            let rates = book.observe(RateKey::Channel(id), channel.totals, now);
+            stats.insert(id, message_stats(channel.totals, rates));
         }
     }
     book.retain(|key| match key {
-        RateKey::Channel(conn, number) => stats.contains_key(&(*conn, *number)),
+        RateKey::Channel(id) => stats.contains_key(id),
         _ => true,
     });
     stats
@@ -182,7 +184,7 @@ async fn channels(State(api): State<Api>, headers: HeaderMap) -> Answer {
                 "state": "running",
                 "consumer_count": channel.consumers,
                 "messages_unacknowledged": channel.unacked,
-                "message_stats": stats.get(&(info.id, number)),
+                "message_stats": stats.get(&ChannelId { conn: info.id, number }),
                 "connection_details": {"name": info.name, "peer_host": info.peer_host, "peer_port": info.peer_port},
             }));
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::ids::{ConnectionId, QueueId};
+use crate::ids::{ChannelId, ConnectionId, QueueId};
 use crate::queue::MessageTotals;
 use crate::shard::TrafficTotals;
 
@@ -55,8 +55,7 @@ pub(crate) enum RateKey {
     QueueDepth(QueueId),
     /// (vhost, name).
     Exchange(String, String),
-    /// (connection, channel number).
-    Channel(ConnectionId, u16),
+    Channel(ChannelId),
     /// A connection's traffic.
     Connection(ConnectionId),
     /// The overview, as the named user sees it.
