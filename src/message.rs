@@ -46,6 +46,16 @@ pub struct MessageContent {
     pub body: Bytes,
 }
 
+/// What a message in memory costs beyond its body, in bytes: the `Arc`'s
+/// counts and `MessageContent` (176 B, in a 192 B block), its properties,
+/// exchange and routing key, and the header of the block its bytes share
+/// (`compact`), rounded up by the allocator. A 2M x 16 B backlog measured
+/// 300 B per message over its body, a queue's `Ready` entry included.
+/// Queues count it into the memory they hold (`Body::held_bytes`), so the
+/// queue memory budget bounds a backlog of small messages as well as one
+/// of large.
+pub(crate) const MESSAGE_OVERHEAD_BYTES: u64 = 256;
+
 /// Bodies up to this size are copied out of the read buffer they arrived in
 /// when a queue keeps the message (`Message::compact`).
 const COMPACT_BODY_MAX: usize = 4096;

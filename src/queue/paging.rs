@@ -34,9 +34,14 @@ impl Queue {
         self.ready.is_single_level() && self.settings.dead_letter_exchange.is_none()
     }
 
-    /// Body bytes of the ready messages in memory.
+    /// Memory held by the ready messages in memory (`Body::held_bytes`).
     pub(crate) fn resident_bytes(&self) -> u64 {
         self.ready.resident_bytes()
+    }
+
+    /// The part of `resident_bytes` held by messages also in the log.
+    pub(crate) fn logged_bytes(&self) -> u64 {
+        self.ready.logged_bytes()
     }
 
     pub(crate) fn paged_count(&self) -> usize {
@@ -51,35 +56,53 @@ impl Queue {
         change
     }
 
-    /// How many ready messages from the front make up the head.
-    fn head_len(&self, head: Head) -> usize {
-        let (mut count, mut bytes) = (0, 0);
+    /// How many ready messages from the front make up the head, and the
+    /// memory its candidates for paging out (`candidate_bytes`) hold.
+    fn head_len(&self, head: Head, logged_only: bool) -> (usize, u64) {
+        let (mut count, mut bytes, mut held) = (0, 0, 0);
         self.ready.visit_front(head.messages, |ready| {
             if bytes < head.bytes {
                 count += 1;
                 bytes += ready.body.body_len();
+                held += candidate_bytes(&ready.body, logged_only);
             }
         });
-        count
+        (count, held)
     }
 
-    /// The newest messages in memory behind the head, up to `bytes_max`
-    /// of body, newest first.
-    pub(crate) fn page_out_candidates(&self, head: Head, bytes_max: u64) -> Vec<PageOut> {
+    /// The newest messages in memory behind the head (only those in the
+    /// log, with `logged_only`), up to `bytes_max` of memory (bodies and
+    /// `MESSAGE_OVERHEAD_BYTES` each), newest first.
+    pub(crate) fn page_out_candidates(
+        &self,
+        head: Head,
+        bytes_max: u64,
+        logged_only: bool,
+    ) -> Vec<PageOut> {
         let mut chosen = Vec::new();
         let mut bytes = 0;
-        let mut behind_head = self.ready.len().saturating_sub(self.head_len(head));
+        let (head_len, in_head) = self.head_len(head, logged_only);
+        let mut behind_head = self.ready.len().saturating_sub(head_len);
+        // Candidates left behind the head: the walk stops at the last, and
+        // does not go on through the paged messages before it.
+        let mut left = match logged_only {
+            true => self.ready.logged_bytes(),
+            false => self.ready.resident_bytes(),
+        }
+        .saturating_sub(in_head);
         self.ready.visit_from_back(|ready| {
-            if behind_head == 0 || bytes >= bytes_max {
+            if behind_head == 0 || bytes >= bytes_max || left == 0 {
                 return false;
             }
             behind_head -= 1;
+            let held = candidate_bytes(&ready.body, logged_only);
             let (message, logged) = match &ready.body {
-                Body::Resident(message) => (message, None),
+                Body::Resident(message) if held > 0 => (message, None),
                 Body::Logged(message, at) => (message, Some(*at)),
-                Body::Paged(_) => return true,
+                _ => return true,
             };
-            bytes += message.body_size() as u64;
+            bytes += held;
+            left = left.saturating_sub(held);
             chosen.push(PageOut {
                 seq: ready.seq,
                 message: message.clone(),
@@ -116,7 +139,7 @@ impl Queue {
     /// back; none while the first of them is in the head's back half, so
     /// reads come in batches.
     pub(crate) fn page_in_candidates(&self, head: Head) -> Vec<(u64, Location)> {
-        let head_len = self.head_len(head);
+        let (head_len, _) = self.head_len(head, false);
         let mut pages = Vec::new();
         let mut index = 0;
         let mut first_paged = None;
@@ -204,5 +227,14 @@ impl Queue {
     /// Whether the next message to leave is paged out.
     pub(crate) fn head_is_paged(&self) -> bool {
         self.ready.head_is_paged()
+    }
+}
+
+/// The memory a message holds if it may be paged out (only one in the log,
+/// with `logged_only`), else 0.
+fn candidate_bytes(body: &Body, logged_only: bool) -> u64 {
+    match body {
+        Body::Resident(_) if logged_only => 0,
+        _ => body.held_bytes(),
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 
-use crate::message::Message;
+use crate::message::{Message, MESSAGE_OVERHEAD_BYTES};
 use crate::store::log::Location;
 
 /// A deadline that never comes.
@@ -84,6 +84,17 @@ impl Body {
         }
     }
 
+    /// The memory it holds: none paged out, else its body and
+    /// `MESSAGE_OVERHEAD_BYTES`.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        match self {
+            Body::Resident(message) | Body::Logged(message, _) => {
+                message.body_size() as u64 + MESSAGE_OVERHEAD_BYTES
+            }
+            Body::Paged(_) => 0,
+        }
+    }
+
     /// The page record that holds this message's content, if any.
     pub(crate) fn page_record(&self) -> Option<Location> {
         match self {
@@ -103,8 +114,11 @@ pub(crate) struct ReadyQueue {
     len: usize,
     /// Body bytes of all ready messages (x-max-length-bytes).
     bytes: u64,
-    /// Body bytes of the ready messages in memory.
+    /// Memory held by the ready messages in memory: their bodies and
+    /// `MESSAGE_OVERHEAD_BYTES` each.
     resident: u64,
+    /// The part of `resident` held by messages also in the log.
+    logged: u64,
     /// Ready messages paged out.
     paged: usize,
     /// Ready messages with a deadline: none (no TTL anywhere) spares the
@@ -121,6 +135,7 @@ impl ReadyQueue {
             len: 0,
             bytes: 0,
             resident: 0,
+            logged: 0,
             paged: 0,
             expiring: 0,
         }
@@ -144,9 +159,15 @@ impl ReadyQueue {
         self.bytes
     }
 
-    /// Body bytes of the ready messages in memory.
+    /// Memory held by the ready messages in memory (bodies and
+    /// `MESSAGE_OVERHEAD_BYTES` each).
     pub fn resident_bytes(&self) -> u64 {
         self.resident
+    }
+
+    /// The part of `resident_bytes` held by messages also in the log.
+    pub(crate) fn logged_bytes(&self) -> u64 {
+        self.logged
     }
 
     pub(crate) fn paged_count(&self) -> usize {
@@ -199,11 +220,15 @@ impl ReadyQueue {
     /// Adds (`sign` 1) or takes away (-1) a body from the byte counts.
     fn count_body(&mut self, body: &Body, sign: i64) {
         let len = body.body_len();
-        let signed = |total: u64| total.wrapping_add_signed(sign * len as i64);
-        self.bytes = signed(self.bytes);
+        self.bytes = self.bytes.wrapping_add_signed(sign * len as i64);
+        let held = sign * body.held_bytes() as i64;
         match body {
             Body::Paged(_) => self.paged = self.paged.wrapping_add_signed(sign as isize),
-            _ => self.resident = signed(self.resident),
+            Body::Resident(_) => self.resident = self.resident.wrapping_add_signed(held),
+            Body::Logged(..) => {
+                self.resident = self.resident.wrapping_add_signed(held);
+                self.logged = self.logged.wrapping_add_signed(held);
+            }
         }
     }
 
@@ -234,11 +259,11 @@ impl ReadyQueue {
 
     /// The message just pushed under `seq` is in the log at `at`.
     pub(crate) fn set_logged(&mut self, seq: u64, at: Location) {
+        let mut logged = 0;
         for level in &mut self.levels {
             let Some(ready) = level.back_mut().filter(|ready| ready.seq == seq) else {
                 continue;
             };
-            // Resident and Logged count alike, so the counts stand.
             let placeholder = Body::Paged(Page {
                 at,
                 body_len: 0,
@@ -246,11 +271,16 @@ impl ReadyQueue {
                 page_record: false,
             });
             ready.body = match std::mem::replace(&mut ready.body, placeholder) {
-                Body::Resident(message) => Body::Logged(message, at),
+                Body::Resident(message) => {
+                    let body = Body::Logged(message, at);
+                    logged = body.held_bytes();
+                    body
+                }
                 other => other,
             };
-            return;
+            break;
         }
+        self.logged += logged;
     }
 
     /// The ready message `seq`, whatever its level.
@@ -360,6 +390,7 @@ impl ReadyQueue {
         self.len = 0;
         self.bytes = 0;
         self.resident = 0;
+        self.logged = 0;
         self.paged = 0;
         self.expiring = 0;
         cleared

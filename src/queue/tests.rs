@@ -740,14 +740,18 @@ fn a_paged_out_head_waits_for_its_content_and_delivers_in_order() {
         messages: 3,
         bytes: u64::MAX,
     };
-    let chosen = q.page_out_candidates(head, u64::MAX);
+    let chosen = q.page_out_candidates(head, u64::MAX, false);
     let seqs: Vec<u64> = chosen.iter().map(|c| c.seq).collect();
     assert_eq!(seqs, (4..=10).rev().collect::<Vec<_>>(), "behind the head");
     for c in &chosen {
         assert!(q.page_out(c.seq, location(c.seq as u32 * 100), true));
     }
     assert_eq!(q.paged_count(), 7);
-    assert_eq!(q.resident_bytes(), 3, "the bodies of 1, 2 and 3");
+    assert_eq!(
+        q.resident_bytes(),
+        3 + 3 * crate::message::MESSAGE_OVERHEAD_BYTES,
+        "1, 2 and 3: their bodies and what each costs beyond"
+    );
     assert_eq!(q.message_count(), 10, "paged messages are still ready");
     q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
         .expect("consume");
@@ -788,16 +792,24 @@ fn a_message_that_left_is_not_paged_and_logged_ones_keep_their_record() {
     };
     q.logged_at(seq, location(0));
     publish(&mut q, 2..=2);
-    let chosen = q.page_out_candidates(
-        paging::Head {
-            messages: 0,
-            bytes: 0,
-        },
-        u64::MAX,
-    );
+    let no_head = paging::Head {
+        messages: 0,
+        bytes: 0,
+    };
+    let chosen = q.page_out_candidates(no_head, u64::MAX, false);
     assert_eq!(
         chosen.iter().map(|c| c.logged).collect::<Vec<_>>(),
         [None, Some(location(0))]
+    );
+    let logged = q.page_out_candidates(no_head, u64::MAX, true);
+    assert_eq!(
+        logged.iter().map(|c| c.logged).collect::<Vec<_>>(),
+        [Some(location(0))],
+        "only what is in the log already"
+    );
+    assert_eq!(
+        q.logged_bytes(),
+        1 + crate::message::MESSAGE_OVERHEAD_BYTES
     );
     q.get(channel(1, 1), true, &0).expect("a message");
     assert!(!q.page_out(seq, location(0), false), "no longer ready");

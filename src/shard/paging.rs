@@ -46,15 +46,26 @@ const HEAD: Head = Head {
 /// How long the pager waits when over budget with nothing it may page.
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Body bytes paged out of one queue per write.
+/// Memory (bodies and `MESSAGE_OVERHEAD_BYTES` each) paged out of one queue
+/// per write.
 const PAGE_OUT_BATCH_BYTES: u64 = 1 << 20;
 
+/// Memory a queue's messages that are also in the log may hold, whatever
+/// the budget: past it, those behind the head are dropped from memory
+/// (no write: their enqueue record is there), as RabbitMQ 3.12's classic
+/// queues keep only a small head in memory. Above the largest head (1 MiB
+/// of bodies and 1024 x `MESSAGE_OVERHEAD_BYTES`), so they go in batches.
+const LOGGED_IN_MEMORY_MAX: u64 = 4 << 20;
+
 pub(super) struct Pager {
-    /// This shard's share of the budget, in body bytes.
+    /// This shard's share of the budget, in bytes.
     budget: u64,
-    /// Body bytes of ready messages in memory, over the shard's queues.
+    /// Memory held by ready messages in memory, over the shard's queues
+    /// (`Queue::resident_bytes`).
     resident: Cell<u64>,
-    over_budget: Notify,
+    page_out_due: Notify,
+    /// Queues holding more than `LOGGED_IN_MEMORY_MAX` of logged messages.
+    logged_due: RefCell<HashSet<QueueId, RandomState>>,
     page_in_due: Notify,
     /// Queues with paged messages, to look at for reading back.
     wanted: RefCell<HashSet<QueueId, RandomState>>,
@@ -75,7 +86,8 @@ impl Pager {
         Pager {
             budget: budget / shard_count.max(1) as u64,
             resident: Cell::new(0),
-            over_budget: Notify::new(),
+            page_out_due: Notify::new(),
+            logged_due: RefCell::default(),
             page_in_due: Notify::new(),
             wanted: RefCell::default(),
             parked_gets: RefCell::default(),
@@ -92,16 +104,21 @@ impl Shard {
     }
 
     /// After any change to `q`: counts its resident bytes into the
-    /// shard's, wakes the pager when over budget, or when `q` has messages
-    /// on disk and its head shrank or is on disk, and releases the page
-    /// records it no longer needs.
+    /// shard's, wakes the pager when over budget or when `q` holds too
+    /// much that is also in the log, or when `q` has messages on disk and
+    /// its head shrank or is on disk, and releases the page records it no
+    /// longer needs.
     pub(super) fn after_paging_change(&self, queue: QueueId, q: &mut Queue) {
         let pager = &self.paging;
         let change = q.resident_change();
         let resident = pager.resident.get().wrapping_add_signed(change);
         pager.resident.set(resident);
         if resident > pager.budget {
-            pager.over_budget.notify();
+            pager.page_out_due.notify();
+        }
+        if q.logged_bytes() > LOGGED_IN_MEMORY_MAX && q.is_pageable() {
+            pager.logged_due.borrow_mut().insert(queue);
+            pager.page_out_due.notify();
         }
         if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) {
             pager.wanted.borrow_mut().insert(queue);
@@ -150,7 +167,7 @@ impl Shard {
 
     async fn page_out_loop(self: Rc<Self>) {
         loop {
-            self.paging.over_budget.wait().await;
+            self.paging.page_out_due.wait().await;
             let target = self.paging.budget / 4 * 3;
             while self.paging.resident.get() > target {
                 if !self.page_out_some().await {
@@ -160,6 +177,27 @@ impl Shard {
                     break;
                 }
             }
+            self.page_out_logged().await;
+        }
+    }
+
+    /// Drops the logged messages behind their heads from the memory of
+    /// the queues holding more than `LOGGED_IN_MEMORY_MAX` of them.
+    async fn page_out_logged(&self) {
+        loop {
+            let next = self.paging.logged_due.borrow().iter().next().copied();
+            let Some(queue) = next else {
+                return;
+            };
+            self.paging.logged_due.borrow_mut().remove(&queue);
+            let over = |shard: &Self| {
+                shard
+                    .queues
+                    .borrow()
+                    .get(&queue)
+                    .is_some_and(|q| q.logged_bytes() > LOGGED_IN_MEMORY_MAX)
+            };
+            while over(self) && self.page_out_batch(queue, true).await {}
         }
     }
 
@@ -175,21 +213,28 @@ impl Shard {
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
         for (_, queue) in by_size {
-            let chosen = match self.queues.borrow().get(&queue) {
-                Some(q) => (
-                    QueueName {
-                        vhost: q.vhost().clone(),
-                        name: q.name().clone(),
-                    },
-                    q.page_out_candidates(HEAD, PAGE_OUT_BATCH_BYTES),
-                ),
-                None => continue,
-            };
-            if !chosen.1.is_empty() {
-                return self.page_out(queue, &chosen.0, chosen.1).await;
+            if self.page_out_batch(queue, false).await {
+                return true;
             }
         }
         false
+    }
+
+    /// Pages out a batch of `queue`'s messages behind its head (only
+    /// logged ones, with `logged_only`); false when it has none or the log
+    /// has failed.
+    async fn page_out_batch(&self, queue: QueueId, logged_only: bool) -> bool {
+        let (name, chosen) = match self.queues.borrow().get(&queue) {
+            Some(q) => (
+                QueueName {
+                    vhost: q.vhost().clone(),
+                    name: q.name().clone(),
+                },
+                q.page_out_candidates(HEAD, PAGE_OUT_BATCH_BYTES, logged_only),
+            ),
+            None => return false,
+        };
+        !chosen.is_empty() && self.page_out(queue, &name, chosen).await
     }
 
     /// Writes what is not on disk yet, waits until all of it is durable,
