@@ -12,7 +12,6 @@ use crate::protocol::AmqpError;
 use super::channel::Channel;
 use super::{Connection, State};
 
-
 /// What a message costs: its body and `MESSAGE_OVERHEAD_BYTES`, which
 /// also bounds how many empty messages a transaction may buffer.
 pub(super) fn content_cost(body_size: u64) -> u64 {

@@ -9,8 +9,9 @@
 //! - The head of the queue is the head of the highest non-empty level.
 //! - `len`, `bytes`, `resident`, `paged` and `expiring` are the sums over
 //!   all levels.
-//! - Only a queue with one level is paged (`Body::Paged`), so a paged
-//!   message's priority is never asked for.
+//! - A paged message (`Body::Paged`) stays in its priority's level: its
+//!   `Page` keeps the priority, for a queue that reads it and for one that
+//!   restores it.
 
 use std::collections::VecDeque;
 
@@ -49,6 +50,8 @@ pub enum Body {
 pub(crate) struct Page {
     pub at: Location,
     pub(crate) body_len: u32,
+    /// The priority property, for the level it belongs to.
+    pub(crate) priority: u8,
     pub persistent: bool,
     /// `at` is a page record written for paging (else the message's
     /// enqueue record), released once the message is back or gone.
@@ -56,13 +59,6 @@ pub(crate) struct Page {
 }
 
 impl Body {
-    pub fn message(&self) -> Option<&Message> {
-        match self {
-            Body::Resident(message) | Body::Logged(message, _) => Some(message),
-            Body::Paged(_) => None,
-        }
-    }
-
     pub(crate) fn into_message(self) -> Option<Message> {
         match self {
             Body::Resident(message) | Body::Logged(message, _) => Some(message),
@@ -104,7 +100,10 @@ impl Body {
     }
 
     fn priority(&self) -> u8 {
-        self.message().map_or(0, |message| message.priority)
+        match self {
+            Body::Resident(message) | Body::Logged(message, _) => message.priority,
+            Body::Paged(page) => page.priority,
+        }
     }
 }
 
@@ -139,11 +138,6 @@ impl ReadyQueue {
             paged: 0,
             expiring: 0,
         }
-    }
-
-    /// Whether messages may be paged out: a queue with one level.
-    pub(crate) fn is_single_level(&self) -> bool {
-        self.levels.len() == 1
     }
 
     pub fn len(&self) -> usize {
@@ -239,22 +233,31 @@ impl ReadyQueue {
             .is_some_and(|ready| matches!(ready.body, Body::Paged(_)))
     }
 
-    /// Replaces the body of the ready message `seq` (of a one-level queue)
-    /// with what `change` returns for it, if it returns something; the
-    /// old body is handed back.
+    /// Replaces the body of the ready message `seq` with what `change`
+    /// returns for it, if it returns something; the old body is handed
+    /// back.
     pub(crate) fn replace_body(
         &mut self,
         seq: u64,
         change: impl FnOnce(&Body) -> Option<Body>,
     ) -> Option<Body> {
-        let level = &self.levels[0];
-        let index = level.partition_point(|ready| ready.seq < seq);
-        let new = level.get(index).filter(|ready| ready.seq == seq)?;
-        let new = change(&new.body)?;
+        let (level, index) = self.position(seq)?;
+        let new = change(&self.levels[level][index].body)?;
         self.count_body(&new, 1);
-        let old = std::mem::replace(&mut self.levels[0][index].body, new);
+        let old = std::mem::replace(&mut self.levels[level][index].body, new);
         self.count_body(&old, -1);
         Some(old)
+    }
+
+    /// The level and index of the ready message `seq`.
+    fn position(&self, seq: u64) -> Option<(usize, usize)> {
+        self.levels.iter().enumerate().find_map(|(number, level)| {
+            let index = level.partition_point(|ready| ready.seq < seq);
+            level
+                .get(index)
+                .filter(|ready| ready.seq == seq)
+                .map(|_| (number, index))
+        })
     }
 
     /// The message just pushed under `seq` is in the log at `at`.
@@ -267,6 +270,7 @@ impl ReadyQueue {
             let placeholder = Body::Paged(Page {
                 at,
                 body_len: 0,
+                priority: 0,
                 persistent: false,
                 page_record: false,
             });
@@ -283,62 +287,49 @@ impl ReadyQueue {
         self.logged += logged;
     }
 
-    /// The ready message `seq`, whatever its level.
-    fn find_mut(&mut self, seq: u64) -> Option<&mut Ready> {
-        self.levels.iter_mut().find_map(|level| {
-            let index = level.partition_point(|ready| ready.seq < seq);
-            level.get_mut(index).filter(|ready| ready.seq == seq)
-        })
-    }
-
     /// The body of the ready message `seq`, whatever its level.
     pub fn body(&self, seq: u64) -> Option<&Body> {
-        self.levels
-            .iter()
-            .find_map(|level| {
-                let index = level.partition_point(|ready| ready.seq < seq);
-                level.get(index).filter(|ready| ready.seq == seq)
-            })
-            .map(|ready| &ready.body)
+        let (level, index) = self.position(seq)?;
+        Some(&self.levels[level][index].body)
     }
 
     /// The record of ready message `seq` moved from `from` to `to`.
     pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
-        if let Some(ready) = self.find_mut(seq) {
-            match &mut ready.body {
+        if let Some((level, index)) = self.position(seq) {
+            match &mut self.levels[level][index].body {
                 Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
                 _ => {}
             }
         }
     }
 
-    /// Takes the ready message `seq` out of a one-level queue.
+    /// Takes the ready message `seq` out, whatever its level.
     pub fn remove(&mut self, seq: u64) -> Option<Ready> {
-        let level = &mut self.levels[0];
-        let index = level.partition_point(|ready| ready.seq < seq);
-        let ready = level.remove(index).filter(|ready| ready.seq == seq);
-        match ready {
-            Some(ready) => {
-                self.count_out(&ready);
-                Some(ready)
-            }
-            None => None,
-        }
+        let (level, index) = self.position(seq)?;
+        let ready = self.levels[level].remove(index)?;
+        self.count_out(&ready);
+        Some(ready)
     }
 
-    /// Visits the ready messages of a one-level queue from the newest
-    /// back, until `visit` returns false.
+    /// Visits the ready messages from the last to leave back (the newest
+    /// of the lowest level first), until `visit` returns false.
     pub(crate) fn visit_from_back(&self, mut visit: impl FnMut(&Ready) -> bool) {
-        for ready in self.levels[0].iter().rev() {
+        for ready in self.levels.iter().flat_map(|level| level.iter().rev()) {
             if !visit(ready) {
                 break;
             }
         }
     }
 
-    /// Visits the first `count` ready messages of a one-level queue.
+    /// Visits the first `count` ready messages to leave, in the order
+    /// they leave (the highest level first).
     pub(crate) fn visit_front(&self, count: usize, visit: impl FnMut(&Ready)) {
-        self.levels[0].iter().take(count).for_each(visit);
+        self.levels
+            .iter()
+            .rev()
+            .flatten()
+            .take(count)
+            .for_each(visit);
     }
 
     /// The level the next message comes from.

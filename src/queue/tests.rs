@@ -807,12 +807,54 @@ fn a_message_that_left_is_not_paged_and_logged_ones_keep_their_record() {
         [Some(location(0))],
         "only what is in the log already"
     );
-    assert_eq!(
-        q.logged_bytes(),
-        1 + crate::message::MESSAGE_OVERHEAD_BYTES
-    );
+    assert_eq!(q.logged_bytes(), 1 + crate::message::MESSAGE_OVERHEAD_BYTES);
     q.get(channel(1, 1), true, &0).expect("a message");
     assert!(!q.page_out(seq, location(0), false), "no longer ready");
     assert!(q.page_out(2, location(500), true));
     assert_eq!(q.paged_count(), 1);
+}
+
+/// A paged-out message costs its `Ready` entry and nothing else in memory:
+/// 10M paged messages take 10M times this (measured: 10M x 16 B
+/// persistent, 490 MB over the start).
+#[test]
+fn a_paged_message_costs_its_ready_entry_of_48_bytes() {
+    assert_eq!(std::mem::size_of::<super::Body>(), 24);
+    assert_eq!(std::mem::size_of::<super::Ready>(), 48);
+}
+
+/// A priority queue pages out what leaves last (the newest of the lowest
+/// level first) and reads back what leaves next, level by level.
+#[test]
+fn a_priority_queue_pages_what_leaves_last_and_delivers_by_priority() {
+    let mut q = queue_with(Settings {
+        max_priority: Some(2),
+        ..Settings::default()
+    });
+    for n in 1..=9 {
+        q.publish(message_with_priority(n, (n % 3) as u8), &0);
+    }
+    let head = paging::Head {
+        messages: 4,
+        bytes: u64::MAX,
+    };
+    let chosen = q.page_out_candidates(head, u64::MAX, false);
+    let seqs: Vec<u64> = chosen.iter().map(|c| c.seq).collect();
+    // Leaving order: 2 5 8 | 1 4 7 | 3 6 9; the head is 2 5 8 1.
+    assert_eq!(seqs, [9, 6, 3, 7, 4], "the last to leave first");
+    for c in &chosen {
+        assert!(q.page_out(c.seq, location(c.seq as u32 * 100), true));
+    }
+    assert_eq!(q.paged_count(), 5);
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .expect("consume");
+    assert_eq!(bodies(&dispatch(&mut q)), ["2", "5", "8", "1"]);
+    assert!(q.head_is_paged());
+    let wanted = q.page_in_candidates(head);
+    assert_eq!(wanted.iter().map(|w| w.0).collect::<Vec<_>>(), [4, 7, 3, 6]);
+    for (seq, at) in wanted {
+        let back = chosen.iter().find(|c| c.seq == seq).expect("chosen");
+        assert!(q.page_in(seq, at, back.message.clone()).is_some());
+    }
+    assert_eq!(bodies(&dispatch(&mut q)), ["4", "7", "3", "6"]);
 }

@@ -116,11 +116,11 @@ impl Shard {
         if resident > pager.budget {
             pager.page_out_due.notify();
         }
-        if q.logged_bytes() > LOGGED_IN_MEMORY_MAX && q.is_pageable() {
+        if q.logged_bytes() > LOGGED_IN_MEMORY_MAX {
             pager.logged_due.borrow_mut().insert(queue);
             pager.page_out_due.notify();
         }
-        if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) {
+        if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) || q.has_waiting_letters() {
             pager.wanted.borrow_mut().insert(queue);
             pager.page_in_due.notify();
         }
@@ -208,7 +208,7 @@ impl Shard {
             .queues
             .borrow()
             .iter()
-            .filter(|(_, q)| q.is_pageable() && q.resident_bytes() > 0)
+            .filter(|(_, q)| q.resident_bytes() > 0)
             .map(|(&id, q)| (q.resident_bytes(), id))
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
@@ -290,20 +290,16 @@ impl Shard {
         }
     }
 
-    /// Reads the paged messages of `queue`'s head back, then delivers.
+    /// Reads `queue`'s waiting dead letters and the paged messages of its
+    /// head back, then delivers.
     async fn page_in(self: &Rc<Self>, queue: QueueId) {
+        self.read_back_letters(queue).await;
         let pages = match self.queues.borrow().get(&queue) {
             Some(q) => q.page_in_candidates(HEAD),
             None => return,
         };
         if !pages.is_empty() {
-            // A record compaction just copied is read once it is durable.
-            let log = self.store().store.log();
-            self.paging
-                .synced
-                .wait_until(|| log.is_failed() || pages.iter().all(|(_, at)| log.is_durable(*at)))
-                .await;
-            let read = self.store().store.read_back(&pages).await;
+            let read = self.read_back(&pages).await;
             let mut queues = self.queues.borrow_mut();
             let Some(q) = queues.get_mut(&queue) else {
                 return;
@@ -325,6 +321,55 @@ impl Shard {
             self.dispatch(queue);
         }
         self.answer_parked_gets(queue);
+    }
+
+    /// Reads back the records of `pages` once they are durable (a record
+    /// compaction just copied may not be yet).
+    async fn read_back(
+        &self,
+        pages: &[(u64, Location)],
+    ) -> std::io::Result<Vec<Option<crate::message::Message>>> {
+        let log = self.store().store.log();
+        self.paging
+            .synced
+            .wait_until(|| log.is_failed() || pages.iter().all(|(_, at)| log.is_durable(*at)))
+            .await;
+        self.store().store.read_back(pages).await
+    }
+
+    /// Dead letters wait for the paged-out messages among them: reads
+    /// those back, then sends the dead letters that can go.
+    async fn read_back_letters(&self, queue: QueueId) {
+        let pages = match self.queues.borrow().get(&queue) {
+            Some(q) => q.letters_to_read(),
+            None => return,
+        };
+        if pages.is_empty() {
+            return;
+        }
+        let read = self.read_back(&pages).await;
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&queue) else {
+            return;
+        };
+        let messages = read.unwrap_or_else(|err| {
+            tracing::error!(
+                "cannot read dead letters of queue '{}' back: {err}",
+                q.name()
+            );
+            vec![None; pages.len()]
+        });
+        let lost = q.letters_read(&pages, messages);
+        if lost > 0 {
+            tracing::error!(
+                "{lost} paged messages of queue '{}' cannot be read back to be dead-lettered; \
+                 they are dropped",
+                q.name()
+            );
+        }
+        self.publish_dead_letters(q);
+        self.log_gone(queue, q);
+        self.after_paging_change(queue, q);
     }
 
     fn put_back(
