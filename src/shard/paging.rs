@@ -1,20 +1,25 @@
-//! Paging: a shard keeps the bodies of its queues' ready messages in
-//! memory up to its share of `--queue-memory-budget`; past it, the newest
-//! ones go to disk and only their place in the log stays in memory. A
+//! Paging: a shard keeps its queues' ready messages in memory up to its
+//! share of `--queue-memory-budget` (bodies and `MESSAGE_OVERHEAD_BYTES`
+//! each); past it, the newest ones go to disk and only their place in the
+//! log stays in memory. Logged messages behind a queue's head leave memory
+//! past `LOGGED_IN_MEMORY_MAX` whatever the budget. A
 //! queue's head stays in memory (`HEAD`), read back ahead of delivery, so
 //! a backlog larger than memory drains in order.
 //!
 //! Two tasks do the I/O, because handlers never wait:
 //! - `page_out_loop`, woken when the shard's resident bytes pass the
-//!   budget: picks the queues holding the most, writes the messages that
+//!   budget or a queue holds too much that is logged: picks the queues
+//!   holding the most, writes the messages that
 //!   are not logged as page records (`Store::page`; a logged message's
 //!   enqueue record is already there), waits for the commit that makes
 //!   them durable, then drops their content (`Queue::page_out`) if they
 //!   are still ready. Pages down to three quarters of the budget.
 //! - `page_in_loop`, woken by `Shard::dispatch` for a queue with paged
-//!   messages: reads the paged ones in the head back (`Store::read_back`)
-//!   and puts them in (`Queue::page_in`), then dispatches, and answers the
-//!   basic.gets that found the head on disk (`park_get`).
+//!   messages: reads back the paged messages its dead letters wait for
+//!   (`read_back_letters`) and the paged ones in the head
+//!   (`Store::read_back`), puts them in (`Queue::page_in`), then
+//!   dispatches, and answers the basic.gets that found the head on disk
+//!   (`park_get`).
 //!
 //! Each checks again, when its I/O is done, that the message is still
 //! where it was, so the handlers may deliver, requeue or purge meanwhile.
