@@ -158,6 +158,7 @@ impl Shard {
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
         shard.replay();
+        shard.drop_unclaimed();
         if shard.coordinator.borrow().is_logged() {
             runtime::spawn(shard.clone().write_definitions());
         }

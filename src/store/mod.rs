@@ -43,7 +43,7 @@ use crate::message::Message;
 use disk::Disk;
 use log::{Appended, Location, Log, Lsn};
 use record::QueueName;
-pub(crate) use recovery::QueueMessages;
+use recovery::{QueueIndex, QueueMessages, RecoveredMessage, Share};
 
 /// A queue's logged messages: from a first seq on, in one segment, with
 /// how many of them are still in the queue.
@@ -79,7 +79,7 @@ impl Runs {
 /// Recovered messages whose queue has not been declared yet this run.
 struct Unclaimed {
     runs: Runs,
-    messages: Vec<(u64, Message, Location)>,
+    messages: Vec<RecoveredMessage>,
 }
 
 /// Records read back in one read when they lie this close together.
@@ -106,10 +106,39 @@ impl<D: Disk> Store<D> {
         &self.log
     }
 
+    /// Takes this shard's part of the earlier runs (`recovery::plan`),
+    /// before anything else is logged. Returns the position that makes it
+    /// durable.
+    pub(crate) fn take_over(&self, share: Share) -> Lsn {
+        match share {
+            Share::InPlace { segments, queues } => {
+                self.log.inherit(segments);
+                self.inherit(queues);
+                self.log.durable()
+            }
+            Share::Rewrite(messages) => self.adopt(messages),
+        }
+    }
+
+    /// Takes the recovered messages of this shard's queues whose records
+    /// stay where they are, in segments the log inherited, to be claimed
+    /// by their queues when declared.
+    fn inherit(&self, queues: QueueIndex) {
+        let mut unclaimed = self.unclaimed.borrow_mut();
+        for (name, messages) in queues {
+            let mut runs = Runs::default();
+            for message in &messages {
+                runs.add(message.seq, u64::from(message.at.segment));
+            }
+            runs.name = Some(name.clone());
+            unclaimed.insert(name, Unclaimed { runs, messages });
+        }
+    }
+
     /// Writes recovered messages into this run's log, to be claimed by
-    /// their queues when they are declared. Returns the position that makes
-    /// them durable.
-    pub(crate) fn adopt(&self, recovered: QueueMessages) -> Lsn {
+    /// their queues when declared; their contents are not kept. Returns
+    /// the position that makes them durable.
+    fn adopt(&self, recovered: QueueMessages) -> Lsn {
         let mut lsn = self.log.durable();
         let mut unclaimed = self.unclaimed.borrow_mut();
         for (name, messages) in recovered {
@@ -117,14 +146,15 @@ impl<D: Disk> Store<D> {
                 runs: Runs::default(),
                 messages: Vec::with_capacity(messages.len()),
             };
-            for (seq, message) in messages {
+            for (mut recovered, message) in messages {
                 let appended = self.log.append(true, |out| {
-                    record::encode_enqueue(out, &name, seq, &message);
+                    record::encode_enqueue(out, &name, recovered.seq, &message);
                 });
                 let Some(appended) = appended else { break };
                 lsn = appended.lsn;
-                entry.runs.add(seq, appended.segment);
-                entry.messages.push((seq, message, appended.at));
+                entry.runs.add(recovered.seq, appended.segment);
+                recovered.at = appended.at;
+                entry.messages.push(recovered);
             }
             entry.runs.name = Some(name.clone());
             unclaimed.insert(name, entry);
@@ -133,9 +163,9 @@ impl<D: Disk> Store<D> {
     }
 
     /// A durable queue now exists on this shard: its messages are logged
-    /// from now on. Returns what recovery found for it, by seq, with
-    /// where each is in this run's log.
-    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<(u64, Message, Location)> {
+    /// from now on. Returns what recovery found for it, by seq, each
+    /// on disk (durable once `Log::is_durable` says so).
+    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<RecoveredMessage> {
         let (runs, messages) = match self.unclaimed.borrow_mut().remove(&name) {
             Some(Unclaimed { runs, messages }) => (runs, messages),
             None => (
@@ -148,6 +178,24 @@ impl<D: Disk> Store<D> {
         };
         self.queues.borrow_mut().insert(queue, runs);
         messages
+    }
+
+    /// Drops the recovered messages that no queue claimed once the
+    /// durable definitions are applied: their queue was deleted, and a
+    /// crash came before its delete record. Logs the delete now, so they
+    /// do not come back, and returns how many messages of which queues.
+    pub(crate) fn drop_unclaimed(&self) -> Vec<(QueueName, usize)> {
+        let unclaimed = std::mem::take(&mut *self.unclaimed.borrow_mut());
+        let mut dropped = Vec::new();
+        for (name, Unclaimed { runs, messages }) in unclaimed {
+            self.log
+                .append(false, |out| record::encode_delete(out, &name));
+            for (segment, live) in runs.runs.into_values() {
+                self.log.release(segment, live);
+            }
+            dropped.push((name, messages.len()));
+        }
+        dropped
     }
 
     /// Logs a message entering `queue` under `seq`; None when the queue
@@ -276,7 +324,7 @@ fn span_end(pages: &[(u64, Location)], span: &[usize]) -> u64 {
 }
 
 /// The message of the record in `bytes`, if it is one and has `seq`.
-fn message_of(bytes: &bytes::Bytes, seq: u64) -> Option<Message> {
+pub(super) fn message_of(bytes: &bytes::Bytes, seq: u64) -> Option<Message> {
     match record::scan(bytes) {
         record::Scan::Record(
             record::Record::Enqueue {
