@@ -14,7 +14,10 @@
 //! preallocated; a record larger than a segment gets a segment of its own
 //! size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
 //! broker's starts, so a log written by an earlier run, with another shard
-//! count, is never appended to (see `recovery`).
+//! count, is never appended to (see `recovery`). A log may take an earlier
+//! run's segments over (`inherit`): they come first in its order, are read
+//! and deleted as its own, and this run's segments are numbered after
+//! them.
 //!
 //! Each segment counts its live messages; a segment at the front of the
 //! log with none left is deleted. Only from the front: a later segment
@@ -106,8 +109,8 @@ pub(crate) struct Appended {
     pub at: Location,
 }
 
-/// A record's place in this run's log: its segment, where it starts and
-/// its length with the header. What a paged-out message keeps in memory.
+/// A record's place in a shard's log: its segment (by its number in this
+/// log), where it starts and its length with the header. What a paged-out message keeps in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Location {
     pub segment: u32,
@@ -244,7 +247,7 @@ impl<D: Disk> Log<D> {
         Some(Appended {
             lsn: state.appended,
             segment,
-            // Segments are numbered from 1 per run, and a record's offset
+            // Segments are numbered from 1 per log, and a record's offset
             // and length are below its segment's size, which --segment-size
             // and --message-size-max keep far under 4 GiB.
             at: Location {

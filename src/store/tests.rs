@@ -502,3 +502,57 @@ fn a_compacted_page_record_reads_back_from_its_copy() {
         (&paged.properties, &paged.body)
     );
 }
+
+/// A restart takes the earlier run's segments over: a mostly dead one at
+/// the front is compacted like any, and recovered messages of a queue no
+/// definition claims are dropped for good.
+#[test]
+fn taken_over_segments_compact_and_unclaimed_queues_are_dropped() {
+    use super::compaction::LiveRecord;
+    let disk = SimDisk::default();
+    let sent = filled_store(&disk, 60);
+    {
+        // A second run, which took nothing over (the test needs only its
+        // records).
+        let store = Store::new(Log::new(disk.clone(), 2, 0, 8192, true));
+        store.track(QueueId(0), queue_name(0));
+        let mut rng = StdRng::seed_from_u64(2);
+        store.track(QueueId(1), queue_name(1));
+        store.enqueue(QueueId(1), 1, &message(&mut rng, 1));
+        store.settle(QueueId(0), &(2..=60).collect::<Vec<_>>());
+        block_on(store.log().commit()).expect("commit");
+    }
+    let stores = start_one(&disk);
+    let store = &stores[0];
+    let kept = store.track(QueueId(0), queue_name(0));
+    assert_eq!(kept.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+    assert_eq!(store.drop_unclaimed(), [(queue_name(1), 1)]);
+    let front = segment_name(1, 0, 1);
+    let moved = block_on(
+        store.compact_front(|record| matches!(record, LiveRecord::Enqueue { seq: 1, .. })),
+    )
+    .expect("compaction reads the taken-over segment");
+    assert_eq!(moved.len(), 1, "message 1 is copied");
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(disk.file_len(&front), 0, "the old front segment is gone");
+    let read = block_on(store.read_back(&[(1, moved[0].to)])).expect("read");
+    assert_eq!(read[0].as_ref().expect("the copy").body, sent[0].body);
+    let recovered = recovered_messages(&disk);
+    assert_eq!(recovered.keys().collect::<Vec<_>>(), [&queue_name(0)]);
+    assert_eq!(recovered[&queue_name(0)].keys().collect::<Vec<_>>(), [&1]);
+}
+
+/// One shard's store over what `disk` holds, nothing claimed yet.
+fn start_one(disk: &SimDisk) -> Vec<Store<SimDisk>> {
+    let recovered = block_on(recover(disk)).expect("recovery");
+    let epoch = recovered.epoch;
+    let plan = block_on(plan(disk, recovered, 1, |_| 0)).expect("plan");
+    plan.shares
+        .into_iter()
+        .map(|share| {
+            let store = Store::new(Log::new(disk.clone(), epoch, 0, 8192, true));
+            store.take_over(share);
+            store
+        })
+        .collect()
+}
