@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::amqp::{names_on_shard, open_confirming as open, within, STEP};
+use common::http::Http;
 use common::Broker;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
@@ -435,4 +437,75 @@ fn free_disk_below_the_limit_blocks_publishers_as_rabbitmq_does() {
         broker.log_tail()
     );
     publisher.kill();
+}
+
+/// After a restart every recovered message waits on disk until it is read
+/// back, and only a queue's head (about 1 MiB) is read back unasked: the
+/// management API's get of more than that reads on rather than stopping
+/// at the first message on disk, and requeues what it took.
+#[tokio::test]
+async fn the_management_api_gets_recovered_messages_from_disk() {
+    const COUNT: usize = 1200;
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let mut broker = Broker::start_managed(&[]);
+    let (connection, channel) = open(&broker).await;
+    declare(&channel, "api-get", FieldTable::default()).await;
+    let mut confirms = Vec::new();
+    for n in 0..COUNT {
+        let confirm = channel
+            .basic_publish(
+                "",
+                "api-get",
+                BasicPublishOptions::default(),
+                &body(n),
+                properties(n, true),
+            )
+            .await
+            .expect("basic.publish");
+        confirms.push(confirm);
+    }
+    for confirm in confirms {
+        assert!(within("confirm", confirm).await.expect("confirm").is_ack());
+    }
+    let _ = connection.close(200, "bye").await;
+    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    broker.restart(&[]);
+    let http = Http::new(&broker.management_url(), "guest", "guest");
+    let request =
+        serde_json::json!({"count": COUNT, "ackmode": "ack_requeue_true", "encoding": "base64"});
+    let (status, got) = tokio::task::spawn_blocking(move || {
+        http.call("POST", "/api/queues/%2F/api-get/get", Some(&request))
+    })
+    .await
+    .expect("the request runs");
+    assert_eq!(status, 200, "{got}");
+    let payloads: Vec<Vec<u8>> = got
+        .as_array()
+        .expect("an array of messages")
+        .iter()
+        .map(|message| {
+            let payload = message["payload"].as_str().expect("a payload");
+            base64::engine::general_purpose::STANDARD
+                .decode(payload)
+                .expect("base64")
+        })
+        .collect();
+    assert_eq!(payloads.len(), COUNT, "every message, from disk too");
+    assert!(
+        payloads == (0..COUNT).map(body).collect::<Vec<_>>(),
+        "in order, intact"
+    );
+    let (_connection, channel) = open(&broker).await;
+    let numbers: Vec<usize> = drain(&channel, "api-get")
+        .await
+        .iter()
+        .map(message_number)
+        .collect();
+    assert_eq!(
+        numbers,
+        (0..COUNT).collect::<Vec<_>>(),
+        "all requeued, in order"
+    );
 }
