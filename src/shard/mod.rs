@@ -154,6 +154,7 @@ impl Shard {
             alarm_cleared: Waiters::new(),
         });
         shard.open_store();
+        shard.restore_delayed();
         shard.start_paging();
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });

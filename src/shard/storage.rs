@@ -37,6 +37,11 @@ pub struct StoreSetup {
 }
 
 impl StoreSetup {
+    /// The epoch this run writes.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Reads the message logs under `dir` (created if missing) and splits
     /// what was live among `shard_count` shards.
     pub(crate) fn recover(
@@ -61,9 +66,15 @@ impl StoreSetup {
         };
         let (epoch, plan) = runtime::file::block_on(read)?
             .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
-        let messages: usize = plan.shares.iter().map(Share::message_count).sum();
-        if messages > 0 {
-            tracing::info!("message store: recovered {messages} messages");
+        let (messages, delayed) = plan
+            .shares
+            .iter()
+            .map(Share::message_counts)
+            .fold((0, 0), |(m, d), (more_m, more_d)| (m + more_m, d + more_d));
+        if messages + delayed > 0 {
+            tracing::info!(
+                "message store: recovered {messages} messages in queues and {delayed} delayed"
+            );
         }
         Ok(StoreSetup {
             disk,

@@ -42,7 +42,7 @@ use crate::ids::QueueId;
 use crate::message::Message;
 use disk::Disk;
 use log::{Appended, Location, Log, Lsn};
-use record::QueueName;
+use record::{Delayed, QueueName};
 use recovery::{QueueIndex, QueueMessages, RecoveredMessage, Share};
 
 /// A queue's logged messages: from a first seq on, in one segment, with
@@ -91,6 +91,7 @@ pub(crate) struct Store<D: Disk> {
     log: Log<D>,
     queues: RefCell<HashMap<QueueId, Runs, RandomState>>,
     unclaimed: RefCell<BTreeMap<QueueName, Unclaimed>>,
+    recovered_delays: RefCell<Vec<(Delayed, Location)>>,
 }
 
 impl<D: Disk> Store<D> {
@@ -99,6 +100,7 @@ impl<D: Disk> Store<D> {
             log,
             queues: RefCell::new(HashMap::default()),
             unclaimed: RefCell::new(BTreeMap::new()),
+            recovered_delays: RefCell::new(Vec::new()),
         }
     }
 
@@ -111,13 +113,46 @@ impl<D: Disk> Store<D> {
     /// durable.
     pub(crate) fn take_over(&self, share: Share) -> Lsn {
         match share {
-            Share::InPlace { segments, queues } => {
-                self.log.inherit(segments);
-                self.inherit(queues);
+            Share::InPlace(taken) => {
+                self.log.inherit(taken.segments);
+                self.inherit(taken.queues);
+                *self.recovered_delays.borrow_mut() = taken.delayed;
                 self.log.durable()
             }
-            Share::Rewrite(messages) => self.adopt(messages),
+            Share::Rewrite { queues, delayed } => {
+                let mut lsn = self.adopt(queues);
+                let mut kept = Vec::with_capacity(delayed.len());
+                for delayed in delayed {
+                    let Some(appended) = self.delay(&delayed) else {
+                        break;
+                    };
+                    lsn = appended.lsn;
+                    kept.push((delayed, appended.at));
+                }
+                *self.recovered_delays.borrow_mut() = kept;
+                lsn
+            }
         }
+    }
+
+    /// The delayed messages recovered for this shard, with where their
+    /// delay records are now (once: the shard's timer takes them).
+    pub(crate) fn take_recovered_delays(&self) -> Vec<(Delayed, Location)> {
+        std::mem::take(&mut *self.recovered_delays.borrow_mut())
+    }
+
+    /// Logs a message waiting in a durable x-delayed-message exchange,
+    /// live until `undelay`; None once the log has failed.
+    pub(crate) fn delay(&self, delayed: &Delayed) -> Option<Appended> {
+        self.log
+            .append(true, |out| record::encode_delay(out, delayed))
+    }
+
+    /// The delayed message `id`, logged at `at`, was routed or dropped.
+    pub(crate) fn undelay(&self, exchange: &QueueName, id: u64, at: Location) {
+        self.log
+            .append(false, |out| record::encode_undelay(out, exchange, id));
+        self.log.release(u64::from(at.segment), 1);
     }
 
     /// Takes the recovered messages of this shard's queues whose records

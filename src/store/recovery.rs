@@ -35,8 +35,8 @@ use bytes::Bytes;
 
 use super::disk::{Disk, DiskFile, BLOCK};
 use super::log::{parse_segment_name, Location};
-use super::record::{scan, QueueName, Record, Scan};
-use crate::message::Message;
+use super::record::{scan, Delayed, QueueName, Record, Scan};
+use crate::message::{Message, MessageContent};
 
 /// What a queue keeps of a recovered message while its content is on
 /// disk.
@@ -75,6 +75,10 @@ pub(crate) struct OldSegment {
 
 pub(crate) struct Recovered {
     pub queues: QueueIndex,
+    /// Messages waiting in durable x-delayed-message exchanges, with
+    /// their contents (as they wait in memory while the broker runs),
+    /// where their delay record is, and the stream it is in.
+    delayed: Vec<(Delayed, Location, (u64, usize))>,
     /// The segments read, in log order.
     pub segments: Vec<OldSegment>,
     /// The epoch this run writes (one past the last one found).
@@ -96,21 +100,36 @@ pub(crate) struct Plan {
 
 /// One shard's part of the earlier runs.
 pub(crate) enum Share {
-    /// Old segments its log takes over (they become its segments 1 to n,
-    /// in order), and its queues' messages in them.
-    InPlace {
-        segments: Vec<OldSegment>,
-        queues: QueueIndex,
+    InPlace(InPlace),
+    /// Its queues' messages and delayed messages, to write again.
+    Rewrite {
+        queues: QueueMessages,
+        delayed: Vec<Delayed>,
     },
-    /// Its queues' messages, to write again.
-    Rewrite(QueueMessages),
+}
+
+/// What a shard's log takes over as it is: old segments (they become its
+/// segments 1 to n, in order), its queues' messages in them, and the
+/// delayed messages whose records are in them.
+#[derive(Default)]
+pub(crate) struct InPlace {
+    pub segments: Vec<OldSegment>,
+    pub queues: QueueIndex,
+    pub delayed: Vec<(Delayed, Location)>,
 }
 
 impl Share {
-    pub(crate) fn message_count(&self) -> usize {
+    /// How many messages: in queues, and delayed.
+    pub(crate) fn message_counts(&self) -> (usize, usize) {
         match self {
-            Share::InPlace { queues, .. } => queues.values().map(Vec::len).sum(),
-            Share::Rewrite(queues) => queues.iter().map(|(_, messages)| messages.len()).sum(),
+            Share::InPlace(taken) => (
+                taken.queues.values().map(Vec::len).sum(),
+                taken.delayed.len(),
+            ),
+            Share::Rewrite { queues, delayed } => (
+                queues.iter().map(|(_, messages)| messages.len()).sum(),
+                delayed.len(),
+            ),
         }
     }
 }
@@ -173,9 +192,11 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
         });
     }
     let stream_queues = std::mem::take(&mut replay.stream_queues);
-    let queues = replay.index(&mut segments);
+    let delayed: Vec<_> = std::mem::take(&mut replay.delayed).into_values().collect();
+    let queues = replay.index(&mut segments, &delayed);
     Ok(Recovered {
         queues,
+        delayed,
         epoch: names.last().map_or(1, |((epoch, _, _), _)| epoch + 1),
         segments,
         stream_queues,
@@ -210,8 +231,7 @@ pub(crate) async fn plan<D: Disk>(
     if recovered.damaged {
         return rewrite(disk, recovered, shard_count, owner).await;
     }
-    let mut shares: Vec<(Vec<OldSegment>, QueueIndex)> =
-        (0..shard_count).map(|_| Default::default()).collect();
+    let mut shares: Vec<InPlace> = (0..shard_count).map(|_| InPlace::default()).collect();
     // Each old segment's shard and its number in that shard's log.
     let mut renumbered = Vec::with_capacity(recovered.segments.len());
     for segment in recovered.segments {
@@ -219,7 +239,7 @@ pub(crate) async fn plan<D: Disk>(
             .get(&segment.stream)
             .copied()
             .unwrap_or(segment.stream.1 % shard_count);
-        let inherited = &mut shares[shard].0;
+        let inherited = &mut shares[shard].segments;
         inherited.push(segment);
         renumbered.push(inherited.len() as u32);
     }
@@ -227,13 +247,18 @@ pub(crate) async fn plan<D: Disk>(
         for message in &mut messages {
             message.at.segment = renumbered[message.at.segment as usize];
         }
-        shares[owner(&name)].1.insert(name, messages);
+        shares[owner(&name)].queues.insert(name, messages);
+    }
+    for (delayed, mut at, stream) in recovered.delayed {
+        let shard = stream_owner
+            .get(&stream)
+            .copied()
+            .unwrap_or(stream.1 % shard_count);
+        at.segment = renumbered[at.segment as usize];
+        shares[shard].delayed.push((delayed, at));
     }
     Ok(Plan {
-        shares: shares
-            .into_iter()
-            .map(|(segments, queues)| Share::InPlace { segments, queues })
-            .collect(),
+        shares: shares.into_iter().map(Share::InPlace).collect(),
         old_segments: Vec::new(),
     })
 }
@@ -251,13 +276,17 @@ async fn rewrite<D: Disk>(
          shard count, or a damaged segment); their live messages are written again"
     );
     let mut contents = load(disk, &recovered).await?;
-    let mut shares: Vec<QueueMessages> = (0..shard_count).map(|_| Vec::new()).collect();
+    let mut shares: Vec<(QueueMessages, Vec<Delayed>)> =
+        (0..shard_count).map(|_| Default::default()).collect();
     for (name, messages) in recovered.queues {
         let with_contents: Vec<_> = messages
             .into_iter()
             .filter_map(|m| Some((m, contents.remove(&(name.clone(), m.seq))?)))
             .collect();
-        shares[owner(&name)].push((name, with_contents));
+        shares[owner(&name)].0.push((name, with_contents));
+    }
+    for (delayed, _, stream) in recovered.delayed {
+        shares[stream.1 % shard_count].1.push(delayed);
     }
     let old_segments = recovered
         .segments
@@ -266,7 +295,10 @@ async fn rewrite<D: Disk>(
         .map(|s| s.name)
         .collect();
     Ok(Plan {
-        shares: shares.into_iter().map(Share::Rewrite).collect(),
+        shares: shares
+            .into_iter()
+            .map(|(queues, delayed)| Share::Rewrite { queues, delayed })
+            .collect(),
         old_segments,
     })
 }
@@ -332,6 +364,8 @@ struct Replay {
     /// Message records in the segment being read.
     written: u64,
     stream_queues: BTreeMap<(u64, usize), BTreeSet<QueueName>>,
+    /// Delayed messages not yet routed, by id.
+    delayed: BTreeMap<u64, (Delayed, Location, (u64, usize))>,
 }
 
 /// A queue's messages by seq, with those settled since marked dead and
@@ -375,16 +409,6 @@ impl Replay {
     }
 
     fn apply(&mut self, record: Record, at: Location, stream: (u64, usize)) {
-        let queue = match &record {
-            Record::Enqueue { queue, .. }
-            | Record::Settle { queue, .. }
-            | Record::Delete { queue }
-            | Record::Page { queue, .. } => queue,
-        };
-        let streams = self.stream_queues.entry(stream).or_default();
-        if !streams.contains(queue) {
-            streams.insert(queue.clone());
-        }
         match record {
             Record::Enqueue {
                 queue,
@@ -392,6 +416,7 @@ impl Replay {
                 message,
             } => {
                 self.written += 1;
+                self.note_stream(stream, &queue);
                 self.queues
                     .entry(queue)
                     .or_default()
@@ -405,20 +430,49 @@ impl Replay {
                     });
             }
             Record::Settle { queue, seqs } => {
+                self.note_stream(stream, &queue);
                 if let Some(slots) = self.queues.get_mut(&queue) {
                     seqs.into_iter().for_each(|seq| slots.settle(seq));
                 }
             }
             Record::Delete { queue } => {
+                self.note_stream(stream, &queue);
                 self.queues.remove(&queue);
             }
             // A transient message's copy: it does not survive a restart.
             Record::Page { .. } => self.written += 1,
+            Record::Delay(mut delayed) => {
+                self.written += 1;
+                // Kept until it is due: it must not keep the segment's
+                // buffer alive.
+                delayed.message = owned(&delayed.message);
+                self.delayed.insert(delayed.id, (delayed, at, stream));
+            }
+            Record::Undelay { id, .. } => {
+                self.delayed.remove(&id);
+            }
         }
     }
 
-    /// The live messages of each queue, counted into their segments.
-    fn index(self, segments: &mut [OldSegment]) -> QueueIndex {
+    /// `stream` has records of `queue` (delayed messages do not count:
+    /// they go with the stream that holds them, to whichever shard).
+    fn note_stream(&mut self, stream: (u64, usize), queue: &QueueName) {
+        let queues = self.stream_queues.entry(stream).or_default();
+        if !queues.contains(queue) {
+            queues.insert(queue.clone());
+        }
+    }
+
+    /// The live messages of each queue, counted into their segments
+    /// (with the delayed ones, taken before).
+    fn index(
+        self,
+        segments: &mut [OldSegment],
+        delayed: &[(Delayed, Location, (u64, usize))],
+    ) -> QueueIndex {
+        for (_, at, _) in delayed {
+            segments[at.segment as usize].live += 1;
+        }
         let mut index = QueueIndex::new();
         for (name, slots) in self.queues {
             let live: Vec<RecoveredMessage> = slots
@@ -478,6 +532,19 @@ impl Slots {
     }
 }
 
+/// A copy of `message` that holds only its own bytes.
+fn owned(message: &Message) -> Message {
+    Message::new(MessageContent {
+        expiration_ms: message.expiration_ms,
+        priority: message.priority,
+        persistent: message.persistent,
+        exchange: message.exchange.clone(),
+        routing_key: message.routing_key.clone(),
+        properties: Bytes::copy_from_slice(&message.properties),
+        body: Bytes::copy_from_slice(&message.body),
+    })
+}
+
 /// Whether `bytes` from `pos` (inside a block) to the end of its block are
 /// all zeros: the padding after a commit.
 pub(super) fn pads_to_block_end(bytes: &Bytes, pos: usize) -> bool {
@@ -488,7 +555,6 @@ pub(super) fn pads_to_block_end(bytes: &Bytes, pos: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageContent;
     use crate::protocol::ShortStr;
     use crate::store::record::{encode_enqueue, HEADER};
 

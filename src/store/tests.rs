@@ -437,6 +437,7 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
             let moved = block_on(store.compact_front(|record| match record {
                 LiveRecord::Enqueue { seq, .. } => live.contains_key(seq),
                 LiveRecord::Page { at, .. } => *at == page.at,
+                LiveRecord::Delay { .. } => false,
             }))
             .expect("compaction reads the segment");
             assert!(
@@ -555,4 +556,71 @@ fn start_one(disk: &SimDisk) -> Vec<Store<SimDisk>> {
             store
         })
         .collect()
+}
+
+/// Delayed messages: a logged one comes back with its content until its
+/// undelay record, and its record is compacted like a message's.
+#[test]
+fn delayed_messages_come_back_until_undelayed_and_move_with_compaction() {
+    use super::compaction::LiveRecord;
+    use super::record::Delayed;
+    let disk = SimDisk::default();
+    let mut rng = StdRng::seed_from_u64(4);
+    let delayed = |id: u64, rng: &mut StdRng| Delayed {
+        exchange: queue_name(9),
+        id,
+        due_ms: 1000 + id,
+        delay_ms: 500,
+        routing_keys: vec![ShortStr::from_static("key")],
+        message: message(rng, id),
+    };
+    let sent: Vec<Delayed> = (1..=3).map(|id| delayed(id, &mut rng)).collect();
+    {
+        let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
+        store.track(QueueId(0), queue_name(0));
+        let mut at = Vec::new();
+        for d in &sent {
+            at.push(store.delay(d).expect("the log takes it").at);
+        }
+        // Small messages, so the delayed ones share their segment with
+        // many that leave.
+        for seq in 1..=30 {
+            let mut m = message(&mut rng, seq);
+            while m.body.len() > 100 {
+                m = message(&mut rng, seq);
+            }
+            store.enqueue(QueueId(0), seq, &m);
+        }
+        store.undelay(&queue_name(9), 2, at[1]);
+        store.settle(QueueId(0), &(1..=30).collect::<Vec<_>>());
+        block_on(store.log().commit()).expect("commit");
+    }
+    let stores = start_one(&disk);
+    let store = &stores[0];
+    let back = store.take_recovered_delays();
+    let ids: Vec<u64> = back.iter().map(|(d, _)| d.id).collect();
+    assert_eq!(ids, [1, 3], "the undelayed one is gone");
+    for (d, _) in &back {
+        let original = &sent[d.id as usize - 1];
+        assert_eq!(
+            (d.due_ms, d.delay_ms, &d.routing_keys),
+            (original.due_ms, original.delay_ms, &original.routing_keys)
+        );
+        assert_eq!(d.message.body, original.message.body);
+    }
+    let moved = block_on(store.compact_front(|record| match record {
+        LiveRecord::Delay { id, at } => back.iter().any(|(d, a)| d.id == *id && a == at),
+        _ => false,
+    }))
+    .expect("compaction");
+    let moved_ids: Vec<u64> = moved.iter().filter(|m| m.delayed).map(|m| m.seq).collect();
+    assert_eq!(moved_ids, [1, 3]);
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(disk.file_len(&segment_name(1, 0, 1)), 0, "compacted away");
+    drop(stores);
+    // The next recovery finds the copies, once each.
+    let recovered = block_on(recover(&disk)).expect("recovery");
+    let plan = block_on(plan(&disk, recovered, 2, |_| 1)).expect("plan");
+    let counts: Vec<(usize, usize)> = plan.shares.iter().map(|s| s.message_counts()).collect();
+    assert_eq!(counts.iter().map(|c| c.1).sum::<usize>(), 2);
 }
