@@ -2,18 +2,21 @@
 //! they survive a restart, a `kill -9` and a power loss.
 //!
 //! One append-only log per shard (`log`), shared by every queue the shard
-//! owns, holds four facts as records (`record`): a message entered a queue,
-//! messages left it, the queue was deleted. The shard appends as it
-//! handles publishes, acks and deletes, without waiting; its commit task
-//! writes and fdatasyncs (group commit) and then answers the publishers
-//! waiting for that sync (`shard::confirms`). At start-up `recovery` reads
-//! the logs of earlier runs; the queues' new owners write what was live
-//! into this run's logs (`Store::adopt`), after which the old segments go.
+//! owns, holds the facts as records (`record`): a message entered a queue,
+//! messages left it, the queue was deleted; a message waits in a delayed
+//! exchange, and left it. The shard appends as it handles publishes, acks
+//! and deletes, without waiting; its commit task writes and fdatasyncs
+//! (group commit) and then answers the publishers waiting for that sync
+//! (`shard::confirms`). At start-up `recovery` reads the logs of earlier
+//! runs into an index, and each shard takes its part over
+//! (`Store::take_over`): the old segments as they are, or, when the shard
+//! count split them, what was live written again (`Store::adopt`).
 //!
 //! What is logged: a message with delivery_mode 2 (or any message of a
 //! quorum queue) entering a durable, non-exclusive queue; what leaves such
-//! a queue; the queue's deletion. Nothing else touches the store, so the
-//! transient path costs one flag test.
+//! a queue; the queue's deletion; a persistent message waiting in a
+//! durable x-delayed-message exchange. Nothing else touches the store, so
+//! the transient path costs one flag test.
 //!
 //! The store keeps, per queue, only runs of seqs by segment with a live
 //! count, so a segment knows when its last message left. Messages stay in
