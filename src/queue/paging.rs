@@ -7,6 +7,7 @@
 //! count and a number of body bytes (`head_len`), are never paged out,
 //! and the shard reads paged ones among them back.
 
+use super::ready::Visit;
 use super::{Body, DeadLetter, DeathReason, Page, Queue};
 use crate::message::Message;
 use crate::store::log::Location;
@@ -30,6 +31,8 @@ pub(crate) struct PageOut {
     pub message: Message,
     /// Where its enqueue record already is, for a logged message.
     pub logged: Option<Location>,
+    /// The memory it holds (`Body::held_bytes`).
+    pub held_bytes: u64,
 }
 
 /// How much of a queue's head stays in memory.
@@ -62,23 +65,28 @@ impl Queue {
         change
     }
 
-    /// How many ready messages from the front make up the head, and the
-    /// memory its candidates for paging out (`candidate_bytes`) hold.
-    fn head_len(&self, head: Head, logged_only: bool) -> (usize, u64) {
-        let (mut count, mut bytes, mut held) = (0, 0, 0);
+    /// How many ready messages from the front make up the head.
+    fn head_len(&self, head: Head) -> usize {
+        let (mut count, mut bytes) = (0, 0);
         self.ready.visit_front(head.messages, |ready| {
             if bytes < head.bytes {
                 count += 1;
                 bytes += ready.body.body_len();
-                held += candidate_bytes(&ready.body, logged_only);
             }
         });
-        (count, held)
+        count
     }
 
-    /// The newest messages in memory behind the head (only those in the
-    /// log, with `logged_only`), up to `bytes_max` of memory (bodies and
-    /// `MESSAGE_OVERHEAD_BYTES` each), newest first.
+    /// The messages in memory behind the head that leave last (only those
+    /// in the log, with `logged_only`), up to `bytes_max` of memory
+    /// (`Body::held_bytes`), the last to leave first.
+    ///
+    /// Behind its head, a level holds paged messages and then those in
+    /// memory: the pager takes from the back of each level until the
+    /// first that is not a candidate, so the walk stops there too and
+    /// never goes through the paged ones. With `logged_only` it also
+    /// stops at a message that is not logged, so it leaves no message in
+    /// memory among paged ones.
     pub(crate) fn page_out_candidates(
         &self,
         head: Head,
@@ -87,34 +95,24 @@ impl Queue {
     ) -> Vec<PageOut> {
         let mut chosen = Vec::new();
         let mut bytes = 0;
-        let (head_len, in_head) = self.head_len(head, logged_only);
-        let mut behind_head = self.ready.len().saturating_sub(head_len);
-        // Candidates left behind the head: the walk stops at the last, and
-        // does not go on through the paged messages before it.
-        let mut left = match logged_only {
-            true => self.ready.logged_bytes(),
-            false => self.ready.resident_bytes(),
-        }
-        .saturating_sub(in_head);
-        self.ready.visit_from_back(|ready| {
-            if behind_head == 0 || bytes >= bytes_max || left == 0 {
-                return false;
+        self.ready.visit_behind(self.head_len(head), |ready| {
+            if bytes >= bytes_max {
+                return Visit::Stop;
             }
-            behind_head -= 1;
-            let held = candidate_bytes(&ready.body, logged_only);
             let (message, logged) = match &ready.body {
-                Body::Resident(message) if held > 0 => (message, None),
+                Body::Resident(message) if !logged_only => (message, None),
                 Body::Logged(message, at) => (message, Some(*at)),
-                _ => return true,
+                _ => return Visit::NextLevel,
             };
-            bytes += held;
-            left = left.saturating_sub(held);
+            let held_bytes = ready.body.held_bytes();
+            bytes += held_bytes;
             chosen.push(PageOut {
                 seq: ready.seq,
                 message: message.clone(),
                 logged,
+                held_bytes,
             });
-            true
+            Visit::Next
         });
         chosen
     }
@@ -146,7 +144,7 @@ impl Queue {
     /// back; none while the first of them is in the head's back half, so
     /// reads come in batches.
     pub(crate) fn page_in_candidates(&self, head: Head) -> Vec<(u64, Location)> {
-        let (head_len, _) = self.head_len(head, false);
+        let head_len = self.head_len(head);
         let mut pages = Vec::new();
         let mut index = 0;
         let mut first_paged = None;
@@ -319,14 +317,5 @@ impl Queue {
     /// Whether the next message to leave is paged out.
     pub(crate) fn head_is_paged(&self) -> bool {
         self.ready.head_is_paged()
-    }
-}
-
-/// The memory a message holds if it may be paged out (only one in the log,
-/// with `logged_only`), else 0.
-fn candidate_bytes(body: &Body, logged_only: bool) -> u64 {
-    match body {
-        Body::Resident(_) if logged_only => 0,
-        _ => body.held_bytes(),
     }
 }

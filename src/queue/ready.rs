@@ -21,6 +21,13 @@ use crate::store::log::Location;
 /// A deadline that never comes.
 pub(crate) const NEVER: u64 = u64::MAX;
 
+/// What a visit does next.
+pub(crate) enum Visit {
+    Next,
+    NextLevel,
+    Stop,
+}
+
 /// A ready message.
 #[derive(Debug)]
 pub(crate) struct Ready {
@@ -311,12 +318,30 @@ impl ReadyQueue {
         Some(ready)
     }
 
-    /// Visits the ready messages from the last to leave back (the newest
-    /// of the lowest level first), until `visit` returns false.
-    pub(crate) fn visit_from_back(&self, mut visit: impl FnMut(&Ready) -> bool) {
-        for ready in self.levels.iter().flat_map(|level| level.iter().rev()) {
-            if !visit(ready) {
-                break;
+    /// Visits the ready messages behind the first `head_len` to leave,
+    /// level by level from the lowest, each from its newest back, as
+    /// `visit` says.
+    pub(crate) fn visit_behind(&self, head_len: usize, mut visit: impl FnMut(&Ready) -> Visit) {
+        // The head is the front of the highest levels.
+        let mut in_head = head_len;
+        let mut behind: Vec<usize> = self
+            .levels
+            .iter()
+            .rev()
+            .map(|level| {
+                let taken = in_head.min(level.len());
+                in_head -= taken;
+                level.len() - taken
+            })
+            .collect();
+        behind.reverse();
+        for (level, behind) in self.levels.iter().zip(behind) {
+            for ready in level.iter().rev().take(behind) {
+                match visit(ready) {
+                    Visit::Next => {}
+                    Visit::NextLevel => break,
+                    Visit::Stop => return,
+                }
             }
         }
     }

@@ -221,7 +221,9 @@ impl Shard {
                     .get(&queue)
                     .is_some_and(|q| q.logged_bytes() > LOGGED_IN_MEMORY_MAX)
             };
-            while over(self) && self.page_out_batch(queue, true).await {}
+            // A batch short of the limit found the rest not logged, or
+            // in the head.
+            while over(self) && self.page_out_batch(queue, true).await >= PAGE_OUT_BATCH_BYTES {}
         }
     }
 
@@ -237,7 +239,7 @@ impl Shard {
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
         for (_, queue) in by_size {
-            if self.page_out_batch(queue, false).await {
+            if self.page_out_batch(queue, false).await > 0 {
                 return true;
             }
         }
@@ -245,9 +247,9 @@ impl Shard {
     }
 
     /// Pages out a batch of `queue`'s messages behind its head (only
-    /// logged ones, with `logged_only`); false when it has none or the log
-    /// has failed.
-    async fn page_out_batch(&self, queue: QueueId, logged_only: bool) -> bool {
+    /// logged ones, with `logged_only`); returns the memory it held, 0
+    /// when it has none or the log has failed.
+    async fn page_out_batch(&self, queue: QueueId, logged_only: bool) -> u64 {
         let (name, chosen) = match self.queues.borrow().get(&queue) {
             Some(q) => (
                 QueueName {
@@ -256,9 +258,13 @@ impl Shard {
                 },
                 q.page_out_candidates(HEAD, PAGE_OUT_BATCH_BYTES, logged_only),
             ),
-            None => return false,
+            None => return 0,
         };
-        !chosen.is_empty() && self.page_out(queue, &name, chosen).await
+        let held_bytes = chosen.iter().map(|page_out| page_out.held_bytes).sum();
+        match !chosen.is_empty() && self.page_out(queue, &name, chosen).await {
+            true => held_bytes,
+            false => 0,
+        }
     }
 
     /// Writes what is not on disk yet, waits until all of it is durable,
@@ -271,6 +277,7 @@ impl Shard {
             seq,
             message,
             logged,
+            ..
         } in chosen
         {
             match logged {
