@@ -396,7 +396,7 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
     let (_connection, channel) = open(&broker).await;
     let names = queues("paged-ttl");
     let dead = queues("paged-dead");
-    let count = 12_000;
+    let count = 8_000;
     // Each shard's queue dead-letters into the other shard's.
     for (queue, dead) in names.iter().zip(dead.iter().rev()) {
         declare(&channel, dead).await;
