@@ -420,7 +420,7 @@ impl<D: Disk> Log<D> {
     /// fdatasync may have dropped dirty pages, so nothing after it can be
     /// trusted to be on disk.
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        let (batches, appended, end) = {
+        let (batches, appended, end, doomed) = {
             let mut state = self.state.borrow_mut();
             if let Some(why) = &state.failed {
                 return Err(io::Error::other(why.clone()));
@@ -432,21 +432,31 @@ impl<D: Disk> Log<D> {
             if let Some((_, end, _)) = state.tail.as_mut() {
                 *end = end.next_multiple_of(BLOCK);
             }
-            (std::mem::take(&mut state.batches), state.appended, end)
+            // Segments that died before this commit: what killed them
+            // (the acks, or compaction's copies) is in these batches, so
+            // they may go once the batches are durable. One that dies
+            // while this commit writes waits for the next: the copies
+            // that replace it are not in this one.
+            let doomed = std::mem::take(&mut state.doomed);
+            (
+                std::mem::take(&mut state.batches),
+                state.appended,
+                end,
+                doomed,
+            )
         };
         if let Err(err) = self.write_batches(batches).await {
             self.state.borrow_mut().failed = Some(err.to_string());
             return Err(err);
         }
-        let doomed = {
+        {
             let mut state = self.state.borrow_mut();
             if state.durable < appended {
                 state.durable = appended;
                 state.durable_end = end;
                 state.commits += 1;
             }
-            std::mem::take(&mut state.doomed)
-        };
+        }
         for segment in doomed {
             let name = {
                 let mut state = self.state.borrow_mut();
