@@ -88,10 +88,12 @@ impl StoreSetup {
     }
 }
 
-/// One shard's store and the wake-up of its commit task.
+/// One shard's store and the wake-ups of its commit task and of the task
+/// that makes the next segment ahead.
 pub(super) struct ShardStore {
     pub(super) store: Store<FsDisk>,
     pub(super) work: Notify,
+    spare_due: Notify,
 }
 
 impl Shard {
@@ -112,11 +114,14 @@ impl Shard {
         let shard_store = ShardStore {
             store,
             work: Notify::new(),
+            spare_due: Notify::new(),
         };
         shard_store.work.notify();
         let _ = self.store.set(shard_store);
         let shard = self.clone();
         runtime::spawn(async move { shard.commit_loop(adopted).await });
+        let shard = self.clone();
+        runtime::spawn(async move { shard.spare_loop().await });
     }
 
     pub(super) fn store(&self) -> &ShardStore {
@@ -216,6 +221,7 @@ impl Shard {
                         self.confirms.borrow_mut().synced(lsn);
                         self.flow_owed.notify();
                         self.paging.synced.wake_all();
+                        store.spare_due.notify();
                     }
                     Err(err) => return self.store_failed(&err),
                 }
@@ -223,6 +229,18 @@ impl Shard {
             if adopting && store.store.log().durable() >= adopted {
                 adopting = false;
                 self.adopted().await;
+            }
+        }
+    }
+
+    /// Makes the log's next segment ahead of the commit that needs it, off
+    /// the commit path (`Log::prepare_spare`).
+    async fn spare_loop(self: Rc<Self>) {
+        let store = self.store();
+        loop {
+            store.spare_due.wait().await;
+            if let Some(index) = store.store.log().spare_wanted() {
+                store.store.log().prepare_spare(index).await;
             }
         }
     }

@@ -10,9 +10,12 @@
 //!
 //! Every commit starts at a block boundary and pads its last block with
 //! zeros, so a block that was synced is never written again (a torn
-//! rewrite could destroy records already confirmed). Segments are
-//! preallocated; a record larger than a segment gets a segment of its own
-//! size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
+//! rewrite could destroy records already confirmed). The next segment is
+//! made ahead, filled with zeros (`prepare_spare`): an fdatasync of a write
+//! into written blocks has no extents to convert, a third of the cost of
+//! one into preallocated space here; one made at the commit that needs it
+//! is preallocated. A record larger than a segment gets a segment of its
+//! own size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
 //! broker's starts, so a log written by an earlier run, with another shard
 //! count, is never appended to (see `recovery`). A log may take an earlier
 //! run's segments over (`inherit`): they come first in its order, are read
@@ -30,6 +33,7 @@ use std::rc::Rc;
 
 use super::disk::{Disk, DiskFile, BLOCK};
 use super::recovery::OldSegment;
+use crate::runtime::notify::Waiters;
 
 /// A position in the log: the number of records appended before and with
 /// it. A commit makes a prefix of the log durable.
@@ -88,6 +92,10 @@ struct State<F> {
     inherited: BTreeMap<u64, String>,
     /// The number of this run's first segment.
     first_new: u64,
+    /// The next segment, made ahead (`prepare_spare`), and the one being
+    /// made.
+    spare: Option<(u64, Rc<F>)>,
+    preparing: Option<u64>,
 }
 
 pub(crate) struct Log<D: Disk> {
@@ -99,6 +107,8 @@ pub(crate) struct Log<D: Disk> {
     /// `--unsafe-no-fsync`).
     fsync: bool,
     state: RefCell<State<D::File>>,
+    /// Woken when a spare segment is made (or failed to be).
+    spare_made: Waiters,
 }
 
 /// Where an appended record went.
@@ -150,7 +160,10 @@ impl<D: Disk> Log<D> {
                 readers: BTreeMap::new(),
                 inherited: BTreeMap::new(),
                 first_new: 1,
+                spare: None,
+                preparing: None,
             }),
+            spare_made: Waiters::new(),
         }
     }
 
@@ -314,6 +327,27 @@ impl<D: Disk> Log<D> {
         Ok(file)
     }
 
+    /// The spare segment, if it is the one `batch` starts (waiting while it
+    /// is being made), grown to the batch's capacity if that is more.
+    async fn take_spare(&self, batch: &Batch) -> io::Result<Option<Rc<D::File>>> {
+        let Some(capacity) = batch.creates else {
+            return Ok(None);
+        };
+        self.spare_made
+            .wait_until(|| self.state.borrow().preparing != Some(batch.segment))
+            .await;
+        let spare = self.state.borrow_mut().spare.take();
+        match spare {
+            Some((index, file)) if index == batch.segment => {
+                if capacity > self.segment_size {
+                    file.preallocate(capacity).await?;
+                }
+                Ok(Some(file))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// The file that holds `segment`.
     fn file_name(&self, state: &State<D::File>, segment: u64) -> String {
         match state.inherited.get(&segment) {
@@ -386,7 +420,7 @@ impl<D: Disk> Log<D> {
     /// fdatasync may have dropped dirty pages, so nothing after it can be
     /// trusted to be on disk.
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        let (batches, appended, end) = {
+        let (batches, appended, end, doomed) = {
             let mut state = self.state.borrow_mut();
             if let Some(why) = &state.failed {
                 return Err(io::Error::other(why.clone()));
@@ -398,21 +432,31 @@ impl<D: Disk> Log<D> {
             if let Some((_, end, _)) = state.tail.as_mut() {
                 *end = end.next_multiple_of(BLOCK);
             }
-            (std::mem::take(&mut state.batches), state.appended, end)
+            // Segments that died before this commit: what killed them
+            // (the acks, or compaction's copies) is in these batches, so
+            // they may go once the batches are durable. One that dies
+            // while this commit writes waits for the next: the copies
+            // that replace it are not in this one.
+            let doomed = std::mem::take(&mut state.doomed);
+            (
+                std::mem::take(&mut state.batches),
+                state.appended,
+                end,
+                doomed,
+            )
         };
         if let Err(err) = self.write_batches(batches).await {
             self.state.borrow_mut().failed = Some(err.to_string());
             return Err(err);
         }
-        let doomed = {
+        {
             let mut state = self.state.borrow_mut();
             if state.durable < appended {
                 state.durable = appended;
                 state.durable_end = end;
                 state.commits += 1;
             }
-            std::mem::take(&mut state.doomed)
-        };
+        }
         for segment in doomed {
             let name = {
                 let mut state = self.state.borrow_mut();
@@ -443,13 +487,52 @@ impl<D: Disk> Log<D> {
         Ok(())
     }
 
-    /// The tail file, or the new segment the batch starts (preallocated,
-    /// and named durably before anything in it is confirmed).
+    /// The segment after the tail, when it is not made yet and nothing is
+    /// being made: for `prepare_spare`.
+    pub(crate) fn spare_wanted(&self) -> Option<u64> {
+        let state = self.state.borrow();
+        let (tail, _) = state.tail_file.as_ref()?;
+        let next = tail + 1;
+        (state.preparing.is_none() && state.spare.as_ref().is_none_or(|(s, _)| *s < next))
+            .then_some(next)
+    }
+
+    /// Makes segment `index` ahead of its first commit: created, filled
+    /// with zeros and synced (`DiskFile::zero_fill`), and named durably.
+    /// A commit that needs it meanwhile waits for it. On failure the
+    /// commit makes it as before.
+    pub(crate) async fn prepare_spare(&self, index: u64) {
+        self.state.borrow_mut().preparing = Some(index);
+        let name = segment_name(self.epoch, self.shard, index);
+        let made = async {
+            let file = self.disk.open(&name).await?;
+            file.zero_fill(self.segment_size).await?;
+            self.disk.sync_dir().await?;
+            Ok::<_, io::Error>(file)
+        }
+        .await;
+        let mut state = self.state.borrow_mut();
+        state.preparing = None;
+        match made {
+            Ok(file) => state.spare = Some((index, Rc::new(file))),
+            Err(err) => tracing::warn!("cannot make log segment {name} ahead: {err}"),
+        }
+        drop(state);
+        self.spare_made.wake_all();
+    }
+
+    /// The tail file, or the new segment the batch starts (made ahead, or
+    /// preallocated now; named durably before anything in it is
+    /// confirmed).
     async fn file_for(&self, batch: &Batch) -> io::Result<Rc<D::File>> {
         if let Some((segment, file)) = &self.state.borrow().tail_file {
             if *segment == batch.segment {
                 return Ok(file.clone());
             }
+        }
+        if let Some(file) = self.take_spare(batch).await? {
+            self.state.borrow_mut().tail_file = Some((batch.segment, file.clone()));
+            return Ok(file);
         }
         let name = segment_name(self.epoch, self.shard, batch.segment);
         let file = Rc::new(self.disk.open(&name).await?);

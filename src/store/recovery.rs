@@ -166,8 +166,17 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
         let index = u32::try_from(segments.len()).unwrap_or(u32::MAX);
         let stream = (*epoch, *shard);
         let mut quarantined = false;
-        match replay.segment(&bytes, index, stream) {
-            Ending::Bad { at } if !last_of_stream => {
+        let ending = replay.segment(&bytes, index, stream);
+        // Past the last written segment there may be one made ahead and
+        // never written (`Log::prepare_spare`): the tail is still here.
+        let last_written = match ending {
+            Ending::Bad { .. } if !last_of_stream => {
+                only_spares_follow(disk, &names[i + 1..]).await?
+            }
+            _ => true,
+        };
+        match ending {
+            Ending::Bad { at } if !last_written => {
                 tracing::error!(
                     "message log segment {name} is damaged at byte {at}: its records from there \
                      on are skipped and the file is kept as {name}.quarantined"
@@ -202,6 +211,27 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
         stream_queues,
         damaged,
     })
+}
+
+/// Whether the segments after one, up to the end of its stream (`rest`
+/// starts with the next one), hold nothing: a zero block start.
+async fn only_spares_follow<D: Disk>(
+    disk: &D,
+    rest: &[((u64, usize, u64), String)],
+) -> io::Result<bool> {
+    let Some(((epoch, shard, _), _)) = rest.first() else {
+        return Ok(true);
+    };
+    for ((next_epoch, next_shard, _), name) in rest {
+        if (next_epoch, next_shard) != (epoch, shard) {
+            break;
+        }
+        let head = disk.open(name).await?.read_at(0, 8).await?;
+        if head.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn quarantined_name(name: &str) -> String {

@@ -172,6 +172,12 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
                     model.settled.insert((queue, seq), ());
                 }
             }
+            7 => {
+                // The next segment made ahead, as the shard's spare task does.
+                if let Some(index) = store.log().spare_wanted() {
+                    block_on(store.log().prepare_spare(index));
+                }
+            }
             _ => match block_on(store.log().commit()) {
                 Ok(lsn) => durable[shard] = lsn,
                 Err(_) => break,
