@@ -102,7 +102,12 @@ impl Queue {
             let (message, logged) = match &ready.body {
                 Body::Resident(message) if !logged_only => (message, None),
                 Body::Logged(message, at) => (message, Some(*at)),
-                _ => return Visit::NextLevel,
+                // Paged already: what is resident before it may still go.
+                // Stopping here left a queue whose newest messages were
+                // paged unable to page the rest, and a flood blocked at
+                // the watermark with the budget long passed.
+                Body::Paged(_) => return Visit::Next,
+                Body::Resident(_) => return Visit::NextLevel,
             };
             let held_bytes = ready.body.held_bytes();
             bytes += held_bytes;

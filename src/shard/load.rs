@@ -36,6 +36,12 @@ const RETURN_MEMORY_TICKS: u32 = 100;
 /// Ticks between looks at the data directory's free space (RabbitMQ
 /// looks every 100 ms to 10 s).
 const DISK_TICKS: u32 = 50;
+/// Past this share of the watermark in resident memory, queues page out
+/// what they may: the paging budget counts bodies and a fixed overhead per
+/// message, which can fall well short of what the process holds (a 1 KiB
+/// transient message measured about 2.8 KiB of resident memory), and the
+/// alarm would otherwise block a flood before paging began.
+const PAGING_PERCENT: u64 = 75;
 /// The memory alarm clears once resident memory is below this share of
 /// the watermark.
 const ALARM_CLEARS_AT_PERCENT: u64 = 95;
@@ -46,6 +52,9 @@ const LOAD_SMOOTHING: f64 = 0.25;
 pub struct LoadBoard {
     saturated: Box<[AtomicBool]>,
     memory_alarm: AtomicBool,
+    /// Resident memory is past `PAGING_PERCENT` of the watermark: every
+    /// shard pages what it may, whatever its queues' own count says.
+    memory_pressure: AtomicBool,
     /// The message store cannot write: publishers block until restart.
     store_failed: AtomicBool,
     /// Free disk space is below `--disk-free-limit`.
@@ -57,6 +66,7 @@ impl LoadBoard {
         LoadBoard {
             saturated: (0..shard_count).map(|_| AtomicBool::new(false)).collect(),
             memory_alarm: AtomicBool::new(false),
+            memory_pressure: AtomicBool::new(false),
             store_failed: AtomicBool::new(false),
             disk_low: AtomicBool::new(false),
         }
@@ -71,6 +81,12 @@ impl LoadBoard {
     /// Whether memory use is past the high watermark: publishers block.
     pub(crate) fn memory_alarm(&self) -> bool {
         self.memory_alarm.load(Ordering::Relaxed)
+    }
+
+    /// Whether resident memory is near enough the watermark that queues
+    /// page out what they may.
+    pub(crate) fn memory_pressure(&self) -> bool {
+        self.memory_pressure.load(Ordering::Relaxed)
     }
 
     /// Whether the disk is short of space or the message store failed:
@@ -162,6 +178,8 @@ impl MemoryWatch {
             false => self.watermark_bytes,
         };
         let alarm = used > limit;
+        let pressure = used > self.watermark_bytes / 100 * PAGING_PERCENT;
+        board.memory_pressure.store(pressure, Ordering::Relaxed);
         if board.memory_alarm.swap(alarm, Ordering::Relaxed) == alarm {
             return;
         }
@@ -217,8 +235,12 @@ impl Shard {
             }
             self.pay_owed_credit_soon();
             let memory_alarm = board.memory_alarm();
-            if memory_alarm || ticks % RETURN_MEMORY_TICKS == 0 {
-                crate::memory::return_free_memory(memory_alarm);
+            let pressure = board.memory_pressure();
+            if pressure {
+                self.page_under_pressure();
+            }
+            if memory_alarm || pressure || ticks % RETURN_MEMORY_TICKS == 0 {
+                crate::memory::return_free_memory(memory_alarm || pressure);
             }
             let alarm = memory_alarm || board.disk_alarm();
             if alarm_seen && !alarm {

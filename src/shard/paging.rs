@@ -189,11 +189,18 @@ impl Shard {
         }
     }
 
+    /// Resident memory is near the watermark (`LoadBoard::memory_pressure`):
+    /// the pager runs whatever the budget's count says.
+    pub(super) fn page_under_pressure(&self) {
+        self.paging.page_out_due.notify();
+    }
+
     async fn page_out_loop(self: Rc<Self>) {
         loop {
             self.paging.page_out_due.wait().await;
             let target = self.paging.budget / 4 * 3;
-            while self.paging.resident.get() > target {
+            let board = &self.shared.load;
+            while self.paging.resident.get() > target || board.memory_pressure() {
                 if !self.page_out_some().await {
                     // Only heads are left in memory: look again later
                     // rather than on every change.
