@@ -179,6 +179,8 @@ fn a_run_without_producers_drains_the_backlog_of_a_named_queue_and_stops() {
     let fill = ["-x", "2", "-y", "0", "-u", &queue, "-f", "-c", "64"];
     let filled = run_json(&broker, &[&fill[..], &["-C", "1500", "-z", "0"]].concat());
     assert_eq!(filled["confirmed"], 3000);
+    // Prefetch 100: the first deliveries come in one read with consume-ok,
+    // and nothing more comes until they are handled (the run hung on that).
     let drain = [
         "-x", "0", "-y", "1", "-u", &queue, "-f", "-q", "100", "-A", "10",
     ];
