@@ -45,7 +45,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +140,7 @@ class Case:
     # A run that is more than one loadgen invocation: called instead of
     # run_once, with the same arguments.
     procedure: "Callable[..., Run] | None" = None
-    # Messages in the backlog, for a procedure that builds one.
+    # Messages in the backlog the case builds (r, s): r's fill, s's target.
     messages: int = 0
 
 
