@@ -352,7 +352,8 @@ def scenario_r(o: Options) -> list[Case]:
     RabbitMQ's `rabbitmqctl list_queues name messages` (perf runs no
     management plugin), pinned to loadgen's CPU and asked again as soon as
     it answers; each call takes about a second, so RabbitMQ's figure is up
-    to that late. Then one consumer (prefetch 1000, a multiple-ack every
+    to that late. "ready after restart" is the time until the port is
+    open (warren) or `rabbitmqctl await_startup` answers (RabbitMQ). Then one consumer (prefetch 1000, a multiple-ack every
     100, loadgen -x 0) drains the queue: drain rate, and lost = confirmed
     before the stop less drained after. Then the in-memory drain: the
     broker afresh (warren --queue-memory-budget 4GiB; RabbitMQ's defaults
@@ -1059,6 +1060,8 @@ def run_recovery(broker, case: Case, index: int, hgrm: Path | None, timeout_s: f
     print(f"  {case.name} run {index} {broker.name}: filled {backlog:,} "
           f"({fill.get('confirmed_per_s', 0):,.0f}/s), RSS max {rss_max:.1f} MiB", flush=True)
     stop_s = broker.restart()
+    # warren: its AMQP port open; RabbitMQ: await_startup answered.
+    ready_s = time.monotonic() - broker.started_at
     recovery_s, recovered = await_backlog(broker, queue, backlog)
     drain_code, drain, drain_errors, _ = loadgen_backlog(broker, drain_args(queue, True))
     drained = drain.get("received", 0)
@@ -1075,7 +1078,8 @@ def run_recovery(broker, case: Case, index: int, hgrm: Path | None, timeout_s: f
     summary = {**fill, "received": drained, "received_per_s": paged,
                "lost": max(backlog - drained, 0), "loss_checked": True}
     extra = {"backlog messages": backlog, "fill msg/s": fill.get("confirmed_per_s"),
-             "RSS max MiB": rss_max, "stop s": stop_s, "recovery s": recovery_s,
+             "RSS max MiB": rss_max, "stop s": stop_s, "ready after restart s": ready_s,
+             "recovery s": recovery_s,
              "recovered messages": recovered, "drain msg/s": paged,
              "in-memory drain msg/s": in_memory, "lost": summary["lost"],
              "drain / in-memory drain": paged / in_memory if paged and in_memory else None}
@@ -1294,7 +1298,8 @@ HEADLINE = {
           "RSS first MiB", "RSS last MiB", "RSS max MiB"],
     "i": ["RSS max MiB", "RSS max / watermark", "connection.blocked", "connection.unblocked",
           "blocked s", "lost"],
-    "r": ["backlog messages", "fill msg/s", "RSS max MiB", "stop s", "recovery s",
+    "r": ["backlog messages", "fill msg/s", "RSS max MiB", "stop s", "ready after restart s",
+          "recovery s",
           "drain msg/s", "in-memory drain msg/s", "drain / in-memory drain", "lost"],
     "s": ["messages confirmed", "confirmed/s", "RSS max MiB", "RSS max B/message"],
     "t": ["sent/s", "publish msg/s min (1 s)", "publish msg/s last third",
