@@ -26,7 +26,7 @@ use crate::catalog::access::Access;
 use crate::catalog::{MetaOp, QueueDef};
 use crate::ids::{QueueId, MANAGEMENT_CONNECTION};
 use crate::protocol::ShortStr;
-use crate::queue::MessageTotals;
+use crate::queue::{GetResult, MessageTotals};
 use crate::shard::ConnectionInfo;
 
 /// Most messages one get request takes.
@@ -558,26 +558,31 @@ async fn queue_get(
     let id = def.id;
     let taken = api
         .bridge
-        .on_shard(def.shard_id, move |shard| {
-            shard
-                .queue_take(id, count, requeue)
-                .into_iter()
-                .map(|got| {
-                    let (payload, payload_encoding) =
-                        encode_payload(&got.message.body, &encoding, truncate);
-                    json!({
-                        "payload_bytes": got.message.body_size(),
-                        "redelivered": got.redelivered,
-                        "exchange": got.message.exchange.to_str_lossy(),
-                        "routing_key": got.message.routing_key.to_str_lossy(),
-                        "message_count": got.message_count,
-                        "properties": properties_json(&got.message.properties),
-                        "payload": payload,
-                        "payload_encoding": payload_encoding,
-                    })
-                })
-                .collect::<Vec<_>>()
+        .on_shard_later(def.shard_id, move |shard, answer| {
+            let shard = shard.clone();
+            crate::runtime::spawn(async move {
+                let _ = answer.send(shard.queue_take(id, count, requeue).await);
+            });
         })
         .await?;
+    let taken = taken
+        .iter()
+        .map(|got| got_json(got, &encoding, truncate))
+        .collect();
     Ok(Json(Value::Array(taken)))
+}
+
+/// A message the API's get took, as RabbitMQ's API shows it.
+fn got_json(got: &GetResult, encoding: &str, truncate: Option<usize>) -> Value {
+    let (payload, payload_encoding) = encode_payload(&got.message.body, encoding, truncate);
+    json!({
+        "payload_bytes": got.message.body_size(),
+        "redelivered": got.redelivered,
+        "exchange": got.message.exchange.to_str_lossy(),
+        "routing_key": got.message.routing_key.to_str_lossy(),
+        "message_count": got.message_count,
+        "properties": properties_json(&got.message.properties),
+        "payload": payload,
+        "payload_encoding": payload_encoding,
+    })
 }

@@ -71,6 +71,7 @@ use crate::message::Message;
 use crate::protocol::error::AmqpError;
 use crate::protocol::types::ShortStr;
 use crate::store::log::Location;
+use crate::store::recovery::RecoveredMessage;
 use consumer::{ConsumerRef, Consumers};
 pub(crate) use ready::{Body, Page};
 use ready::{Ready, ReadyQueue, NEVER};
@@ -287,19 +288,26 @@ impl Queue {
         self.durable && (persistent || self.settings.queue_type == QueueType::Quorum)
     }
 
-    /// A recovered message, back under its seq, marked redelivered (it
-    /// may have been delivered before the restart), with its record's
-    /// place in this run's log. Seqs come in order.
-    pub(crate) fn restore(&mut self, seq: u64, message: Message, at: Location, clock: &impl Clock) {
-        let expires_at_ms = self.expiry_of(&message, clock);
-        self.next_seq = self.next_seq.max(seq + 1);
-        self.ready.push_back(Ready {
-            seq,
-            body: Body::Logged(message, at),
+    /// A recovered message, back under its seq and at its priority,
+    /// marked redelivered (it may have been delivered before the restart),
+    /// its content still on disk: read back ahead of delivery like any
+    /// paged message. Seqs come in order.
+    pub(crate) fn restore(&mut self, recovered: &RecoveredMessage, clock: &impl Clock) {
+        let expires_at_ms = self.expiry_after(recovered.expiration_ms, clock);
+        self.next_seq = self.next_seq.max(recovered.seq + 1);
+        let ready = Ready {
+            seq: recovered.seq,
+            body: Body::Paged(Page {
+                at: recovered.at,
+                body_len: recovered.body_len,
+                persistent: recovered.persistent,
+                page_record: false,
+            }),
             redelivered: true,
             expires_at_ms,
             returns: 0,
-        });
+        };
+        self.ready.push_back_at(recovered.priority, ready);
     }
 
     /// The message just published under `seq` was logged at `at`.
@@ -470,7 +478,13 @@ impl Queue {
     /// The clock time a message expires: the smaller of the queue's TTL
     /// and the message's expiration, from now.
     fn expiry_of(&self, message: &Message, clock: &impl Clock) -> u64 {
-        let ttl_ms = match (self.settings.message_ttl_ms, message.expiration_ms) {
+        self.expiry_after(message.expiration_ms, clock)
+    }
+
+    /// The deadline of a message with the expiration property
+    /// `expiration_ms`, from now.
+    fn expiry_after(&self, expiration_ms: Option<u64>, clock: &impl Clock) -> u64 {
+        let ttl_ms = match (self.settings.message_ttl_ms, expiration_ms) {
             (None, None) => return NEVER,
             (Some(queue), Some(own)) => queue.min(own),
             (Some(ttl), None) | (None, Some(ttl)) => ttl,

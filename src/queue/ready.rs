@@ -154,15 +154,21 @@ impl ReadyQueue {
     }
 
     /// A priority above the queue's maximum counts as the maximum.
-    fn level(&self, body: &Body) -> usize {
+    fn level(&self, priority: u8) -> usize {
         match self.levels.len() {
             1 => 0,
-            len => usize::from(body.priority()).min(len - 1),
+            len => usize::from(priority).min(len - 1),
         }
     }
 
     pub fn push_back(&mut self, ready: Ready) {
-        let level = self.level(&ready.body);
+        self.push_back_at(ready.body.priority(), ready);
+    }
+
+    /// Appends a message of priority `priority` (a paged one has no
+    /// content to say it).
+    pub(crate) fn push_back_at(&mut self, priority: u8, ready: Ready) {
+        let level = self.level(priority);
         self.count_in(&ready);
         debug_assert!(
             self.levels[level]
@@ -175,7 +181,7 @@ impl ReadyQueue {
 
     /// Puts a message back where its seq belongs within its priority.
     pub fn requeue(&mut self, ready: Ready) {
-        let level = self.level(&ready.body);
+        let level = self.level(ready.body.priority());
         self.count_in(&ready);
         let level = &mut self.levels[level];
         // Requeued messages are older than most ready ones, so the position

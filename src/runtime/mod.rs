@@ -63,9 +63,11 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
-            // The store's fdatasync runs here (`file::File::fdatasync`):
-            // on any CPU, not queued behind the shard's own work.
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            // The store's commits run here (`file::File::write_synced`):
+            // on any CPU, not queued behind the shard's own work. Two
+            // threads, so a commit never waits behind the zeros written
+            // into the next segment meanwhile (`Log::prepare_spare`).
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
             .spawn(move || async move {
                 match mesh::Mesh::join(builder, shard_id).await {
                     Ok(mesh) => run_latency_sensitive(shard_main(shard_id, mesh)).await,

@@ -53,6 +53,7 @@ impl Shard {
                 .get(queue)
                 .and_then(|id| queues.get(id))
                 .is_some_and(|q| q.holds_page(seq, at)),
+            LiveRecord::Delay { id, at } => self.delayed.borrow().holds(id, at),
         }
     }
 
@@ -60,6 +61,11 @@ impl Shard {
     fn relocate(&self, moved: &[Moved], ids: &QueueIds) {
         let mut queues = self.queues.borrow_mut();
         for record in moved {
+            if record.delayed {
+                let mut delayed = self.delayed.borrow_mut();
+                delayed.relocate(record.seq, record.from, record.to);
+                continue;
+            }
             if let Some(q) = ids.get(&record.queue).and_then(|id| queues.get_mut(id)) {
                 q.relocate(record.seq, record.from, record.to);
             }

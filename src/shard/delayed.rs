@@ -6,19 +6,29 @@
 //!
 //! A waiting message costs its bytes and one entry in the shard's timer
 //! (`shard::timer`); nothing runs for it until it comes due, so delayed
-//! messages never hold up a shard. The publisher was answered at publish
-//! (confirmed, or returned when mandatory, as the plugin does), and an
-//! exchange deleted meanwhile drops the message. They do not survive a
-//! restart (the plugin keeps them on disk).
+//! messages never hold up a shard. A mandatory one with no route now is
+//! returned at publish, as the plugin does, and an exchange deleted
+//! meanwhile drops the message.
+//!
+//! A persistent message in a durable exchange survives a restart, as the
+//! plugin keeps its messages on disk: it is logged in this shard's message
+//! log (a delay record, live until an undelay record says it left), the
+//! publisher's confirm waits for that record's fdatasync, and recovery
+//! gives it back to a shard, which arms the timer for what is left of its
+//! delay. Any other is answered at once and held in memory only.
 
 use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::timer::Due;
-use super::{Shard, ShardMsg};
+use super::{ConfirmAnswer, ConfirmTag, Shard, ShardMsg};
+use crate::ids::ChannelId;
 use crate::message::{Message, MessageContent};
 use crate::protocol::{FieldTable, ShortStr};
 use crate::queue::Clock;
 use crate::routing::{delayed, MessageFields};
+use crate::store::log::Location;
+use crate::store::record::{Delayed, QueueName};
 
 /// A published message waiting for its delay.
 #[derive(Debug)]
@@ -28,34 +38,126 @@ pub(crate) struct DelayedMessage {
     pub routing_keys: Vec<ShortStr>,
     pub message: Message,
     pub(crate) delay_ms: u64,
+    /// Its exchange is durable (a persistent message is then logged).
+    pub(crate) durable: bool,
 }
 
-/// The waiting messages, by number.
+/// A delayed message and, when it is logged, where its delay record is.
+#[derive(Debug)]
+struct Waiting {
+    delayed: DelayedMessage,
+    logged: Option<Location>,
+}
+
+/// The waiting messages, by id.
 #[derive(Debug, Default)]
 pub(super) struct DelayedMessages {
-    waiting: HashMap<u64, DelayedMessage>,
-    next_number: u64,
+    waiting: HashMap<u64, Waiting>,
+    next_id: u64,
+}
+
+impl DelayedMessages {
+    /// Ids of this run's messages on `shard`: unique across runs (a
+    /// recovered message keeps its id), as undelay records name them.
+    pub(super) fn start_ids(&mut self, epoch: u64, shard: usize) {
+        self.next_id = (epoch << 40) | ((shard as u64 & 0xff) << 32);
+    }
+
+    /// Whether the delayed message `id` still waits, logged at `at`.
+    pub(super) fn holds(&self, id: u64, at: Location) -> bool {
+        self.waiting
+            .get(&id)
+            .is_some_and(|waiting| waiting.logged == Some(at))
+    }
+
+    /// Its delay record was copied from `from` to `to` (compaction).
+    pub(super) fn relocate(&mut self, id: u64, from: Location, to: Location) {
+        if let Some(waiting) = self.waiting.get_mut(&id) {
+            if waiting.logged == Some(from) {
+                waiting.logged = Some(to);
+            }
+        }
+    }
 }
 
 impl Shard {
-    /// Holds a message until its delay is over.
-    pub(crate) fn delay_message(&self, delayed: DelayedMessage) {
-        let at = self.now_ms().saturating_add(delayed.delay_ms);
-        let number = {
+    /// Holds a message until its delay is over. A persistent one in a
+    /// durable exchange is logged, and the publisher (on this shard)
+    /// confirmed once it is on disk: true when this shard answers the
+    /// publish that way.
+    pub(crate) fn delay_message(
+        &self,
+        delayed: DelayedMessage,
+        publisher: ChannelId,
+        confirm: ConfirmTag,
+    ) -> bool {
+        let id = {
             let mut messages = self.delayed.borrow_mut();
-            let number = messages.next_number;
-            messages.next_number += 1;
-            messages.waiting.insert(number, delayed);
-            number
+            messages.next_id += 1;
+            messages.next_id
         };
-        self.set_deadline(at, Due::Delayed(number));
+        let due_ms = unix_ms().saturating_add(delayed.delay_ms);
+        if !(delayed.durable && delayed.message.persistent) {
+            self.wait(id, delayed, None, due_ms);
+            return false;
+        }
+        let record = delay_record(&delayed, id, due_ms);
+        let appended = self.store().store.delay(&record);
+        let answer = ConfirmAnswer {
+            channel: publisher.number,
+            confirm,
+            stored: appended.is_some(),
+        };
+        self.confirm(publisher.conn, answer, appended.map(|a| a.lsn));
+        if let Some(appended) = appended {
+            self.store().work.notify();
+            self.wait(id, delayed, Some(appended.at), due_ms);
+        }
+        true
+    }
+
+    /// Arms the timer for the delayed messages recovery gave this shard,
+    /// for what is left of their delays.
+    pub(super) fn restore_delayed(&self) {
+        let shard_store = self.store();
+        self.delayed
+            .borrow_mut()
+            .start_ids(self.shared.store.epoch(), self.id);
+        for (record, at) in shard_store.store.take_recovered_delays() {
+            let delayed = DelayedMessage {
+                vhost: record.exchange.vhost.clone(),
+                routing_keys: record.routing_keys,
+                message: record.message,
+                delay_ms: record.delay_ms,
+                durable: true,
+            };
+            self.wait(record.id, delayed, Some(at), record.due_ms);
+        }
+    }
+
+    fn wait(&self, id: u64, delayed: DelayedMessage, logged: Option<Location>, due_ms: u64) {
+        let left_ms = due_ms.saturating_sub(unix_ms());
+        self.delayed
+            .borrow_mut()
+            .waiting
+            .insert(id, Waiting { delayed, logged });
+        self.set_deadline(self.now_ms().saturating_add(left_ms), Due::Delayed(id));
     }
 
     /// A delayed message came due: route it as its exchange's type would.
-    pub(super) fn route_delayed(&self, number: u64) {
-        let Some(delayed) = self.delayed.borrow_mut().waiting.remove(&number) else {
+    pub(super) fn route_delayed(&self, id: u64) {
+        let Some(Waiting { delayed, logged }) = self.delayed.borrow_mut().waiting.remove(&id)
+        else {
             return;
         };
+        if let Some(at) = logged {
+            let exchange = QueueName {
+                vhost: delayed.vhost.clone(),
+                name: delayed.message.exchange.clone(),
+            };
+            self.store().store.undelay(&exchange, id, at);
+            self.store().work.notify();
+        }
         let Ok(message) = routed_message(&delayed) else {
             return;
         };
@@ -88,6 +190,31 @@ impl Shard {
             self.send(def.shard_id, ShardMsg::DeadLetter { queue, message });
         }
     }
+}
+
+/// The delay record of `delayed`, under `id`, due at `due_ms`.
+fn delay_record(delayed: &DelayedMessage, id: u64, due_ms: u64) -> Delayed {
+    Delayed {
+        exchange: QueueName {
+            vhost: delayed.vhost.clone(),
+            name: delayed.message.exchange.clone(),
+        },
+        id,
+        due_ms,
+        delay_ms: delayed.delay_ms,
+        routing_keys: delayed.routing_keys.clone(),
+        message: delayed.message.clone(),
+    }
+}
+
+/// Wall-clock time in ms since the Unix epoch: a due time that outlives
+/// the process.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// The message as it is routed: `x-delay` says how long it waited.

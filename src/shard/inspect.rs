@@ -143,32 +143,47 @@ impl Shard {
 
     /// Takes up to `count` messages from a queue this shard owns; with
     /// `requeue` they go back (marked redelivered), as the API's
-    /// `ack_requeue_true` does.
-    pub(crate) fn queue_take(
-        self: &Rc<Self>,
+    /// `ack_requeue_true` does. A head on disk is read back first.
+    pub(crate) async fn queue_take(
+        self: Rc<Self>,
         queue: QueueId,
         count: usize,
         requeue: bool,
     ) -> Vec<GetResult> {
         let mut taken = Vec::new();
-        {
-            let mut queues = self.queues.borrow_mut();
-            let Some(q) = queues.get_mut(&queue) else {
-                return taken;
-            };
-            while taken.len() < count {
-                let Some(got) = q.get(MANAGEMENT_CHANNEL, !requeue, &**self) else {
-                    break;
-                };
-                taken.push(got);
-            }
-            if requeue {
-                let seqs: Vec<u64> = taken.iter().map(|got| got.seq).collect();
+        while self.take_resident(queue, count, requeue, &mut taken) {
+            self.read_head_back(queue).await;
+        }
+        if requeue {
+            let seqs: Vec<u64> = taken.iter().map(|got| got.seq).collect();
+            if let Some(q) = self.queues.borrow_mut().get_mut(&queue) {
                 q.settle(MANAGEMENT_CHANNEL, &seqs, Settlement::Requeue);
             }
         }
         self.dispatch(queue);
         taken
+    }
+
+    /// Takes messages until `taken` has `count` or the queue's head is not
+    /// in memory; true when more are to come once the head is read back.
+    fn take_resident(
+        self: &Rc<Self>,
+        queue: QueueId,
+        count: usize,
+        requeue: bool,
+        taken: &mut Vec<GetResult>,
+    ) -> bool {
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&queue) else {
+            return false;
+        };
+        while taken.len() < count {
+            let Some(got) = q.get(MANAGEMENT_CHANNEL, !requeue, &**self) else {
+                break;
+            };
+            taken.push(got);
+        }
+        taken.len() < count && q.head_is_paged()
     }
 
     /// Purges a queue this shard owns; None if it has no such queue.

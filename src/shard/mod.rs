@@ -154,10 +154,12 @@ impl Shard {
             alarm_cleared: Waiters::new(),
         });
         shard.open_store();
+        shard.restore_delayed();
         shard.start_paging();
         let timekeeper = shard.clone();
         runtime::spawn(async move { timekeeper.run_timer().await });
         shard.replay();
+        shard.drop_unclaimed();
         if shard.coordinator.borrow().is_logged() {
             runtime::spawn(shard.clone().write_definitions());
         }

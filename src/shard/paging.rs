@@ -62,6 +62,8 @@ pub(super) struct Pager {
     parked_gets: RefCell<Vec<(QueueId, ChannelId, bool)>>,
     /// Woken after every commit of the log.
     pub(super) synced: Waiters,
+    /// Woken after each read back.
+    paged_in: Waiters,
 }
 
 impl Pager {
@@ -80,6 +82,7 @@ impl Pager {
             wanted: RefCell::default(),
             parked_gets: RefCell::default(),
             synced: Waiters::new(),
+            paged_in: Waiters::new(),
         }
     }
 }
@@ -146,6 +149,22 @@ impl Shard {
             self.paging.page_in_due.notify();
         }
         head_paged
+    }
+
+    /// Returns once `queue`'s head is in memory (or the queue is gone or
+    /// empty), asking for it to be read back.
+    pub(super) async fn read_head_back(&self, queue: QueueId) {
+        let head_paged = || {
+            self.queues
+                .borrow()
+                .get(&queue)
+                .is_some_and(Queue::head_is_paged)
+        };
+        if head_paged() {
+            self.paging.wanted.borrow_mut().insert(queue);
+            self.paging.page_in_due.notify();
+            self.paging.paged_in.wait_until(|| !head_paged()).await;
+        }
     }
 
     async fn page_out_loop(self: Rc<Self>) {
@@ -278,6 +297,7 @@ impl Shard {
             // Delivering what came back may wake this task again, for the
             // next batch; with nothing read, nothing changed.
             self.dispatch(queue);
+            self.paging.paged_in.wake_all();
         }
         self.answer_parked_gets(queue);
     }

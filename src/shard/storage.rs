@@ -18,7 +18,7 @@ use crate::runtime::{self, notify::Notify};
 use crate::store::disk::{Disk, FsDisk};
 use crate::store::log::{Log, Lsn};
 use crate::store::record::QueueName;
-use crate::store::recovery::{self, QueueMessages};
+use crate::store::recovery::{self, Share};
 use crate::store::Store;
 
 /// What start-up recovery found, for the shards to take over.
@@ -27,15 +27,21 @@ pub struct StoreSetup {
     epoch: u64,
     segment_size: u64,
     fsync: bool,
-    /// Per shard: the messages of the queues it owns now.
-    recovered: Mutex<Vec<QueueMessages>>,
+    /// Per shard: what it takes of the earlier runs.
+    shares: Mutex<Vec<Option<Share>>>,
     /// The earlier runs' segments, deleted once every shard has made what
-    /// it took from them durable in its own log.
+    /// it took from them durable in its own log (none when the shards took
+    /// them over as they are).
     old_segments: Mutex<Vec<String>>,
     shards_adopting: AtomicUsize,
 }
 
 impl StoreSetup {
+    /// The epoch this run writes.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Reads the message logs under `dir` (created if missing) and splits
     /// what was live among `shard_count` shards.
     pub(crate) fn recover(
@@ -47,40 +53,52 @@ impl StoreSetup {
         std::fs::create_dir_all(&dir)
             .map_err(|err| format!("cannot use message store {}: {err}", dir.display()))?;
         let disk = FsDisk { dir: dir.clone() };
-        let recovered = runtime::file::block_on(recovery::recover(&disk))?
+        let read = async {
+            let recovered = recovery::recover(&disk).await?;
+            let epoch = recovered.epoch;
+            let owner = |name: &QueueName| {
+                queue_shard(name.vhost.as_bytes(), name.name.as_bytes(), shard_count)
+            };
+            Ok::<_, std::io::Error>((
+                epoch,
+                recovery::plan(&disk, recovered, shard_count, owner).await?,
+            ))
+        };
+        let (epoch, plan) = runtime::file::block_on(read)?
             .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
-        let mut per_shard: Vec<QueueMessages> =
-            (0..shard_count).map(|_| QueueMessages::new()).collect();
-        let mut messages = 0;
-        for (name, queue) in recovered.queues {
-            let owner = queue_shard(name.vhost.as_bytes(), name.name.as_bytes(), shard_count);
-            messages += queue.len();
-            per_shard[owner].insert(name, queue);
-        }
-        if messages > 0 {
-            tracing::info!("message store: recovered {messages} messages");
+        let (messages, delayed) = plan
+            .shares
+            .iter()
+            .map(Share::message_counts)
+            .fold((0, 0), |(m, d), (more_m, more_d)| (m + more_m, d + more_d));
+        if messages + delayed > 0 {
+            tracing::info!(
+                "message store: recovered {messages} messages in queues and {delayed} delayed"
+            );
         }
         Ok(StoreSetup {
             disk,
-            epoch: recovered.epoch,
+            epoch,
             segment_size,
             fsync,
-            recovered: Mutex::new(per_shard),
-            old_segments: Mutex::new(recovered.old_segments),
+            shares: Mutex::new(plan.shares.into_iter().map(Some).collect()),
+            old_segments: Mutex::new(plan.old_segments),
             shards_adopting: AtomicUsize::new(shard_count),
         })
     }
 }
 
-/// One shard's store and the wake-up of its commit task.
+/// One shard's store and the wake-ups of its commit task and of the task
+/// that makes the next segment ahead.
 pub(super) struct ShardStore {
     pub(super) store: Store<FsDisk>,
     pub(super) work: Notify,
+    spare_due: Notify,
 }
 
 impl Shard {
-    /// Opens this shard's log, writes the recovered messages it now owns
-    /// into it, and starts the commit task.
+    /// Opens this shard's log, takes over its part of the earlier runs,
+    /// and starts the commit task.
     pub(super) fn open_store(self: &Rc<Self>) {
         let setup = &self.shared.store;
         let log = Log::new(
@@ -90,17 +108,20 @@ impl Shard {
             setup.segment_size,
             setup.fsync,
         );
-        let recovered = std::mem::take(&mut setup.recovered.lock().expect("not poisoned")[self.id]);
+        let share = setup.shares.lock().expect("not poisoned")[self.id].take();
         let store = Store::new(log);
-        let adopted = store.adopt(recovered);
+        let adopted = share.map_or(0, |share| store.take_over(share));
         let shard_store = ShardStore {
             store,
             work: Notify::new(),
+            spare_due: Notify::new(),
         };
         shard_store.work.notify();
         let _ = self.store.set(shard_store);
         let shard = self.clone();
         runtime::spawn(async move { shard.commit_loop(adopted).await });
+        let shard = self.clone();
+        runtime::spawn(async move { shard.spare_loop().await });
     }
 
     pub(super) fn store(&self) -> &ShardStore {
@@ -117,10 +138,25 @@ impl Shard {
         }
         q.set_durable();
         let name = queue_name(&def.vhost, &def.name);
-        for (seq, mut message, at) in self.store().store.track(def.id, name) {
-            message.compact();
-            q.restore(seq, message, at, self);
+        for message in self.store().store.track(def.id, name) {
+            q.restore(&message, self);
         }
+    }
+
+    /// Once the durable definitions are applied, the recovered messages
+    /// that no queue claimed belong to queues deleted just before a crash:
+    /// they go for good.
+    pub(super) fn drop_unclaimed(&self) {
+        let store = self.store();
+        for (name, count) in store.store.drop_unclaimed() {
+            tracing::warn!(
+                "message store: {count} messages of queue '{}' in vhost '{}', which has no \
+                 durable definition, are dropped",
+                name.name,
+                name.vhost
+            );
+        }
+        store.work.notify();
     }
 
     /// Logs a message that entered `queue` (`q`) under `seq`, and tells
@@ -185,6 +221,7 @@ impl Shard {
                         self.confirms.borrow_mut().synced(lsn);
                         self.flow_owed.notify();
                         self.paging.synced.wake_all();
+                        store.spare_due.notify();
                     }
                     Err(err) => return self.store_failed(&err),
                 }
@@ -192,6 +229,18 @@ impl Shard {
             if adopting && store.store.log().durable() >= adopted {
                 adopting = false;
                 self.adopted().await;
+            }
+        }
+    }
+
+    /// Makes the log's next segment ahead of the commit that needs it, off
+    /// the commit path (`Log::prepare_spare`).
+    async fn spare_loop(self: Rc<Self>) {
+        let store = self.store();
+        loop {
+            store.spare_due.wait().await;
+            if let Some(index) = store.store.log().spare_wanted() {
+                store.store.log().prepare_spare(index).await;
             }
         }
     }

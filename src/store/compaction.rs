@@ -44,15 +44,20 @@ pub(crate) enum LiveRecord<'a> {
         seq: u64,
         at: Location,
     },
+    /// A delayed message's record.
+    Delay { id: u64, at: Location },
 }
 
 /// A record copied to the head: what holds `from` must now hold `to`.
 #[derive(Clone, Debug)]
 pub(crate) struct Moved {
+    /// The queue, or for a delayed message its exchange.
     pub queue: QueueName,
+    /// The message's seq, or a delayed message's id.
     pub seq: u64,
     pub from: Location,
     pub to: Location,
+    pub delayed: bool,
 }
 
 impl<D: Disk> Store<D> {
@@ -96,12 +101,12 @@ impl<D: Disk> Store<D> {
         let mut enqueues = Vec::new();
         for (record, from) in records {
             // Some(Some(queue)): a live enqueue record; Some(None): a
-            // live page record.
-            let (queue, seq, live) = match record {
+            // live page or delay record.
+            let (queue, seq, live, delayed) = match record {
                 Record::Enqueue { queue, seq, .. } => {
                     let id = ids.get(&queue).copied();
                     let live = id.filter(|&id| is_live(&LiveRecord::Enqueue { queue: id, seq }));
-                    (queue, seq, live.map(Some))
+                    (queue, seq, live.map(Some), false)
                 }
                 Record::Page { queue, seq, .. } => {
                     let live = is_live(&LiveRecord::Page {
@@ -109,9 +114,16 @@ impl<D: Disk> Store<D> {
                         seq,
                         at: from,
                     });
-                    (queue, seq, live.then_some(None))
+                    (queue, seq, live.then_some(None), false)
                 }
-                Record::Settle { .. } | Record::Delete { .. } => continue,
+                Record::Delay(delayed) => {
+                    let live = is_live(&LiveRecord::Delay {
+                        id: delayed.id,
+                        at: from,
+                    });
+                    (delayed.exchange, delayed.id, live.then_some(None), true)
+                }
+                Record::Settle { .. } | Record::Delete { .. } | Record::Undelay { .. } => continue,
             };
             let Some(enqueue_of) = live else { continue };
             let start = from.offset as usize;
@@ -128,6 +140,7 @@ impl<D: Disk> Store<D> {
                 seq,
                 from,
                 to: appended.at,
+                delayed,
             });
         }
         self.move_runs(&enqueues);

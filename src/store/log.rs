@@ -10,11 +10,17 @@
 //!
 //! Every commit starts at a block boundary and pads its last block with
 //! zeros, so a block that was synced is never written again (a torn
-//! rewrite could destroy records already confirmed). Segments are
-//! preallocated; a record larger than a segment gets a segment of its own
-//! size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
+//! rewrite could destroy records already confirmed). The next segment is
+//! made ahead, filled with zeros (`prepare_spare`): an fdatasync of a write
+//! into written blocks has no extents to convert, a third of the cost of
+//! one into preallocated space here; one made at the commit that needs it
+//! is preallocated. A record larger than a segment gets a segment of its
+//! own size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
 //! broker's starts, so a log written by an earlier run, with another shard
-//! count, is never appended to (see `recovery`).
+//! count, is never appended to (see `recovery`). A log may take an earlier
+//! run's segments over (`inherit`): they come first in its order, are read
+//! and deleted as its own, and this run's segments are numbered after
+//! them.
 //!
 //! Each segment counts its live messages; a segment at the front of the
 //! log with none left is deleted. Only from the front: a later segment
@@ -26,6 +32,8 @@ use std::io;
 use std::rc::Rc;
 
 use super::disk::{Disk, DiskFile, BLOCK};
+use super::recovery::OldSegment;
+use crate::runtime::notify::Waiters;
 
 /// A position in the log: the number of records appended before and with
 /// it. A commit makes a prefix of the log durable.
@@ -79,6 +87,15 @@ struct State<F> {
     durable_end: (u64, u64),
     /// Files opened to read paged-out messages back, by segment.
     readers: BTreeMap<u64, Rc<F>>,
+    /// Segments of earlier runs taken over (`inherit`), by number: their
+    /// file names.
+    inherited: BTreeMap<u64, String>,
+    /// The number of this run's first segment.
+    first_new: u64,
+    /// The next segment, made ahead (`prepare_spare`), and the one being
+    /// made.
+    spare: Option<(u64, Rc<F>)>,
+    preparing: Option<u64>,
 }
 
 pub(crate) struct Log<D: Disk> {
@@ -90,6 +107,8 @@ pub(crate) struct Log<D: Disk> {
     /// `--unsafe-no-fsync`).
     fsync: bool,
     state: RefCell<State<D::File>>,
+    /// Woken when a spare segment is made (or failed to be).
+    spare_made: Waiters,
 }
 
 /// Where an appended record went.
@@ -100,8 +119,8 @@ pub(crate) struct Appended {
     pub at: Location,
 }
 
-/// A record's place in this run's log: its segment, where it starts and
-/// its length with the header. What a paged-out message keeps in memory.
+/// A record's place in a shard's log: its segment (by its number in this
+/// log), where it starts and its length with the header. What a paged-out message keeps in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Location {
     pub segment: u32,
@@ -139,7 +158,12 @@ impl<D: Disk> Log<D> {
                 commits: 0,
                 durable_end: (0, 0),
                 readers: BTreeMap::new(),
+                inherited: BTreeMap::new(),
+                first_new: 1,
+                spare: None,
+                preparing: None,
             }),
+            spare_made: Waiters::new(),
         }
     }
 
@@ -154,8 +178,29 @@ impl<D: Disk> Log<D> {
         self.state.borrow().failed.is_some()
     }
 
+    /// Takes over segments of earlier runs, before anything is appended
+    /// (`recovery::plan`): they become segments 1 to n of this log, with
+    /// their counts, read, compacted and deleted as its own; this run's
+    /// segments are numbered after them.
+    pub(crate) fn inherit(&self, segments: Vec<OldSegment>) {
+        let mut state = self.state.borrow_mut();
+        debug_assert!(state.tail.is_none(), "inherit before the first append");
+        for (index, segment) in (1..).zip(segments) {
+            state.live.insert(index, segment.live);
+            state.messages.insert(index, segment.written);
+            state.inherited.insert(index, segment.file_name());
+        }
+        state.first_new = state.inherited.len() as u64 + 1;
+        // Everything in them is on disk.
+        state.durable_end = (state.first_new, 0);
+        self.doom_dead_front(&mut state);
+    }
+
+    /// Whether a commit has something to do: records to write, or dead
+    /// segments to delete.
     pub(crate) fn has_pending(&self) -> bool {
-        !self.state.borrow().batches.is_empty()
+        let state = self.state.borrow();
+        !state.batches.is_empty() || !state.doomed.is_empty()
     }
 
     pub(crate) fn durable(&self) -> Lsn {
@@ -215,7 +260,7 @@ impl<D: Disk> Log<D> {
         Some(Appended {
             lsn: state.appended,
             segment,
-            // Segments are numbered from 1 per run, and a record's offset
+            // Segments are numbered from 1 per log, and a record's offset
             // and length are below its segment's size, which --segment-size
             // and --message-size-max keep far under 4 GiB.
             at: Location {
@@ -233,7 +278,7 @@ impl<D: Disk> Log<D> {
         let state = self.state.borrow();
         let (&segment, &live) = state.live.first_key_value()?;
         let written = state.messages.get(&segment).copied().unwrap_or(0);
-        let tail = state.tail.map_or(0, |(tail, _, _)| tail);
+        let tail = state.tail.map_or(state.first_new, |(tail, _, _)| tail);
         (segment < tail && segment < state.durable_end.0 && live * 4 < written).then_some(segment)
     }
 
@@ -272,11 +317,8 @@ impl<D: Disk> Log<D> {
         if let Some(file) = self.state.borrow().readers.get(&segment) {
             return Ok(file.clone());
         }
-        let file = Rc::new(
-            self.disk
-                .open_for_reading(&segment_name(self.epoch, self.shard, segment))
-                .await?,
-        );
+        let name = self.file_name(&self.state.borrow(), segment);
+        let file = Rc::new(self.disk.open_for_reading(&name).await?);
         let mut state = self.state.borrow_mut();
         if state.readers.len() >= READERS_MAX {
             state.readers.pop_first();
@@ -285,11 +327,40 @@ impl<D: Disk> Log<D> {
         Ok(file)
     }
 
+    /// The spare segment, if it is the one `batch` starts (waiting while it
+    /// is being made), grown to the batch's capacity if that is more.
+    async fn take_spare(&self, batch: &Batch) -> io::Result<Option<Rc<D::File>>> {
+        let Some(capacity) = batch.creates else {
+            return Ok(None);
+        };
+        self.spare_made
+            .wait_until(|| self.state.borrow().preparing != Some(batch.segment))
+            .await;
+        let spare = self.state.borrow_mut().spare.take();
+        match spare {
+            Some((index, file)) if index == batch.segment => {
+                if capacity > self.segment_size {
+                    file.preallocate(capacity).await?;
+                }
+                Ok(Some(file))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The file that holds `segment`.
+    fn file_name(&self, state: &State<D::File>, segment: u64) -> String {
+        match state.inherited.get(&segment) {
+            Some(name) => name.clone(),
+            None => segment_name(self.epoch, self.shard, segment),
+        }
+    }
+
     /// The open batch of the tail segment, opening the first segment or a
     /// new batch (after a commit took the last one) as needed.
     fn batch_for_tail<'s>(&self, state: &'s mut State<D::File>) -> &'s mut Batch {
         let Some((segment, end, _)) = state.tail else {
-            self.roll(state, 1, Vec::new());
+            self.roll(state, state.first_new, Vec::new());
             return state.batches.last_mut().expect("roll pushed a batch");
         };
         if state.batches.last().is_none_or(|b| b.segment != segment) {
@@ -331,7 +402,9 @@ impl<D: Disk> Log<D> {
     /// Front segments with no live message, before the tail, are deleted
     /// by the next commit.
     fn doom_dead_front(&self, state: &mut State<D::File>) {
-        let tail = state.tail.map_or(0, |(segment, _, _)| segment);
+        let tail = state
+            .tail
+            .map_or(state.first_new, |(segment, _, _)| segment);
         while let Some((&segment, &live)) = state.live.first_key_value() {
             if live > 0 || segment >= tail {
                 break;
@@ -347,7 +420,7 @@ impl<D: Disk> Log<D> {
     /// fdatasync may have dropped dirty pages, so nothing after it can be
     /// trusted to be on disk.
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        let (batches, appended, end) = {
+        let (batches, appended, end, doomed) = {
             let mut state = self.state.borrow_mut();
             if let Some(why) = &state.failed {
                 return Err(io::Error::other(why.clone()));
@@ -359,22 +432,39 @@ impl<D: Disk> Log<D> {
             if let Some((_, end, _)) = state.tail.as_mut() {
                 *end = end.next_multiple_of(BLOCK);
             }
-            (std::mem::take(&mut state.batches), state.appended, end)
+            // Segments that died before this commit: what killed them
+            // (the acks, or compaction's copies) is in these batches, so
+            // they may go once the batches are durable. One that dies
+            // while this commit writes waits for the next: the copies
+            // that replace it are not in this one.
+            let doomed = std::mem::take(&mut state.doomed);
+            (
+                std::mem::take(&mut state.batches),
+                state.appended,
+                end,
+                doomed,
+            )
         };
         if let Err(err) = self.write_batches(batches).await {
             self.state.borrow_mut().failed = Some(err.to_string());
             return Err(err);
         }
-        let doomed = {
+        {
             let mut state = self.state.borrow_mut();
-            state.durable = appended;
-            state.durable_end = end;
-            state.commits += 1;
-            std::mem::take(&mut state.doomed)
-        };
+            if state.durable < appended {
+                state.durable = appended;
+                state.durable_end = end;
+                state.commits += 1;
+            }
+        }
         for segment in doomed {
-            self.state.borrow_mut().readers.remove(&segment);
-            let name = segment_name(self.epoch, self.shard, segment);
+            let name = {
+                let mut state = self.state.borrow_mut();
+                state.readers.remove(&segment);
+                let name = self.file_name(&state, segment);
+                state.inherited.remove(&segment);
+                name
+            };
             if let Err(err) = self.disk.remove(&name).await {
                 tracing::warn!("cannot delete the empty log segment {name}: {err}");
             }
@@ -397,13 +487,52 @@ impl<D: Disk> Log<D> {
         Ok(())
     }
 
-    /// The tail file, or the new segment the batch starts (preallocated,
-    /// and named durably before anything in it is confirmed).
+    /// The segment after the tail, when it is not made yet and nothing is
+    /// being made: for `prepare_spare`.
+    pub(crate) fn spare_wanted(&self) -> Option<u64> {
+        let state = self.state.borrow();
+        let (tail, _) = state.tail_file.as_ref()?;
+        let next = tail + 1;
+        (state.preparing.is_none() && state.spare.as_ref().is_none_or(|(s, _)| *s < next))
+            .then_some(next)
+    }
+
+    /// Makes segment `index` ahead of its first commit: created, filled
+    /// with zeros and synced (`DiskFile::zero_fill`), and named durably.
+    /// A commit that needs it meanwhile waits for it. On failure the
+    /// commit makes it as before.
+    pub(crate) async fn prepare_spare(&self, index: u64) {
+        self.state.borrow_mut().preparing = Some(index);
+        let name = segment_name(self.epoch, self.shard, index);
+        let made = async {
+            let file = self.disk.open(&name).await?;
+            file.zero_fill(self.segment_size).await?;
+            self.disk.sync_dir().await?;
+            Ok::<_, io::Error>(file)
+        }
+        .await;
+        let mut state = self.state.borrow_mut();
+        state.preparing = None;
+        match made {
+            Ok(file) => state.spare = Some((index, Rc::new(file))),
+            Err(err) => tracing::warn!("cannot make log segment {name} ahead: {err}"),
+        }
+        drop(state);
+        self.spare_made.wake_all();
+    }
+
+    /// The tail file, or the new segment the batch starts (made ahead, or
+    /// preallocated now; named durably before anything in it is
+    /// confirmed).
     async fn file_for(&self, batch: &Batch) -> io::Result<Rc<D::File>> {
         if let Some((segment, file)) = &self.state.borrow().tail_file {
             if *segment == batch.segment {
                 return Ok(file.clone());
             }
+        }
+        if let Some(file) = self.take_spare(batch).await? {
+            self.state.borrow_mut().tail_file = Some((batch.segment, file.clone()));
+            return Ok(file);
         }
         let name = segment_name(self.epoch, self.shard, batch.segment);
         let file = Rc::new(self.disk.open(&name).await?);

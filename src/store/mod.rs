@@ -2,18 +2,21 @@
 //! they survive a restart, a `kill -9` and a power loss.
 //!
 //! One append-only log per shard (`log`), shared by every queue the shard
-//! owns, holds four facts as records (`record`): a message entered a queue,
-//! messages left it, the queue was deleted. The shard appends as it
-//! handles publishes, acks and deletes, without waiting; its commit task
-//! writes and fdatasyncs (group commit) and then answers the publishers
-//! waiting for that sync (`shard::confirms`). At start-up `recovery` reads
-//! the logs of earlier runs; the queues' new owners write what was live
-//! into this run's logs (`Store::adopt`), after which the old segments go.
+//! owns, holds the facts as records (`record`): a message entered a queue,
+//! messages left it, the queue was deleted; a message waits in a delayed
+//! exchange, and left it. The shard appends as it handles publishes, acks
+//! and deletes, without waiting; its commit task writes and fdatasyncs
+//! (group commit) and then answers the publishers waiting for that sync
+//! (`shard::confirms`). At start-up `recovery` reads the logs of earlier
+//! runs into an index, and each shard takes its part over
+//! (`Store::take_over`): the old segments as they are, or, when the shard
+//! count split them, what was live written again (`Store::adopt`).
 //!
 //! What is logged: a message with delivery_mode 2 (or any message of a
 //! quorum queue) entering a durable, non-exclusive queue; what leaves such
-//! a queue; the queue's deletion. Nothing else touches the store, so the
-//! transient path costs one flag test.
+//! a queue; the queue's deletion; a persistent message waiting in a
+//! durable x-delayed-message exchange. Nothing else touches the store, so
+//! the transient path costs one flag test.
 //!
 //! The store keeps, per queue, only runs of seqs by segment with a live
 //! count, so a segment knows when its last message left. Messages stay in
@@ -42,8 +45,8 @@ use crate::ids::QueueId;
 use crate::message::Message;
 use disk::Disk;
 use log::{Appended, Location, Log, Lsn};
-use record::QueueName;
-pub(crate) use recovery::QueueMessages;
+use record::{Delayed, QueueName};
+use recovery::{QueueIndex, QueueMessages, RecoveredMessage, Share};
 
 /// A queue's logged messages: from a first seq on, in one segment, with
 /// how many of them are still in the queue.
@@ -79,7 +82,7 @@ impl Runs {
 /// Recovered messages whose queue has not been declared yet this run.
 struct Unclaimed {
     runs: Runs,
-    messages: Vec<(u64, Message, Location)>,
+    messages: Vec<RecoveredMessage>,
 }
 
 /// Records read back in one read when they lie this close together.
@@ -91,6 +94,7 @@ pub(crate) struct Store<D: Disk> {
     log: Log<D>,
     queues: RefCell<HashMap<QueueId, Runs, RandomState>>,
     unclaimed: RefCell<BTreeMap<QueueName, Unclaimed>>,
+    recovered_delays: RefCell<Vec<(Delayed, Location)>>,
 }
 
 impl<D: Disk> Store<D> {
@@ -99,6 +103,7 @@ impl<D: Disk> Store<D> {
             log,
             queues: RefCell::new(HashMap::default()),
             unclaimed: RefCell::new(BTreeMap::new()),
+            recovered_delays: RefCell::new(Vec::new()),
         }
     }
 
@@ -106,10 +111,72 @@ impl<D: Disk> Store<D> {
         &self.log
     }
 
+    /// Takes this shard's part of the earlier runs (`recovery::plan`),
+    /// before anything else is logged. Returns the position that makes it
+    /// durable.
+    pub(crate) fn take_over(&self, share: Share) -> Lsn {
+        match share {
+            Share::InPlace(taken) => {
+                self.log.inherit(taken.segments);
+                self.inherit(taken.queues);
+                *self.recovered_delays.borrow_mut() = taken.delayed;
+                self.log.durable()
+            }
+            Share::Rewrite { queues, delayed } => {
+                let mut lsn = self.adopt(queues);
+                let mut kept = Vec::with_capacity(delayed.len());
+                for delayed in delayed {
+                    let Some(appended) = self.delay(&delayed) else {
+                        break;
+                    };
+                    lsn = appended.lsn;
+                    kept.push((delayed, appended.at));
+                }
+                *self.recovered_delays.borrow_mut() = kept;
+                lsn
+            }
+        }
+    }
+
+    /// The delayed messages recovered for this shard, with where their
+    /// delay records are now (once: the shard's timer takes them).
+    pub(crate) fn take_recovered_delays(&self) -> Vec<(Delayed, Location)> {
+        std::mem::take(&mut *self.recovered_delays.borrow_mut())
+    }
+
+    /// Logs a message waiting in a durable x-delayed-message exchange,
+    /// live until `undelay`; None once the log has failed.
+    pub(crate) fn delay(&self, delayed: &Delayed) -> Option<Appended> {
+        self.log
+            .append(true, |out| record::encode_delay(out, delayed))
+    }
+
+    /// The delayed message `id`, logged at `at`, was routed or dropped.
+    pub(crate) fn undelay(&self, exchange: &QueueName, id: u64, at: Location) {
+        self.log
+            .append(false, |out| record::encode_undelay(out, exchange, id));
+        self.log.release(u64::from(at.segment), 1);
+    }
+
+    /// Takes the recovered messages of this shard's queues whose records
+    /// stay where they are, in segments the log inherited, to be claimed
+    /// by their queues when declared.
+    fn inherit(&self, queues: QueueIndex) {
+        let mut unclaimed = self.unclaimed.borrow_mut();
+        for (name, messages) in queues {
+            let mut runs = Runs::default();
+            for message in &messages {
+                runs.add(message.seq, u64::from(message.at.segment));
+            }
+            runs.name = Some(name.clone());
+            unclaimed.insert(name, Unclaimed { runs, messages });
+        }
+    }
+
     /// Writes recovered messages into this run's log, to be claimed by
-    /// their queues when they are declared. Returns the position that makes
-    /// them durable.
-    pub(crate) fn adopt(&self, recovered: QueueMessages) -> Lsn {
+    /// their queues when declared; their contents are not kept. Returns
+    /// the position that makes them durable.
+    fn adopt(&self, recovered: QueueMessages) -> Lsn {
         let mut lsn = self.log.durable();
         let mut unclaimed = self.unclaimed.borrow_mut();
         for (name, messages) in recovered {
@@ -117,14 +184,15 @@ impl<D: Disk> Store<D> {
                 runs: Runs::default(),
                 messages: Vec::with_capacity(messages.len()),
             };
-            for (seq, message) in messages {
+            for (mut recovered, message) in messages {
                 let appended = self.log.append(true, |out| {
-                    record::encode_enqueue(out, &name, seq, &message);
+                    record::encode_enqueue(out, &name, recovered.seq, &message);
                 });
                 let Some(appended) = appended else { break };
                 lsn = appended.lsn;
-                entry.runs.add(seq, appended.segment);
-                entry.messages.push((seq, message, appended.at));
+                entry.runs.add(recovered.seq, appended.segment);
+                recovered.at = appended.at;
+                entry.messages.push(recovered);
             }
             entry.runs.name = Some(name.clone());
             unclaimed.insert(name, entry);
@@ -133,9 +201,9 @@ impl<D: Disk> Store<D> {
     }
 
     /// A durable queue now exists on this shard: its messages are logged
-    /// from now on. Returns what recovery found for it, by seq, with
-    /// where each is in this run's log.
-    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<(u64, Message, Location)> {
+    /// from now on. Returns what recovery found for it, by seq, each
+    /// on disk (durable once `Log::is_durable` says so).
+    pub(crate) fn track(&self, queue: QueueId, name: QueueName) -> Vec<RecoveredMessage> {
         let (runs, messages) = match self.unclaimed.borrow_mut().remove(&name) {
             Some(Unclaimed { runs, messages }) => (runs, messages),
             None => (
@@ -148,6 +216,24 @@ impl<D: Disk> Store<D> {
         };
         self.queues.borrow_mut().insert(queue, runs);
         messages
+    }
+
+    /// Drops the recovered messages that no queue claimed once the
+    /// durable definitions are applied: their queue was deleted, and a
+    /// crash came before its delete record. Logs the delete now, so they
+    /// do not come back, and returns how many messages of which queues.
+    pub(crate) fn drop_unclaimed(&self) -> Vec<(QueueName, usize)> {
+        let unclaimed = std::mem::take(&mut *self.unclaimed.borrow_mut());
+        let mut dropped = Vec::new();
+        for (name, Unclaimed { runs, messages }) in unclaimed {
+            self.log
+                .append(false, |out| record::encode_delete(out, &name));
+            for (segment, live) in runs.runs.into_values() {
+                self.log.release(segment, live);
+            }
+            dropped.push((name, messages.len()));
+        }
+        dropped
     }
 
     /// Logs a message entering `queue` under `seq`; None when the queue
@@ -276,7 +362,7 @@ fn span_end(pages: &[(u64, Location)], span: &[usize]) -> u64 {
 }
 
 /// The message of the record in `bytes`, if it is one and has `seq`.
-fn message_of(bytes: &bytes::Bytes, seq: u64) -> Option<Message> {
+pub(super) fn message_of(bytes: &bytes::Bytes, seq: u64) -> Option<Message> {
     match record::scan(bytes) {
         record::Scan::Record(
             record::Record::Enqueue {

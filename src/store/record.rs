@@ -7,6 +7,10 @@
 //! settle:  vhost s8 | queue s8 | count u32 | seq u64 * count
 //! delete:  vhost s8 | queue s8
 //! page:    as enqueue
+//! delay:   vhost s8 | exchange s8 | id u64 | due u64 | delay u64
+//!          | count u8 | routing_key s8 * count | routing_key s8
+//!          | properties u32-prefixed | body u32-prefixed
+//! undelay: vhost s8 | exchange s8 | id u64
 //! ```
 //! (s8: a length octet and that many bytes.) The CRC covers kind and
 //! payload. A zero length is never a record: it is padding up to the next
@@ -14,7 +18,10 @@
 //!
 //! A page record holds a message that is not logged (transient, or in a
 //! non-durable queue) while its queue keeps it out of memory; recovery
-//! skips it.
+//! skips it. A delay record holds a persistent message waiting in a
+//! durable x-delayed-message exchange (`due` in ms since the Unix epoch,
+//! `delay` as published, the routing keys it will be routed by); an
+//! undelay record says it was routed or dropped.
 //!
 //! Queues are named, not numbered: queue ids are assigned per process, and
 //! a log outlives its process. Decoding never panics, whatever the bytes.
@@ -30,8 +37,11 @@ const ENQUEUE: u8 = 1;
 const SETTLE: u8 = 2;
 const DELETE: u8 = 4;
 const PAGE: u8 = 5;
+const DELAY: u8 = 6;
+const UNDELAY: u8 = 7;
 
-/// A durable queue, by the name it will have after a restart.
+/// A durable queue (or, in delay records, an exchange), by the name it
+/// will have after a restart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct QueueName {
     pub vhost: ShortStr,
@@ -58,6 +68,26 @@ pub(crate) enum Record {
         seq: u64,
         message: Message,
     },
+    /// A message waits in an x-delayed-message exchange.
+    Delay(Delayed),
+    /// The delayed message `id` was routed or dropped (the record names
+    /// its exchange too, for whoever reads the bytes).
+    Undelay { id: u64 },
+}
+
+/// A message waiting in a durable x-delayed-message exchange.
+#[derive(Clone, Debug)]
+pub(crate) struct Delayed {
+    pub exchange: QueueName,
+    /// Unique across runs (it names the message in its undelay record).
+    pub id: u64,
+    /// When it is to be routed, in ms since the Unix epoch.
+    pub due_ms: u64,
+    /// The delay it was published with (its `x-delay`).
+    pub delay_ms: u64,
+    /// Its routing key, then its CC and BCC ones.
+    pub routing_keys: Vec<ShortStr>,
+    pub message: Message,
 }
 
 /// Appends an enqueue record to `out`.
@@ -78,6 +108,31 @@ fn encode_message(out: &mut Vec<u8>, kind: u8, queue: &QueueName, seq: u64, mess
         put_short(out, &message.routing_key);
         put_long(out, &message.properties);
         put_long(out, &message.body);
+    });
+}
+
+pub(crate) fn encode_delay(out: &mut Vec<u8>, delayed: &Delayed) {
+    framed(out, DELAY, |out| {
+        put_queue(out, &delayed.exchange);
+        out.put_u64_le(delayed.id);
+        out.put_u64_le(delayed.due_ms);
+        out.put_u64_le(delayed.delay_ms);
+        // A message has at most a few CC and BCC keys: the frame's size
+        // bounds them far below 255.
+        out.push(delayed.routing_keys.len().min(255) as u8);
+        for key in delayed.routing_keys.iter().take(255) {
+            put_short(out, key);
+        }
+        put_short(out, &delayed.message.routing_key);
+        put_long(out, &delayed.message.properties);
+        put_long(out, &delayed.message.body);
+    });
+}
+
+pub(crate) fn encode_undelay(out: &mut Vec<u8>, exchange: &QueueName, id: u64) {
+    framed(out, UNDELAY, |out| {
+        put_queue(out, exchange);
+        out.put_u64_le(id);
     });
 }
 
@@ -198,9 +253,35 @@ fn decode(mut buf: Bytes) -> Option<Record> {
             seqs: get_seqs(&mut buf)?,
         },
         DELETE => Record::Delete { queue },
+        DELAY => Record::Delay(decode_delayed(queue, &mut buf)?),
+        UNDELAY => Record::Undelay {
+            id: get_u64(&mut buf)?,
+        },
         _ => return None,
     };
     buf.is_empty().then_some(record)
+}
+
+fn decode_delayed(exchange: QueueName, buf: &mut Bytes) -> Option<Delayed> {
+    let id = get_u64(buf)?;
+    let due_ms = get_u64(buf)?;
+    let delay_ms = get_u64(buf)?;
+    let count = get_u8(buf)?;
+    let routing_keys = (0..count)
+        .map(|_| get_short(buf))
+        .collect::<Option<Vec<_>>>()?;
+    let routing_key = get_short(buf)?;
+    let properties = get_long(buf)?;
+    let body = get_long(buf)?;
+    let message = restored_message(exchange.name.clone(), routing_key, properties, body)?;
+    Some(Delayed {
+        exchange,
+        id,
+        due_ms,
+        delay_ms,
+        routing_keys,
+        message,
+    })
 }
 
 /// A message as it was published, from its stored parts; the properties
@@ -284,13 +365,23 @@ mod tests {
         encode_settle(&mut out, &queue(), &[1, 7]);
         encode_delete(&mut out, &queue());
         encode_page(&mut out, &queue(), 9, &m);
+        let delayed = Delayed {
+            exchange: queue(),
+            id: 1 << 40,
+            due_ms: 1_700_000_000_000,
+            delay_ms: 1500,
+            routing_keys: vec![ShortStr::from_static("key"), ShortStr::from_static("cc")],
+            message: m.clone(),
+        };
+        encode_delay(&mut out, &delayed);
+        encode_undelay(&mut out, &queue(), 1 << 40);
         let mut bytes = Bytes::from(out);
         let mut records = Vec::new();
         while let Scan::Record(record, used) = scan(&bytes) {
             records.push(record);
             bytes.advance(used);
         }
-        assert_eq!(records.len(), 4);
+        assert_eq!(records.len(), 6);
         match &records[0] {
             Record::Enqueue { seq, message, .. } => {
                 assert_eq!(*seq, 7);
@@ -310,6 +401,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        match &records[4] {
+            Record::Delay(got) => {
+                assert_eq!(
+                    (got.id, got.due_ms, got.delay_ms),
+                    (delayed.id, delayed.due_ms, delayed.delay_ms)
+                );
+                assert_eq!(got.routing_keys, delayed.routing_keys);
+                assert_eq!(got.exchange, queue());
+                assert_eq!(got.message.exchange.as_bytes(), b"q");
+                assert_eq!(got.message.routing_key, m.routing_key);
+                assert_eq!(got.message.properties, m.properties);
+                assert_eq!(got.message.body, m.body);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&records[5], Record::Undelay { id } if *id == 1 << 40));
     }
 
     #[test]

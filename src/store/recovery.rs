@@ -3,9 +3,23 @@
 //! Every segment of every earlier run is replayed, oldest epoch first and
 //! each shard's segments in order, whatever the shard count was: a queue
 //! lives on one shard during a run, so the order of its records within
-//! one run is its shard's order. What remains is each durable queue's
-//! persistent messages, by seq, which the new owners write into this
-//! run's logs before the old segments are deleted (`Store::adopt`).
+//! one run is its shard's order. What remains is an index, not the
+//! messages: each durable queue's live messages by seq, with where each
+//! enqueue record is and what the queue needs without the content (body
+//! length, priority, expiration). Contents stay on disk until a queue
+//! reads them back ahead of delivery (`shard::paging`), so a backlog
+//! larger than memory recovers, and recovery reads each segment once.
+//!
+//! Then `plan` gives the old segments to the shards that own their queues
+//! now. When every stream of segments (one earlier run's shard) holds
+//! queues of one new owner only, as after a restart with the same shard
+//! count or a divisor of it, the owner's log takes the stream's segments
+//! over as they are: nothing is copied, and they are deleted as any of its
+//! segments, from the front, once nothing in them is live. Otherwise (a
+//! stream split between new owners, or a segment quarantined, whose
+//! settles would be forgotten by the next recovery) the live messages are
+//! read and written again into their owners' logs (`Store::adopt`), and
+//! the old segments are deleted once that is durable.
 //!
 //! A record cut short or failing its checksum at the end of a shard's
 //! last segment is a write that a crash interrupted: it was never
@@ -14,26 +28,110 @@
 //! `*.quarantined`, with one line in the log. Nothing here panics, whatever
 //! the bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
 use bytes::Bytes;
 
 use super::disk::{Disk, DiskFile, BLOCK};
-use super::log::parse_segment_name;
-use super::record::{scan, QueueName, Record, Scan};
-use crate::message::Message;
+use super::log::{parse_segment_name, Location};
+use super::record::{scan, Delayed, QueueName, Record, Scan};
+use crate::message::{Message, MessageContent};
 
-/// The messages the logs held, per queue by seq.
-pub(crate) type QueueMessages = BTreeMap<QueueName, BTreeMap<u64, Message>>;
+/// What a queue keeps of a recovered message while its content is on
+/// disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecoveredMessage {
+    pub seq: u64,
+    /// Its enqueue record. While recovering, `segment` indexes
+    /// `Recovered::segments`; once planned, it is a segment of the owning
+    /// shard's log.
+    pub at: Location,
+    pub body_len: u32,
+    pub persistent: bool,
+    pub priority: u8,
+    pub expiration_ms: Option<u64>,
+}
+
+/// Each queue's recovered messages, by seq.
+pub(crate) type QueueIndex = BTreeMap<QueueName, Vec<RecoveredMessage>>;
+
+/// Messages with their contents, to be written again (`Share::Rewrite`).
+pub(crate) type QueueMessages = Vec<(QueueName, Vec<(RecoveredMessage, Message)>)>;
+
+/// A segment file of an earlier run.
+#[derive(Debug)]
+pub(crate) struct OldSegment {
+    pub name: String,
+    /// Message records in it (enqueue and page records), and how many of
+    /// them are live.
+    pub written: u64,
+    pub live: u64,
+    /// The earlier run's epoch and shard that wrote it.
+    stream: (u64, usize),
+    /// Renamed for damage: read, but not deleted.
+    quarantined: bool,
+}
 
 pub(crate) struct Recovered {
-    pub queues: QueueMessages,
+    pub queues: QueueIndex,
+    /// Messages waiting in durable x-delayed-message exchanges, with
+    /// their contents (as they wait in memory while the broker runs),
+    /// where their delay record is, and the stream it is in.
+    delayed: Vec<(Delayed, Location, (u64, usize))>,
+    /// The segments read, in log order.
+    pub segments: Vec<OldSegment>,
     /// The epoch this run writes (one past the last one found).
     pub(crate) epoch: u64,
-    /// The segments read, deleted once their messages are in this run's
-    /// logs.
-    pub(crate) old_segments: Vec<String>,
+    /// The queues each stream has records of.
+    stream_queues: BTreeMap<(u64, usize), BTreeSet<QueueName>>,
+    /// A segment was quarantined.
+    damaged: bool,
+}
+
+/// Which shard takes what of the earlier runs.
+pub(crate) struct Plan {
+    /// By shard.
+    pub shares: Vec<Share>,
+    /// Deleted once every shard has made its share durable in its own log
+    /// (none when the segments were taken over).
+    pub old_segments: Vec<String>,
+}
+
+/// One shard's part of the earlier runs.
+pub(crate) enum Share {
+    InPlace(InPlace),
+    /// Its queues' messages and delayed messages, to write again.
+    Rewrite {
+        queues: QueueMessages,
+        delayed: Vec<Delayed>,
+    },
+}
+
+/// What a shard's log takes over as it is: old segments (they become its
+/// segments 1 to n, in order), its queues' messages in them, and the
+/// delayed messages whose records are in them.
+#[derive(Default)]
+pub(crate) struct InPlace {
+    pub segments: Vec<OldSegment>,
+    pub queues: QueueIndex,
+    pub delayed: Vec<(Delayed, Location)>,
+}
+
+impl Share {
+    /// How many messages: in queues, and delayed.
+    pub(crate) fn message_counts(&self) -> (usize, usize) {
+        match self {
+            Share::InPlace(taken) => (
+                taken.queues.values().map(Vec::len).sum(),
+                taken.delayed.len(),
+            ),
+            Share::Rewrite { queues, delayed } => (
+                queues.iter().map(|(_, messages)| messages.len()).sum(),
+                delayed.len(),
+            ),
+        }
+    }
 }
 
 /// How a segment's records ended.
@@ -47,31 +145,45 @@ enum Ending {
 }
 
 pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
-    let mut segments: Vec<((u64, usize, u64), String)> = disk
+    let mut names: Vec<((u64, usize, u64), String)> = disk
         .list()
         .await?
         .into_iter()
         .filter_map(|name| Some((parse_segment_name(&name)?, name)))
         .collect();
-    segments.sort();
-    let mut queues = QueueMessages::new();
-    let mut old_segments = Vec::new();
-    for (i, ((epoch, shard, _), name)) in segments.iter().enumerate() {
-        let last_of_stream = segments
+    names.sort();
+    let mut replay = Replay::default();
+    let mut segments = Vec::new();
+    let mut damaged = false;
+    for (i, ((epoch, shard, _), name)) in names.iter().enumerate() {
+        let last_of_stream = names
             .get(i + 1)
             .is_none_or(|((next_epoch, next_shard, _), _)| {
                 (next_epoch, next_shard) != (epoch, shard)
             });
         let file = disk.open(name).await?;
         let bytes = Bytes::from(file.read_at(0, file.size().await? as usize).await?);
-        match replay_segment(&bytes, &mut queues) {
-            Ending::Bad { at } if !last_of_stream => {
+        let index = u32::try_from(segments.len()).unwrap_or(u32::MAX);
+        let stream = (*epoch, *shard);
+        let mut quarantined = false;
+        let ending = replay.segment(&bytes, index, stream);
+        // Past the last written segment there may be one made ahead and
+        // never written (`Log::prepare_spare`): the tail is still here.
+        let last_written = match ending {
+            Ending::Bad { .. } if !last_of_stream => {
+                only_spares_follow(disk, &names[i + 1..]).await?
+            }
+            _ => true,
+        };
+        match ending {
+            Ending::Bad { at } if !last_written => {
                 tracing::error!(
                     "message log segment {name} is damaged at byte {at}: its records from there \
                      on are skipped and the file is kept as {name}.quarantined"
                 );
-                disk.rename(name, &format!("{name}.quarantined")).await?;
-                continue;
+                disk.rename(name, &quarantined_name(name)).await?;
+                quarantined = true;
+                damaged = true;
             }
             Ending::Bad { at } => {
                 tracing::info!(
@@ -80,39 +192,387 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
             }
             Ending::Clean => {}
         }
-        old_segments.push(name.clone());
+        segments.push(OldSegment {
+            name: name.clone(),
+            written: std::mem::take(&mut replay.written),
+            live: 0,
+            stream,
+            quarantined,
+        });
     }
-    let epoch = segments.last().map_or(1, |((epoch, _, _), _)| epoch + 1);
+    let stream_queues = std::mem::take(&mut replay.stream_queues);
+    let delayed: Vec<_> = std::mem::take(&mut replay.delayed).into_values().collect();
+    let queues = replay.index(&mut segments, &delayed);
     Ok(Recovered {
         queues,
-        epoch,
+        delayed,
+        epoch: names.last().map_or(1, |((epoch, _, _), _)| epoch + 1),
+        segments,
+        stream_queues,
+        damaged,
+    })
+}
+
+/// Whether the segments after one, up to the end of its stream (`rest`
+/// starts with the next one), hold nothing: a zero block start.
+async fn only_spares_follow<D: Disk>(
+    disk: &D,
+    rest: &[((u64, usize, u64), String)],
+) -> io::Result<bool> {
+    let Some(((epoch, shard, _), _)) = rest.first() else {
+        return Ok(true);
+    };
+    for ((next_epoch, next_shard, _), name) in rest {
+        if (next_epoch, next_shard) != (epoch, shard) {
+            break;
+        }
+        let head = disk.open(name).await?.read_at(0, 8).await?;
+        if head.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn quarantined_name(name: &str) -> String {
+    format!("{name}.quarantined")
+}
+
+/// Decides which shard takes what (see the module doc); `owner` is a
+/// queue's shard now. Reads the messages when they must be written again.
+pub(crate) async fn plan<D: Disk>(
+    disk: &D,
+    recovered: Recovered,
+    shard_count: usize,
+    owner: impl Fn(&QueueName) -> usize,
+) -> io::Result<Plan> {
+    let shard_count = shard_count.max(1);
+    let mut stream_owner = BTreeMap::new();
+    for (&stream, queues) in &recovered.stream_queues {
+        let owners: BTreeSet<usize> = queues.iter().map(&owner).collect();
+        match owners.len() {
+            0 | 1 => {
+                let first = owners.first().copied();
+                stream_owner.insert(stream, first.unwrap_or(stream.1 % shard_count));
+            }
+            _ => return rewrite(disk, recovered, shard_count, owner).await,
+        }
+    }
+    if recovered.damaged {
+        return rewrite(disk, recovered, shard_count, owner).await;
+    }
+    let mut shares: Vec<InPlace> = (0..shard_count).map(|_| InPlace::default()).collect();
+    // Each old segment's shard and its number in that shard's log.
+    let mut renumbered = Vec::with_capacity(recovered.segments.len());
+    for segment in recovered.segments {
+        let shard = stream_owner
+            .get(&segment.stream)
+            .copied()
+            .unwrap_or(segment.stream.1 % shard_count);
+        let inherited = &mut shares[shard].segments;
+        inherited.push(segment);
+        renumbered.push(inherited.len() as u32);
+    }
+    for (name, mut messages) in recovered.queues {
+        for message in &mut messages {
+            message.at.segment = renumbered[message.at.segment as usize];
+        }
+        shares[owner(&name)].queues.insert(name, messages);
+    }
+    for (delayed, mut at, stream) in recovered.delayed {
+        let shard = stream_owner
+            .get(&stream)
+            .copied()
+            .unwrap_or(stream.1 % shard_count);
+        at.segment = renumbered[at.segment as usize];
+        shares[shard].delayed.push((delayed, at));
+    }
+    Ok(Plan {
+        shares: shares.into_iter().map(Share::InPlace).collect(),
+        old_segments: Vec::new(),
+    })
+}
+
+/// The `Plan::Rewrite` of what was recovered: every live message read
+/// back, each segment once.
+async fn rewrite<D: Disk>(
+    disk: &D,
+    recovered: Recovered,
+    shard_count: usize,
+    owner: impl Fn(&QueueName) -> usize,
+) -> io::Result<Plan> {
+    tracing::info!(
+        "message store: the earlier runs' segments do not split by this run's shards (another \
+         shard count, or a damaged segment); their live messages are written again"
+    );
+    let mut contents = load(disk, &recovered).await?;
+    let mut shares: Vec<(QueueMessages, Vec<Delayed>)> =
+        (0..shard_count).map(|_| Default::default()).collect();
+    for (name, messages) in recovered.queues {
+        let with_contents: Vec<_> = messages
+            .into_iter()
+            .filter_map(|m| Some((m, contents.remove(&(name.clone(), m.seq))?)))
+            .collect();
+        shares[owner(&name)].0.push((name, with_contents));
+    }
+    for (delayed, _, stream) in recovered.delayed {
+        shares[stream.1 % shard_count].1.push(delayed);
+    }
+    let old_segments = recovered
+        .segments
+        .into_iter()
+        .filter(|s| !s.quarantined)
+        .map(|s| s.name)
+        .collect();
+    Ok(Plan {
+        shares: shares
+            .into_iter()
+            .map(|(queues, delayed)| Share::Rewrite { queues, delayed })
+            .collect(),
         old_segments,
     })
 }
 
-/// Applies a segment's records to `queues`, up to the end of its data.
-fn replay_segment(bytes: &Bytes, queues: &mut QueueMessages) -> Ending {
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        match scan(&bytes.slice(pos..)) {
-            Scan::Record(record, used) => {
-                apply(record, queues);
-                pos += used;
-            }
-            // A zero block start is where the written data ends; inside a
-            // block, zeros pad a commit to its end.
-            Scan::Zero if pos as u64 % BLOCK == 0 => break,
-            Scan::Zero => pos = pos.next_multiple_of(BLOCK as usize),
-            // A commit that ended less than a record header before a block
-            // boundary is padded by fewer zeros than a length field: the
-            // length read there runs into the next commit's first record.
-            Scan::Truncated | Scan::Corrupt if pads_to_block_end(bytes, pos) => {
-                pos = pos.next_multiple_of(BLOCK as usize);
-            }
-            Scan::Truncated | Scan::Corrupt => return Ending::Bad { at: pos as u64 },
+/// Reads the content of every message in `recovered`'s index, each
+/// segment once; a record that does not read back as indexed is left
+/// out with a log line.
+pub(crate) async fn load<D: Disk>(
+    disk: &D,
+    recovered: &Recovered,
+) -> io::Result<BTreeMap<(QueueName, u64), Message>> {
+    let mut by_segment: BTreeMap<u32, Vec<(&QueueName, RecoveredMessage)>> = BTreeMap::new();
+    for (name, messages) in &recovered.queues {
+        for &message in messages {
+            by_segment
+                .entry(message.at.segment)
+                .or_default()
+                .push((name, message));
         }
     }
-    Ending::Clean
+    let mut contents = BTreeMap::new();
+    for (segment, messages) in by_segment {
+        let name = &recovered.segments[segment as usize].file_name();
+        let file = disk.open_for_reading(name).await?;
+        let bytes = file.read_at(0, file.size().await? as usize).await?;
+        for (queue, message) in messages {
+            let (start, len) = (message.at.offset as usize, message.at.len as usize);
+            // A copy of its own, so no message keeps the segment's buffer.
+            let record = bytes
+                .get(start..start + len)
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default();
+            match super::message_of(&record, message.seq) {
+                Some(content) => {
+                    contents.insert((queue.clone(), message.seq), content);
+                }
+                None => tracing::error!(
+                    "message {} of queue '{}' does not read back from {name}; it is dropped",
+                    message.seq,
+                    queue.name
+                ),
+            }
+        }
+    }
+    Ok(contents)
+}
+
+impl OldSegment {
+    /// Its file's name now.
+    pub(crate) fn file_name(&self) -> String {
+        match self.quarantined {
+            true => quarantined_name(&self.name),
+            false => self.name.clone(),
+        }
+    }
+}
+
+/// The replay's state: each queue's messages so far, and the current
+/// segment's counts.
+#[derive(Default)]
+struct Replay {
+    queues: BTreeMap<QueueName, Slots>,
+    /// Message records in the segment being read.
+    written: u64,
+    stream_queues: BTreeMap<(u64, usize), BTreeSet<QueueName>>,
+    /// Delayed messages not yet routed, by id.
+    delayed: BTreeMap<u64, (Delayed, Location, (u64, usize))>,
+}
+
+/// A queue's messages by seq, with those settled since marked dead and
+/// swept out when they are half.
+#[derive(Default)]
+struct Slots {
+    slots: Vec<(RecoveredMessage, bool)>,
+    dead: usize,
+}
+
+impl Replay {
+    /// Applies a segment's records, up to the end of its data.
+    fn segment(&mut self, bytes: &Bytes, index: u32, stream: (u64, usize)) -> Ending {
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            match scan(&bytes.slice(pos..)) {
+                Scan::Record(record, used) => {
+                    let at = Location {
+                        segment: index,
+                        offset: pos as u32,
+                        len: used as u32,
+                    };
+                    self.apply(record, at, stream);
+                    pos += used;
+                }
+                // A zero block start is where the written data ends; inside
+                // a block, zeros pad a commit to its end.
+                Scan::Zero if pos as u64 % BLOCK == 0 => break,
+                Scan::Zero => pos = pos.next_multiple_of(BLOCK as usize),
+                // A commit that ended less than a record header before a
+                // block boundary is padded by fewer zeros than a length
+                // field: the length read there runs into the next commit's
+                // first record.
+                Scan::Truncated | Scan::Corrupt if pads_to_block_end(bytes, pos) => {
+                    pos = pos.next_multiple_of(BLOCK as usize);
+                }
+                Scan::Truncated | Scan::Corrupt => return Ending::Bad { at: pos as u64 },
+            }
+        }
+        Ending::Clean
+    }
+
+    fn apply(&mut self, record: Record, at: Location, stream: (u64, usize)) {
+        match record {
+            Record::Enqueue {
+                queue,
+                seq,
+                message,
+            } => {
+                self.written += 1;
+                self.note_stream(stream, &queue);
+                self.queues
+                    .entry(queue)
+                    .or_default()
+                    .enqueue(RecoveredMessage {
+                        seq,
+                        at,
+                        body_len: message.body_size() as u32,
+                        persistent: message.persistent,
+                        priority: message.priority,
+                        expiration_ms: message.expiration_ms,
+                    });
+            }
+            Record::Settle { queue, seqs } => {
+                self.note_stream(stream, &queue);
+                if let Some(slots) = self.queues.get_mut(&queue) {
+                    seqs.into_iter().for_each(|seq| slots.settle(seq));
+                }
+            }
+            Record::Delete { queue } => {
+                self.note_stream(stream, &queue);
+                self.queues.remove(&queue);
+            }
+            // A transient message's copy: it does not survive a restart.
+            Record::Page { .. } => self.written += 1,
+            Record::Delay(mut delayed) => {
+                self.written += 1;
+                // Kept until it is due: it must not keep the segment's
+                // buffer alive.
+                delayed.message = owned(&delayed.message);
+                self.delayed.insert(delayed.id, (delayed, at, stream));
+            }
+            Record::Undelay { id, .. } => {
+                self.delayed.remove(&id);
+            }
+        }
+    }
+
+    /// `stream` has records of `queue` (delayed messages do not count:
+    /// they go with the stream that holds them, to whichever shard).
+    fn note_stream(&mut self, stream: (u64, usize), queue: &QueueName) {
+        let queues = self.stream_queues.entry(stream).or_default();
+        if !queues.contains(queue) {
+            queues.insert(queue.clone());
+        }
+    }
+
+    /// The live messages of each queue, counted into their segments
+    /// (with the delayed ones, taken before).
+    fn index(
+        self,
+        segments: &mut [OldSegment],
+        delayed: &[(Delayed, Location, (u64, usize))],
+    ) -> QueueIndex {
+        for (_, at, _) in delayed {
+            segments[at.segment as usize].live += 1;
+        }
+        let mut index = QueueIndex::new();
+        for (name, slots) in self.queues {
+            let live: Vec<RecoveredMessage> = slots
+                .slots
+                .into_iter()
+                .filter_map(|(message, live)| live.then_some(message))
+                .collect();
+            for message in &live {
+                segments[message.at.segment as usize].live += 1;
+            }
+            if !live.is_empty() {
+                index.insert(name, live);
+            }
+        }
+        index
+    }
+}
+
+impl Slots {
+    /// A message entered under `seq`: at the end as a rule; a seq seen
+    /// before (a message written again by an interrupted rewrite) now is
+    /// the later record.
+    fn enqueue(&mut self, message: RecoveredMessage) {
+        if self
+            .slots
+            .last()
+            .is_none_or(|(last, _)| last.seq < message.seq)
+        {
+            self.slots.push((message, true));
+            return;
+        }
+        match self.position(message.seq) {
+            Ok(i) => {
+                if !self.slots[i].1 {
+                    self.dead -= 1;
+                }
+                self.slots[i] = (message, true);
+            }
+            Err(i) => self.slots.insert(i, (message, true)),
+        }
+    }
+
+    fn settle(&mut self, seq: u64) {
+        let Ok(i) = self.position(seq) else { return };
+        if std::mem::replace(&mut self.slots[i].1, false) {
+            self.dead += 1;
+            if self.dead * 2 > self.slots.len() {
+                self.slots.retain(|(_, live)| *live);
+                self.dead = 0;
+            }
+        }
+    }
+
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        self.slots
+            .binary_search_by_key(&seq, |(message, _)| message.seq)
+    }
+}
+
+/// A copy of `message` that holds only its own bytes.
+fn owned(message: &Message) -> Message {
+    Message::new(MessageContent {
+        expiration_ms: message.expiration_ms,
+        priority: message.priority,
+        persistent: message.persistent,
+        exchange: message.exchange.clone(),
+        routing_key: message.routing_key.clone(),
+        properties: Bytes::copy_from_slice(&message.properties),
+        body: Bytes::copy_from_slice(&message.body),
+    })
 }
 
 /// Whether `bytes` from `pos` (inside a block) to the end of its block are
@@ -122,37 +582,9 @@ pub(super) fn pads_to_block_end(bytes: &Bytes, pos: usize) -> bool {
     end > pos && bytes[pos..end].iter().all(|&b| b == 0)
 }
 
-fn apply(record: Record, queues: &mut QueueMessages) {
-    match record {
-        Record::Enqueue {
-            queue,
-            seq,
-            message,
-        } => {
-            queues.entry(queue).or_default().insert(seq, message);
-        }
-        Record::Settle { queue, seqs } => {
-            if let Some(messages) = queues.get_mut(&queue) {
-                for seq in seqs {
-                    messages.remove(&seq);
-                }
-                if messages.is_empty() {
-                    queues.remove(&queue);
-                }
-            }
-        }
-        Record::Delete { queue } => {
-            queues.remove(&queue);
-        }
-        // A transient message's copy: it does not survive a restart.
-        Record::Page { .. } => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MessageContent;
     use crate::protocol::ShortStr;
     use crate::store::record::{encode_enqueue, HEADER};
 
@@ -191,13 +623,17 @@ mod tests {
             segment.resize(block, 0);
             encode_enqueue(&mut segment, &queue, 2, &message(3));
             segment.resize(2 * block, 0);
-            let mut queues = QueueMessages::new();
+            let mut replay = Replay::default();
             assert_eq!(
-                replay_segment(&Bytes::from(segment), &mut queues),
+                replay.segment(&Bytes::from(segment), 0, (1, 0)),
                 Ending::Clean,
                 "{short} bytes of padding"
             );
-            assert_eq!(queues[&queue].len(), 2, "{short} bytes of padding");
+            assert_eq!(
+                replay.queues[&queue].slots.len(),
+                2,
+                "{short} bytes of padding"
+            );
         }
     }
 }

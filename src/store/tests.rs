@@ -9,9 +9,10 @@ use futures_lite::future::block_on;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::disk::Disk;
 use super::log::{segment_name, Log};
 use super::record::QueueName;
-use super::recovery::{recover, QueueMessages};
+use super::recovery::{load, plan, recover};
 use super::sim::SimDisk;
 use super::Store;
 use crate::ids::QueueId;
@@ -47,13 +48,13 @@ fn message(rng: &mut StdRng, id: u64) -> Message {
     })
 }
 
-/// What the test knows: per queue, every message by seq, and which are
-/// confirmed (durable) or settled.
+/// What the test knows: per queue, every message by seq, the shard that
+/// logged it and the position that makes it durable there (`u64::MAX`
+/// once it may be lost), and which are settled.
 #[derive(Default)]
 struct Model {
-    messages: BTreeMap<(u64, u64), (Message, u64)>,
-    /// Settled, with the lsn of the settle record.
-    settled: BTreeMap<(u64, u64), u64>,
+    messages: BTreeMap<(u64, u64), (Message, usize, u64)>,
+    settled: BTreeMap<(u64, u64), ()>,
     next_seq: BTreeMap<u64, u64>,
 }
 
@@ -64,71 +65,130 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// One run of the broker on `disk` until a power cut: recovers, adopts,
-/// then appends, settles and commits at random.
-fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next_id: &mut u64) {
+/// Every message the logs on `disk` hold, by queue and seq, read back.
+fn recovered_messages(disk: &SimDisk) -> BTreeMap<QueueName, BTreeMap<u64, Message>> {
     let recovered = block_on(recover(disk)).expect("recovery reads the simulated disk");
-    check(&recovered.queues, model, None);
-    let log = Log::new(
-        disk.clone(),
-        recovered.epoch,
-        rng.gen_range(0..2),
-        8192,
-        true,
-    );
-    let store = Store::new(log);
-    store.adopt(recovered.queues);
-    for queue in 0..QUEUES {
-        for (seq, _, _) in store.track(QueueId(queue), queue_name(queue)) {
-            assert!(model.messages.contains_key(&(queue, seq)));
+    let mut contents = block_on(load(disk, &recovered)).expect("the messages read back");
+    let mut queues: BTreeMap<QueueName, BTreeMap<u64, Message>> = BTreeMap::new();
+    for (name, messages) in &recovered.queues {
+        for m in messages {
+            let content = contents
+                .remove(&(name.clone(), m.seq))
+                .expect("an indexed message reads back");
+            assert_eq!(m.body_len as usize, content.body.len());
+            queues
+                .entry(name.clone())
+                .or_default()
+                .insert(m.seq, content);
         }
     }
-    block_on(store.log().commit()).expect("the adopted messages are written");
-    let mut durable = store.log().durable();
+    queues
+}
+
+/// The stores of one run with `shards` shards on `disk`, each with its
+/// part of the earlier runs taken over (`recovery::plan`), the old
+/// segments deleted when they were written again, and every queue
+/// tracked by its owner: `queue % shards`. Every recovered message reads
+/// back from where its queue is told it is.
+fn start(disk: &SimDisk, shards: usize, model: &Model) -> Vec<Store<SimDisk>> {
+    let recovered = block_on(recover(disk)).expect("recovery reads the simulated disk");
+    let epoch = recovered.epoch;
+    let owner = |name: &QueueName| queue_of(name) as usize % shards;
+    let plan = block_on(plan(disk, recovered, shards, owner)).expect("the plan reads");
+    let stores: Vec<Store<SimDisk>> = plan
+        .shares
+        .into_iter()
+        .enumerate()
+        .map(|(shard, share)| {
+            let store = Store::new(Log::new(disk.clone(), epoch, shard, 8192, true));
+            store.take_over(share);
+            store
+        })
+        .collect();
+    for queue in 0..QUEUES {
+        let store = &stores[queue as usize % shards];
+        let recovered = store.track(QueueId(queue), queue_name(queue));
+        let pages: Vec<(u64, _)> = recovered.iter().map(|m| (m.seq, m.at)).collect();
+        for store in &stores {
+            block_on(store.log().commit()).expect("what was taken over is written");
+        }
+        let read = block_on(store.read_back(&pages)).expect("read back");
+        for ((seq, _), got) in pages.iter().zip(read) {
+            let got = got.unwrap_or_else(|| panic!("q{queue} seq {seq} reads back"));
+            let (sent, _, _) = &model.messages[&(queue, *seq)];
+            assert_eq!(got.body, sent.body, "q{queue} seq {seq}");
+        }
+    }
+    for store in &stores {
+        store.drop_unclaimed();
+        block_on(store.log().commit()).expect("commit");
+    }
+    for name in plan.old_segments {
+        block_on(disk.remove(&name)).expect("old segments go");
+    }
+    stores
+}
+
+fn queue_of(name: &QueueName) -> u64 {
+    std::str::from_utf8(&name.name.as_bytes()[1..])
+        .expect("utf-8")
+        .parse()
+        .expect("queues are named qN")
+}
+
+/// One run of the broker on `disk` until a power cut: recovers (with one
+/// shard or two), then appends, settles and commits at random.
+fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next_id: &mut u64) {
+    check(&recovered_messages(disk), model);
+    let shards = rng.gen_range(1..=2);
+    let stores = start(disk, shards, model);
+    let mut durable: Vec<u64> = stores.iter().map(|s| s.log().durable()).collect();
     disk.cut_power_after(rng.gen_range(0..40));
     for _ in 0..rng.gen_range(1..120) {
+        let queue = rng.gen_range(0..QUEUES);
+        let shard = queue as usize % shards;
+        let store = &stores[shard];
         match rng.gen_range(0..10) {
             0..=4 => {
-                let queue = rng.gen_range(0..QUEUES);
                 let seq = model.next_seq.entry(queue).or_insert(1);
                 let m = message(rng, *next_id);
                 *next_id += 1;
-                if let Some(lsn) = store.enqueue(QueueId(queue), *seq, &m) {
-                    model.messages.insert((queue, *seq), (m, lsn.lsn));
+                if let Some(appended) = store.enqueue(QueueId(queue), *seq, &m) {
+                    model
+                        .messages
+                        .insert((queue, *seq), (m, shard, appended.lsn));
                     *seq += 1;
                 }
             }
             5..=6 => {
-                let live: Vec<_> = model
+                let live: Vec<u64> = model
                     .messages
                     .keys()
-                    .filter(|key| !model.settled.contains_key(key))
-                    .copied()
+                    .filter(|key| key.0 == queue && !model.settled.contains_key(key))
+                    .map(|key| key.1)
                     .collect();
-                if let Some(&(queue, seq)) = live.get(rng.gen_range(0..live.len().max(1))) {
+                if let Some(&seq) = live.get(rng.gen_range(0..live.len().max(1))) {
                     store.settle(QueueId(queue), &[seq]);
-                    model
-                        .settled
-                        .insert((queue, seq), store.log().durable() + u64::MAX / 2);
+                    model.settled.insert((queue, seq), ());
+                }
+            }
+            7 => {
+                // The next segment made ahead, as the shard's spare task does.
+                if let Some(index) = store.log().spare_wanted() {
+                    block_on(store.log().prepare_spare(index));
                 }
             }
             _ => match block_on(store.log().commit()) {
-                Ok(lsn) => durable = lsn,
+                Ok(lsn) => durable[shard] = lsn,
                 Err(_) => break,
             },
         }
     }
-    // Settles appended before the last successful commit are durable.
-    let _ = durable;
     disk.crash(rng);
-    model_after_crash(model, durable);
-}
-
-/// Confirmed messages are those at or below the durable position; others
-/// may or may not come back.
-fn model_after_crash(model: &mut Model, durable: u64) {
-    for (_, lsn) in model.messages.values_mut() {
-        if *lsn > durable {
+    // Confirmed messages are those at or below their shard's durable
+    // position; others may or may not come back.
+    for (_, shard, lsn) in model.messages.values_mut() {
+        if *lsn > durable[*shard] {
             *lsn = u64::MAX;
         }
     }
@@ -136,12 +196,12 @@ fn model_after_crash(model: &mut Model, durable: u64) {
 
 /// Every confirmed, unsettled message is back, byte for byte; nothing
 /// comes back that was never enqueued.
-fn check(recovered: &QueueMessages, model: &mut Model, _: Option<()>) {
+fn check(recovered: &BTreeMap<QueueName, BTreeMap<u64, Message>>, model: &mut Model) {
     let mut found = BTreeMap::new();
     for queue in 0..QUEUES {
         if let Some(messages) = recovered.get(&queue_name(queue)) {
             for (&seq, m) in messages {
-                let (expected, _) = model
+                let (expected, _, _) = model
                     .messages
                     .get(&(queue, seq))
                     .unwrap_or_else(|| panic!("q{queue} seq {seq} was never enqueued"));
@@ -152,7 +212,7 @@ fn check(recovered: &QueueMessages, model: &mut Model, _: Option<()>) {
             }
         }
     }
-    for (key, (_, lsn)) in &model.messages {
+    for (key, (_, _, lsn)) in &model.messages {
         if *lsn != u64::MAX && !model.settled.contains_key(key) {
             assert!(found.contains_key(key), "confirmed {key:?} is lost");
         }
@@ -161,9 +221,8 @@ fn check(recovered: &QueueMessages, model: &mut Model, _: Option<()>) {
     // settled ones that came back are live again.
     model.messages.retain(|key, _| found.contains_key(key));
     model.settled.retain(|key, _| !found.contains_key(key));
-    for (key, (_, lsn)) in model.messages.iter_mut() {
-        let _ = key;
-        *lsn = 0;
+    for (_, shard, lsn) in model.messages.values_mut() {
+        (*shard, *lsn) = (0, 0);
     }
 }
 
@@ -178,8 +237,7 @@ fn a_power_loss_at_any_point_loses_nothing_confirmed() {
             for _ in 0..4 {
                 run_until_power_cut(&disk, &mut rng, &mut model, &mut next_id);
             }
-            let recovered = block_on(recover(&disk)).expect("recovery");
-            check(&recovered.queues, &mut model, None);
+            check(&recovered_messages(&disk), &mut model);
         });
         assert!(result.is_ok(), "failed with WARREN_STORE_SEED={seed}");
     }
@@ -214,8 +272,8 @@ fn a_flipped_byte_quarantines_its_segment_and_the_rest_recovers() {
         "several segments"
     );
     disk.flip(&first, 100);
-    let recovered = block_on(recover(&disk)).expect("recovery survives damage");
-    let messages = &recovered.queues[&queue_name(0)];
+    let recovered = recovered_messages(&disk);
+    let messages = &recovered[&queue_name(0)];
     assert!(
         !messages.contains_key(&1),
         "the damaged record is not trusted"
@@ -262,8 +320,8 @@ fn segments_whose_messages_all_left_are_deleted_from_the_front() {
         0,
         "the first segment is gone"
     );
-    let recovered = block_on(recover(&disk)).expect("recovery");
-    let seqs: Vec<u64> = recovered.queues[&queue_name(0)].keys().copied().collect();
+    let recovered = recovered_messages(&disk);
+    let seqs: Vec<u64> = recovered[&queue_name(0)].keys().copied().collect();
     assert_eq!(seqs, (31..=40).collect::<Vec<_>>());
 }
 
@@ -309,12 +367,9 @@ fn paged_messages_read_back_byte_identical_and_recovery_skips_page_records() {
         assert_eq!(got.exchange, sent.exchange);
         assert_eq!(got.routing_key, sent.routing_key);
     }
-    let recovered = block_on(recover(&disk)).expect("recovery");
-    assert!(
-        !recovered.queues.contains_key(&queue_name(1)),
-        "pages are void"
-    );
-    let seqs: Vec<u64> = recovered.queues[&queue_name(0)].keys().copied().collect();
+    let recovered = recovered_messages(&disk);
+    assert!(!recovered.contains_key(&queue_name(1)), "pages are void");
+    let seqs: Vec<u64> = recovered[&queue_name(0)].keys().copied().collect();
     assert_eq!(
         seqs,
         (1..=60).filter(|seq| seq % 3 != 0).collect::<Vec<_>>()
@@ -388,6 +443,7 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
             let moved = block_on(store.compact_front(|record| match record {
                 LiveRecord::Enqueue { seq, .. } => live.contains_key(seq),
                 LiveRecord::Page { at, .. } => *at == page.at,
+                LiveRecord::Delay { .. } => false,
             }))
             .expect("compaction reads the segment");
             assert!(
@@ -400,8 +456,8 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
             }
             let finished = store.log().failed().is_none();
             disk.crash(&mut rng);
-            let recovered = block_on(recover(&disk)).expect("recovery");
-            let got = &recovered.queues[&queue_name(0)];
+            let recovered = recovered_messages(&disk);
+            let got = &recovered[&queue_name(0)];
             let seqs: Vec<u64> = got.keys().copied().collect();
             assert_eq!(
                 seqs,
@@ -452,4 +508,125 @@ fn a_compacted_page_record_reads_back_from_its_copy() {
         (&back.properties, &back.body),
         (&paged.properties, &paged.body)
     );
+}
+
+/// A restart takes the earlier run's segments over: a mostly dead one at
+/// the front is compacted like any, and recovered messages of a queue no
+/// definition claims are dropped for good.
+#[test]
+fn taken_over_segments_compact_and_unclaimed_queues_are_dropped() {
+    use super::compaction::LiveRecord;
+    let disk = SimDisk::default();
+    let sent = filled_store(&disk, 60);
+    {
+        // A second run, which took nothing over (the test needs only its
+        // records).
+        let store = Store::new(Log::new(disk.clone(), 2, 0, 8192, true));
+        store.track(QueueId(0), queue_name(0));
+        let mut rng = StdRng::seed_from_u64(2);
+        store.track(QueueId(1), queue_name(1));
+        store.enqueue(QueueId(1), 1, &message(&mut rng, 1));
+        store.settle(QueueId(0), &(2..=60).collect::<Vec<_>>());
+        block_on(store.log().commit()).expect("commit");
+    }
+    let stores = start_one(&disk);
+    let store = &stores[0];
+    let kept = store.track(QueueId(0), queue_name(0));
+    assert_eq!(kept.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+    assert_eq!(store.drop_unclaimed(), [(queue_name(1), 1)]);
+    let front = segment_name(1, 0, 1);
+    let moved = block_on(
+        store.compact_front(|record| matches!(record, LiveRecord::Enqueue { seq: 1, .. })),
+    )
+    .expect("compaction reads the taken-over segment");
+    assert_eq!(moved.len(), 1, "message 1 is copied");
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(disk.file_len(&front), 0, "the old front segment is gone");
+    let read = block_on(store.read_back(&[(1, moved[0].to)])).expect("read");
+    assert_eq!(read[0].as_ref().expect("the copy").body, sent[0].body);
+    let recovered = recovered_messages(&disk);
+    assert_eq!(recovered.keys().collect::<Vec<_>>(), [&queue_name(0)]);
+    assert_eq!(recovered[&queue_name(0)].keys().collect::<Vec<_>>(), [&1]);
+}
+
+/// One shard's store over what `disk` holds, nothing claimed yet.
+fn start_one(disk: &SimDisk) -> Vec<Store<SimDisk>> {
+    let recovered = block_on(recover(disk)).expect("recovery");
+    let epoch = recovered.epoch;
+    let plan = block_on(plan(disk, recovered, 1, |_| 0)).expect("plan");
+    plan.shares
+        .into_iter()
+        .map(|share| {
+            let store = Store::new(Log::new(disk.clone(), epoch, 0, 8192, true));
+            store.take_over(share);
+            store
+        })
+        .collect()
+}
+
+/// Delayed messages: a logged one comes back with its content until its
+/// undelay record, and its record is compacted like a message's.
+#[test]
+fn delayed_messages_come_back_until_undelayed_and_move_with_compaction() {
+    use super::compaction::LiveRecord;
+    use super::record::Delayed;
+    let disk = SimDisk::default();
+    let mut rng = StdRng::seed_from_u64(4);
+    let delayed = |id: u64, rng: &mut StdRng| Delayed {
+        exchange: queue_name(9),
+        id,
+        due_ms: 1000 + id,
+        delay_ms: 500,
+        routing_keys: vec![ShortStr::from_static("key")],
+        message: message(rng, id),
+    };
+    let sent: Vec<Delayed> = (1..=3).map(|id| delayed(id, &mut rng)).collect();
+    {
+        let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
+        store.track(QueueId(0), queue_name(0));
+        let mut at = Vec::new();
+        for d in &sent {
+            at.push(store.delay(d).expect("the log takes it").at);
+        }
+        // Small messages, so the delayed ones share their segment with
+        // many that leave.
+        for seq in 1..=30 {
+            let mut m = message(&mut rng, seq);
+            while m.body.len() > 100 {
+                m = message(&mut rng, seq);
+            }
+            store.enqueue(QueueId(0), seq, &m);
+        }
+        store.undelay(&queue_name(9), 2, at[1]);
+        store.settle(QueueId(0), &(1..=30).collect::<Vec<_>>());
+        block_on(store.log().commit()).expect("commit");
+    }
+    let stores = start_one(&disk);
+    let store = &stores[0];
+    let back = store.take_recovered_delays();
+    let ids: Vec<u64> = back.iter().map(|(d, _)| d.id).collect();
+    assert_eq!(ids, [1, 3], "the undelayed one is gone");
+    for (d, _) in &back {
+        let original = &sent[d.id as usize - 1];
+        assert_eq!(
+            (d.due_ms, d.delay_ms, &d.routing_keys),
+            (original.due_ms, original.delay_ms, &original.routing_keys)
+        );
+        assert_eq!(d.message.body, original.message.body);
+    }
+    let moved = block_on(store.compact_front(|record| match record {
+        LiveRecord::Delay { id, at } => back.iter().any(|(d, a)| d.id == *id && a == at),
+        _ => false,
+    }))
+    .expect("compaction");
+    let moved_ids: Vec<u64> = moved.iter().filter(|m| m.delayed).map(|m| m.seq).collect();
+    assert_eq!(moved_ids, [1, 3]);
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(disk.file_len(&segment_name(1, 0, 1)), 0, "compacted away");
+    drop(stores);
+    // The next recovery finds the copies, once each.
+    let recovered = block_on(recover(&disk)).expect("recovery");
+    let plan = block_on(plan(&disk, recovered, 2, |_| 1)).expect("plan");
+    let counts: Vec<(usize, usize)> = plan.shares.iter().map(|s| s.message_counts()).collect();
+    assert_eq!(counts.iter().map(|c| c.1).sum::<usize>(), 2);
 }

@@ -56,9 +56,10 @@ impl Connection {
         } = publish;
         let vhost = self.vhost();
         let catalog = self.shard.catalog.borrow();
-        let delayed = catalog
-            .exchange_accepts_publish(&vhost, &publish.exchange)?
-            .delayed;
+        let (delayed, durable) = {
+            let exchange = catalog.exchange_accepts_publish(&vhost, &publish.exchange)?;
+            (exchange.delayed, exchange.durable)
+        };
         let summary = scan_properties(&header.properties)?;
         self.check_user_id(summary.user_id.as_ref())?;
         let expiration_ms = summary
@@ -130,14 +131,22 @@ impl Connection {
             // It may wait long: it must not keep the read buffer alive.
             message.compact();
             let routing_keys = routing_keys(&message.routing_key, selected.as_ref());
-            self.shard.delay_message(DelayedMessage {
+            let delayed = DelayedMessage {
                 vhost,
                 routing_keys,
                 message,
                 delay_ms,
+                durable,
+            };
+            // No queue has it yet: this shard answers a confirm, once it
+            // is on disk when it is logged, else at once.
+            let answers = self
+                .shard
+                .delay_message(delayed, self.channel_id(ch), confirm);
+            return Ok(Routed {
+                shards: u32::from(answers),
+                congested: None,
             });
-            // No queue has it yet: a confirm answers it at once.
-            return Ok(Routed::default());
         }
         let mut routed = Routed::default();
         let publisher = self.channel_id(ch);
