@@ -124,11 +124,19 @@ pub fn run(
         .map(|i| Connection::open(&plan.uri, &format!("loadgen idle {i}")))
         .collect::<Result<Vec<_>, _>>()?;
     let shared = Arc::new(Shared::default());
+    let starting = Instant::now();
     let workers = start(plan, &shared)?;
     let mut reporter = Reporter::new(plan.progress);
-    let started = Instant::now();
+    // Producers wait for the gate, but consumers take deliveries from
+    // consume-ok on: with no producers, that is where the clock starts (a
+    // drain of a backlog is well under way by the time the gate opens).
+    let started = match plan.producers {
+        0 => starting,
+        _ => Instant::now(),
+    };
     let (results, publish_time, received_while_publishing, interrupted) = publish_phase(
         plan,
+        started,
         &shared,
         workers.producers,
         interrupt,
@@ -271,18 +279,18 @@ fn join<T: Default>(handle: JoinHandle<T>) -> T {
 
 type PublishResult = (Vec<ProducerResult>, Duration, u64, bool);
 
-/// Reports every second until publishing is over; returns what each
-/// producer did, how long publishing lasted, what was received by then and
-/// whether it was interrupted.
+/// Reports every second until publishing, which began at `started`, is
+/// over; returns what each producer did, how long publishing lasted, what
+/// was received by then and whether it was interrupted.
 fn publish_phase(
     plan: &Plan,
+    started: Instant,
     shared: &Shared,
     producers: Vec<JoinHandle<Vec<ProducerResult>>>,
     interrupt: &AtomicBool,
     reporter: &mut Reporter,
     log: &mut Option<&mut IntervalLog>,
 ) -> Result<PublishResult, Error> {
-    let started = Instant::now();
     let mut interrupted = false;
     loop {
         thread::sleep(TICK);
