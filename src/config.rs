@@ -77,11 +77,11 @@ pub struct Config {
     #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4")]
     pub(crate) memory_high_watermark: Watermark,
 
-    /// Body bytes of ready messages that queues keep in memory, over all
-    /// shards; past it the newest go to disk and are read back ahead of
-    /// delivery. A fraction of the machine's memory (0.2) or a size
-    /// (256MiB). Default: half of --memory-high-watermark, where RabbitMQ
-    /// starts paging.
+    /// Memory of ready messages that queues keep in memory (bodies and
+    /// 256 bytes each), over all shards; past it the newest go to disk and
+    /// are read back ahead of delivery. A fraction of the machine's memory
+    /// (0.2) or a size (256MiB). Default: half of --memory-high-watermark,
+    /// where RabbitMQ starts paging.
     #[arg(long, env = "WARREN_QUEUE_MEMORY_BUDGET")]
     pub(crate) queue_memory_budget: Option<Watermark>,
 

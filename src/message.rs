@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::protocol::types::ShortStr;
 use crate::protocol::AmqpError;
@@ -46,6 +46,16 @@ pub struct MessageContent {
     pub body: Bytes,
 }
 
+/// What a message in memory costs beyond its body, in bytes: the `Arc`'s
+/// counts and `MessageContent` (176 B, in a 192 B block), its properties,
+/// exchange and routing key, and the header of the block its bytes share
+/// (`compact`), rounded up by the allocator. A 2M x 16 B backlog measured
+/// 300 B per message over its body, a queue's `Ready` entry included.
+/// Queues count it into the memory they hold (`Body::held_bytes`), so the
+/// queue memory budget bounds a backlog of small messages as well as one
+/// of large.
+pub(crate) const MESSAGE_OVERHEAD_BYTES: u64 = 256;
+
 /// Bodies up to this size are copied out of the read buffer they arrived in
 /// when a queue keeps the message (`Message::compact`).
 const COMPACT_BODY_MAX: usize = 4096;
@@ -62,8 +72,8 @@ impl Message {
     /// A small message arrives as slices of its connection's read buffer,
     /// and keeps the whole buffer (up to the 256 KiB read window) alive for
     /// as long as any queue holds it. A message that is going to wait in a
-    /// queue copies its properties and body into allocations of their own,
-    /// so it holds only its own bytes. Only the sole holder may: copying a
+    /// queue copies its exchange, routing key, properties and body into an
+    /// allocation of its own, so it holds only its own bytes. Only the sole holder may: copying a
     /// handle that several queues share would multiply the bytes. Returns
     /// whether it copied.
     pub(crate) fn compact(&mut self) -> bool {
@@ -73,8 +83,23 @@ impl Message {
         let Some(Held { content, .. }) = Arc::get_mut(&mut self.0) else {
             return false;
         };
-        content.properties = Bytes::copy_from_slice(&content.properties);
-        content.body = Bytes::copy_from_slice(&content.body);
+        // The exchange and routing key are slices of the same buffer (the
+        // method frame's). All four go into one allocation: one malloc
+        // instead of four, and a queued message holds fewer headers.
+        let parts = [
+            content.exchange.bytes(),
+            content.routing_key.bytes(),
+            &content.properties,
+            &content.body,
+        ];
+        let mut joined = BytesMut::with_capacity(parts.iter().map(|part| part.len()).sum());
+        parts.iter().for_each(|part| joined.extend_from_slice(part));
+        let mut joined = joined.freeze();
+        let mut next = |len: usize| joined.split_to(len);
+        content.exchange = ShortStr::from_bytes(next(content.exchange.len()));
+        content.routing_key = ShortStr::from_bytes(next(content.routing_key.len()));
+        content.properties = next(content.properties.len());
+        content.body = next(content.body.len());
         true
     }
 
@@ -136,8 +161,8 @@ mod tests {
 
     fn message(read_buffer: &Bytes) -> Message {
         Message::new(MessageContent {
-            exchange: ShortStr::default(),
-            routing_key: ShortStr::default(),
+            exchange: ShortStr::from_bytes(read_buffer.slice(18..20)),
+            routing_key: ShortStr::from_bytes(read_buffer.slice(20..24)),
             properties: read_buffer.slice(0..2),
             body: read_buffer.slice(2..18),
             priority: 0,
@@ -154,6 +179,10 @@ mod tests {
         assert_eq!(
             (&kept.properties[..], &kept.body[..]),
             (&[7u8; 2][..], &[7u8; 16][..])
+        );
+        assert_eq!(
+            (kept.exchange.as_bytes(), kept.routing_key.as_bytes()),
+            (&[7u8; 2][..], &[7u8; 4][..])
         );
         // The buffer is now referenced only by `read_buffer` itself.
         assert!(read_buffer.is_unique());

@@ -280,8 +280,13 @@ fn a_publisher_past_the_memory_watermark_is_blocked_then_unblocked() {
     let url = broker.amqp_url();
     let mut publisher = PyProcess::spawn("blocked_publisher.py", &[&queue, "1"], &url, &[]);
     publisher.wait_for_line("blocked low on memory", STEP);
+    // Blocked, the broker hands free pages back; the alarm holds down to
+    // 95% of the watermark.
     let blocked_at = broker.resident_bytes().expect("broker memory");
-    assert!(blocked_at > 150 << 20, "blocked at {blocked_at} bytes");
+    assert!(
+        blocked_at > (150 << 20) / 100 * 95,
+        "blocked at {blocked_at} bytes"
+    );
 
     std::thread::sleep(Duration::from_secs(3));
     run_python("queue_purge.py", &[&queue], &url, &[], STEP);

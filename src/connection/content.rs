@@ -6,16 +6,14 @@
 //! largest message always fits, but 2047 channels each assembling one, or a
 //! transaction that never commits, cannot exhaust memory.
 
+use crate::message::MESSAGE_OVERHEAD_BYTES;
 use crate::protocol::AmqpError;
 
 use super::channel::Channel;
 use super::{Connection, State};
 
-/// What one message costs beyond its body: properties, method fields and
-/// bookkeeping, roughly. It also bounds how many empty messages a
-/// transaction may buffer.
-const MESSAGE_OVERHEAD_BYTES: u64 = 256;
-
+/// What a message costs: its body and `MESSAGE_OVERHEAD_BYTES`, which
+/// also bounds how many empty messages a transaction may buffer.
 pub(super) fn content_cost(body_size: u64) -> u64 {
     body_size.saturating_add(MESSAGE_OVERHEAD_BYTES)
 }

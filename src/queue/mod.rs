@@ -48,9 +48,11 @@
 //! Paging: the shard may swap a ready message's content for where it lies
 //! on disk (`page_out`) and back (`page_in`); see `shard::paging`. A queue
 //! delivers only messages in memory, so `dispatch` and `get` stop at a
-//! paged-out head until it is read back. Only a queue with one priority
-//! level and no dead-letter exchange is paged (`is_pageable`): what leaves
-//! it from disk (expiry, overflow, purge) needs no content.
+//! paged-out head until it is read back. A paged message stays in its
+//! priority's level. One that expires or overflows while paged, in a queue
+//! with a dead-letter exchange, waits (`WaitingLetter`) until the shard
+//! has read it back, and the dead letters after it wait behind it, so they
+//! leave in order.
 
 mod consumer;
 pub mod dead_letter;
@@ -59,6 +61,8 @@ mod ready;
 mod settings;
 #[cfg(test)]
 mod tests;
+
+use std::collections::VecDeque;
 
 use ahash::RandomState;
 use hashbrown::HashMap;
@@ -73,6 +77,7 @@ use crate::protocol::types::ShortStr;
 use crate::store::log::Location;
 use crate::store::recovery::RecoveredMessage;
 use consumer::{ConsumerRef, Consumers};
+use paging::WaitingLetter;
 pub(crate) use ready::{Body, Page};
 use ready::{Ready, ReadyQueue, NEVER};
 
@@ -210,6 +215,9 @@ pub struct Queue {
     gone: Vec<u64>,
     /// Page records no longer needed since the shard last looked.
     unpaged: Vec<Location>,
+    /// Dead letters waiting for a paged-out message to be read back, in
+    /// order (`paging`); empty or headed by a paged one.
+    waiting_letters: VecDeque<WaitingLetter>,
     /// The resident bytes last reported by `resident_change`.
     reported_resident: u64,
 }
@@ -268,6 +276,7 @@ impl Queue {
             durable: false,
             gone: Vec::new(),
             unpaged: Vec::new(),
+            waiting_letters: VecDeque::new(),
             reported_resident: 0,
         }
     }
@@ -300,6 +309,7 @@ impl Queue {
             body: Body::Paged(Page {
                 at: recovered.at,
                 body_len: recovered.body_len,
+                priority: recovered.priority,
                 persistent: recovered.persistent,
                 page_record: false,
             }),
@@ -307,7 +317,7 @@ impl Queue {
             expires_at_ms,
             returns: 0,
         };
-        self.ready.push_back_at(recovered.priority, ready);
+        self.ready.push_back(ready);
     }
 
     /// The message just published under `seq` was logged at `at`.
@@ -470,8 +480,7 @@ impl Queue {
             let Some(head) = self.ready.pop_front() else {
                 break;
             };
-            self.gone(head.seq, &head.body);
-            self.dead_letter_body(head.body, DeathReason::Maxlen);
+            self.leave_dead(head.seq, head.body, DeathReason::Maxlen);
         }
     }
 
@@ -501,8 +510,7 @@ impl Queue {
         }
         let now_ms = clock.now_ms();
         while let Some(expired) = self.ready.pop_expired(now_ms.saturating_sub(1)) {
-            self.gone(expired.seq, &expired.body);
-            self.dead_letter_body(expired.body, DeathReason::Expired);
+            self.leave_dead(expired.seq, expired.body, DeathReason::Expired);
         }
     }
 
@@ -869,20 +877,35 @@ impl Queue {
         }
     }
 
-    /// A ready message leaves unacknowledged. One paged out has no content
-    /// to dead-letter; it is dropped (a queue with a dead-letter exchange
-    /// is not paged, unless a policy gave it one since).
-    fn dead_letter_body(&mut self, body: Body, reason: DeathReason) {
-        if let Some(message) = body.into_message() {
-            self.dead_letter(message, reason);
+    /// A ready message leaves unacknowledged (expiry, overflow). One that
+    /// is paged out, with a dead-letter exchange to go to, waits to be
+    /// read back, and its record stays live until then.
+    fn leave_dead(&mut self, seq: u64, body: Body, reason: DeathReason) {
+        match body {
+            Body::Paged(page) if self.settings.dead_letter_exchange.is_some() => {
+                self.waiting_letters
+                    .push_back(WaitingLetter::Paged { seq, page, reason });
+            }
+            body => {
+                self.gone(seq, &body);
+                if let Some(message) = body.into_message() {
+                    self.dead_letter(message, reason);
+                }
+            }
         }
     }
 
     /// A message leaves the queue unacknowledged: it goes to the
     /// dead-letter exchange when the queue has one, else it is dropped.
+    /// It waits behind a paged one that is being read back.
     fn dead_letter(&mut self, message: Message, reason: DeathReason) {
-        if self.settings.dead_letter_exchange.is_some() {
-            self.dead_letters.push(DeadLetter { message, reason });
+        if self.settings.dead_letter_exchange.is_none() {
+            return;
+        }
+        let letter = DeadLetter { message, reason };
+        match self.waiting_letters.is_empty() {
+            true => self.dead_letters.push(letter),
+            false => self.waiting_letters.push_back(WaitingLetter::Read(letter)),
         }
     }
 }

@@ -7,9 +7,23 @@
 //! count and a number of body bytes (`head_len`), are never paged out,
 //! and the shard reads paged ones among them back.
 
-use super::{Body, Page, Queue};
+use super::ready::Visit;
+use super::{Body, DeadLetter, DeathReason, Page, Queue};
 use crate::message::Message;
 use crate::store::log::Location;
+
+/// A dead letter that cannot go yet (`Queue::waiting_letters`).
+#[derive(Debug)]
+pub(crate) enum WaitingLetter {
+    /// A paged-out message that left: its record is read back first.
+    Paged {
+        seq: u64,
+        page: Page,
+        reason: DeathReason,
+    },
+    /// One that left after it, in memory.
+    Read(DeadLetter),
+}
 
 /// A message chosen to be paged out.
 pub(crate) struct PageOut {
@@ -17,6 +31,8 @@ pub(crate) struct PageOut {
     pub message: Message,
     /// Where its enqueue record already is, for a logged message.
     pub logged: Option<Location>,
+    /// The memory it holds (`Body::held_bytes`).
+    pub held_bytes: u64,
 }
 
 /// How much of a queue's head stays in memory.
@@ -27,16 +43,14 @@ pub(crate) struct Head {
 }
 
 impl Queue {
-    /// Whether messages of this queue may be paged out: one priority
-    /// level, and no dead-letter exchange (a message leaving from disk
-    /// has no content to dead-letter).
-    pub(crate) fn is_pageable(&self) -> bool {
-        self.ready.is_single_level() && self.settings.dead_letter_exchange.is_none()
-    }
-
-    /// Body bytes of the ready messages in memory.
+    /// Memory held by the ready messages in memory (`Body::held_bytes`).
     pub(crate) fn resident_bytes(&self) -> u64 {
         self.ready.resident_bytes()
+    }
+
+    /// The part of `resident_bytes` held by messages also in the log.
+    pub(crate) fn logged_bytes(&self) -> u64 {
+        self.ready.logged_bytes()
     }
 
     pub(crate) fn paged_count(&self) -> usize {
@@ -63,29 +77,42 @@ impl Queue {
         count
     }
 
-    /// The newest messages in memory behind the head, up to `bytes_max`
-    /// of body, newest first.
-    pub(crate) fn page_out_candidates(&self, head: Head, bytes_max: u64) -> Vec<PageOut> {
+    /// The messages in memory behind the head that leave last (only those
+    /// in the log, with `logged_only`), up to `bytes_max` of memory
+    /// (`Body::held_bytes`), the last to leave first.
+    ///
+    /// Behind its head, a level holds paged messages and then those in
+    /// memory: the pager takes from the back of each level until the
+    /// first that is not a candidate, so the walk stops there too and
+    /// never goes through the paged ones. With `logged_only` it also
+    /// stops at a message that is not logged, so it leaves no message in
+    /// memory among paged ones.
+    pub(crate) fn page_out_candidates(
+        &self,
+        head: Head,
+        bytes_max: u64,
+        logged_only: bool,
+    ) -> Vec<PageOut> {
         let mut chosen = Vec::new();
         let mut bytes = 0;
-        let mut behind_head = self.ready.len().saturating_sub(self.head_len(head));
-        self.ready.visit_from_back(|ready| {
-            if behind_head == 0 || bytes >= bytes_max {
-                return false;
+        self.ready.visit_behind(self.head_len(head), |ready| {
+            if bytes >= bytes_max {
+                return Visit::Stop;
             }
-            behind_head -= 1;
             let (message, logged) = match &ready.body {
-                Body::Resident(message) => (message, None),
+                Body::Resident(message) if !logged_only => (message, None),
                 Body::Logged(message, at) => (message, Some(*at)),
-                Body::Paged(_) => return true,
+                _ => return Visit::NextLevel,
             };
-            bytes += message.body_size() as u64;
+            let held_bytes = ready.body.held_bytes();
+            bytes += held_bytes;
             chosen.push(PageOut {
                 seq: ready.seq,
                 message: message.clone(),
                 logged,
+                held_bytes,
             });
-            true
+            Visit::Next
         });
         chosen
     }
@@ -105,6 +132,7 @@ impl Queue {
                 Some(Body::Paged(Page {
                     at,
                     body_len: message.body_size() as u32,
+                    priority: message.priority,
                     persistent: message.persistent,
                     page_record,
                 }))
@@ -182,23 +210,108 @@ impl Queue {
     pub(crate) fn page_records(&self, mut visit: impl FnMut(Location)) {
         self.ready
             .for_each(|ready| ready.body.page_record().into_iter().for_each(&mut visit));
+        self.waiting_pages()
+            .filter(|(_, page)| page.page_record)
+            .for_each(|(_, page)| visit(page.at));
     }
 
-    /// Whether the logged message `seq` is still in the queue (ready or
-    /// unacked), so its enqueue record is live.
+    /// Whether the logged message `seq` is still in the queue (ready,
+    /// unacked, or a dead letter waiting to be read), so its enqueue
+    /// record is live.
     pub(crate) fn holds(&self, seq: u64) -> bool {
-        self.unacked.contains_key(&seq) || self.ready.body(seq).is_some()
+        self.unacked.contains_key(&seq)
+            || self.ready.body(seq).is_some()
+            || self.waiting_pages().any(|(waiting, _)| waiting == seq)
     }
 
-    /// Whether ready message `seq` is paged out to the page record at `at`.
+    /// Whether message `seq` (ready, or a dead letter waiting to be read)
+    /// is paged out to the page record at `at`.
     pub(crate) fn holds_page(&self, seq: u64, at: Location) -> bool {
         self.ready.body(seq).and_then(Body::page_record) == Some(at)
+            || self
+                .waiting_pages()
+                .any(|(waiting, page)| waiting == seq && page.page_record && page.at == at)
     }
 
     /// The record of message `seq` was copied from `from` to `to`
     /// (compaction).
     pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
         self.ready.relocate(seq, from, to);
+        for letter in &mut self.waiting_letters {
+            match letter {
+                WaitingLetter::Paged {
+                    seq: waiting, page, ..
+                } if *waiting == seq && page.at == from => {
+                    page.at = to;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The paged-out messages among the waiting dead letters.
+    fn waiting_pages(&self) -> impl Iterator<Item = (u64, &Page)> {
+        self.waiting_letters
+            .iter()
+            .filter_map(|letter| match letter {
+                WaitingLetter::Paged { seq, page, .. } => Some((*seq, page)),
+                WaitingLetter::Read(_) => None,
+            })
+    }
+
+    /// Whether dead letters wait for a paged-out message to be read back.
+    pub(crate) fn has_waiting_letters(&self) -> bool {
+        !self.waiting_letters.is_empty()
+    }
+
+    /// The dead letters to read back before any more can go, by seq and
+    /// place on disk.
+    pub(crate) fn letters_to_read(&self) -> Vec<(u64, Location)> {
+        self.waiting_pages()
+            .map(|(seq, page)| (seq, page.at))
+            .collect()
+    }
+
+    /// The messages of `pages` (from `letters_to_read`) read back, None
+    /// for one that could not be: the waiting dead letters go, in order,
+    /// up to one that was not read (it waited while the read ran, or its
+    /// record moved meanwhile). Returns how many could not be read; they
+    /// are dropped.
+    pub(crate) fn letters_read(
+        &mut self,
+        pages: &[(u64, Location)],
+        messages: Vec<Option<Message>>,
+    ) -> usize {
+        let mut read = pages.iter().zip(messages).peekable();
+        let mut lost = 0;
+        while let Some(letter) = self.waiting_letters.front() {
+            let message = match letter {
+                WaitingLetter::Read(_) => None,
+                WaitingLetter::Paged { seq, page, .. } => match read.peek() {
+                    Some(((read_seq, at), _)) if read_seq == seq && *at == page.at => {
+                        read.next().map(|(_, message)| message)
+                    }
+                    _ => break,
+                },
+            };
+            let Some(letter) = self.waiting_letters.pop_front() else {
+                break;
+            };
+            match (letter, message) {
+                (WaitingLetter::Read(letter), _) => self.dead_letters.push(letter),
+                (WaitingLetter::Paged { seq, page, reason }, message) => {
+                    self.gone(seq, &Body::Paged(page));
+                    match message.flatten() {
+                        Some(mut message) => {
+                            message.set_persistent(page.persistent);
+                            self.dead_letters.push(DeadLetter { message, reason });
+                        }
+                        None => lost += 1,
+                    }
+                }
+            }
+        }
+        lost
     }
 
     /// Whether the next message to leave is paged out.

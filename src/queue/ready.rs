@@ -9,16 +9,24 @@
 //! - The head of the queue is the head of the highest non-empty level.
 //! - `len`, `bytes`, `resident`, `paged` and `expiring` are the sums over
 //!   all levels.
-//! - Only a queue with one level is paged (`Body::Paged`), so a paged
-//!   message's priority is never asked for.
+//! - A paged message (`Body::Paged`) stays in its priority's level: its
+//!   `Page` keeps the priority, for a queue that reads it and for one that
+//!   restores it.
 
 use std::collections::VecDeque;
 
-use crate::message::Message;
+use crate::message::{Message, MESSAGE_OVERHEAD_BYTES};
 use crate::store::log::Location;
 
 /// A deadline that never comes.
 pub(crate) const NEVER: u64 = u64::MAX;
+
+/// What a visit does next.
+pub(crate) enum Visit {
+    Next,
+    NextLevel,
+    Stop,
+}
 
 /// A ready message.
 #[derive(Debug)]
@@ -49,6 +57,8 @@ pub enum Body {
 pub(crate) struct Page {
     pub at: Location,
     pub(crate) body_len: u32,
+    /// The priority property, for the level it belongs to.
+    pub(crate) priority: u8,
     pub persistent: bool,
     /// `at` is a page record written for paging (else the message's
     /// enqueue record), released once the message is back or gone.
@@ -56,13 +66,6 @@ pub(crate) struct Page {
 }
 
 impl Body {
-    pub fn message(&self) -> Option<&Message> {
-        match self {
-            Body::Resident(message) | Body::Logged(message, _) => Some(message),
-            Body::Paged(_) => None,
-        }
-    }
-
     pub(crate) fn into_message(self) -> Option<Message> {
         match self {
             Body::Resident(message) | Body::Logged(message, _) => Some(message),
@@ -84,6 +87,17 @@ impl Body {
         }
     }
 
+    /// The memory it holds: none paged out, else its body and
+    /// `MESSAGE_OVERHEAD_BYTES`.
+    pub(crate) fn held_bytes(&self) -> u64 {
+        match self {
+            Body::Resident(message) | Body::Logged(message, _) => {
+                message.body_size() as u64 + MESSAGE_OVERHEAD_BYTES
+            }
+            Body::Paged(_) => 0,
+        }
+    }
+
     /// The page record that holds this message's content, if any.
     pub(crate) fn page_record(&self) -> Option<Location> {
         match self {
@@ -93,7 +107,10 @@ impl Body {
     }
 
     fn priority(&self) -> u8 {
-        self.message().map_or(0, |message| message.priority)
+        match self {
+            Body::Resident(message) | Body::Logged(message, _) => message.priority,
+            Body::Paged(page) => page.priority,
+        }
     }
 }
 
@@ -103,8 +120,11 @@ pub(crate) struct ReadyQueue {
     len: usize,
     /// Body bytes of all ready messages (x-max-length-bytes).
     bytes: u64,
-    /// Body bytes of the ready messages in memory.
+    /// Memory held by the ready messages in memory: their bodies and
+    /// `MESSAGE_OVERHEAD_BYTES` each.
     resident: u64,
+    /// The part of `resident` held by messages also in the log.
+    logged: u64,
     /// Ready messages paged out.
     paged: usize,
     /// Ready messages with a deadline: none (no TTL anywhere) spares the
@@ -121,14 +141,10 @@ impl ReadyQueue {
             len: 0,
             bytes: 0,
             resident: 0,
+            logged: 0,
             paged: 0,
             expiring: 0,
         }
-    }
-
-    /// Whether messages may be paged out: a queue with one level.
-    pub(crate) fn is_single_level(&self) -> bool {
-        self.levels.len() == 1
     }
 
     pub fn len(&self) -> usize {
@@ -144,9 +160,15 @@ impl ReadyQueue {
         self.bytes
     }
 
-    /// Body bytes of the ready messages in memory.
+    /// Memory held by the ready messages in memory (bodies and
+    /// `MESSAGE_OVERHEAD_BYTES` each).
     pub fn resident_bytes(&self) -> u64 {
         self.resident
+    }
+
+    /// The part of `resident_bytes` held by messages also in the log.
+    pub(crate) fn logged_bytes(&self) -> u64 {
+        self.logged
     }
 
     pub(crate) fn paged_count(&self) -> usize {
@@ -162,13 +184,7 @@ impl ReadyQueue {
     }
 
     pub fn push_back(&mut self, ready: Ready) {
-        self.push_back_at(ready.body.priority(), ready);
-    }
-
-    /// Appends a message of priority `priority` (a paged one has no
-    /// content to say it).
-    pub(crate) fn push_back_at(&mut self, priority: u8, ready: Ready) {
-        let level = self.level(priority);
+        let level = self.level(ready.body.priority());
         self.count_in(&ready);
         debug_assert!(
             self.levels[level]
@@ -205,11 +221,15 @@ impl ReadyQueue {
     /// Adds (`sign` 1) or takes away (-1) a body from the byte counts.
     fn count_body(&mut self, body: &Body, sign: i64) {
         let len = body.body_len();
-        let signed = |total: u64| total.wrapping_add_signed(sign * len as i64);
-        self.bytes = signed(self.bytes);
+        self.bytes = self.bytes.wrapping_add_signed(sign * len as i64);
+        let held = sign * body.held_bytes() as i64;
         match body {
             Body::Paged(_) => self.paged = self.paged.wrapping_add_signed(sign as isize),
-            _ => self.resident = signed(self.resident),
+            Body::Resident(_) => self.resident = self.resident.wrapping_add_signed(held),
+            Body::Logged(..) => {
+                self.resident = self.resident.wrapping_add_signed(held);
+                self.logged = self.logged.wrapping_add_signed(held);
+            }
         }
     }
 
@@ -220,101 +240,121 @@ impl ReadyQueue {
             .is_some_and(|ready| matches!(ready.body, Body::Paged(_)))
     }
 
-    /// Replaces the body of the ready message `seq` (of a one-level queue)
-    /// with what `change` returns for it, if it returns something; the
-    /// old body is handed back.
+    /// Replaces the body of the ready message `seq` with what `change`
+    /// returns for it, if it returns something; the old body is handed
+    /// back.
     pub(crate) fn replace_body(
         &mut self,
         seq: u64,
         change: impl FnOnce(&Body) -> Option<Body>,
     ) -> Option<Body> {
-        let level = &self.levels[0];
-        let index = level.partition_point(|ready| ready.seq < seq);
-        let new = level.get(index).filter(|ready| ready.seq == seq)?;
-        let new = change(&new.body)?;
+        let (level, index) = self.position(seq)?;
+        let new = change(&self.levels[level][index].body)?;
         self.count_body(&new, 1);
-        let old = std::mem::replace(&mut self.levels[0][index].body, new);
+        let old = std::mem::replace(&mut self.levels[level][index].body, new);
         self.count_body(&old, -1);
         Some(old)
     }
 
+    /// The level and index of the ready message `seq`.
+    fn position(&self, seq: u64) -> Option<(usize, usize)> {
+        self.levels.iter().enumerate().find_map(|(number, level)| {
+            let index = level.partition_point(|ready| ready.seq < seq);
+            level
+                .get(index)
+                .filter(|ready| ready.seq == seq)
+                .map(|_| (number, index))
+        })
+    }
+
     /// The message just pushed under `seq` is in the log at `at`.
     pub(crate) fn set_logged(&mut self, seq: u64, at: Location) {
+        let mut logged = 0;
         for level in &mut self.levels {
             let Some(ready) = level.back_mut().filter(|ready| ready.seq == seq) else {
                 continue;
             };
-            // Resident and Logged count alike, so the counts stand.
             let placeholder = Body::Paged(Page {
                 at,
                 body_len: 0,
+                priority: 0,
                 persistent: false,
                 page_record: false,
             });
             ready.body = match std::mem::replace(&mut ready.body, placeholder) {
-                Body::Resident(message) => Body::Logged(message, at),
+                Body::Resident(message) => {
+                    let body = Body::Logged(message, at);
+                    logged = body.held_bytes();
+                    body
+                }
                 other => other,
             };
-            return;
+            break;
         }
-    }
-
-    /// The ready message `seq`, whatever its level.
-    fn find_mut(&mut self, seq: u64) -> Option<&mut Ready> {
-        self.levels.iter_mut().find_map(|level| {
-            let index = level.partition_point(|ready| ready.seq < seq);
-            level.get_mut(index).filter(|ready| ready.seq == seq)
-        })
+        self.logged += logged;
     }
 
     /// The body of the ready message `seq`, whatever its level.
     pub fn body(&self, seq: u64) -> Option<&Body> {
-        self.levels
-            .iter()
-            .find_map(|level| {
-                let index = level.partition_point(|ready| ready.seq < seq);
-                level.get(index).filter(|ready| ready.seq == seq)
-            })
-            .map(|ready| &ready.body)
+        let (level, index) = self.position(seq)?;
+        Some(&self.levels[level][index].body)
     }
 
     /// The record of ready message `seq` moved from `from` to `to`.
     pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
-        if let Some(ready) = self.find_mut(seq) {
-            match &mut ready.body {
+        if let Some((level, index)) = self.position(seq) {
+            match &mut self.levels[level][index].body {
                 Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
                 _ => {}
             }
         }
     }
 
-    /// Takes the ready message `seq` out of a one-level queue.
+    /// Takes the ready message `seq` out, whatever its level.
     pub fn remove(&mut self, seq: u64) -> Option<Ready> {
-        let level = &mut self.levels[0];
-        let index = level.partition_point(|ready| ready.seq < seq);
-        let ready = level.remove(index).filter(|ready| ready.seq == seq);
-        match ready {
-            Some(ready) => {
-                self.count_out(&ready);
-                Some(ready)
+        let (level, index) = self.position(seq)?;
+        let ready = self.levels[level].remove(index)?;
+        self.count_out(&ready);
+        Some(ready)
+    }
+
+    /// Visits the ready messages behind the first `head_len` to leave,
+    /// level by level from the lowest, each from its newest back, as
+    /// `visit` says.
+    pub(crate) fn visit_behind(&self, head_len: usize, mut visit: impl FnMut(&Ready) -> Visit) {
+        // The head is the front of the highest levels.
+        let mut in_head = head_len;
+        let mut behind: Vec<usize> = self
+            .levels
+            .iter()
+            .rev()
+            .map(|level| {
+                let taken = in_head.min(level.len());
+                in_head -= taken;
+                level.len() - taken
+            })
+            .collect();
+        behind.reverse();
+        for (level, behind) in self.levels.iter().zip(behind) {
+            for ready in level.iter().rev().take(behind) {
+                match visit(ready) {
+                    Visit::Next => {}
+                    Visit::NextLevel => break,
+                    Visit::Stop => return,
+                }
             }
-            None => None,
         }
     }
 
-    /// Visits the ready messages of a one-level queue from the newest
-    /// back, until `visit` returns false.
-    pub(crate) fn visit_from_back(&self, mut visit: impl FnMut(&Ready) -> bool) {
-        for ready in self.levels[0].iter().rev() {
-            if !visit(ready) {
-                break;
-            }
-        }
-    }
-
-    /// Visits the first `count` ready messages of a one-level queue.
+    /// Visits the first `count` ready messages to leave, in the order
+    /// they leave (the highest level first).
     pub(crate) fn visit_front(&self, count: usize, visit: impl FnMut(&Ready)) {
-        self.levels[0].iter().take(count).for_each(visit);
+        self.levels
+            .iter()
+            .rev()
+            .flatten()
+            .take(count)
+            .for_each(visit);
     }
 
     /// The level the next message comes from.
@@ -366,6 +406,7 @@ impl ReadyQueue {
         self.len = 0;
         self.bytes = 0;
         self.resident = 0;
+        self.logged = 0;
         self.paged = 0;
         self.expiring = 0;
         cleared

@@ -36,6 +36,9 @@ const RETURN_MEMORY_TICKS: u32 = 100;
 /// Ticks between looks at the data directory's free space (RabbitMQ
 /// looks every 100 ms to 10 s).
 const DISK_TICKS: u32 = 50;
+/// The memory alarm clears once resident memory is below this share of
+/// the watermark.
+const ALARM_CLEARS_AT_PERCENT: u64 = 95;
 /// Weight of the newest tick in the smoothed load.
 const LOAD_SMOOTHING: f64 = 0.25;
 
@@ -150,7 +153,15 @@ impl MemoryWatch {
         let Some(used) = self.resident.bytes() else {
             return;
         };
-        let alarm = used > self.watermark_bytes;
+        // Under the alarm the shards hand free pages back to the kernel
+        // every tick, which alone takes the resident set a little under
+        // the watermark: clearing only well below it keeps a flood from
+        // being unblocked and blocked again every few milliseconds.
+        let limit = match board.memory_alarm() {
+            true => self.watermark_bytes / 100 * ALARM_CLEARS_AT_PERCENT,
+            false => self.watermark_bytes,
+        };
+        let alarm = used > limit;
         if board.memory_alarm.swap(alarm, Ordering::Relaxed) == alarm {
             return;
         }

@@ -1,20 +1,25 @@
-//! Paging: a shard keeps the bodies of its queues' ready messages in
-//! memory up to its share of `--queue-memory-budget`; past it, the newest
-//! ones go to disk and only their place in the log stays in memory. A
+//! Paging: a shard keeps its queues' ready messages in memory up to its
+//! share of `--queue-memory-budget` (bodies and `MESSAGE_OVERHEAD_BYTES`
+//! each); past it, the newest ones go to disk and only their place in the
+//! log stays in memory. Logged messages behind a queue's head leave memory
+//! past `LOGGED_IN_MEMORY_MAX` whatever the budget. A
 //! queue's head stays in memory (`HEAD`), read back ahead of delivery, so
 //! a backlog larger than memory drains in order.
 //!
 //! Two tasks do the I/O, because handlers never wait:
 //! - `page_out_loop`, woken when the shard's resident bytes pass the
-//!   budget: picks the queues holding the most, writes the messages that
+//!   budget or a queue holds too much that is logged: picks the queues
+//!   holding the most, writes the messages that
 //!   are not logged as page records (`Store::page`; a logged message's
 //!   enqueue record is already there), waits for the commit that makes
 //!   them durable, then drops their content (`Queue::page_out`) if they
 //!   are still ready. Pages down to three quarters of the budget.
 //! - `page_in_loop`, woken by `Shard::dispatch` for a queue with paged
-//!   messages: reads the paged ones in the head back (`Store::read_back`)
-//!   and puts them in (`Queue::page_in`), then dispatches, and answers the
-//!   basic.gets that found the head on disk (`park_get`).
+//!   messages: reads back the paged messages its dead letters wait for
+//!   (`read_back_letters`) and the paged ones in the head
+//!   (`Store::read_back`), puts them in (`Queue::page_in`), then
+//!   dispatches, and answers the basic.gets that found the head on disk
+//!   (`park_get`).
 //!
 //! Each checks again, when its I/O is done, that the message is still
 //! where it was, so the handlers may deliver, requeue or purge meanwhile.
@@ -46,15 +51,26 @@ const HEAD: Head = Head {
 /// How long the pager waits when over budget with nothing it may page.
 const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Body bytes paged out of one queue per write.
+/// Memory (bodies and `MESSAGE_OVERHEAD_BYTES` each) paged out of one queue
+/// per write.
 const PAGE_OUT_BATCH_BYTES: u64 = 1 << 20;
 
+/// Memory a queue's messages that are also in the log may hold, whatever
+/// the budget: past it, those behind the head are dropped from memory
+/// (no write: their enqueue record is there), as RabbitMQ 3.12's classic
+/// queues keep only a small head in memory. Above the largest head (1 MiB
+/// of bodies and 1024 x `MESSAGE_OVERHEAD_BYTES`), so they go in batches.
+const LOGGED_IN_MEMORY_MAX: u64 = 4 << 20;
+
 pub(super) struct Pager {
-    /// This shard's share of the budget, in body bytes.
+    /// This shard's share of the budget, in bytes.
     budget: u64,
-    /// Body bytes of ready messages in memory, over the shard's queues.
+    /// Memory held by ready messages in memory, over the shard's queues
+    /// (`Queue::resident_bytes`).
     resident: Cell<u64>,
-    over_budget: Notify,
+    page_out_due: Notify,
+    /// Queues holding more than `LOGGED_IN_MEMORY_MAX` of logged messages.
+    logged_due: RefCell<HashSet<QueueId, RandomState>>,
     page_in_due: Notify,
     /// Queues with paged messages, to look at for reading back.
     wanted: RefCell<HashSet<QueueId, RandomState>>,
@@ -77,7 +93,8 @@ impl Pager {
         Pager {
             budget: budget / shard_count.max(1) as u64,
             resident: Cell::new(0),
-            over_budget: Notify::new(),
+            page_out_due: Notify::new(),
+            logged_due: RefCell::default(),
             page_in_due: Notify::new(),
             wanted: RefCell::default(),
             parked_gets: RefCell::default(),
@@ -95,18 +112,23 @@ impl Shard {
     }
 
     /// After any change to `q`: counts its resident bytes into the
-    /// shard's, wakes the pager when over budget, or when `q` has messages
-    /// on disk and its head shrank or is on disk, and releases the page
-    /// records it no longer needs.
+    /// shard's, wakes the pager when over budget or when `q` holds too
+    /// much that is also in the log, or when `q` has messages on disk and
+    /// its head shrank or is on disk, and releases the page records it no
+    /// longer needs.
     pub(super) fn after_paging_change(&self, queue: QueueId, q: &mut Queue) {
         let pager = &self.paging;
         let change = q.resident_change();
         let resident = pager.resident.get().wrapping_add_signed(change);
         pager.resident.set(resident);
         if resident > pager.budget {
-            pager.over_budget.notify();
+            pager.page_out_due.notify();
         }
-        if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) {
+        if q.logged_bytes() > LOGGED_IN_MEMORY_MAX {
+            pager.logged_due.borrow_mut().insert(queue);
+            pager.page_out_due.notify();
+        }
+        if q.paged_count() > 0 && (change < 0 || q.head_is_paged()) || q.has_waiting_letters() {
             pager.wanted.borrow_mut().insert(queue);
             pager.page_in_due.notify();
         }
@@ -169,7 +191,7 @@ impl Shard {
 
     async fn page_out_loop(self: Rc<Self>) {
         loop {
-            self.paging.over_budget.wait().await;
+            self.paging.page_out_due.wait().await;
             let target = self.paging.budget / 4 * 3;
             while self.paging.resident.get() > target {
                 if !self.page_out_some().await {
@@ -179,6 +201,29 @@ impl Shard {
                     break;
                 }
             }
+            self.page_out_logged().await;
+        }
+    }
+
+    /// Drops the logged messages behind their heads from the memory of
+    /// the queues holding more than `LOGGED_IN_MEMORY_MAX` of them.
+    async fn page_out_logged(&self) {
+        loop {
+            let next = self.paging.logged_due.borrow().iter().next().copied();
+            let Some(queue) = next else {
+                return;
+            };
+            self.paging.logged_due.borrow_mut().remove(&queue);
+            let over = |shard: &Self| {
+                shard
+                    .queues
+                    .borrow()
+                    .get(&queue)
+                    .is_some_and(|q| q.logged_bytes() > LOGGED_IN_MEMORY_MAX)
+            };
+            // A batch short of the limit found the rest not logged, or
+            // in the head.
+            while over(self) && self.page_out_batch(queue, true).await >= PAGE_OUT_BATCH_BYTES {}
         }
     }
 
@@ -189,26 +234,37 @@ impl Shard {
             .queues
             .borrow()
             .iter()
-            .filter(|(_, q)| q.is_pageable() && q.resident_bytes() > 0)
+            .filter(|(_, q)| q.resident_bytes() > 0)
             .map(|(&id, q)| (q.resident_bytes(), id))
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
         for (_, queue) in by_size {
-            let chosen = match self.queues.borrow().get(&queue) {
-                Some(q) => (
-                    QueueName {
-                        vhost: q.vhost().clone(),
-                        name: q.name().clone(),
-                    },
-                    q.page_out_candidates(HEAD, PAGE_OUT_BATCH_BYTES),
-                ),
-                None => continue,
-            };
-            if !chosen.1.is_empty() {
-                return self.page_out(queue, &chosen.0, chosen.1).await;
+            if self.page_out_batch(queue, false).await > 0 {
+                return true;
             }
         }
         false
+    }
+
+    /// Pages out a batch of `queue`'s messages behind its head (only
+    /// logged ones, with `logged_only`); returns the memory it held, 0
+    /// when it has none or the log has failed.
+    async fn page_out_batch(&self, queue: QueueId, logged_only: bool) -> u64 {
+        let (name, chosen) = match self.queues.borrow().get(&queue) {
+            Some(q) => (
+                QueueName {
+                    vhost: q.vhost().clone(),
+                    name: q.name().clone(),
+                },
+                q.page_out_candidates(HEAD, PAGE_OUT_BATCH_BYTES, logged_only),
+            ),
+            None => return 0,
+        };
+        let held_bytes = chosen.iter().map(|page_out| page_out.held_bytes).sum();
+        match !chosen.is_empty() && self.page_out(queue, &name, chosen).await {
+            true => held_bytes,
+            false => 0,
+        }
     }
 
     /// Writes what is not on disk yet, waits until all of it is durable,
@@ -221,6 +277,7 @@ impl Shard {
             seq,
             message,
             logged,
+            ..
         } in chosen
         {
             match logged {
@@ -264,20 +321,16 @@ impl Shard {
         }
     }
 
-    /// Reads the paged messages of `queue`'s head back, then delivers.
+    /// Reads `queue`'s waiting dead letters and the paged messages of its
+    /// head back, then delivers.
     async fn page_in(self: &Rc<Self>, queue: QueueId) {
+        self.read_back_letters(queue).await;
         let pages = match self.queues.borrow().get(&queue) {
             Some(q) => q.page_in_candidates(HEAD),
             None => return,
         };
         if !pages.is_empty() {
-            // A record compaction just copied is read once it is durable.
-            let log = self.store().store.log();
-            self.paging
-                .synced
-                .wait_until(|| log.is_failed() || pages.iter().all(|(_, at)| log.is_durable(*at)))
-                .await;
-            let read = self.store().store.read_back(&pages).await;
+            let read = self.read_back(&pages).await;
             let mut queues = self.queues.borrow_mut();
             let Some(q) = queues.get_mut(&queue) else {
                 return;
@@ -300,6 +353,55 @@ impl Shard {
             self.paging.paged_in.wake_all();
         }
         self.answer_parked_gets(queue);
+    }
+
+    /// Reads back the records of `pages` once they are durable (a record
+    /// compaction just copied may not be yet).
+    async fn read_back(
+        &self,
+        pages: &[(u64, Location)],
+    ) -> std::io::Result<Vec<Option<crate::message::Message>>> {
+        let log = self.store().store.log();
+        self.paging
+            .synced
+            .wait_until(|| log.is_failed() || pages.iter().all(|(_, at)| log.is_durable(*at)))
+            .await;
+        self.store().store.read_back(pages).await
+    }
+
+    /// Dead letters wait for the paged-out messages among them: reads
+    /// those back, then sends the dead letters that can go.
+    async fn read_back_letters(&self, queue: QueueId) {
+        let pages = match self.queues.borrow().get(&queue) {
+            Some(q) => q.letters_to_read(),
+            None => return,
+        };
+        if pages.is_empty() {
+            return;
+        }
+        let read = self.read_back(&pages).await;
+        let mut queues = self.queues.borrow_mut();
+        let Some(q) = queues.get_mut(&queue) else {
+            return;
+        };
+        let messages = read.unwrap_or_else(|err| {
+            tracing::error!(
+                "cannot read dead letters of queue '{}' back: {err}",
+                q.name()
+            );
+            vec![None; pages.len()]
+        });
+        let lost = q.letters_read(&pages, messages);
+        if lost > 0 {
+            tracing::error!(
+                "{lost} paged messages of queue '{}' cannot be read back to be dead-lettered; \
+                 they are dropped",
+                q.name()
+            );
+        }
+        self.publish_dead_letters(q);
+        self.log_gone(queue, q);
+        self.after_paging_change(queue, q);
     }
 
     fn put_back(

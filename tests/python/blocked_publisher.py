@@ -26,10 +26,15 @@ channel.queue_declare(queue=queue)
 
 body = b"x" * 65536
 published = 0
+# basic_publish returns only once its frames are in the socket: if the
+# broker stops reading (as it does once blocked) while they are not, it
+# never returns, and the blocked frame is never seen here. Waiting a
+# millisecond for input after each message lets the broker read as fast as
+# this writes, so the socket has room when the block comes.
 while not events and published < PUBLISH_LIMIT:
     channel.basic_publish(exchange="", routing_key=queue, body=body)
     published += 1
-    connection.process_data_events(time_limit=0)
+    connection.process_data_events(time_limit=0.001)
 if not events:
     sys.exit(f"never blocked after {published} messages")
 print(f"blocked {events[0][1]}", flush=True)
