@@ -8,7 +8,7 @@ report of medians, warren/RabbitMQ ratios and per-run values to
 perf/results/<date>-<shorthash>.md. Python 3.11, standard library only.
 
     python3 perf/run.py [--runs N] [--duration S] [--soak S] [--only a,c-10k]
-                        [--out FILE] [--without-watermark-flag]
+                        [--scale F] [--out FILE] [--without-watermark-flag]
 
 Alternating runs, not one broker's block then the other's, so that noise
 from whatever else the machine does (another engineer compiling) lands on
@@ -27,6 +27,7 @@ and the next case that does not restarts them with the defaults again.
 from __future__ import annotations
 
 import argparse
+import base64
 import ctypes
 import datetime
 import json
@@ -44,8 +45,10 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "results"
@@ -84,6 +87,18 @@ RSS_SAMPLE_S = 0.25
 # RSS "first" is read this long into publishing, when the connections and
 # the first buffers are set up, so that growth means growth under load.
 RSS_WARMUP_S = 1.0
+# r-recovery's backlog (issue 8): 1M persistent 1 KiB messages, 1 GiB of bodies.
+RECOVERY_MESSAGES = 1_000_000
+# s-10m's backlog: 10M persistent 16-byte messages, published for at most
+# this long (RabbitMQ fills far slower than warren: it gets what it can do).
+TEN_MILLION = 10_000_000
+BACKLOG_PUBLISH_CAP_S = 150
+# warren's queue memory budget for the in-memory drain: above the backlog.
+IN_MEMORY_BUDGET = "4GiB"
+# Longest a clean stop, a recovery, a fill or a drain of a backlog may take.
+BACKLOG_TIMEOUT_S = 900
+# How often warren's management API is asked for a recovering queue's count.
+RECOVERY_POLL_S = 0.05
 
 
 # ---------------------------------------------------------------- scenarios
@@ -120,16 +135,26 @@ class Case:
     disk_floor: bool = False
     drain_s: float = DRAIN_S
     like_for_like: bool = True
+    # Report the publish rate second by second (loadgen's intervals).
+    rate_over_time: bool = False
+    # A run that is more than one loadgen invocation: called instead of
+    # run_once, with the same arguments.
+    procedure: "Callable[..., Run] | None" = None
+    # Messages in the backlog the case builds (r, s): r's fill, s's target.
+    messages: int = 0
 
 
 @dataclass
 class Options:
-    """What the scenarios are built from: the command line's durations and
-    whether this warren takes --memory-high-watermark."""
+    """What the scenarios are built from: the command line's durations,
+    whether this warren takes --memory-high-watermark, and the backlog
+    scale."""
 
     duration: float
     soak: float
     watermark_flag: bool = True
+    # Multiplies the backlogs of r-recovery and s-10m (a quick look: 0.01).
+    scale: float = 1.0
 
 
 def scenario_a(o: Options) -> list[Case]:
@@ -313,8 +338,88 @@ def scenario_q(o: Options) -> list[Case]:
         drain_s=180)]
 
 
+def scenario_r(o: Options) -> list[Case]:
+    """A 1 GiB backlog and a clean restart (issue 8). Each broker starts
+    afresh with its defaults (warren: no --queue-memory-budget). 4 producers
+    publish 1M persistent 1 KiB messages (--scale scales the count) with
+    confirms (a window of 256 each) into a durable queue with no consumer
+    (loadgen -C, -y 0); the broker's RSS is read every 0.25 s meanwhile.
+    Then a clean stop (warren: SIGTERM, and wait for it to exit; RabbitMQ:
+    rabbitmqctl stop) and a start on the same data directory. Recovery is
+    the time from the broker's exec until the first answer that shows the
+    queue holding every confirmed message, asked once the AMQP port is
+    open: warren's management API (GET /api/queues/%2F/NAME, every 50 ms),
+    RabbitMQ's `rabbitmqctl list_queues name messages` (perf runs no
+    management plugin), pinned to loadgen's CPU and asked again as soon as
+    it answers; each call takes about a second, so RabbitMQ's figure is up
+    to that late. "ready after restart" is the time until the port is
+    open (warren) or `rabbitmqctl await_startup` answers (RabbitMQ). Then one consumer (prefetch 1000, a multiple-ack every
+    100, loadgen -x 0) drains the queue: drain rate, and lost = confirmed
+    before the stop less drained after. Then the in-memory drain: the
+    broker afresh (warren --queue-memory-budget 4GiB; RabbitMQ's defaults
+    keep 1 GiB in memory on this machine), the same backlog of transient
+    messages in a non-durable queue, drained the same way. Targets (warren):
+    RSS max under 200 MiB while filling, recovery at most 5 s, drain at
+    least half the in-memory drain."""
+    n = max(4, int(RECOVERY_MESSAGES * o.scale))
+    return [Case(
+        "r-recovery", f"{n:,} x 1 KiB persistent backlog: RSS, clean restart, drain "
+                      "against an in-memory drain",
+        backlog_args("QUEUE", n, 1024, persistent=True),
+        procedure=run_recovery, messages=n, fresh=True)]
+
+
+def scenario_s(o: Options) -> list[Case]:
+    """A backlog of 10M persistent 16-byte messages (issue 8), --scale
+    scales the count: each broker afresh with its defaults, 4 producers
+    with confirms (a window of 256 each) into a durable queue with no
+    consumer, until the count is reached or for at most 150 s (RabbitMQ
+    does not reach 10M in that time: its row is the backlog it reached, so
+    read its RSS per message, not per run). RSS read every 0.25 s. Target
+    (warren): RSS max under 400 MiB. Nothing is drained."""
+    n = max(4, int(TEN_MILLION * o.scale))
+    queue = f"perf-s-{os.getpid()}"
+    args = backlog_args(queue, n, 16, persistent=True)
+    args[args.index("-z") + 1] = str(BACKLOG_PUBLISH_CAP_S)
+    return [Case("s-10m", f"{n:,} x 16 B persistent backlog, confirms 4 x 256, no consumer",
+                 args, sample_rss=True, fresh=True, messages=n)]
+
+
+def scenario_t(o: Options) -> list[Case]:
+    """A transient flood past the queue memory budget (issue 8): each
+    broker afresh with its defaults except the memory high watermark,
+    256 MiB on both (warren's queue memory budget is then half of it,
+    128 MiB). One unlimited publisher sends 1 KB transient messages with
+    no consumer for 4 x --duration seconds; then a consumer (prefetch 1000,
+    a multiple-ack every 100) drains the queue. warren should page what is
+    past the budget to disk and go on publishing at disk speed rather than
+    stop at the watermark. Reported: the publish rate second by second
+    (min over the publishing seconds, the mean of its last third, seconds
+    with nothing sent), connection.blocked and the time blocked, RSS max
+    against the watermark, and loadgen's loss check over every message
+    (drained = published)."""
+    publish_s = 4 * o.duration
+    flood = scenario_i(o)[0]
+    return [Case(
+        "t-flood", "transient flood past the memory budget, no consumer, watermark 256 MiB, "
+                   "1 KB, then drained",
+        ["-x", "1", "-y", "1", "-s", "1024", "-q", "1000", "-A", "100",
+         "--consumer-delay", str(publish_s), "-z", str(publish_s)],
+        sample_rss=True, fresh=True, warren_flags=flood.warren_flags,
+        rabbitmq_conf=flood.rabbitmq_conf, watermark=FLOOD_WATERMARK, drain_s=300,
+        note=flood.note, rate_over_time=True)]
+
+
+def backlog_args(queue: str, messages: int, size: int, persistent: bool) -> list[str]:
+    """loadgen filling `queue` with `messages` (4 producers, confirms 4 x
+    256) and no consumer."""
+    return ["-x", "4", "-y", "0", "-u", queue, "-s", str(size), "-c", "256",
+            *(["-f"] if persistent else []), "-C", str(messages // 4), "-z", "0"]
+
+
 SCENARIOS = [scenario_a, scenario_b, scenario_c, scenario_d, scenario_e,
-             scenario_f, scenario_g, scenario_h, scenario_i, scenario_p, scenario_q]
+             scenario_f, scenario_g, scenario_h, scenario_i, scenario_p, scenario_q,
+             scenario_r, scenario_s, scenario_t]
 
 
 def all_cases(options: Options, only: str | None) -> list[Case]:
@@ -341,11 +446,15 @@ def pinned(cpu: str, command: list[str]) -> list[str]:
     return ["taskset", "-c", cpu, *command]
 
 
-def wait_for_port(port: int, timeout_s: float) -> None:
+def wait_for_port(port: int, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Until something listens on `port`; an error if `process` exits first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if established_or_listening(port, listening=True):
             return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"pid {process.pid} exited with {process.returncode} before "
+                               f"listening on port {port}")
         time.sleep(0.1)
     raise RuntimeError(f"nothing listens on port {port} after {timeout_s} s")
 
@@ -394,9 +503,11 @@ class Warren:
         self.settings: tuple[str, ...] = ()
         self.process: subprocess.Popen | None = None
         self.log = open(WARREN_LOG, "ab")
-        # Every start gets an empty data directory: what one case made
-        # durable must not come back in the next.
+        # Every start gets an empty data directory (what one case made
+        # durable must not come back in the next), unless a restart keeps it.
         self.data_dir: Path | None = None
+        # time.monotonic() when the last start exec'd warren.
+        self.started_at = 0.0
 
     @property
     def command(self) -> list[str]:
@@ -418,26 +529,52 @@ class Warren:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"something already listens on port {self.port}")
             time.sleep(0.1)
-        self.data_dir = Path(tempfile.mkdtemp(prefix="perf-warren-"))
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="perf-warren-"))
+        self.started_at = time.monotonic()
         # taskset execs warren, so the child's pid is warren's.
         self.process = subprocess.Popen(self.command, stdout=self.log, stderr=self.log)
-        wait_for_port(self.port, 30)
+        # A restart on a big backlog may recover it before it listens.
+        wait_for_port(self.port, BACKLOG_TIMEOUT_S, self.process)
+
+    def restart(self) -> float:
+        """A clean stop (SIGTERM, and wait for the exit) and a start on the
+        same data directory; returns the seconds the stop took."""
+        stopping = time.monotonic()
+        self.stop(keep_data=True, timeout_s=BACKLOG_TIMEOUT_S)
+        stopped = time.monotonic() - stopping
+        self.start()
+        return stopped
+
+    def queue_messages(self, queue: str) -> int | None:
+        """The queue's message count from the management API; None while
+        the API does not answer or does not know the queue."""
+        url = f"http://127.0.0.1:{WARREN_MANAGEMENT_PORT}/api/queues/%2F/{queue}"
+        request = urllib.request.Request(url, headers={
+            "Authorization": "Basic " + base64.b64encode(b"guest:guest").decode()})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return json.load(response).get("messages")
+        except (OSError, ValueError):
+            return None
 
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
 
-    def stop(self) -> None:
+    def stop(self, keep_data: bool = False, timeout_s: float = 10) -> None:
         if self.process is None:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(10)
+            self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            print(f"warren did not exit {timeout_s:g} s after SIGTERM; killing it",
+                  file=sys.stderr)
             self.process.kill()
             self.process.wait()
         self.process = None
-        if self.data_dir:
+        if self.data_dir and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
 
@@ -454,6 +591,8 @@ class RabbitMQ:
         # Lines of rabbitmq.conf (see Case.rabbitmq_conf); none by default.
         self.settings: tuple[str, ...] = ()
         self.process: subprocess.Popen | None = None
+        # time.monotonic() when the last start exec'd rabbitmq-server.
+        self.started_at = 0.0
 
     def case_settings(self, case: "Case") -> tuple[str, ...]:
         return case.rabbitmq_conf
@@ -492,8 +631,10 @@ class RabbitMQ:
             for path in [base, *base.rglob("*")]:
                 os.chown(path, account.pw_uid, account.pw_gid)
 
-    def start(self) -> None:
-        self.prepare_dirs()
+    def start(self, keep_data: bool = False) -> None:
+        if not keep_data:
+            self.prepare_dirs()
+        self.started_at = time.monotonic()
         self.process = subprocess.Popen(
             self.command, env=self.env, user=self.user, cwd=RABBITMQ_BASE,
             stdout=subprocess.DEVNULL, stderr=open(RABBITMQ_BASE / "log" / "stderr", "ab"))
@@ -509,11 +650,33 @@ class RabbitMQ:
                     raise
                 time.sleep(1)
 
-    def ctl(self, args: list[str], timeout: float = 60, quiet: bool = False) -> None:
-        subprocess.run(["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", RABBITMQ_NODE, *args],
-                       env=self.env, user=self.user, cwd=RABBITMQ_BASE, check=True,
-                       timeout=timeout, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL if quiet else None)
+    def restart(self) -> float:
+        """A clean stop (rabbitmqctl stop) and a start on the same
+        directories; returns the seconds the stop took."""
+        stopping = time.monotonic()
+        self.stop()
+        stopped = time.monotonic() - stopping
+        self.start(keep_data=True)
+        return stopped
+
+    def queue_messages(self, queue: str) -> int | None:
+        """The queue's message count from `rabbitmqctl list_queues`; None
+        while the node does not answer or does not list the queue."""
+        try:
+            listing = self.ctl(["list_queues", "name", "messages", "--quiet",
+                                "--no-table-headers"], timeout=BACKLOG_TIMEOUT_S, quiet=True)
+        except (subprocess.SubprocessError, OSError):
+            return None
+        counts = dict(line.split("\t", 1) for line in listing.splitlines() if "\t" in line)
+        return int(counts[queue]) if counts.get(queue, "").strip().isdigit() else None
+
+    def ctl(self, args: list[str], timeout: float = 60, quiet: bool = False) -> str:
+        """rabbitmqctl on loadgen's CPU (the broker's is measured); its output."""
+        return subprocess.run(
+            pinned(LOADGEN_CPU, ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-n", RABBITMQ_NODE, *args]),
+            env=self.env, user=self.user, cwd=RABBITMQ_BASE, check=True, text=True,
+            timeout=timeout, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL if quiet else None).stdout
 
     def pid(self) -> int:
         """The beam.smp of our node (the Popen child is a shell script)."""
@@ -532,7 +695,8 @@ class RabbitMQ:
             return
         beams = self.beams()
         try:
-            self.ctl(["stop"], timeout=60)
+            # A node with a big backlog writes its queue indices on the way down.
+            self.ctl(["stop"], timeout=300)
         except (subprocess.SubprocessError, OSError) as error:
             print(f"rabbitmqctl stop failed ({error}); killing by pid", file=sys.stderr)
         try:
@@ -697,6 +861,10 @@ class Run:
     disk_floor: dict[str, float] | None = None
     watermark: int | None = None
     placement: str = ""
+    # Figures a procedure measured beyond loadgen's summary.
+    extra: dict[str, float] = field(default_factory=dict)
+    # Publish rate second by second: report it (Case.rate_over_time).
+    rate_over_time: bool = False
 
     def figures(self) -> dict[str, float]:
         """The figures this run contributes to the medians."""
@@ -724,7 +892,26 @@ class Run:
             values["RSS growth KiB/conn"] = (self.rss_kb - self.rss_before_kb) / IDLE_CONNECTIONS
         if self.rss_samples:
             values.update(self.flow_figures())
+        if self.rate_over_time:
+            values.update(self.publish_rate_figures())
+        values.update(self.extra)
         return {k: float(v) for k, v in values.items() if v is not None}
+
+    def publishing_rates(self) -> list[float]:
+        """sent/s in each of loadgen's intervals (about 1 s) that ended
+        while publishing."""
+        publishing_s = self.summary.get("publish_time_s", 0.0)
+        return [i["sent"] / i["length_s"] for i in self.summary.get("intervals", [])
+                if i["end_s"] <= publishing_s + 0.1 and i["length_s"] > 0]
+
+    def publish_rate_figures(self) -> dict[str, float | None]:
+        rates = self.publishing_rates()
+        last = rates[len(rates) * 2 // 3:]
+        return {
+            "publish msg/s min (1 s)": min(rates) if rates else None,
+            "publish msg/s last third": statistics.mean(last) if last else None,
+            "seconds with nothing sent": sum(1 for rate in rates if rate == 0),
+        }
 
     def flow_figures(self) -> dict[str, float | None]:
         """Rates while publishing, RSS over the run, blocking: the figures of
@@ -744,9 +931,13 @@ class Run:
             "connection.unblocked": s.get("connection_unblocked"),
             "blocked s": s.get("blocked_s"),
             "lost": s.get("lost"),
+            "messages confirmed": s.get("confirmed") or None,
         }
         if self.watermark:
             values["RSS max / watermark"] = most * 1024 / self.watermark
+        if s.get("consumers") == 0 and s.get("confirmed"):
+            # A backlog scenario: what each queued message costs.
+            values["RSS max B/message"] = most * 1024 / s["confirmed"]
         return values
 
     def problems(self) -> str:
@@ -787,6 +978,16 @@ def run_once(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float
     rss = None
     if case.measure_rss:
         rss = rss_when_connected(broker, IDLE_CONNECTIONS, timeout_s)
+    exit_code, summary, stderr = finish_loadgen(process, timeout_s)
+    return Run(broker.name, index, exit_code, summary, stderr, rss_before, rss,
+               rss_samples=sampler.stop() if sampler else [], watermark=case.watermark,
+               placement=placement.landed() if placement else "",
+               rate_over_time=case.rate_over_time)
+
+
+def finish_loadgen(process: subprocess.Popen, timeout_s: float) -> tuple[int, dict, str]:
+    """Waits for a loadgen run (killing it past `timeout_s`): its exit
+    status, its JSON summary ({} if none) and its stderr."""
     try:
         stdout, stderr = process.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -796,9 +997,95 @@ def run_once(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float
         summary = json.loads(stdout) if stdout.strip() else {}
     except json.JSONDecodeError:
         summary = {}
-    return Run(broker.name, index, process.returncode, summary, stderr, rss_before, rss,
-               rss_samples=sampler.stop() if sampler else [], watermark=case.watermark,
-               placement=placement.landed() if placement else "")
+    return process.returncode, summary, stderr
+
+
+def loadgen_backlog(broker, args: list[str], sample_rss: bool = False
+                    ) -> tuple[int, dict, str, list[tuple[float, int]]]:
+    """One loadgen run of a backlog scenario (fill or drain) against
+    `broker`, bounded by BACKLOG_TIMEOUT_S, with the broker's RSS read all
+    through it if asked."""
+    command = pinned(LOADGEN_CPU, [str(LOADGEN_BIN), "--uri", broker.uri, "--json", "--quiet",
+                                   *args])
+    sampler = RssSampler(broker.pid()) if sample_rss else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if sampler:
+        sampler.start()
+    exit_code, summary, stderr = finish_loadgen(process, BACKLOG_TIMEOUT_S)
+    return exit_code, summary, stderr, sampler.stop() if sampler else []
+
+
+def drain_args(queue: str, persistent: bool) -> list[str]:
+    """loadgen consuming only, until `queue` is empty: prefetch 1000, a
+    multiple-ack every 100."""
+    return ["-x", "0", "-y", "1", "-u", queue, *(["-f"] if persistent else []),
+            "-q", "1000", "-A", "100", "-z", "0"]
+
+
+def in_memory_settings(broker) -> tuple[str, ...]:
+    """The broker settings that keep r-recovery's backlog in memory."""
+    return ("--queue-memory-budget", IN_MEMORY_BUDGET) if broker.name == "warren" else ()
+
+
+def drain_rate(summary: dict) -> float | None:
+    """Messages drained per second of consuming (loadgen -x 0: its
+    "publishing" time is the consumer's)."""
+    seconds = summary.get("publish_time_s")
+    return summary.get("received", 0) / seconds if seconds else None
+
+
+def await_backlog(broker, queue: str, messages: int) -> tuple[float | None, int | None]:
+    """Seconds from the broker's exec until it reports `queue` holding
+    `messages` (None if not within BACKLOG_TIMEOUT_S), and the last count
+    it reported."""
+    deadline = time.monotonic() + BACKLOG_TIMEOUT_S
+    count = None
+    while time.monotonic() < deadline:
+        count = broker.queue_messages(queue)
+        if count is not None and count >= messages:
+            return time.monotonic() - broker.started_at, count
+        time.sleep(RECOVERY_POLL_S)
+    return None, count
+
+
+def run_recovery(broker, case: Case, index: int, hgrm: Path | None, timeout_s: float) -> Run:
+    """Scenario r on one broker, started afresh with the case's settings:
+    fill, clean restart, recovery, drain; then the in-memory backlog,
+    filled and drained the same way (see scenario_r)."""
+    queue = f"perf-r-{os.getpid()}-{index}"
+    code, fill, errors, samples = loadgen_backlog(
+        broker, backlog_args(queue, case.messages, 1024, persistent=True), sample_rss=True)
+    backlog = fill.get("confirmed", 0)
+    rss_max = max((kb for _, kb in samples), default=0) / 1024
+    print(f"  {case.name} run {index} {broker.name}: filled {backlog:,} "
+          f"({fill.get('confirmed_per_s', 0):,.0f}/s), RSS max {rss_max:.1f} MiB", flush=True)
+    stop_s = broker.restart()
+    # warren: its AMQP port open; RabbitMQ: await_startup answered.
+    ready_s = time.monotonic() - broker.started_at
+    recovery_s, recovered = await_backlog(broker, queue, backlog)
+    drain_code, drain, drain_errors, _ = loadgen_backlog(broker, drain_args(queue, True))
+    drained = drain.get("received", 0)
+    print(f"  {case.name} run {index} {broker.name}: stop {stop_s:.1f} s, recovery "
+          f"{fmt(recovery_s)} s ({recovered} messages), drained {drained:,} "
+          f"at {fmt(drain_rate(drain))}/s", flush=True)
+    configure(broker, in_memory_settings(broker), fresh=True)
+    memory_queue = f"{queue}-memory"
+    memory_fill_code = loadgen_backlog(
+        broker, backlog_args(memory_queue, case.messages, 1024, persistent=False))[0]
+    memory_code, memory_drain, memory_errors, _ = loadgen_backlog(
+        broker, drain_args(memory_queue, False))
+    paged, in_memory = drain_rate(drain), drain_rate(memory_drain)
+    summary = {**fill, "received": drained, "received_per_s": paged,
+               "lost": max(backlog - drained, 0), "loss_checked": True}
+    extra = {"backlog messages": backlog, "fill msg/s": fill.get("confirmed_per_s"),
+             "RSS max MiB": rss_max, "stop s": stop_s, "ready after restart s": ready_s,
+             "recovery s": recovery_s,
+             "recovered messages": recovered, "drain msg/s": paged,
+             "in-memory drain msg/s": in_memory, "lost": summary["lost"],
+             "drain / in-memory drain": paged / in_memory if paged and in_memory else None}
+    exit_code = next((c for c in [code, drain_code, memory_fill_code, memory_code] if c), 0)
+    return Run(broker.name, index, exit_code, summary, errors + drain_errors + memory_errors,
+               extra={k: v for k, v in extra.items() if v is not None})
 
 
 @dataclass
@@ -919,7 +1206,7 @@ def run_case(case: Case, brokers: list, runs: int, out: Path,
         for broker in brokers:
             hgrm = hgrm_path(out, case, broker.name) if case.hgrm else None
             configure(broker, broker.case_settings(case), case.fresh or case.measure_rss)
-            run = run_once(broker, case, index, hgrm, timeout_s)
+            run = (case.procedure or run_once)(broker, case, index, hgrm, timeout_s)
             run.floor = floor
             run.disk_floor = disk_floor
             f = run.figures()
@@ -1011,7 +1298,63 @@ HEADLINE = {
           "RSS first MiB", "RSS last MiB", "RSS max MiB"],
     "i": ["RSS max MiB", "RSS max / watermark", "connection.blocked", "connection.unblocked",
           "blocked s", "lost"],
+    "r": ["backlog messages", "fill msg/s", "RSS max MiB", "stop s", "ready after restart s",
+          "recovery s",
+          "drain msg/s", "in-memory drain msg/s", "drain / in-memory drain", "lost"],
+    "s": ["messages confirmed", "confirmed/s", "RSS max MiB", "RSS max B/message"],
+    "t": ["sent/s", "publish msg/s min (1 s)", "publish msg/s last third",
+          "seconds with nothing sent", "blocked s", "RSS max MiB", "RSS max / watermark",
+          "received/s", "lost"],
 }
+
+# Issue 8's targets for warren: (case, figure, comparison, value). A value
+# of None is the case's own backlog size.
+TARGETS = [
+    ("p-classic", "confirmed/s", ">=", 150_000),
+    ("p-10k", "confirm p50 / fdatasync", "<=", 2),
+    ("p-10k", "confirm p99 / fdatasync", "<=", 4),
+    ("r-recovery", "RSS max MiB", "<", 200),
+    ("r-recovery", "recovery s", "<=", 5),
+    ("r-recovery", "drain / in-memory drain", ">=", 0.5),
+    ("r-recovery", "lost", "==", 0),
+    ("s-10m", "messages confirmed", ">=", None),
+    ("s-10m", "RSS max MiB", "<", 400),
+    ("t-flood", "seconds with nothing sent", "==", 0),
+    ("t-flood", "lost", "==", 0),
+]
+COMPARISONS = {"<": float.__lt__, "<=": float.__le__, ">=": float.__ge__, "==": float.__eq__}
+
+
+def targets_table(results: list[tuple[Case, list[Run]]]) -> list[str]:
+    """warren's medians against issue 8's targets, for the cases that ran."""
+    lines = []
+    for case, runs in results:
+        warren = median_figures(runs, "warren")
+        for name, figure, comparison, value in TARGETS:
+            if name != case.name:
+                continue
+            target = float(case.messages if value is None else value)
+            measured = warren.get(figure)
+            verdict = ("not measured" if measured is None else
+                       "met" if COMPARISONS[comparison](measured, target) else "**missed**")
+            lines.append(f"| {case.name} | {figure} | {comparison} {fmt(target)} "
+                         f"| {fmt(measured)} | {verdict} |")
+    if not lines:
+        return []
+    return ["## Issue 8 targets (warren)", "",
+            "| case | figure (median) | target | warren | |", "|---|---|---:|---:|---|",
+            *lines, ""]
+
+
+def rate_over_time(runs: list[Run]) -> list[str]:
+    """Each broker's publish rate second by second in its last run."""
+    lines = ["Publish rate by second while publishing, last run (k msg/s):", ""]
+    for broker in ("warren", "rabbitmq"):
+        last = [run for run in runs if run.broker == broker][-1:]
+        if last:
+            rates = " ".join(f"{rate / 1000:.0f}" for rate in last[0].publishing_rates())
+            lines.append(f"- {broker}: {rates or '-'}")
+    return [*lines, ""]
 
 
 def headline_table(results: list[tuple[Case, list[Run]]]) -> list[str]:
@@ -1096,6 +1439,7 @@ def report(ctx: Context, results: list[tuple[Case, list[Run]]],
              "Rates: higher is better, so a ratio above 1 favours warren. Latency and "
              "memory: lower is better, so a ratio below 1 favours warren.", "",
              *headline_table(results), "",
+             *targets_table(results),
              *floor_section(ctx.floor),
              *disk_floor_section(ctx.disk_floor)]
     for case, runs in results:
@@ -1157,6 +1501,8 @@ def case_section(case: Case, runs: list[Run], latency: tuple[str, str] | None) -
     hgrm = Path(f"{case.name}-BROKER.hgrm") if case.hgrm else None
     lines += ["```", " ".join(loadgen_command("URI", case, hgrm)), "```", ""]
     lines += [*median_table(runs), "", "Per run:", "", *runs_table(runs), ""]
+    if case.rate_over_time:
+        lines += rate_over_time(runs)
     if latency:
         table, svg = latency
         lines += ["Last run's distributions, `loadgen compare` (ratios relative to RabbitMQ):",
@@ -1219,6 +1565,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", help="scenarios or cases, comma-separated (a, c-10k, h-p100, ...); "
                                        "the floor is always measured")
     parser.add_argument("--out", type=Path, help="report file (default perf/results/<date>-<hash>.md)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply the backlogs of r-recovery (1M) and s-10m (10M): "
+                             "0.01 for a quick look")
     parser.add_argument("--without-watermark-flag", action="store_true",
                         help="do not pass --memory-high-watermark to warren (one that predates it)")
     return parser.parse_args()
@@ -1226,7 +1575,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    options = Options(args.duration, args.soak, watermark_flag=not args.without_watermark_flag)
+    options = Options(args.duration, args.soak, watermark_flag=not args.without_watermark_flag,
+                      scale=args.scale)
     cases = all_cases(options, args.only)
     ensure_tools()
     adopt_orphans()

@@ -169,6 +169,7 @@ fn summary<'a>(plan: &Plan, outcome: &'a Outcome) -> Summary<'a> {
         confirm_latency: &outcome.confirm_latency,
         verdict: &outcome.verdict,
         interrupted: outcome.interrupted,
+        intervals: &outcome.intervals,
     }
 }
 

@@ -53,7 +53,10 @@ pub struct RunArgs {
     /// Broker URI: amqp://user:password@host:port/vhost (vhost "/" is %2f).
     #[arg(short = 'h', long, default_value = AmqpUri::DEFAULT)]
     pub uri: String,
-    /// Producers, each on its own channel.
+    /// Producers, each on its own channel. 0 with a named queue (-u) and
+    /// consumers: consume only, until the messages the queue held when
+    /// the run started are received (a backlog another run left; give -z 0
+    /// for no time limit).
     #[arg(short = 'x', long, default_value_t = 1)]
     pub producers: usize,
     /// Consumers, each on its own channel; consumer i reads queue i mod --queues.

@@ -200,6 +200,9 @@ fn consume(
         .set_read_timeout(Some(STOP_POLL))
         .map_err(Error::io("set a read timeout"))?;
     let mut latencies = Vec::with_capacity(4096);
+    // Deliveries may have come in one read with consume-ok: with a full
+    // prefetch window nothing more arrives until they are handled and acked.
+    handle_buffered(connection, channels, settings, shared, &mut latencies)?;
     while !shared.stopping_consumers() {
         match amqp::fill(&mut connection.stream, &mut connection.read_buf) {
             Ok(_) => {}
@@ -212,13 +215,26 @@ fn consume(
                 })
             }
         }
-        let now = now_ns();
-        let received = handle_frames(connection, channels, settings, now, &mut latencies)?;
-        shared.meter.latency.record_ns(&mut latencies);
-        Meter::add(&shared.meter.received, received);
-        if !connection.write_buf.is_empty() {
-            connection.flush()?;
-        }
+        handle_buffered(connection, channels, settings, shared, &mut latencies)?;
+    }
+    Ok(())
+}
+
+/// Handles what has been read so far, with the one timestamp of the read
+/// that brought it, and writes the acks it calls for.
+fn handle_buffered(
+    connection: &mut Connection,
+    channels: &mut [ConsumeChannel],
+    settings: &ConsumeSettings,
+    shared: &Shared,
+    latencies: &mut Vec<u64>,
+) -> Result<(), Error> {
+    let now = now_ns();
+    let received = handle_frames(connection, channels, settings, now, latencies)?;
+    shared.meter.latency.record_ns(latencies);
+    Meter::add(&shared.meter.received, received);
+    if !connection.write_buf.is_empty() {
+        connection.flush()?;
     }
     Ok(())
 }

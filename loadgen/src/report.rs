@@ -65,12 +65,24 @@ impl IntervalLog {
     }
 }
 
+/// What happened in one reporting interval (about a second): the counts
+/// within it, so that a rate over time can be drawn (a publisher that a
+/// broker slows down or blocks shows as a dip, not just a lower mean).
+#[derive(Clone, Copy, Debug)]
+pub struct Interval {
+    /// Seconds from the run's start to the interval's end.
+    pub end: Duration,
+    pub length: Duration,
+    pub counts: Counts,
+}
+
 /// Takes the interval histograms every second, prints progress, keeps the
-/// totals.
+/// totals and the counts of every interval.
 pub struct Reporter {
     start: Instant,
     last_at: Instant,
     last: Counts,
+    pub intervals: Vec<Interval>,
     interval: Histogram<u64>,
     confirm_interval: Histogram<u64>,
     pub latency: Histogram<u64>,
@@ -85,6 +97,7 @@ impl Reporter {
             start: now,
             last_at: now,
             last: Counts::default(),
+            intervals: Vec::new(),
             interval: new_histogram(),
             confirm_interval: new_histogram(),
             latency: new_histogram(),
@@ -131,6 +144,16 @@ impl Reporter {
             .expect("histograms share their bounds");
         self.interval.reset();
         self.confirm_interval.reset();
+        self.intervals.push(Interval {
+            end: now - self.start,
+            length: now - self.last_at,
+            counts: Counts {
+                sent: counts.sent - self.last.sent,
+                confirmed: counts.confirmed - self.last.confirmed,
+                nacked: counts.nacked - self.last.nacked,
+                received: counts.received - self.last.received,
+            },
+        });
         self.last = counts;
         self.last_at = now;
         Ok(())
@@ -164,6 +187,7 @@ pub struct Summary<'a> {
     pub confirm_latency: &'a Histogram<u64>,
     pub verdict: &'a Verdict,
     pub interrupted: bool,
+    pub intervals: &'a [Interval],
 }
 
 /// The summary's percentiles: the comparison table's, short of its far
@@ -290,6 +314,11 @@ impl Summary<'_> {
             "problems": v.problems.iter().map(|p| json!({
                 "producer": p.producer, "queue": p.queue,
                 "lost": p.lost, "duplicated": p.duplicated, "reordered": p.reordered,
+            })).collect::<Vec<_>>(),
+            "intervals": self.intervals.iter().map(|i| json!({
+                "end_s": i.end.as_secs_f64(), "length_s": i.length.as_secs_f64(),
+                "sent": i.counts.sent, "confirmed": i.counts.confirmed,
+                "received": i.counts.received,
             })).collect::<Vec<_>>(),
         })
     }

@@ -7,6 +7,10 @@
 //! Publishing --(duration, counts reached, Ctrl-C)--> Draining
 //! Draining --(everything expected received, or the drain timeout)--> Done
 //! ```
+//!
+//! With no producers and a named queue, the run drains the backlog the
+//! queue held when it was declared: "publishing" then ends once that many
+//! messages arrived, and its time is the consumers' time.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -20,7 +24,7 @@ use crate::amqp::{Connection, Error};
 use crate::consumer::{self, ConsumeSettings, ConsumerSpec};
 use crate::meter::Counts;
 use crate::producer::{self, ProducerResult, ProducerSpec, PublishSettings};
-use crate::report::{IntervalLog, Reporter};
+use crate::report::{Interval, IntervalLog, Reporter};
 use crate::shared::Shared;
 use crate::topology::Topology;
 use crate::tracker::{self, ConsumerTracker, ProducerTally, Verdict};
@@ -48,12 +52,21 @@ pub struct Plan {
     /// Local ports of the worker connections, consumers' first; empty for
     /// any.
     pub local_ports: Vec<u16>,
-    /// For consume-only runs: stop once this many messages arrived.
+    /// For consume-only runs: stop once this many messages arrived. A run
+    /// with no producers that names its queue expects what the queue held
+    /// when it was declared: it drains a backlog another run left.
     pub expect_received: Option<u64>,
     /// Declare the topology first; delete generated queues at the end.
     pub declare: bool,
     pub delete: bool,
     pub progress: bool,
+}
+
+impl Plan {
+    /// No producers, and a queue someone else may have filled.
+    fn consumes_only(&self) -> bool {
+        self.producers == 0 && self.consumers > 0 && !self.topology.generated
+    }
 }
 
 /// What a run measured.
@@ -69,6 +82,8 @@ pub struct Outcome {
     pub confirm_latency: Histogram<u64>,
     pub verdict: Verdict,
     pub interrupted: bool,
+    /// The counts of each reporting interval, about a second each.
+    pub intervals: Vec<Interval>,
 }
 
 /// How the broker held publishers back: connection.blocked and
@@ -95,18 +110,33 @@ pub fn run(
 ) -> Result<Outcome, Error> {
     let mut setup = Connection::open(&plan.uri, "loadgen setup")?;
     setup.open_channel(SETUP_CHANNEL)?;
-    if plan.declare {
-        plan.topology.declare(&mut setup, SETUP_CHANNEL)?;
-    }
+    let held = match plan.declare {
+        true => plan.topology.declare(&mut setup, SETUP_CHANNEL)?,
+        false => 0,
+    };
+    let plan = &Plan {
+        expect_received: plan
+            .expect_received
+            .or(plan.consumes_only().then_some(held)),
+        ..plan.clone()
+    };
     let idle = (0..plan.idle_connections)
         .map(|i| Connection::open(&plan.uri, &format!("loadgen idle {i}")))
         .collect::<Result<Vec<_>, _>>()?;
     let shared = Arc::new(Shared::default());
+    let starting = Instant::now();
     let workers = start(plan, &shared)?;
     let mut reporter = Reporter::new(plan.progress);
-    let started = Instant::now();
+    // Producers wait for the gate, but consumers take deliveries from
+    // consume-ok on: with no producers, that is where the clock starts (a
+    // drain of a backlog is well under way by the time the gate opens).
+    let started = match plan.producers {
+        0 => starting,
+        _ => Instant::now(),
+    };
     let (results, publish_time, received_while_publishing, interrupted) = publish_phase(
         plan,
+        started,
         &shared,
         workers.producers,
         interrupt,
@@ -139,6 +169,8 @@ pub fn run(
     let mut verdict = tracker::check(&tallies, &trackers, plan.topology.queues.len());
     if plan.consumers == 0 {
         verdict.loss_unchecked = Some("no consumers".into());
+    } else if plan.producers == 0 {
+        verdict.loss_unchecked = Some("no producers: the messages are another run's".into());
     }
     Ok(Outcome {
         publish_time,
@@ -154,6 +186,7 @@ pub fn run(
         },
         latency: reporter.latency,
         confirm_latency: reporter.confirm_latency,
+        intervals: reporter.intervals,
         verdict,
         interrupted,
     })
@@ -246,18 +279,18 @@ fn join<T: Default>(handle: JoinHandle<T>) -> T {
 
 type PublishResult = (Vec<ProducerResult>, Duration, u64, bool);
 
-/// Reports every second until publishing is over; returns what each
-/// producer did, how long publishing lasted, what was received by then and
-/// whether it was interrupted.
+/// Reports every second until publishing, which began at `started`, is
+/// over; returns what each producer did, how long publishing lasted, what
+/// was received by then and whether it was interrupted.
 fn publish_phase(
     plan: &Plan,
+    started: Instant,
     shared: &Shared,
     producers: Vec<JoinHandle<Vec<ProducerResult>>>,
     interrupt: &AtomicBool,
     reporter: &mut Reporter,
     log: &mut Option<&mut IntervalLog>,
 ) -> Result<PublishResult, Error> {
-    let started = Instant::now();
     let mut interrupted = false;
     loop {
         thread::sleep(TICK);

@@ -137,8 +137,9 @@ impl Topology {
         })
     }
 
-    /// Declares the exchange, the queues and their bindings.
-    pub fn declare(&self, connection: &mut Connection, channel: u16) -> Result<(), Error> {
+    /// Declares the exchange, the queues and their bindings; returns the
+    /// messages the queues held already (their declare-ok counts).
+    pub fn declare(&self, connection: &mut Connection, channel: u16) -> Result<u64, Error> {
         if !self.exchange.is_empty() {
             connection.call(channel, self.exchange_declare().into())?;
         }
@@ -151,11 +152,18 @@ impl Topology {
             }
             .into()
         });
-        connection.call_many(channel, declares)?;
+        let held = connection
+            .call_many(channel, declares)?
+            .iter()
+            .map(|reply| match reply {
+                Method::QueueDeclareOk(ok) => u64::from(ok.message_count),
+                _ => 0,
+            })
+            .sum();
         if !self.exchange.is_empty() {
             connection.call_many(channel, self.bindings())?;
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Deletes the queues loadgen named itself.
