@@ -65,6 +65,9 @@ const LOGGED_IN_MEMORY_MAX: u64 = 4 << 20;
 pub(super) struct Pager {
     /// This shard's share of the budget, in bytes.
     budget: u64,
+    /// No budget was given: pages also when resident memory nears the
+    /// watermark (`LoadBoard::memory_pressure`).
+    under_pressure_too: bool,
     /// Memory held by ready messages in memory, over the shard's queues
     /// (`Queue::resident_bytes`).
     resident: Cell<u64>,
@@ -92,6 +95,7 @@ impl Pager {
         };
         Pager {
             budget: budget / shard_count.max(1) as u64,
+            under_pressure_too: config.queue_memory_budget.is_none(),
             resident: Cell::new(0),
             page_out_due: Notify::new(),
             logged_due: RefCell::default(),
@@ -190,17 +194,20 @@ impl Shard {
     }
 
     /// Resident memory is near the watermark (`LoadBoard::memory_pressure`):
-    /// the pager runs whatever the budget's count says.
+    /// the pager runs whatever the budget's count says, unless the budget
+    /// was given (then it alone decides).
     pub(super) fn page_under_pressure(&self) {
-        self.paging.page_out_due.notify();
+        if self.paging.under_pressure_too {
+            self.paging.page_out_due.notify();
+        }
     }
 
     async fn page_out_loop(self: Rc<Self>) {
         loop {
             self.paging.page_out_due.wait().await;
             let target = self.paging.budget / 4 * 3;
-            let board = &self.shared.load;
-            while self.paging.resident.get() > target || board.memory_pressure() {
+            let pressed = || self.paging.under_pressure_too && self.shared.load.memory_pressure();
+            while self.paging.resident.get() > target || pressed() {
                 if !self.page_out_some().await {
                     // Only heads are left in memory: look again later
                     // rather than on every change.
