@@ -177,8 +177,9 @@ impl Shard {
     /// and its side of the mesh.
     pub(crate) async fn serve_until_shutdown(&self) {
         self.tick_until_shutdown().await;
-        self.log_store_totals();
         self.close_all_connections().await;
+        self.drain_store().await;
+        self.log_store_totals();
         self.mesh.close();
     }
 

@@ -275,6 +275,20 @@ impl Shard {
         self.shared.load.set_store_failed();
     }
 
+    /// At a clean stop, once the connections are closed: waits until what
+    /// the handlers appended last is durable. Nothing waits for an ack's
+    /// settle, a dead letter's or a routed delayed message's records, and
+    /// a stop right after them lost them (an acked message came back).
+    pub(super) async fn drain_store(&self) {
+        let store = self.store();
+        let log = store.store.log();
+        store.work.notify();
+        self.paging
+            .synced
+            .wait_until(|| log.is_failed() || log.durable() >= log.appended())
+            .await;
+    }
+
     /// At shutdown: how well group commit batched (records per commit).
     pub(super) fn log_store_totals(&self) {
         let (records, commits) = self.store().store.log().totals();

@@ -203,6 +203,12 @@ impl<D: Disk> Log<D> {
         !state.batches.is_empty() || !state.doomed.is_empty()
     }
 
+    /// Records appended so far (the position a commit now would make
+    /// durable).
+    pub(crate) fn appended(&self) -> Lsn {
+        self.state.borrow().appended
+    }
+
     pub(crate) fn durable(&self) -> Lsn {
         self.state.borrow().durable
     }
