@@ -66,6 +66,13 @@ impl Queue {
     }
 
     /// How many ready messages from the front make up the head.
+    /// Whether messages may be resident behind the head: more messages
+    /// than the head and the paged ones. A cheap look that spares the
+    /// pager a walk past a queue's paged messages when none would go.
+    pub(crate) fn may_page_out(&self, head: Head) -> bool {
+        self.ready.len() > self.head_len(head) + self.ready.paged_count()
+    }
+
     fn head_len(&self, head: Head) -> usize {
         let (mut count, mut bytes) = (0, 0);
         self.ready.visit_front(head.messages, |ready| {

@@ -248,7 +248,7 @@ impl Shard {
             .queues
             .borrow()
             .iter()
-            .filter(|(_, q)| q.resident_bytes() > 0)
+            .filter(|(_, q)| q.resident_bytes() > 0 && q.may_page_out(HEAD))
             .map(|(&id, q)| (q.resident_bytes(), id))
             .collect();
         by_size.sort_unstable_by(|a, b| b.cmp(a));
