@@ -103,30 +103,14 @@ async fn publish_backlog(
     count: usize,
 ) -> u64 {
     let mut rss_max = 0;
-    let mut window = Vec::with_capacity(WINDOW);
-    for n in 0..count {
-        let queue = &queues[n % queues.len()];
-        let confirm = within(
-            "basic.publish",
-            channel.basic_publish(
-                "",
-                queue,
-                BasicPublishOptions::default(),
-                &body(n),
-                properties(n),
-            ),
-        )
-        .await
-        .expect("basic.publish");
-        window.push(confirm);
-        if window.len() == WINDOW || n + 1 == count {
-            for confirm in window.drain(..) {
-                let confirmation = within("confirm", confirm).await.expect("confirm");
-                assert!(confirmation.is_ack(), "message nacked");
-            }
-            rss_max = rss_max.max(broker.resident_bytes().expect("the broker's VmRSS"));
-        }
-    }
+    publish_windows(
+        channel,
+        |n| queues[n % queues.len()].as_str(),
+        count,
+        properties,
+        || rss_max = rss_max.max(broker.resident_bytes().expect("the broker's VmRSS")),
+    )
+    .await;
     rss_max
 }
 
@@ -271,13 +255,26 @@ async fn publish_each(
     count: usize,
     properties_of: impl Fn(usize) -> BasicProperties,
 ) {
+    publish_windows(channel, |_| queue, count, properties_of, || {}).await;
+}
+
+/// Publishes messages `0..count`, message n to `queue_of(n)` with
+/// `properties_of(n)`, `WINDOW` of them in flight; `after_window` runs
+/// once each window is confirmed.
+async fn publish_windows<'q>(
+    channel: &Channel,
+    queue_of: impl Fn(usize) -> &'q str,
+    count: usize,
+    properties_of: impl Fn(usize) -> BasicProperties,
+    mut after_window: impl FnMut(),
+) {
     let mut window = Vec::with_capacity(WINDOW);
     for n in 0..count {
         let confirm = within(
             "basic.publish",
             channel.basic_publish(
                 "",
-                queue,
+                queue_of(n),
                 BasicPublishOptions::default(),
                 &body(n),
                 properties_of(n),
@@ -291,6 +288,7 @@ async fn publish_each(
                 let confirmation = within("confirm", confirm).await.expect("confirm");
                 assert!(confirmation.is_ack(), "message nacked");
             }
+            after_window();
         }
     }
 }
