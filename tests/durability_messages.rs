@@ -14,14 +14,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::amqp::{names_on_shard, open_confirming as open, within, STEP};
+use common::amqp::{declare_durable, names_on_shard, open_confirming as open, within, STEP};
 use common::http::Http;
 use common::Broker;
 use futures_lite::StreamExt;
 use lapin::message::BasicGetMessage;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ExchangeDeclareOptions,
-    QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -57,19 +56,6 @@ impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-async fn declare(channel: &Channel, queue: &str, arguments: FieldTable) {
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    within(
-        "queue.declare",
-        channel.queue_declare(queue, options, arguments),
-    )
-    .await
-    .expect("queue.declare");
 }
 
 /// Two queue names for each shard of a 2-shard broker.
@@ -174,7 +160,7 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
     let (connection, channel) = open(&broker).await;
     let mut expected: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (q, queue) in names.iter().enumerate() {
-        declare(&channel, queue, FieldTable::default()).await;
+        declare_durable(&channel, queue, FieldTable::default()).await;
         for i in 0..20 {
             let n = q * 1000 + i;
             let persistent = i % 4 != 3;
@@ -194,7 +180,7 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
         assert_eq!(message_number(&unacked), q * 1000 + 1);
     }
     // A queue that is deleted leaves nothing behind.
-    declare(&channel, "deleted-q", FieldTable::default()).await;
+    declare_durable(&channel, "deleted-q", FieldTable::default()).await;
     assert!(publish(&channel, "deleted-q", 1, true).await.is_ack());
     within(
         "delete",
@@ -208,7 +194,7 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
         broker = dir.start(shards);
         let (connection, channel) = open(&broker).await;
         for queue in &names {
-            declare(&channel, queue, FieldTable::default()).await;
+            declare_durable(&channel, queue, FieldTable::default()).await;
             let mut messages = Vec::new();
             while let Some(message) = get(&channel, queue).await {
                 messages.push(message);
@@ -223,7 +209,7 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
                 assert!(message.delivery.redelivered);
             }
         }
-        declare(&channel, "deleted-q", FieldTable::default()).await;
+        declare_durable(&channel, "deleted-q", FieldTable::default()).await;
         assert!(
             get(&channel, "deleted-q").await.is_none(),
             "a deleted queue's message came back"
@@ -248,7 +234,7 @@ async fn kill_9_mid_stream_loses_no_confirmed_message() {
         let mut publishers = Vec::new();
         for queue in names.clone() {
             let (connection, channel) = open(&broker).await;
-            declare(&channel, &queue, FieldTable::default()).await;
+            declare_durable(&channel, &queue, FieldTable::default()).await;
             let first = next;
             next += 1_000_000;
             publishers.push(tokio::spawn(async move {
@@ -295,7 +281,7 @@ async fn kill_9_mid_stream_loses_no_confirmed_message() {
         let broker = dir.start("2");
         let (connection, channel) = open(&broker).await;
         for queue in &names {
-            declare(&channel, queue, FieldTable::default()).await;
+            declare_durable(&channel, queue, FieldTable::default()).await;
             let mut present = std::collections::BTreeSet::new();
             let mut taken = Vec::new();
             while let Some(message) = get(&channel, queue).await {
@@ -327,7 +313,7 @@ async fn a_reject_publish_queue_nacks_what_it_refuses() {
         AMQPValue::LongString("reject-publish".into()),
     );
     let queue = format!("rejecting-{}", std::process::id());
-    declare(&channel, &queue, arguments).await;
+    declare_durable(&channel, &queue, arguments).await;
     assert!(publish(&channel, &queue, 1, true).await.is_ack());
     let refused = publish(&channel, &queue, 2, true).await;
     assert!(matches!(refused, Confirmation::Nack(_)), "got {refused:?}");
@@ -353,7 +339,7 @@ async fn tx_commit_ok_means_the_committed_messages_survive_kill_9() {
     let channel = within("channel", connection.create_channel())
         .await
         .expect("channel");
-    declare(&channel, "tx-q", FieldTable::default()).await;
+    declare_durable(&channel, "tx-q", FieldTable::default()).await;
     within("tx.select", channel.tx_select())
         .await
         .expect("tx.select");
@@ -377,7 +363,7 @@ async fn tx_commit_ok_means_the_committed_messages_survive_kill_9() {
     drop(broker);
     let broker = dir.start("2");
     let (_connection, channel) = open(&broker).await;
-    declare(&channel, "tx-q", FieldTable::default()).await;
+    declare_durable(&channel, "tx-q", FieldTable::default()).await;
     let messages = drain(&channel, "tx-q").await;
     assert_eq!(
         messages.iter().map(message_number).collect::<Vec<_>>(),
@@ -394,7 +380,7 @@ async fn confirms_keep_coming_when_messages_fill_many_segments() {
     let dir = DataDir::new("segments");
     let broker = dir.start("2");
     let (_connection, channel) = open(&broker).await;
-    declare(&channel, "big-q", FieldTable::default()).await;
+    declare_durable(&channel, "big-q", FieldTable::default()).await;
     let started = Instant::now();
     for n in 0..300 {
         assert!(publish(&channel, "big-q", n, true).await.is_ack());
@@ -455,7 +441,7 @@ async fn the_management_api_gets_recovered_messages_from_disk() {
     }
     let mut broker = Broker::start_managed(&[]);
     let (connection, channel) = open(&broker).await;
-    declare(&channel, "api-get", FieldTable::default()).await;
+    declare_durable(&channel, "api-get", FieldTable::default()).await;
     let mut confirms = Vec::new();
     for n in 0..COUNT {
         let confirm = channel
@@ -541,7 +527,7 @@ async fn delayed_persistent_messages_survive_kill_9_and_are_routed_once() {
     )
     .await
     .expect("exchange.declare");
-    declare(&channel, "delayed-to", FieldTable::default()).await;
+    declare_durable(&channel, "delayed-to", FieldTable::default()).await;
     within(
         "queue.bind",
         channel.queue_bind(

@@ -13,12 +13,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::amqp::{names_on_shard, open_confirming as open, within};
+use common::amqp::{declare_durable, names_on_shard, open_confirming as open, within};
 use common::Broker;
 use futures_lite::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
-    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -79,19 +78,6 @@ fn number_of(data: &[u8]) -> usize {
     number
         .parse()
         .unwrap_or_else(|_| panic!("not one of ours: {text:.40}"))
-}
-
-async fn declare(channel: &Channel, queue: &str) {
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    within(
-        "queue.declare",
-        channel.queue_declare(queue, options, FieldTable::default()),
-    )
-    .await
-    .expect("queue.declare");
 }
 
 /// Publishes messages `0..count` round-robin over `queues`, with
@@ -166,7 +152,7 @@ async fn a_backlog_many_times_the_budget_stays_on_disk_and_comes_back_in_order()
     let (_connection, channel) = open(&broker).await;
     let names = queues("paged");
     for queue in &names {
-        declare(&channel, queue).await;
+        declare_durable(&channel, queue, FieldTable::default()).await;
     }
     let count = 100_000;
     let rss_start = broker.resident_bytes().expect("the broker's VmRSS");
@@ -206,7 +192,7 @@ async fn a_paged_backlog_keeps_its_persistent_messages_across_a_restart() {
     {
         let (connection, channel) = open(&broker).await;
         for queue in &names {
-            declare(&channel, queue).await;
+            declare_durable(&channel, queue, FieldTable::default()).await;
         }
         publish_backlog(&broker, &channel, &names, count).await;
         let _ = connection.close(200, "bye").await;
@@ -215,7 +201,7 @@ async fn a_paged_backlog_keeps_its_persistent_messages_across_a_restart() {
     broker.restart(&broker_args());
     let (_connection, channel) = open(&broker).await;
     for (q, queue) in names.iter().enumerate() {
-        declare(&channel, queue).await;
+        declare_durable(&channel, queue, FieldTable::default()).await;
         let mut expected = (q..count)
             .step_by(names.len())
             .filter(|&n| is_persistent(n));
@@ -293,19 +279,6 @@ async fn publish_windows<'q>(
     }
 }
 
-async fn declare_with(channel: &Channel, queue: &str, arguments: FieldTable) {
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    within(
-        "queue.declare",
-        channel.queue_declare(queue, options, arguments),
-    )
-    .await
-    .expect("queue.declare");
-}
-
 const PRIORITY_MAX: usize = 5;
 
 fn priority_properties(n: usize) -> BasicProperties {
@@ -328,7 +301,7 @@ async fn a_priority_backlog_past_the_budget_comes_back_in_priority_order() {
             "x-max-priority".into(),
             AMQPValue::ShortShortUInt(PRIORITY_MAX as u8),
         );
-        declare_with(&channel, queue, arguments).await;
+        declare_durable(&channel, queue, arguments).await;
         publish_each(&channel, queue, count, priority_properties).await;
     }
     let grown = broker
@@ -400,7 +373,7 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
     let count = 8_000;
     // Each shard's queue dead-letters into the other shard's.
     for (queue, dead) in names.iter().zip(dead.iter().rev()) {
-        declare(&channel, dead).await;
+        declare_durable(&channel, dead, FieldTable::default()).await;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-dead-letter-exchange".into(),
@@ -410,7 +383,7 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(dead.as_str().into()),
         );
-        declare_with(&channel, queue, arguments).await;
+        declare_durable(&channel, queue, arguments).await;
         publish_each(&channel, queue, count, expiring_properties).await;
     }
     within(

@@ -5,7 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use lapin::options::ConfirmSelectOptions;
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 
 use warren::catalog::queue_shard;
@@ -52,4 +53,18 @@ pub fn names_on_shard(prefix: &str, shard: usize) -> impl Iterator<Item = String
     (0..)
         .map(move |n| format!("{prefix}-{n}"))
         .filter(move |name| queue_shard(b"/", name.as_bytes(), 2) == shard)
+}
+
+/// Declares a durable queue with `arguments`.
+pub async fn declare_durable(channel: &Channel, queue: &str, arguments: FieldTable) {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    within(
+        "queue.declare",
+        channel.queue_declare(queue, options, arguments),
+    )
+    .await
+    .expect("queue.declare");
 }
