@@ -494,10 +494,19 @@ impl<D: Disk> Log<D> {
     }
 
     /// The segment after the tail, when it is not made yet and nothing is
-    /// being made: for `prepare_spare`.
+    /// being made: for `prepare_spare`. Only while a commit has the tail's
+    /// own file open: once appends have rolled past it, the commit makes
+    /// the new segment itself, and a spare made meanwhile under the same
+    /// name would write its zeros over the commit's records.
     pub(crate) fn spare_wanted(&self) -> Option<u64> {
         let state = self.state.borrow();
         let (tail, _) = state.tail_file.as_ref()?;
+        if state
+            .tail
+            .is_some_and(|(appended_to, _, _)| appended_to != *tail)
+        {
+            return None;
+        }
         let next = tail + 1;
         (state.preparing.is_none() && state.spare.as_ref().is_none_or(|(s, _)| *s < next))
             .then_some(next)
