@@ -23,7 +23,8 @@
 //!   requeued when its channel closes.
 //!
 //! The hot path (publish, dispatch, ack) allocates nothing in steady state:
-//! the ready deques and the unacked map keep their capacity, a delivery clones
+//! a priority level keeps its last block of ready messages and the unacked
+//! map its capacity, a delivery clones
 //! the message handle (a refcount) and the consumer tag (a `Bytes` refcount).
 //!
 //! The `x-` arguments (`Settings`) act here: `publish` is the single way a
@@ -56,6 +57,7 @@
 
 mod consumer;
 pub mod dead_letter;
+mod level;
 pub(crate) mod paging;
 mod ready;
 mod settings;
@@ -799,11 +801,11 @@ impl Queue {
                 std::mem::take(&mut self.gone),
                 std::mem::take(&mut self.unpaged),
             );
-            self.ready.for_each(|ready| {
-                if self.logs(ready.body.persistent()) {
-                    gone.push(ready.seq);
+            self.ready.for_each(|seq, body| {
+                if self.logs(body.persistent()) {
+                    gone.push(seq);
                 }
-                unpaged.extend(ready.body.page_record());
+                unpaged.extend(body.page_record());
             });
             (self.gone, self.unpaged) = (gone, unpaged);
         }

@@ -75,10 +75,10 @@ impl Queue {
 
     fn head_len(&self, head: Head) -> usize {
         let (mut count, mut bytes) = (0, 0);
-        self.ready.visit_front(head.messages, |ready| {
+        self.ready.visit_front(head.messages, |_, body| {
             if bytes < head.bytes {
                 count += 1;
-                bytes += ready.body.body_len();
+                bytes += body.body_len();
             }
         });
         count
@@ -102,11 +102,11 @@ impl Queue {
     ) -> Vec<PageOut> {
         let mut chosen = Vec::new();
         let mut bytes = 0;
-        self.ready.visit_behind(self.head_len(head), |ready| {
+        self.ready.visit_behind(self.head_len(head), |seq, body| {
             if bytes >= bytes_max {
                 return Visit::Stop;
             }
-            let (message, logged) = match &ready.body {
+            let (message, logged) = match body {
                 Body::Resident(message) if !logged_only => (message, None),
                 Body::Logged(message, at) => (message, Some(*at)),
                 // Paged already: what is resident before it may still go.
@@ -116,10 +116,10 @@ impl Queue {
                 Body::Paged(_) => return Visit::Next,
                 Body::Resident(_) => return Visit::NextLevel,
             };
-            let held_bytes = ready.body.held_bytes();
+            let held_bytes = body.held_bytes();
             bytes += held_bytes;
             chosen.push(PageOut {
-                seq: ready.seq,
+                seq,
                 message: message.clone(),
                 logged,
                 held_bytes,
@@ -160,10 +160,10 @@ impl Queue {
         let mut pages = Vec::new();
         let mut index = 0;
         let mut first_paged = None;
-        self.ready.visit_front(head_len, |ready| {
-            if let Body::Paged(page) = &ready.body {
+        self.ready.visit_front(head_len, |seq, body| {
+            if let Body::Paged(page) = body {
                 first_paged.get_or_insert(index);
-                pages.push((ready.seq, page.at));
+                pages.push((seq, page.at));
             }
             index += 1;
         });
@@ -221,7 +221,7 @@ impl Queue {
     /// go with the store's delete record).
     pub(crate) fn page_records(&self, mut visit: impl FnMut(Location)) {
         self.ready
-            .for_each(|ready| ready.body.page_record().into_iter().for_each(&mut visit));
+            .for_each(|_, body| body.page_record().into_iter().for_each(&mut visit));
         self.waiting_pages()
             .filter(|(_, page)| page.page_record)
             .for_each(|(_, page)| visit(page.at));

@@ -13,8 +13,7 @@
 //!   `Page` keeps the priority, for a queue that reads it and for one that
 //!   restores it.
 
-use std::collections::VecDeque;
-
+use super::level::{Entry, Extra, Level, Spot};
 use crate::message::{Message, MESSAGE_OVERHEAD_BYTES};
 use crate::store::log::Location;
 
@@ -28,7 +27,8 @@ pub(crate) enum Visit {
     Stop,
 }
 
-/// A ready message.
+/// A ready message on its way in or out: a level keeps it in a smaller
+/// form (`level::Entry`).
 #[derive(Debug)]
 pub(crate) struct Ready {
     pub seq: u64,
@@ -116,7 +116,7 @@ impl Body {
 
 #[derive(Debug)]
 pub(crate) struct ReadyQueue {
-    levels: Vec<VecDeque<Ready>>,
+    levels: Vec<Level>,
     len: usize,
     /// Body bytes of all ready messages (x-max-length-bytes).
     bytes: u64,
@@ -137,7 +137,7 @@ impl ReadyQueue {
     pub fn new(max_priority: Option<u8>) -> ReadyQueue {
         let level_count = max_priority.map_or(1, |max| usize::from(max) + 1);
         ReadyQueue {
-            levels: (0..level_count).map(|_| VecDeque::new()).collect(),
+            levels: (0..level_count).map(|_| Level::default()).collect(),
             len: 0,
             bytes: 0,
             resident: 0,
@@ -185,37 +185,41 @@ impl ReadyQueue {
 
     pub fn push_back(&mut self, ready: Ready) {
         let level = self.level(ready.body.priority());
-        self.count_in(&ready);
-        debug_assert!(
-            self.levels[level]
-                .back()
-                .is_none_or(|last| last.seq < ready.seq),
-            "a level stays sorted by seq"
-        );
-        self.levels[level].push_back(ready);
+        let (entry, extra) = self.count_in(ready);
+        self.levels[level].push_back(entry, extra);
     }
 
     /// Puts a message back where its seq belongs within its priority.
     pub fn requeue(&mut self, ready: Ready) {
         let level = self.level(ready.body.priority());
-        self.count_in(&ready);
-        let level = &mut self.levels[level];
-        // Requeued messages are older than most ready ones, so the position
-        // is near the front, and VecDeque::insert shifts the shorter side.
-        let position = level.partition_point(|other| other.seq < ready.seq);
-        level.insert(position, ready);
+        let (entry, extra) = self.count_in(ready);
+        self.levels[level].insert(entry, extra);
     }
 
-    fn count_in(&mut self, ready: &Ready) {
+    /// Counts a message in, as a level keeps it.
+    fn count_in(&mut self, ready: Ready) -> (Entry, Extra) {
         self.len += 1;
         self.expiring += usize::from(ready.expires_at_ms != NEVER);
         self.count_body(&ready.body, 1);
+        let extra = Extra {
+            expires_at_ms: ready.expires_at_ms,
+            returns: ready.returns,
+        };
+        (Entry::new(ready.seq, ready.redelivered, ready.body), extra)
     }
 
-    fn count_out(&mut self, ready: &Ready) {
+    /// Counts a message out, as it leaves.
+    fn count_out(&mut self, (entry, extra): (Entry, Extra)) -> Ready {
         self.len -= 1;
-        self.expiring -= usize::from(ready.expires_at_ms != NEVER);
-        self.count_body(&ready.body, -1);
+        self.expiring -= usize::from(extra.expires_at_ms != NEVER);
+        self.count_body(&entry.body, -1);
+        Ready {
+            seq: entry.seq(),
+            redelivered: entry.redelivered(),
+            body: entry.body,
+            expires_at_ms: extra.expires_at_ms,
+            returns: extra.returns,
+        }
     }
 
     /// Adds (`sign` 1) or takes away (-1) a body from the byte counts.
@@ -237,7 +241,7 @@ impl ReadyQueue {
     pub(crate) fn head_is_paged(&self) -> bool {
         self.head_level()
             .and_then(|level| self.levels[level].front())
-            .is_some_and(|ready| matches!(ready.body, Body::Paged(_)))
+            .is_some_and(|(entry, _)| matches!(entry.body, Body::Paged(_)))
     }
 
     /// Replaces the body of the ready message `seq` with what `change`
@@ -248,30 +252,27 @@ impl ReadyQueue {
         seq: u64,
         change: impl FnOnce(&Body) -> Option<Body>,
     ) -> Option<Body> {
-        let (level, index) = self.position(seq)?;
-        let new = change(&self.levels[level][index].body)?;
+        let (level, spot) = self.position(seq)?;
+        let new = change(&self.levels[level].get(spot).body)?;
         self.count_body(&new, 1);
-        let old = std::mem::replace(&mut self.levels[level][index].body, new);
+        let old = std::mem::replace(&mut self.levels[level].get_mut(spot).body, new);
         self.count_body(&old, -1);
         Some(old)
     }
 
-    /// The level and index of the ready message `seq`.
-    fn position(&self, seq: u64) -> Option<(usize, usize)> {
-        self.levels.iter().enumerate().find_map(|(number, level)| {
-            let index = level.partition_point(|ready| ready.seq < seq);
-            level
-                .get(index)
-                .filter(|ready| ready.seq == seq)
-                .map(|_| (number, index))
-        })
+    /// The level of the ready message `seq` and where it is there.
+    fn position(&self, seq: u64) -> Option<(usize, Spot)> {
+        self.levels
+            .iter()
+            .enumerate()
+            .find_map(|(number, level)| level.find(seq).map(|spot| (number, spot)))
     }
 
     /// The message just pushed under `seq` is in the log at `at`.
     pub(crate) fn set_logged(&mut self, seq: u64, at: Location) {
         let mut logged = 0;
         for level in &mut self.levels {
-            let Some(ready) = level.back_mut().filter(|ready| ready.seq == seq) else {
+            let Some(entry) = level.back_mut().filter(|entry| entry.seq() == seq) else {
                 continue;
             };
             let placeholder = Body::Paged(Page {
@@ -281,7 +282,7 @@ impl ReadyQueue {
                 persistent: false,
                 page_record: false,
             });
-            ready.body = match std::mem::replace(&mut ready.body, placeholder) {
+            entry.body = match std::mem::replace(&mut entry.body, placeholder) {
                 Body::Resident(message) => {
                     let body = Body::Logged(message, at);
                     logged = body.held_bytes();
@@ -296,14 +297,14 @@ impl ReadyQueue {
 
     /// The body of the ready message `seq`, whatever its level.
     pub fn body(&self, seq: u64) -> Option<&Body> {
-        let (level, index) = self.position(seq)?;
-        Some(&self.levels[level][index].body)
+        let (level, spot) = self.position(seq)?;
+        Some(&self.levels[level].get(spot).body)
     }
 
     /// The record of ready message `seq` moved from `from` to `to`.
     pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
-        if let Some((level, index)) = self.position(seq) {
-            match &mut self.levels[level][index].body {
+        if let Some((level, spot)) = self.position(seq) {
+            match &mut self.levels[level].get_mut(spot).body {
                 Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
                 _ => {}
             }
@@ -312,16 +313,15 @@ impl ReadyQueue {
 
     /// Takes the ready message `seq` out, whatever its level.
     pub fn remove(&mut self, seq: u64) -> Option<Ready> {
-        let (level, index) = self.position(seq)?;
-        let ready = self.levels[level].remove(index)?;
-        self.count_out(&ready);
-        Some(ready)
+        let (level, spot) = self.position(seq)?;
+        let removed = self.levels[level].remove(spot)?;
+        Some(self.count_out(removed))
     }
 
-    /// Visits the ready messages behind the first `head_len` to leave,
-    /// level by level from the lowest, each from its newest back, as
-    /// `visit` says.
-    pub(crate) fn visit_behind(&self, head_len: usize, mut visit: impl FnMut(&Ready) -> Visit) {
+    /// Visits the ready messages (seq and body) behind the first
+    /// `head_len` to leave, level by level from the lowest, each from its
+    /// newest back, as `visit` says.
+    pub(crate) fn visit_behind(&self, head_len: usize, mut visit: impl FnMut(u64, &Body) -> Visit) {
         // The head is the front of the highest levels.
         let mut in_head = head_len;
         let mut behind: Vec<usize> = self
@@ -336,8 +336,8 @@ impl ReadyQueue {
             .collect();
         behind.reverse();
         for (level, behind) in self.levels.iter().zip(behind) {
-            for ready in level.iter().rev().take(behind) {
-                match visit(ready) {
+            for entry in level.iter().rev().take(behind) {
+                match visit(entry.seq(), &entry.body) {
                     Visit::Next => {}
                     Visit::NextLevel => break,
                     Visit::Stop => return,
@@ -346,15 +346,15 @@ impl ReadyQueue {
         }
     }
 
-    /// Visits the first `count` ready messages to leave, in the order
-    /// they leave (the highest level first).
-    pub(crate) fn visit_front(&self, count: usize, visit: impl FnMut(&Ready)) {
+    /// Visits the first `count` ready messages (seq and body) to leave,
+    /// in the order they leave (the highest level first).
+    pub(crate) fn visit_front(&self, count: usize, mut visit: impl FnMut(u64, &Body)) {
         self.levels
             .iter()
             .rev()
-            .flatten()
+            .flat_map(Level::iter)
             .take(count)
-            .for_each(visit);
+            .for_each(|entry| visit(entry.seq(), &entry.body));
     }
 
     /// The level the next message comes from.
@@ -364,9 +364,8 @@ impl ReadyQueue {
 
     pub fn pop_front(&mut self) -> Option<Ready> {
         let level = self.head_level()?;
-        let ready = self.levels[level].pop_front()?;
-        self.count_out(&ready);
-        Some(ready)
+        let popped = self.levels[level].pop_front()?;
+        Some(self.count_out(popped))
     }
 
     /// The earliest expiry among the heads of the levels: messages expire
@@ -377,32 +376,35 @@ impl ReadyQueue {
         }
         self.levels
             .iter()
-            .filter_map(|level| level.front())
-            .map(|ready| ready.expires_at_ms)
+            .filter_map(Level::front)
+            .map(|(_, extra)| extra.expires_at_ms)
             .min()
             .filter(|&at| at != NEVER)
     }
 
     /// Takes a head message that has expired by `now_ms`, if any.
     pub(crate) fn pop_expired(&mut self, now_ms: u64) -> Option<Ready> {
-        let level = self
-            .levels
-            .iter()
-            .position(|level| level.front().is_some_and(|r| r.expires_at_ms <= now_ms))?;
-        let ready = self.levels[level].pop_front()?;
-        self.count_out(&ready);
-        Some(ready)
+        let level = self.levels.iter().position(|level| {
+            level
+                .front()
+                .is_some_and(|(_, extra)| extra.expires_at_ms <= now_ms)
+        })?;
+        let popped = self.levels[level].pop_front()?;
+        Some(self.count_out(popped))
     }
 
-    /// Visits every ready message, in no particular order.
-    pub fn for_each(&self, mut visit: impl FnMut(&Ready)) {
-        self.levels.iter().flatten().for_each(&mut visit);
+    /// Visits every ready message (seq and body), in no particular order.
+    pub fn for_each(&self, mut visit: impl FnMut(u64, &Body)) {
+        self.levels
+            .iter()
+            .flat_map(Level::iter)
+            .for_each(|entry| visit(entry.seq(), &entry.body));
     }
 
     /// Drops every ready message; returns how many.
     pub fn clear(&mut self) -> usize {
         let cleared = self.len;
-        self.levels.iter_mut().for_each(VecDeque::clear);
+        self.levels.iter_mut().for_each(Level::clear);
         self.len = 0;
         self.bytes = 0;
         self.resident = 0;

@@ -814,13 +814,53 @@ fn a_message_that_left_is_not_paged_and_logged_ones_keep_their_record() {
     assert_eq!(q.paged_count(), 1);
 }
 
-/// A paged-out message costs its `Ready` entry and nothing else in memory:
-/// 10M paged messages take 10M times this (measured: 10M x 16 B
-/// persistent, 490 MB over the start).
+/// Requeues go back into the middle of long priority levels (each over
+/// several of the blocks a level keeps its messages in): messages still
+/// leave by priority, then in publish order, the returned ones marked.
 #[test]
-fn a_paged_message_costs_its_ready_entry_of_48_bytes() {
-    assert_eq!(std::mem::size_of::<super::Body>(), 24);
-    assert_eq!(std::mem::size_of::<super::Ready>(), 48);
+fn requeues_into_long_priority_levels_keep_priority_then_publish_order() {
+    let mut q = queue_with(Settings {
+        max_priority: Some(1),
+        ..Settings::default()
+    });
+    let count = 6 * level::BLOCK_LEN as u64;
+    for n in 1..=count {
+        q.publish(message_with_priority(n, (n % 2) as u8), &0);
+    }
+    // The first 2.5 blocks' worth of the high level (odd n) out; every
+    // third back, in seq order, so each lands between earlier ones and
+    // the rest of the level.
+    let taken: Vec<GetResult> = (0..5 * level::BLOCK_LEN / 2)
+        .map(|_| q.get(HOLDER, false, &0).expect("a message"))
+        .collect();
+    let mut requeued = Vec::new();
+    for (index, got) in taken.iter().enumerate() {
+        let settlement = match index % 3 {
+            0 => Settlement::Requeue,
+            _ => Settlement::Ack,
+        };
+        if settlement == Settlement::Requeue {
+            requeued.push(body(&got.message).parse::<u64>().expect("a number"));
+        }
+        assert_eq!(q.settle(HOLDER, &[got.seq], settlement), 1);
+    }
+    let drained: Vec<(u64, bool)> = std::iter::from_fn(|| q.get(HOLDER, true, &0))
+        .map(|got| {
+            (
+                body(&got.message).parse().expect("a number"),
+                got.redelivered,
+            )
+        })
+        .collect();
+    let high_left = (2 * taken.len() as u64 + 1..=count).step_by(2);
+    let expected: Vec<(u64, bool)> = requeued
+        .iter()
+        .map(|&n| (n, true))
+        .chain(high_left.map(|n| (n, false)))
+        .chain((2..=count).step_by(2).map(|n| (n, false)))
+        .collect();
+    assert_eq!(drained.len(), expected.len());
+    assert_eq!(drained, expected);
 }
 
 /// A priority queue pages out what leaves last (the newest of the lowest
