@@ -1,6 +1,6 @@
 //! A queue's ready messages: one FIFO per priority level (one level for a
-//! queue without `x-max-priority`), each sorted by seq, with the count and
-//! body bytes the length limits look at.
+//! queue without `x-max-priority`; `level::Level`), each sorted by seq,
+//! with the count and body bytes the length limits look at.
 //!
 //! Invariants:
 //! - Each level is sorted by seq: publishing appends the largest seq and a
