@@ -69,7 +69,7 @@ impl Extra {
     };
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Block {
     entries: VecDeque<Entry>,
     /// Each entry's `Extra`, once one of them has any.
@@ -184,8 +184,9 @@ impl Level {
         );
         let block = match self.blocks.back_mut() {
             Some(block) if !block.is_full() => block,
-            // The first block grows as a VecDeque does, so a short queue
-            // stays small; the next ones are full size from the start.
+            // The first block grows by doubling (`reserve_one`), so a
+            // short queue stays small; the next ones are full size from
+            // the start.
             last => {
                 let capacity = if last.is_some() { BLOCK_LEN } else { 0 };
                 self.blocks.push_back(Block {
