@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use futures_lite::future::block_on;
+use futures_lite::future::{block_on, zip};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::disk::Disk;
-use super::log::{segment_name, Log};
+use super::log::{segment_name, Commit, Log};
 use super::record::QueueName;
 use super::recovery::{load, plan, recover};
 use super::sim::SimDisk;
@@ -149,17 +149,7 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
         let shard = queue as usize % shards;
         let store = &stores[shard];
         match rng.gen_range(0..10) {
-            0..=4 => {
-                let seq = model.next_seq.entry(queue).or_insert(1);
-                let m = message(rng, *next_id);
-                *next_id += 1;
-                if let Some(appended) = store.enqueue(QueueId(queue), *seq, &m) {
-                    model
-                        .messages
-                        .insert((queue, *seq), (m, shard, appended.lsn));
-                    *seq += 1;
-                }
-            }
+            0..=4 => enqueue(store, queue, shard, rng, model, next_id),
             5..=6 => {
                 let live: Vec<u64> = model
                     .messages
@@ -175,7 +165,25 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
             7 => {
                 // The next segment made ahead, as the shard's spare task does.
                 if let Some(index) = store.log().spare_wanted() {
-                    block_on(store.log().prepare_spare(index));
+                    block_on(store.log().prepare_spare(index, async || {}));
+                }
+            }
+            8 => {
+                // Two commits in flight, as the shard runs them: the second
+                // begins after another append, and the disk lets them
+                // finish in either order.
+                let first = store.log().begin_commit();
+                enqueue(store, queue, shard, rng, model, next_id);
+                let second = store.log().begin_commit();
+                let finish = |commit: Option<Commit>| async {
+                    match commit {
+                        Some(commit) => store.log().finish_commit(commit).await,
+                        None => Ok(store.log().durable()),
+                    }
+                };
+                match block_on(zip(finish(first), finish(second))) {
+                    (Ok(a), Ok(b)) => durable[shard] = a.max(b),
+                    _ => break,
                 }
             }
             _ => match block_on(store.log().commit()) {
@@ -191,6 +199,26 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
         if *lsn > durable[*shard] {
             *lsn = u64::MAX;
         }
+    }
+}
+
+/// Appends a new message to `queue` on its shard's `store`, in the model.
+fn enqueue(
+    store: &Store<SimDisk>,
+    queue: u64,
+    shard: usize,
+    rng: &mut StdRng,
+    model: &mut Model,
+    next_id: &mut u64,
+) {
+    let seq = model.next_seq.entry(queue).or_insert(1);
+    let m = message(rng, *next_id);
+    *next_id += 1;
+    if let Some(appended) = store.enqueue(QueueId(queue), *seq, &m) {
+        model
+            .messages
+            .insert((queue, *seq), (m, shard, appended.lsn));
+        *seq += 1;
     }
 }
 
@@ -232,6 +260,7 @@ fn a_power_loss_at_any_point_loses_nothing_confirmed() {
         let result = std::panic::catch_unwind(|| {
             let mut rng = StdRng::seed_from_u64(seed);
             let disk = SimDisk::default();
+            disk.interleave(seed);
             let mut model = Model::default();
             let mut next_id = 0;
             for _ in 0..4 {
