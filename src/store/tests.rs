@@ -659,3 +659,39 @@ fn delayed_messages_come_back_until_undelayed_and_move_with_compaction() {
     let counts: Vec<(usize, usize)> = plan.shares.iter().map(|s| s.message_counts()).collect();
     assert_eq!(counts.iter().map(|c| c.1).sum::<usize>(), 2);
 }
+
+/// A spare is made only for the segment after the one commits write to:
+/// once appends have rolled past it, the commit makes the next segment
+/// itself, and a spare made meanwhile under that name would write its
+/// zeros over the commit's records.
+#[test]
+fn no_spare_is_made_for_a_segment_the_appends_already_reached() {
+    let disk = SimDisk::default();
+    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
+    store.track(QueueId(0), queue_name(0));
+    let mut rng = StdRng::seed_from_u64(5);
+    store.enqueue(QueueId(0), 1, &message(&mut rng, 1));
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(store.log().spare_wanted(), Some(2), "segment 1 is written");
+    let mut seq = 2;
+    while store
+        .enqueue(QueueId(0), seq, &message(&mut rng, seq))
+        .map(|a| a.segment)
+        == Some(1)
+    {
+        seq += 1;
+    }
+    assert_eq!(
+        store.log().spare_wanted(),
+        None,
+        "appends reached segment 2"
+    );
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(store.log().spare_wanted(), Some(3));
+    let recovered = recovered_messages(&disk);
+    assert_eq!(
+        recovered[&queue_name(0)].len() as u64,
+        seq,
+        "every record is there"
+    );
+}
