@@ -469,6 +469,12 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
             block_on(store.log().commit()).expect("commit");
             let front = segment_name(1, 0, 1);
             assert!(disk.file_len(&front) > 0, "seed {seed}: message 1 keeps it");
+            // A commit in flight while compaction copies: it must not
+            // delete the front, whose copies it does not hold.
+            store
+                .page(&queue_name(2), 1, &message(&mut rng, 2000))
+                .expect("the log takes it");
+            let in_flight = store.log().begin_commit().expect("a commit");
             let moved = block_on(store.compact_front(|record| match record {
                 LiveRecord::Enqueue { seq, .. } => live.contains_key(seq),
                 LiveRecord::Page { at, .. } => *at == page.at,
@@ -480,6 +486,7 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
                 "seed {seed}: message 1 is copied"
             );
             disk.cut_power_after(rng.gen_range(0..8));
+            let _ = block_on(store.log().finish_commit(in_flight));
             for _ in 0..3 {
                 let _ = block_on(store.log().commit());
             }
