@@ -14,7 +14,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::amqp::{declare_durable, names_on_shard, open_confirming as open, within, STEP};
+use common::amqp::{
+    declare_durable, names_on_shard, open as open_unconfirmed, open_confirming as open, within,
+    STEP,
+};
 use common::http::Http;
 use common::Broker;
 use futures_lite::StreamExt;
@@ -217,6 +220,43 @@ async fn persistent_messages_come_back_in_order_after_restarts_with_any_shard_co
         // Closing the connection requeues what the gets took.
         let _ = connection.close(200, "bye").await;
         assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    }
+}
+
+/// RabbitMQ keeps a persistent message that reached a durable queue
+/// before a clean stop, confirmed or not. Without confirms nothing is
+/// waited for, so the stop finds publishes still on their way to the
+/// queue's shard and records not yet synced.
+#[tokio::test]
+async fn a_clean_stop_keeps_every_message_published_before_it() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    const EACH: usize = 300;
+    let dir = DataDir::new("clean-stop");
+    let names = queues("clean");
+    let mut broker = dir.start("2");
+    let (connection, channel) = open_unconfirmed(&broker).await;
+    for queue in &names {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+    }
+    for i in 0..EACH {
+        for (q, queue) in names.iter().enumerate() {
+            let answer = publish(&channel, queue, q * 1000 + i, true).await;
+            assert!(matches!(answer, Confirmation::NotRequested));
+        }
+    }
+    let _ = connection.close(200, "bye").await;
+    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    for (q, queue) in names.iter().enumerate() {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+        let messages = drain(&channel, queue).await;
+        let numbers: Vec<usize> = messages.iter().map(message_number).collect();
+        let expected: Vec<usize> = (0..EACH).map(|i| q * 1000 + i).collect();
+        assert_eq!(numbers, expected, "{queue} after a clean stop");
+        messages.iter().for_each(assert_intact);
     }
 }
 

@@ -64,10 +64,11 @@ where
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
             // The store's commits run here (`file::File::write_synced`):
-            // on any CPU, not queued behind the shard's own work. Two
-            // threads, so a commit never waits behind the zeros written
-            // into the next segment meanwhile (`Log::prepare_spare`).
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
+            // on any CPU, not queued behind the shard's own work. Three
+            // threads: two commits overlap (`shard::storage`), and
+            // neither waits behind the zeros written into the next
+            // segment meanwhile (`Log::prepare_spare`).
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(3))
             .spawn(move || async move {
                 match mesh::Mesh::join(builder, shard_id).await {
                     Ok(mesh) => run_latency_sensitive(shard_main(shard_id, mesh)).await,

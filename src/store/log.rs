@@ -2,22 +2,20 @@
 //! blocks, with group commit.
 //!
 //! Handlers append records to an in-memory batch (`append`, synchronous,
-//! never waits); the shard's commit task (`commit`) writes everything
-//! appended so far, fdatasyncs it, and reports how far the log is durable.
-//! A commit starts as soon as the previous one ends, so whatever arrives
-//! during one fdatasync rides on the next: one sync covers every publisher
-//! that was waiting, with no timer.
+//! never waits); the shard's commits (`commit`) write everything appended
+//! so far, fdatasync it, and report how far the log is durable. A commit
+//! starts as soon as one of the shard's two commit slots is free, so
+//! whatever arrives during an fdatasync rides on the next: one sync
+//! covers every publisher that was waiting, with no timer.
 //!
 //! Every commit starts at a block boundary and pads its last block with
 //! zeros, so a block that was synced is never written again (a torn
 //! rewrite could destroy records already confirmed). The next segment is
-//! made ahead, filled with zeros (`prepare_spare`): an fdatasync of a write
-//! into written blocks has no extents to convert, a third of the cost of
-//! one into preallocated space here; one made at the commit that needs it
-//! is preallocated. A record larger than a segment gets a segment of its
-//! own size. A file is named `EPOCH-SHARD-INDEX.seg`: the epoch counts the
-//! broker's starts, so a log written by an earlier run, with another shard
-//! count, is never appended to (see `recovery`). A log may take an earlier
+//! made ahead, filled with zeros (`spare`); one made at the commit that
+//! needs it is preallocated. A record larger than a segment gets a
+//! segment of its own size. A file is named `EPOCH-SHARD-INDEX.seg`: the
+//! epoch counts the broker's starts, so a log written by an earlier run,
+//! with another shard count, is never appended to (see `recovery`). A log may take an earlier
 //! run's segments over (`inherit`): they come first in its order, are read
 //! and deleted as its own, and this run's segments are numbered after
 //! them.
@@ -34,6 +32,11 @@ use std::rc::Rc;
 use super::disk::{Disk, DiskFile, BLOCK};
 use super::recovery::OldSegment;
 use crate::runtime::notify::Waiters;
+
+mod commit;
+mod spare;
+
+pub(crate) use commit::Commit;
 
 /// A position in the log: the number of records appended before and with
 /// it. A commit makes a prefix of the log durable.
@@ -96,6 +99,8 @@ struct State<F> {
     /// made.
     spare: Option<(u64, Rc<F>)>,
     preparing: Option<u64>,
+    /// The commits in flight.
+    pipeline: commit::Pipeline,
 }
 
 pub(crate) struct Log<D: Disk> {
@@ -109,6 +114,9 @@ pub(crate) struct Log<D: Disk> {
     state: RefCell<State<D::File>>,
     /// Woken when a spare segment is made (or failed to be).
     spare_made: Waiters,
+    /// Woken when a commit has its files, when the log is durable further,
+    /// and when it fails (`commit::place` waits for these).
+    placed: Waiters,
 }
 
 /// Where an appended record went.
@@ -162,8 +170,10 @@ impl<D: Disk> Log<D> {
                 first_new: 1,
                 spare: None,
                 preparing: None,
+                pipeline: commit::Pipeline::default(),
             }),
             spare_made: Waiters::new(),
+            placed: Waiters::new(),
         }
     }
 
@@ -194,13 +204,6 @@ impl<D: Disk> Log<D> {
         // Everything in them is on disk.
         state.durable_end = (state.first_new, 0);
         self.doom_dead_front(&mut state);
-    }
-
-    /// Whether a commit has something to do: records to write, or dead
-    /// segments to delete.
-    pub(crate) fn has_pending(&self) -> bool {
-        let state = self.state.borrow();
-        !state.batches.is_empty() || !state.doomed.is_empty()
     }
 
     /// Records appended so far (the position a commit now would make
@@ -333,27 +336,6 @@ impl<D: Disk> Log<D> {
         Ok(file)
     }
 
-    /// The spare segment, if it is the one `batch` starts (waiting while it
-    /// is being made), grown to the batch's capacity if that is more.
-    async fn take_spare(&self, batch: &Batch) -> io::Result<Option<Rc<D::File>>> {
-        let Some(capacity) = batch.creates else {
-            return Ok(None);
-        };
-        self.spare_made
-            .wait_until(|| self.state.borrow().preparing != Some(batch.segment))
-            .await;
-        let spare = self.state.borrow_mut().spare.take();
-        match spare {
-            Some((index, file)) if index == batch.segment => {
-                if capacity > self.segment_size {
-                    file.preallocate(capacity).await?;
-                }
-                Ok(Some(file))
-            }
-            _ => Ok(None),
-        }
-    }
-
     /// The file that holds `segment`.
     fn file_name(&self, state: &State<D::File>, segment: u64) -> String {
         match state.inherited.get(&segment) {
@@ -419,143 +401,5 @@ impl<D: Disk> Log<D> {
             state.messages.remove(&segment);
             state.doomed.push(segment);
         }
-    }
-
-    /// Writes and syncs everything appended so far; returns the durable
-    /// position. After an error the log is failed for good: a failed
-    /// fdatasync may have dropped dirty pages, so nothing after it can be
-    /// trusted to be on disk.
-    pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        let (batches, appended, end, doomed) = {
-            let mut state = self.state.borrow_mut();
-            if let Some(why) = &state.failed {
-                return Err(io::Error::other(why.clone()));
-            }
-            let end = state
-                .tail
-                .map_or((0, 0), |(segment, end, _)| (segment, end));
-            // The next batch starts on a fresh block.
-            if let Some((_, end, _)) = state.tail.as_mut() {
-                *end = end.next_multiple_of(BLOCK);
-            }
-            // Segments that died before this commit: what killed them
-            // (the acks, or compaction's copies) is in these batches, so
-            // they may go once the batches are durable. One that dies
-            // while this commit writes waits for the next: the copies
-            // that replace it are not in this one.
-            let doomed = std::mem::take(&mut state.doomed);
-            (
-                std::mem::take(&mut state.batches),
-                state.appended,
-                end,
-                doomed,
-            )
-        };
-        if let Err(err) = self.write_batches(batches).await {
-            self.state.borrow_mut().failed = Some(err.to_string());
-            return Err(err);
-        }
-        {
-            let mut state = self.state.borrow_mut();
-            if state.durable < appended {
-                state.durable = appended;
-                state.durable_end = end;
-                state.commits += 1;
-            }
-        }
-        for segment in doomed {
-            let name = {
-                let mut state = self.state.borrow_mut();
-                state.readers.remove(&segment);
-                let name = self.file_name(&state, segment);
-                state.inherited.remove(&segment);
-                name
-            };
-            if let Err(err) = self.disk.remove(&name).await {
-                tracing::warn!("cannot delete the empty log segment {name}: {err}");
-            }
-        }
-        Ok(appended)
-    }
-
-    /// Writes each batch to its segment (one batch per segment in a
-    /// commit) and fdatasyncs it in the same call.
-    async fn write_batches(&self, batches: Vec<Batch>) -> io::Result<()> {
-        for mut batch in batches {
-            let file = self.file_for(&batch).await?;
-            let padded = batch.bytes.len().next_multiple_of(BLOCK as usize);
-            batch.bytes.resize(padded, 0);
-            match self.fsync {
-                true => file.write_synced(batch.pos, &batch.bytes).await?,
-                false => file.write_at(batch.pos, &batch.bytes).await?,
-            }
-        }
-        Ok(())
-    }
-
-    /// The segment after the tail, when it is not made yet and nothing is
-    /// being made: for `prepare_spare`. Only while a commit has the tail's
-    /// own file open: once appends have rolled past it, the commit makes
-    /// the new segment itself, and a spare made meanwhile under the same
-    /// name would write its zeros over the commit's records.
-    pub(crate) fn spare_wanted(&self) -> Option<u64> {
-        let state = self.state.borrow();
-        let (tail, _) = state.tail_file.as_ref()?;
-        if state
-            .tail
-            .is_some_and(|(appended_to, _, _)| appended_to != *tail)
-        {
-            return None;
-        }
-        let next = tail + 1;
-        (state.preparing.is_none() && state.spare.as_ref().is_none_or(|(s, _)| *s < next))
-            .then_some(next)
-    }
-
-    /// Makes segment `index` ahead of its first commit: created, filled
-    /// with zeros and synced (`DiskFile::zero_fill`), and named durably.
-    /// A commit that needs it meanwhile waits for it. On failure the
-    /// commit makes it as before.
-    pub(crate) async fn prepare_spare(&self, index: u64) {
-        self.state.borrow_mut().preparing = Some(index);
-        let name = segment_name(self.epoch, self.shard, index);
-        let made = async {
-            let file = self.disk.open(&name).await?;
-            file.zero_fill(self.segment_size).await?;
-            self.disk.sync_dir().await?;
-            Ok::<_, io::Error>(file)
-        }
-        .await;
-        let mut state = self.state.borrow_mut();
-        state.preparing = None;
-        match made {
-            Ok(file) => state.spare = Some((index, Rc::new(file))),
-            Err(err) => tracing::warn!("cannot make log segment {name} ahead: {err}"),
-        }
-        drop(state);
-        self.spare_made.wake_all();
-    }
-
-    /// The tail file, or the new segment the batch starts (made ahead, or
-    /// preallocated now; named durably before anything in it is
-    /// confirmed).
-    async fn file_for(&self, batch: &Batch) -> io::Result<Rc<D::File>> {
-        if let Some((segment, file)) = &self.state.borrow().tail_file {
-            if *segment == batch.segment {
-                return Ok(file.clone());
-            }
-        }
-        if let Some(file) = self.take_spare(batch).await? {
-            self.state.borrow_mut().tail_file = Some((batch.segment, file.clone()));
-            return Ok(file);
-        }
-        let name = segment_name(self.epoch, self.shard, batch.segment);
-        let file = Rc::new(self.disk.open(&name).await?);
-        if let Some(capacity) = batch.creates {
-            file.preallocate(capacity).await?;
-            self.disk.sync_dir().await?;
-        }
-        self.state.borrow_mut().tail_file = Some((batch.segment, file.clone()));
-        Ok(file)
     }
 }

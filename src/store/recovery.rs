@@ -161,7 +161,7 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
             .is_none_or(|((next_epoch, next_shard, _), _)| {
                 (next_epoch, next_shard) != (epoch, shard)
             });
-        let file = disk.open(name).await?;
+        let file = disk.open_for_reading(name).await?;
         let bytes = Bytes::from(file.read_at(0, file.size().await? as usize).await?);
         let index = u32::try_from(segments.len()).unwrap_or(u32::MAX);
         let stream = (*epoch, *shard);
@@ -226,7 +226,7 @@ async fn only_spares_follow<D: Disk>(
         if (next_epoch, next_shard) != (epoch, shard) {
             break;
         }
-        let head = disk.open(name).await?.read_at(0, 8).await?;
+        let head = disk.open_for_reading(name).await?.read_at(0, 8).await?;
         if head.iter().any(|&b| b != 0) {
             return Ok(false);
         }

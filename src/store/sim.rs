@@ -32,9 +32,26 @@ struct State {
     fail_writes: bool,
     /// Writes and syncs left before the power goes (they fail after).
     power_left: Option<usize>,
+    /// Drives how often a synced write lets other tasks run between its
+    /// write and its sync (`interleave`): 0 never.
+    interleaving: u64,
 }
 
 impl State {
+    /// How many times the next synced write yields before its sync: 0 to
+    /// 2, from a xorshift of `interleaving`.
+    fn yields(&mut self) -> u64 {
+        if self.interleaving == 0 {
+            return 0;
+        }
+        let mut x = self.interleaving;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.interleaving = x;
+        x % 3
+    }
+
     /// Whether the next write or sync fails, counting it.
     fn refuses(&mut self) -> bool {
         if let Some(left) = self.power_left.as_mut() {
@@ -64,6 +81,13 @@ fn failure() -> io::Error {
 impl SimDisk {
     pub(crate) fn fail_writes(&self, fail: bool) {
         self.state.borrow_mut().fail_writes = fail;
+    }
+
+    /// Synced writes yield between write and sync a varying number of
+    /// times (from `seed`, not 0), so that commits awaited together
+    /// interleave and finish in either order, as they do on a real disk.
+    pub(crate) fn interleave(&self, seed: u64) {
+        self.state.borrow_mut().interleaving = seed.max(1);
     }
 
     /// The power goes after `ops` more writes and syncs.
@@ -158,6 +182,10 @@ impl DiskFile for SimHandle {
 
     async fn write_synced(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         self.write_at(pos, data).await?;
+        let yields = self.disk.state.borrow_mut().yields();
+        for _ in 0..yields {
+            futures_lite::future::yield_now().await;
+        }
         self.sync()
     }
 

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use futures_lite::future::block_on;
+use futures_lite::future::{block_on, zip};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::disk::Disk;
-use super::log::{segment_name, Log};
+use super::log::{segment_name, Commit, Log};
 use super::record::QueueName;
 use super::recovery::{load, plan, recover};
 use super::sim::SimDisk;
@@ -149,17 +149,7 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
         let shard = queue as usize % shards;
         let store = &stores[shard];
         match rng.gen_range(0..10) {
-            0..=4 => {
-                let seq = model.next_seq.entry(queue).or_insert(1);
-                let m = message(rng, *next_id);
-                *next_id += 1;
-                if let Some(appended) = store.enqueue(QueueId(queue), *seq, &m) {
-                    model
-                        .messages
-                        .insert((queue, *seq), (m, shard, appended.lsn));
-                    *seq += 1;
-                }
-            }
+            0..=4 => enqueue(store, queue, shard, rng, model, next_id),
             5..=6 => {
                 let live: Vec<u64> = model
                     .messages
@@ -175,7 +165,25 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
             7 => {
                 // The next segment made ahead, as the shard's spare task does.
                 if let Some(index) = store.log().spare_wanted() {
-                    block_on(store.log().prepare_spare(index));
+                    block_on(store.log().prepare_spare(index, async || {}));
+                }
+            }
+            8 => {
+                // Two commits in flight, as the shard runs them: the second
+                // begins after another append, and the disk lets them
+                // finish in either order.
+                let first = store.log().begin_commit();
+                enqueue(store, queue, shard, rng, model, next_id);
+                let second = store.log().begin_commit();
+                let finish = |commit: Option<Commit>| async {
+                    match commit {
+                        Some(commit) => store.log().finish_commit(commit).await,
+                        None => Ok(store.log().durable()),
+                    }
+                };
+                match block_on(zip(finish(first), finish(second))) {
+                    (Ok(a), Ok(b)) => durable[shard] = a.max(b),
+                    _ => break,
                 }
             }
             _ => match block_on(store.log().commit()) {
@@ -191,6 +199,26 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
         if *lsn > durable[*shard] {
             *lsn = u64::MAX;
         }
+    }
+}
+
+/// Appends a new message to `queue` on its shard's `store`, in the model.
+fn enqueue(
+    store: &Store<SimDisk>,
+    queue: u64,
+    shard: usize,
+    rng: &mut StdRng,
+    model: &mut Model,
+    next_id: &mut u64,
+) {
+    let seq = model.next_seq.entry(queue).or_insert(1);
+    let m = message(rng, *next_id);
+    *next_id += 1;
+    if let Some(appended) = store.enqueue(QueueId(queue), *seq, &m) {
+        model
+            .messages
+            .insert((queue, *seq), (m, shard, appended.lsn));
+        *seq += 1;
     }
 }
 
@@ -232,6 +260,7 @@ fn a_power_loss_at_any_point_loses_nothing_confirmed() {
         let result = std::panic::catch_unwind(|| {
             let mut rng = StdRng::seed_from_u64(seed);
             let disk = SimDisk::default();
+            disk.interleave(seed);
             let mut model = Model::default();
             let mut next_id = 0;
             for _ in 0..4 {
@@ -440,6 +469,12 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
             block_on(store.log().commit()).expect("commit");
             let front = segment_name(1, 0, 1);
             assert!(disk.file_len(&front) > 0, "seed {seed}: message 1 keeps it");
+            // A commit in flight while compaction copies: it must not
+            // delete the front, whose copies it does not hold.
+            store
+                .page(&queue_name(2), 1, &message(&mut rng, 2000))
+                .expect("the log takes it");
+            let in_flight = store.log().begin_commit().expect("a commit");
             let moved = block_on(store.compact_front(|record| match record {
                 LiveRecord::Enqueue { seq, .. } => live.contains_key(seq),
                 LiveRecord::Page { at, .. } => *at == page.at,
@@ -451,6 +486,7 @@ fn compacting_the_front_segment_survives_a_power_loss_at_any_point() {
                 "seed {seed}: message 1 is copied"
             );
             disk.cut_power_after(rng.gen_range(0..8));
+            let _ = block_on(store.log().finish_commit(in_flight));
             for _ in 0..3 {
                 let _ = block_on(store.log().commit());
             }
@@ -629,4 +665,40 @@ fn delayed_messages_come_back_until_undelayed_and_move_with_compaction() {
     let plan = block_on(plan(&disk, recovered, 2, |_| 1)).expect("plan");
     let counts: Vec<(usize, usize)> = plan.shares.iter().map(|s| s.message_counts()).collect();
     assert_eq!(counts.iter().map(|c| c.1).sum::<usize>(), 2);
+}
+
+/// A spare is made only for the segment after the one commits write to:
+/// once appends have rolled past it, the commit makes the next segment
+/// itself, and a spare made meanwhile under that name would write its
+/// zeros over the commit's records.
+#[test]
+fn no_spare_is_made_for_a_segment_the_appends_already_reached() {
+    let disk = SimDisk::default();
+    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
+    store.track(QueueId(0), queue_name(0));
+    let mut rng = StdRng::seed_from_u64(5);
+    store.enqueue(QueueId(0), 1, &message(&mut rng, 1));
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(store.log().spare_wanted(), Some(2), "segment 1 is written");
+    let mut seq = 2;
+    while store
+        .enqueue(QueueId(0), seq, &message(&mut rng, seq))
+        .map(|a| a.segment)
+        == Some(1)
+    {
+        seq += 1;
+    }
+    assert_eq!(
+        store.log().spare_wanted(),
+        None,
+        "appends reached segment 2"
+    );
+    block_on(store.log().commit()).expect("commit");
+    assert_eq!(store.log().spare_wanted(), Some(3));
+    let recovered = recovered_messages(&disk);
+    assert_eq!(
+        recovered[&queue_name(0)].len() as u64,
+        seq,
+        "every record is there"
+    );
 }
