@@ -2,8 +2,9 @@
 //! blocks, with group commit.
 //!
 //! Handlers append records to an in-memory batch (`append`, synchronous,
-//! never waits); the shard's commits (`commit`) write everything appended
-//! so far, fdatasync it, and report how far the log is durable. A commit
+//! never waits); the shard's commits (`commit`: `begin_commit`, then
+//! `finish_commit`) write everything appended so far, fdatasync it, and
+//! report how far the log is durable. A commit
 //! starts as soon as one of the shard's two commit slots is free, so
 //! whatever arrives during an fdatasync rides on the next: one sync
 //! covers every publisher that was waiting, with no timer.

@@ -111,8 +111,7 @@ impl<D: Disk> Log<D> {
     }
 
     /// Begins and finishes one commit, or answers the durable position
-    /// when there is nothing to commit: for tests and start-up, where
-    /// nothing overlaps.
+    /// when there is nothing to commit: for tests, where nothing overlaps.
     #[cfg(test)]
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
         if let Some(why) = &self.state.borrow().failed {
