@@ -272,10 +272,16 @@ fn a_power_loss_at_any_point_loses_nothing_confirmed() {
     }
 }
 
-fn filled_store(disk: &SimDisk, messages: u64) -> Vec<Message> {
-    let mut rng = StdRng::seed_from_u64(7);
+/// A store on `disk` (epoch 1, shard 0, 8 KiB segments) tracking queue 0.
+fn one_queue_store(disk: &SimDisk) -> Store<SimDisk> {
     let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
     store.track(QueueId(0), queue_name(0));
+    store
+}
+
+fn filled_store(disk: &SimDisk, messages: u64) -> Vec<Message> {
+    let mut rng = StdRng::seed_from_u64(7);
+    let store = one_queue_store(disk);
     let mut sent = Vec::new();
     for seq in 1..=messages {
         let m = message(&mut rng, seq);
@@ -316,8 +322,7 @@ fn a_flipped_byte_quarantines_its_segment_and_the_rest_recovers() {
 #[test]
 fn a_full_disk_fails_the_commit_and_the_log_takes_nothing_more() {
     let disk = SimDisk::default();
-    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
-    store.track(QueueId(0), queue_name(0));
+    let store = one_queue_store(&disk);
     let mut rng = StdRng::seed_from_u64(1);
     assert!(store
         .enqueue(QueueId(0), 1, &message(&mut rng, 1))
@@ -334,8 +339,7 @@ fn a_full_disk_fails_the_commit_and_the_log_takes_nothing_more() {
 #[test]
 fn segments_whose_messages_all_left_are_deleted_from_the_front() {
     let disk = SimDisk::default();
-    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
-    store.track(QueueId(0), queue_name(0));
+    let store = one_queue_store(&disk);
     let mut rng = StdRng::seed_from_u64(3);
     for seq in 1..=40 {
         store.enqueue(QueueId(0), seq, &message(&mut rng, seq));
@@ -360,8 +364,7 @@ fn segments_whose_messages_all_left_are_deleted_from_the_front() {
 #[test]
 fn paged_messages_read_back_byte_identical_and_recovery_skips_page_records() {
     let disk = SimDisk::default();
-    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
-    store.track(QueueId(0), queue_name(0));
+    let store = one_queue_store(&disk);
     let mut rng = StdRng::seed_from_u64(11);
     let mut written = Vec::new();
     for seq in 1..=60 {
@@ -408,8 +411,7 @@ fn paged_messages_read_back_byte_identical_and_recovery_skips_page_records() {
 #[test]
 fn a_page_record_keeps_its_segment_until_it_is_released() {
     let disk = SimDisk::default();
-    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
-    store.track(QueueId(0), queue_name(0));
+    let store = one_queue_store(&disk);
     let mut rng = StdRng::seed_from_u64(5);
     let page = store
         .page(&queue_name(1), 1, &message(&mut rng, 1))
@@ -618,8 +620,7 @@ fn delayed_messages_come_back_until_undelayed_and_move_with_compaction() {
     };
     let sent: Vec<Delayed> = (1..=3).map(|id| delayed(id, &mut rng)).collect();
     {
-        let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
-        store.track(QueueId(0), queue_name(0));
+        let store = one_queue_store(&disk);
         let mut at = Vec::new();
         for d in &sent {
             at.push(store.delay(d).expect("the log takes it").at);
@@ -674,8 +675,7 @@ fn delayed_messages_come_back_until_undelayed_and_move_with_compaction() {
 #[test]
 fn no_spare_is_made_for_a_segment_the_appends_already_reached() {
     let disk = SimDisk::default();
-    let store = Store::new(Log::new(disk.clone(), 1, 0, 8192, true));
-    store.track(QueueId(0), queue_name(0));
+    let store = one_queue_store(&disk);
     let mut rng = StdRng::seed_from_u64(5);
     store.enqueue(QueueId(0), 1, &message(&mut rng, 1));
     block_on(store.log().commit()).expect("commit");

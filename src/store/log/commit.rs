@@ -94,18 +94,21 @@ impl<D: Disk> Log<D> {
     /// dropped dirty pages, so nothing after it can be trusted to be on
     /// disk.
     pub(crate) async fn finish_commit(&self, commit: Commit) -> io::Result<Lsn> {
-        let written = match self.place(&commit).await {
-            Ok(files) => self.write_batches(commit.batches, files).await,
-            Err(err) => Err(err),
+        let Commit {
+            number,
+            batches,
+            synced,
+        } = commit;
+        let written = async {
+            let files = self.place(number, &batches).await?;
+            self.write_batches(batches, files).await
         };
-        if let Err(err) = written {
+        if let Err(err) = written.await {
             self.fail(&err);
             return Err(err);
         }
-        if let Some(why) = &self.state.borrow().failed {
-            return Err(io::Error::other(why.clone()));
-        }
-        let deletable = self.mark_synced(commit.number, commit.synced);
+        self.not_failed()?;
+        let deletable = self.mark_synced(number, synced);
         self.delete_segments(deletable).await;
         Ok(self.durable())
     }
@@ -114,12 +117,18 @@ impl<D: Disk> Log<D> {
     /// when there is nothing to commit: for tests, where nothing overlaps.
     #[cfg(test)]
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
-        if let Some(why) = &self.state.borrow().failed {
-            return Err(io::Error::other(why.clone()));
-        }
+        self.not_failed()?;
         match self.begin_commit() {
             Some(commit) => self.finish_commit(commit).await,
             None => Ok(self.durable()),
+        }
+    }
+
+    /// Why the log failed, as an error, if it has.
+    fn not_failed(&self) -> io::Result<()> {
+        match &self.state.borrow().failed {
+            Some(why) => Err(io::Error::other(why.clone())),
+            None => Ok(()),
         }
     }
 
@@ -133,42 +142,37 @@ impl<D: Disk> Log<D> {
         self.placed.wake_all();
     }
 
-    /// The files `commit` writes, one per batch, once every commit that
-    /// began before it has its own. A commit that starts a segment waits
-    /// until those commits are durable too: recovery reads a segment up
-    /// to its first bad record, and takes a bad record in a segment that
-    /// a later one follows for damage, so a segment must be whole on disk
-    /// before the next gets anything. (Within a segment, a later commit's
-    /// records behind an unfinished earlier write are never confirmed,
-    /// and recovery drops them with it.)
-    async fn place(&self, commit: &Commit) -> io::Result<Vec<Rc<D::File>>> {
-        let starts_segment = commit.batches.iter().any(|batch| batch.creates.is_some());
+    /// The files commit `number` writes, one per batch, once every commit
+    /// that began before it has its own. A commit that starts a segment
+    /// waits until those commits are durable too: recovery reads a
+    /// segment up to its first bad record, and takes a bad record in a
+    /// segment that a later one follows for damage, so a segment must be
+    /// whole on disk before the next gets anything. (Within a segment, a
+    /// later commit's records behind an unfinished earlier write are never
+    /// confirmed, and recovery drops them with it.)
+    async fn place(&self, number: u64, batches: &[Batch]) -> io::Result<Vec<Rc<D::File>>> {
+        let starts_segment = batches.iter().any(|batch| batch.creates.is_some());
         self.placed
             .wait_until(|| {
                 let state = self.state.borrow();
                 let pipeline = &state.pipeline;
                 state.failed.is_some()
-                    || (pipeline.placed == commit.number
-                        && (!starts_segment || pipeline.done == commit.number))
+                    || (pipeline.placed == number && (!starts_segment || pipeline.done == number))
             })
             .await;
-        if let Some(why) = &self.state.borrow().failed {
-            return Err(io::Error::other(why.clone()));
-        }
-        let mut files = Vec::with_capacity(commit.batches.len());
-        let mut found = Ok(());
-        for batch in &commit.batches {
-            match self.file_for(batch).await {
-                Ok(file) => files.push(file),
-                Err(err) => {
-                    found = Err(err);
-                    break;
-                }
-            }
-        }
+        self.not_failed()?;
+        let files = self.files_for(batches).await;
         self.state.borrow_mut().pipeline.placed += 1;
         self.placed.wake_all();
-        found.map(|()| files)
+        files
+    }
+
+    async fn files_for(&self, batches: &[Batch]) -> io::Result<Vec<Rc<D::File>>> {
+        let mut files = Vec::with_capacity(batches.len());
+        for batch in batches {
+            files.push(self.file_for(batch).await?);
+        }
+        Ok(files)
     }
 
     /// Writes each batch to its file (one batch per segment in a commit)
