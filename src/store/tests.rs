@@ -702,3 +702,36 @@ fn no_spare_is_made_for_a_segment_the_appends_already_reached() {
         "every record is there"
     );
 }
+
+/// The spare's zeros go in small pieces with a pause after each while it
+/// is well ahead of the appends (from its first piece on), and in large
+/// ones with no pause once the appends have reached it.
+#[test]
+fn the_spare_fills_slowly_only_while_ahead_of_the_appends() {
+    let disk = SimDisk::default();
+    let store = Store::new(Log::new(disk.clone(), 1, 0, 1 << 20, true));
+    store.track(QueueId(0), queue_name(0));
+    let mut rng = StdRng::seed_from_u64(9);
+    store.enqueue(QueueId(0), 1, &message(&mut rng, 1));
+    block_on(store.log().commit()).expect("commit");
+    let pauses = std::cell::Cell::new(0);
+    let pause = async || pauses.set(pauses.get() + 1);
+    block_on(store.log().prepare_spare(2, pause));
+    assert_eq!(
+        pauses.get(),
+        16,
+        "1 MiB in 64 KiB pieces, each paused after"
+    );
+    // Appends fill segment 2 and reach 3 before its spare is made.
+    let mut seq = 2;
+    while store
+        .enqueue(QueueId(0), seq, &message(&mut rng, seq))
+        .map(|a| a.segment)
+        != Some(3)
+    {
+        seq += 1;
+    }
+    pauses.set(0);
+    block_on(store.log().prepare_spare(3, pause));
+    assert_eq!(pauses.get(), 0, "behind: no pause");
+}

@@ -71,7 +71,9 @@ impl<D: Disk> Log<D> {
         let zeros = vec![0u8; ZERO_PIECE_BEHIND.min(self.segment_size as usize)];
         let mut pos = 0;
         while pos < self.segment_size {
-            let ahead = self.spare_is_ahead(index, pos);
+            // Judged as if the next small piece were written: at the start
+            // of a fill the spare is never ahead of appends already made.
+            let ahead = self.spare_is_ahead(index, pos + ZERO_PIECE_AHEAD as u64);
             let piece = if ahead {
                 ZERO_PIECE_AHEAD
             } else {
