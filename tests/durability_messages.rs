@@ -260,6 +260,53 @@ async fn a_clean_stop_keeps_every_message_published_before_it() {
     }
 }
 
+/// An ack that reached the broker before a clean stop is kept, even one
+/// sent just before it: nothing waits for an ack's record, and the store
+/// lets such records gather before it syncs them.
+#[tokio::test]
+async fn acks_sent_just_before_a_clean_stop_are_kept() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    const EACH: usize = 50;
+    const ACKED: usize = 40;
+    let dir = DataDir::new("acked-stop");
+    let names = queues("acked");
+    let mut broker = dir.start("2");
+    let (connection, channel) = open(&broker).await;
+    for (q, queue) in names.iter().enumerate() {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+        for i in 0..EACH {
+            assert!(publish(&channel, queue, q * 1000 + i, true).await.is_ack());
+        }
+    }
+    for queue in &names {
+        let mut consumer = consume(&channel, queue).await;
+        for _ in 0..ACKED {
+            let delivery = next_delivery(&mut consumer).await;
+            within("ack", delivery.acker.ack(BasicAckOptions::default()))
+                .await
+                .expect("ack");
+        }
+    }
+    // The close is answered after the acks before it are handled; the
+    // unacked rest goes back to the queues.
+    let _ = connection.close(200, "bye").await;
+    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    for (q, queue) in names.iter().enumerate() {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+        let numbers: Vec<usize> = drain(&channel, queue)
+            .await
+            .iter()
+            .map(message_number)
+            .collect();
+        let expected: Vec<usize> = (ACKED..EACH).map(|i| q * 1000 + i).collect();
+        assert_eq!(numbers, expected, "{queue}: an acked message came back");
+    }
+}
+
 #[tokio::test]
 async fn kill_9_mid_stream_loses_no_confirmed_message() {
     if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {

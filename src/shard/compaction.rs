@@ -37,7 +37,7 @@ impl Shard {
             match moved {
                 Ok(moved) if !moved.is_empty() => {
                     self.relocate(&moved, ids.get_or_init(|| self.queue_ids()));
-                    self.store().work.notify();
+                    self.store().commit_now();
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!("log compaction on shard {}: {err}", self.id),

@@ -110,7 +110,7 @@ impl Shard {
         };
         self.confirm(publisher.conn, answer, appended.map(|a| a.lsn));
         if let Some(appended) = appended {
-            self.store().work.notify();
+            self.store().commit_now();
             self.wait(id, delayed, Some(appended.at), due_ms);
         }
         true
@@ -156,7 +156,7 @@ impl Shard {
                 name: delayed.message.exchange.clone(),
             };
             self.store().store.undelay(&exchange, id, at);
-            self.store().work.notify();
+            self.store().commit_later();
         }
         let Ok(message) = routed_message(&delayed) else {
             return;

@@ -302,7 +302,7 @@ impl Shard {
                 },
             }
         }
-        store.work.notify();
+        store.commit_now();
         let log = store.store.log();
         self.paging
             .synced
@@ -457,6 +457,6 @@ impl Shard {
         for &at in records {
             store.store.unpage(at);
         }
-        store.work.notify();
+        store.commit_later();
     }
 }
