@@ -22,6 +22,7 @@ const MESSAGES_DIR: &str = "messages";
 /// binary, or `warrenctl stop`); returns a one-line reason when it cannot
 /// start.
 pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> {
+    crate::memory::steady_allocator();
     let shard_count = config.shard_count();
     let data_dir = DataDir::lock(config.data_dir()?)?;
     tracing::info!("data directory {}", data_dir.path().display());

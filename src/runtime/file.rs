@@ -139,28 +139,32 @@ impl File {
         let fd = self.raw_fd();
         // O_DIRECT wants aligned memory: an over-allocated copy, written
         // from its first BLOCK-aligned byte.
-        let mut copy = vec![0u8; data.len() + BLOCK as usize];
-        let start = copy.as_ptr().align_offset(BLOCK as usize);
         let len = data.len();
+        let copy = CopyBuffers::take(len + BLOCK as usize);
+        let start = copy.as_ptr().align_offset(BLOCK as usize);
+        let mut copy = copy;
         copy[start..start + len].copy_from_slice(data);
         let offset = libc::off_t::try_from(pos).map_err(io::Error::other)?;
-        glommio::executor()
+        let (written, copy) = glommio::executor()
             .spawn_blocking(move || {
                 let block = &copy[start..start + len];
                 // SAFETY: pwrite reads `len` bytes of `block`, which lives
                 // until the call returns; the file stays open meanwhile
                 // (`self` is borrowed until this future completes).
                 let written = unsafe { libc::pwrite(fd, block.as_ptr().cast(), len, offset) };
-                match usize::try_from(written) {
+                let written = match usize::try_from(written) {
                     Ok(written) if written == len => sync(fd),
                     Ok(written) => Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         format!("short write: {written} of {len} bytes"),
                     )),
                     Err(_) => Err(io::Error::last_os_error()),
-                }
+                };
+                (written, copy)
             })
-            .await
+            .await;
+        CopyBuffers::give_back(copy);
+        written
     }
 
     fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -216,6 +220,50 @@ pub(crate) fn block_on<T>(future: impl std::future::Future<Output = T>) -> Resul
         .make()
         .map_err(|err| format!("cannot start the recovery executor: {err}"))?;
     Ok(executor.run(future))
+}
+
+/// The aligned copies `File::write_synced` hands to the blocking thread,
+/// kept on the shard's thread for the next writes. A fresh copy for each
+/// write was memory to zero, and often to fault in (the kernel clears each
+/// new page on the faulting thread): for the spare segment's 1 MiB pieces
+/// of zeros that held the shard's thread for milliseconds
+/// (`memory::steady_allocator` says more).
+struct CopyBuffers;
+
+thread_local! {
+    static COPY_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl CopyBuffers {
+    /// Enough for two commits and the spare's zeros in flight at once.
+    const KEPT: usize = 4;
+    /// Larger copies (a commit with a very large message) are not kept.
+    const KEPT_BYTES_MAX: usize = 2 << 20;
+
+    /// A buffer of at least `len` bytes, of any content.
+    fn take(len: usize) -> Vec<u8> {
+        let kept = COPY_BUFFERS.with_borrow_mut(|kept| {
+            let fits = kept.iter().position(|buffer| buffer.len() >= len)?;
+            Some(kept.swap_remove(fits))
+        });
+        kept.unwrap_or_else(|| vec![0; len])
+    }
+
+    fn give_back(buffer: Vec<u8>) {
+        if buffer.len() > Self::KEPT_BYTES_MAX {
+            return;
+        }
+        COPY_BUFFERS.with_borrow_mut(|kept| {
+            if kept.len() < Self::KEPT {
+                kept.push(buffer);
+            } else if let Some(smallest) = kept.iter_mut().min_by_key(|kept| kept.len()) {
+                // Keep the larger: the spare's zeros come in 1 MiB pieces.
+                if smallest.len() < buffer.len() {
+                    *smallest = buffer;
+                }
+            }
+        });
+    }
 }
 
 /// Reads at `pos + buffer.len()` into `buffer`'s spare capacity until it
