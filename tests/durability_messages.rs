@@ -235,7 +235,7 @@ async fn a_clean_stop_keeps_every_message_published_before_it() {
     const EACH: usize = 300;
     let dir = DataDir::new("clean-stop");
     let names = queues("clean");
-    let mut broker = dir.start("2");
+    let broker = dir.start("2");
     let (connection, channel) = open_unconfirmed(&broker).await;
     for queue in &names {
         declare_durable(&channel, queue, FieldTable::default()).await;
@@ -246,18 +246,33 @@ async fn a_clean_stop_keeps_every_message_published_before_it() {
             assert!(matches!(answer, Confirmation::NotRequested));
         }
     }
-    let _ = connection.close(200, "bye").await;
-    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
-    broker = dir.start("2");
-    let (_connection, channel) = open(&broker).await;
-    for (q, queue) in names.iter().enumerate() {
-        declare_durable(&channel, queue, FieldTable::default()).await;
-        let messages = drain(&channel, queue).await;
+    let (_broker, found) = drain_after_a_clean_stop(&dir, broker, connection, &names).await;
+    for (q, (queue, messages)) in names.iter().zip(found).enumerate() {
         let numbers: Vec<usize> = messages.iter().map(message_number).collect();
         let expected: Vec<usize> = (0..EACH).map(|i| q * 1000 + i).collect();
         assert_eq!(numbers, expected, "{queue} after a clean stop");
         messages.iter().for_each(assert_intact);
     }
+}
+
+/// Closes `connection`, stops `broker` cleanly, starts it again on `dir`
+/// and drains each of `queues`: the broker, and what each queue held.
+async fn drain_after_a_clean_stop(
+    dir: &DataDir,
+    mut broker: Broker,
+    connection: Connection,
+    queues: &[String],
+) -> (Broker, Vec<Vec<BasicGetMessage>>) {
+    let _ = connection.close(200, "bye").await;
+    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
+    let broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    let mut found = Vec::new();
+    for queue in queues {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+        found.push(drain(&channel, queue).await);
+    }
+    (broker, found)
 }
 
 /// An ack that reached the broker before a clean stop is kept, even one
@@ -272,7 +287,7 @@ async fn acks_sent_just_before_a_clean_stop_are_kept() {
     const ACKED: usize = 40;
     let dir = DataDir::new("acked-stop");
     let names = queues("acked");
-    let mut broker = dir.start("2");
+    let broker = dir.start("2");
     let (connection, channel) = open(&broker).await;
     for (q, queue) in names.iter().enumerate() {
         declare_durable(&channel, queue, FieldTable::default()).await;
@@ -291,17 +306,9 @@ async fn acks_sent_just_before_a_clean_stop_are_kept() {
     }
     // The close is answered after the acks before it are handled; the
     // unacked rest goes back to the queues.
-    let _ = connection.close(200, "bye").await;
-    assert!(broker.terminate(STOP).success(), "{}", broker.log_tail());
-    broker = dir.start("2");
-    let (_connection, channel) = open(&broker).await;
-    for (q, queue) in names.iter().enumerate() {
-        declare_durable(&channel, queue, FieldTable::default()).await;
-        let numbers: Vec<usize> = drain(&channel, queue)
-            .await
-            .iter()
-            .map(message_number)
-            .collect();
+    let (_broker, found) = drain_after_a_clean_stop(&dir, broker, connection, &names).await;
+    for (q, (queue, messages)) in names.iter().zip(found).enumerate() {
+        let numbers: Vec<usize> = messages.iter().map(message_number).collect();
         let expected: Vec<usize> = (ACKED..EACH).map(|i| q * 1000 + i).collect();
         assert_eq!(numbers, expected, "{queue}: an acked message came back");
     }
