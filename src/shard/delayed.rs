@@ -156,7 +156,10 @@ impl Shard {
                 name: delayed.message.exchange.clone(),
             };
             self.store().store.undelay(&exchange, id, at);
-            self.store().commit_later();
+            // Synced at once, not lazily: the message is routed now, maybe
+            // to another shard's log, and a crash before this record is on
+            // disk routes it again after the restart.
+            self.store().commit_now();
         }
         let Ok(message) = routed_message(&delayed) else {
             return;

@@ -130,7 +130,8 @@ pub(super) struct ShardStore {
 
 impl ShardStore {
     /// Records were appended that something waits for (a confirm, a page
-    /// out, a read of what compaction moved): a commit starts at once.
+    /// out, a read of what compaction moved) or that should not wait (a
+    /// delayed message routed): a commit starts at once.
     pub(super) fn commit_now(&self) {
         self.urgent.set(true);
         self.urgent_due.wake_all();
