@@ -314,3 +314,50 @@ fn sync(fd: std::os::fd::RawFd) -> io::Result<()> {
         _ => Err(io::Error::last_os_error()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drops `path`'s pages from the page cache (they are clean: written
+    /// and synced), so the next read must go to the device.
+    fn evict(path: &Path) {
+        let file = std::fs::File::open(path).expect("open the scratch file");
+        // SAFETY: posix_fadvise only reads the descriptor and the range.
+        let advised =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(advised, 0, "posix_fadvise");
+    }
+
+    #[test]
+    fn reads_come_back_whole_from_the_page_cache_or_from_the_device() {
+        let path = std::env::temp_dir().join(format!("warren-read-at-{}", std::process::id()));
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write the scratch file");
+        std::fs::File::open(&path)
+            .and_then(|file| file.sync_all())
+            .expect("sync the scratch file");
+        let len = data.len() as u64;
+        let read = |pos: u64, count: usize| {
+            let path = path.clone();
+            block_on(async move {
+                let file = File::open_for_reading(&path)
+                    .await
+                    .expect("open for reading");
+                file.read_at(pos, count).await.expect("read")
+            })
+            .expect("an executor")
+        };
+        assert_eq!(
+            read(4103, 100_000),
+            data[4103..104_103],
+            "from the page cache"
+        );
+        evict(&path);
+        assert_eq!(read(1, 200_000), data[1..200_001], "from the device");
+        evict(&path);
+        assert_eq!(read(len - 10, 100), data[data.len() - 10..], "to the end");
+        assert!(read(len + 5, 100).is_empty(), "past the end");
+        let _ = std::fs::remove_file(&path);
+    }
+}
