@@ -140,9 +140,8 @@ impl File {
         // O_DIRECT wants aligned memory: an over-allocated copy, written
         // from its first BLOCK-aligned byte.
         let len = data.len();
-        let copy = CopyBuffers::take(len + BLOCK as usize);
+        let mut copy = CopyBuffers::take(len + BLOCK as usize);
         let start = copy.as_ptr().align_offset(BLOCK as usize);
-        let mut copy = copy;
         copy[start..start + len].copy_from_slice(data);
         let offset = libc::off_t::try_from(pos).map_err(io::Error::other)?;
         let (written, copy) = glommio::executor()
