@@ -239,10 +239,16 @@ impl CopyBuffers {
     /// Larger copies (a commit with a very large message) are not kept.
     const KEPT_BYTES_MAX: usize = 2 << 20;
 
-    /// A buffer of at least `len` bytes, of any content.
+    /// A buffer of at least `len` bytes, of any content: the smallest kept
+    /// one that fits, so a commit's few blocks leave the spare's 1 MiB
+    /// pieces their buffers.
     fn take(len: usize) -> Vec<u8> {
         let kept = COPY_BUFFERS.with_borrow_mut(|kept| {
-            let fits = kept.iter().position(|buffer| buffer.len() >= len)?;
+            let (fits, _) = kept
+                .iter()
+                .enumerate()
+                .filter(|(_, buffer)| buffer.len() >= len)
+                .min_by_key(|(_, buffer)| buffer.len())?;
             Some(kept.swap_remove(fits))
         });
         kept.unwrap_or_else(|| vec![0; len])

@@ -32,8 +32,8 @@ const SPARE_FILL_PAUSE: Duration = Duration::from_millis(2);
 /// Commits a shard lets overlap. Two: a record appended while one syncs
 /// starts the next at once, and two fdatasyncs take no longer than one
 /// here; more would only split the batches further. The shard's blocking
-/// pool has a thread for each, and one for the spare's zeros
-/// (`runtime::run_shards`).
+/// pool has a thread for each, besides those for the spare's zeros and for
+/// reads (`runtime::run_shards`).
 const COMMITS_IN_FLIGHT: usize = 2;
 
 /// How long records that nobody waits for (an ack's settle, a released
