@@ -396,6 +396,69 @@ async fn kill_9_mid_stream_loses_no_confirmed_message() {
     }
 }
 
+/// A consumer acks the first messages of each queue, holds the rest
+/// unacked, and the broker is killed: every message it had not acked
+/// comes back, intact and once; one it acked may come back too (an ack's
+/// record is not waited for). The acks kill segments (64 KiB each), and
+/// a confirmed publish after them waits for the commit that deletes
+/// those, so the kill comes after the deletions.
+#[tokio::test]
+async fn kill_9_after_acks_loses_no_unacked_message() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    const EACH: usize = 400;
+    const ACKED: usize = 100;
+    let dir = DataDir::new("kill9-acks");
+    let names = queues("acking");
+    let broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    for (q, queue) in names.iter().enumerate() {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+        for i in 0..EACH {
+            assert!(publish(&channel, queue, q * 1000 + i, true).await.is_ack());
+        }
+    }
+    let mut consumers = Vec::new();
+    for (q, queue) in names.iter().enumerate() {
+        let (connection, channel) = open(&broker).await;
+        let mut consumer = consume(&channel, queue).await;
+        for _ in 0..ACKED {
+            let delivery = next_delivery(&mut consumer).await;
+            within("ack", delivery.acker.ack(BasicAckOptions::default()))
+                .await
+                .expect("ack");
+        }
+        // The marker, after the acks on the same channel.
+        assert!(publish(&channel, queue, q * 1000 + EACH, true)
+            .await
+            .is_ack());
+        consumers.push((connection, channel, consumer));
+    }
+    drop(broker);
+    let broker = dir.start("2");
+    let (_connection, channel) = open(&broker).await;
+    for (q, queue) in names.iter().enumerate() {
+        declare_durable(&channel, queue, FieldTable::default()).await;
+        let messages = drain(&channel, queue).await;
+        messages.iter().for_each(assert_intact);
+        let back: Vec<usize> = messages.iter().map(message_number).collect();
+        assert!(
+            back.windows(2).all(|pair| pair[0] < pair[1]),
+            "{queue}: in order and once each"
+        );
+        let never_acked: Vec<usize> = (q * 1000 + ACKED..=q * 1000 + EACH).collect();
+        let acked = q * 1000..q * 1000 + ACKED;
+        let (came_back, rest): (Vec<usize>, Vec<usize>) =
+            back.iter().partition(|n| acked.contains(n));
+        assert_eq!(
+            rest, never_acked,
+            "{queue}: the unacked messages and the marker"
+        );
+        assert!(came_back.len() <= ACKED, "{queue}");
+    }
+}
+
 #[tokio::test]
 async fn a_reject_publish_queue_nacks_what_it_refuses() {
     let broker = Broker::start();
