@@ -15,6 +15,11 @@
 //! - Every drain task handles at most `TURN_MESSAGES_MAX` messages per turn
 //!   before the shard's other tasks (socket readers and writers) have one.
 //!
+//! At a clean stop, [`Mesh::settle`] waits until nothing is left in flight
+//! between the shards (`Traffic`), so that what a closed connection sent
+//! to another shard (an ack, a publish) is handled before that shard makes
+//! its log durable and stops.
+//!
 //! One mesh, not one per lane: every mesh join is a round of cross-shard
 //! handshakes, and a second one made start-up hang now and then.
 //!
@@ -34,6 +39,9 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers, Senders};
 use glommio::{GlommioError, ResourceType};
@@ -44,6 +52,9 @@ use crate::ids::ShardId;
 /// Messages a drain task handles before it lets the shard's other tasks
 /// (socket readers and writers, the other lane) have a turn.
 const TURN_MESSAGES_MAX: usize = 128;
+
+/// How often `Mesh::settle` looks at the traffic counts.
+const SETTLE_POLL: Duration = Duration::from_millis(1);
 
 /// Which lane a message takes.
 pub trait Urgency {
@@ -66,6 +77,60 @@ pub struct Mesh<T: Send> {
     congestion_limit: usize,
     /// Tasks waiting for some outbox to drain below the limit.
     uncongested_waiters: Waiters,
+    traffic: Arc<Traffic>,
+}
+
+/// Every shard's count of the messages it sent and of those it handled or
+/// dropped, shared by the shards of one mesh: when every shard has stopped
+/// taking new work and the two sums are equal, nothing is in flight.
+///
+/// Each count has one writer, its shard, so counting is a plain store on
+/// the hot path. Each is stored with Release after the handler that may
+/// have sent more, and `is_quiet` reads every `done` before any `sent`:
+/// whatever it sees handled, it sees sent, with what its handler sent.
+pub(super) struct Traffic {
+    shards: Box<[ShardTraffic]>,
+    /// Shards that have stopped taking new work (`Mesh::settle`).
+    stopped: AtomicUsize,
+}
+
+/// One shard's counts, on a cache line of their own.
+#[repr(align(128))]
+#[derive(Default)]
+struct ShardTraffic {
+    sent: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Traffic {
+    pub(super) fn new(shard_count: usize) -> Traffic {
+        Traffic {
+            shards: (0..shard_count).map(|_| ShardTraffic::default()).collect(),
+            stopped: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `count` to a count only `shard` writes.
+    fn add(count: &AtomicU64, more: u64) {
+        count.store(count.load(Ordering::Relaxed) + more, Ordering::Release);
+    }
+
+    fn is_quiet(&self) -> bool {
+        if self.stopped.load(Ordering::Acquire) < self.shards.len() {
+            return false;
+        }
+        let done: u64 = self
+            .shards
+            .iter()
+            .map(|shard| shard.done.load(Ordering::Acquire))
+            .sum();
+        let sent: u64 = self
+            .shards
+            .iter()
+            .map(|shard| shard.sent.load(Ordering::Acquire))
+            .sum();
+        done == sent
+    }
 }
 
 /// What waits for the ring to another shard, urgent messages first.
@@ -110,6 +175,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
     pub(super) async fn join(
         builder: MeshBuilder<T, Full>,
         shard_id: ShardId,
+        traffic: Arc<Traffic>,
     ) -> Result<Rc<Mesh<T>>, String> {
         let shard_count = builder.nr_peers();
         let (senders, receivers) = builder
@@ -134,6 +200,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
             urgent: LocalQueue::new(),
             congestion_limit: 1024,
             uncongested_waiters: Waiters::new(),
+            traffic,
         }))
     }
 
@@ -148,6 +215,11 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
     /// Queues `msg` for shard `to`; never waits. Order is kept per lane and
     /// destination.
     pub fn send(self: &Rc<Self>, to: ShardId, msg: T) {
+        if to >= self.shard_count {
+            tracing::error!(to, "message for a shard that does not exist");
+            return;
+        }
+        Traffic::add(&self.own_traffic().sent, 1);
         if to == self.shard_id {
             match msg.is_urgent() {
                 true => self.urgent.push(msg),
@@ -155,10 +227,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
             }
             return;
         }
-        let Some(outbox) = self.outboxes.get(to) else {
-            tracing::error!(to, "message for a shard that does not exist");
-            return;
-        };
+        let outbox = &self.outboxes[to];
         // While the flusher holds a message it popped, sending directly
         // would overtake it: only an idle, empty outbox may try the ring.
         if !outbox.flushing.get() && outbox.is_empty() {
@@ -168,7 +237,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
                     self.hold(outbox, msg);
                 }
                 // The peer has shut down: nothing left to deliver to.
-                Err(_) => return,
+                Err(_) => return self.dropped(1),
             }
         } else {
             self.hold(outbox, msg);
@@ -210,8 +279,8 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
         while let Some(msg) = outbox.pop() {
             if self.senders.send_to(to, msg).await.is_err() {
                 // The peer has shut down; drop what is left.
-                outbox.urgent.borrow_mut().clear();
-                outbox.bulk.borrow_mut().clear();
+                let left = outbox.urgent.take().len() + outbox.bulk.take().len();
+                self.dropped(1 + left as u64);
                 break;
             }
             if outbox.bulk.borrow().len() + 1 == self.congestion_limit / 2 {
@@ -235,7 +304,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
                 let mut handled = 0;
                 while let Some(msg) = receiver.recv().await {
                     match msg.is_urgent() {
-                        true => handle(msg),
+                        true => mesh.handle(&handle, msg),
                         false => mesh.bulk.push(msg),
                     }
                     handled += 1;
@@ -260,7 +329,7 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
             loop {
                 let next = local.queue.borrow_mut().pop_front();
                 let Some(msg) = next else { break };
-                handle(msg);
+                self.handle(&handle, msg);
                 handled += 1;
                 if handled == TURN_MESSAGES_MAX {
                     handled = 0;
@@ -271,8 +340,87 @@ impl<T: Send + Urgency + 'static> Mesh<T> {
         }
     }
 
+    fn handle(&self, handle: &Rc<dyn Fn(T)>, msg: T) {
+        handle(msg);
+        Traffic::add(&self.own_traffic().done, 1);
+    }
+
+    fn dropped(&self, count: u64) {
+        Traffic::add(&self.own_traffic().done, count);
+    }
+
+    fn own_traffic(&self) -> &ShardTraffic {
+        &self.traffic.shards[self.shard_id]
+    }
+
+    /// At a clean stop, once this shard takes no new work (its connections
+    /// are closed): waits until every shard has got here and every message
+    /// sent between them has been handled, for at most `limit`. False if
+    /// the time ran out.
+    pub async fn settle(&self, limit: Duration) -> bool {
+        self.traffic.stopped.fetch_add(1, Ordering::AcqRel);
+        let quiet = async {
+            while !self.traffic.is_quiet() {
+                super::sleep(SETTLE_POLL).await;
+            }
+        };
+        super::timeout(limit, quiet).await.is_some()
+    }
+
     /// Closes this shard's outgoing rings, so peers see it has gone.
     pub fn close(&self) {
         self.senders.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::Urgency;
+
+    /// A test message: urgent or bulk.
+    struct Note(bool);
+
+    impl Urgency for Note {
+        fn is_urgent(&self) -> bool {
+            self.0
+        }
+    }
+
+    /// Shard 0 sends more than the ring holds (most of it waits in the
+    /// outbox) on both lanes; shard 1 answers each urgent one. Once
+    /// `settle` returns on a shard, it has handled everything sent to it,
+    /// answers included.
+    #[test]
+    fn settle_returns_once_every_message_between_shards_is_handled() {
+        const SENT: usize = 500;
+        let handled: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
+        let seen_after_settle = Arc::new(Mutex::new([0; 2]));
+        let (counts, seen) = (handled.clone(), seen_after_settle.clone());
+        super::super::run_shards(2, 4, move |shard, mesh| {
+            let (counts, seen) = (counts.clone(), seen.clone());
+            async move {
+                let (answers, counted) = (mesh.clone(), counts.clone());
+                mesh.start_receivers(std::rc::Rc::new(move |note: Note| {
+                    counted[shard].fetch_add(1, Ordering::Relaxed);
+                    if shard == 1 && note.0 {
+                        answers.send(0, Note(true));
+                    }
+                }));
+                if shard == 0 {
+                    for n in 0..SENT {
+                        mesh.send(1, Note(n % 2 == 0));
+                    }
+                }
+                assert!(mesh.settle(Duration::from_secs(10)).await);
+                seen.lock().unwrap()[shard] = counts[shard].load(Ordering::Relaxed);
+                mesh.close();
+            }
+        })
+        .expect("the shards ran");
+        assert_eq!(*seen_after_settle.lock().unwrap(), [SENT / 2, SENT]);
     }
 }

@@ -52,6 +52,7 @@ where
     let cpus = allowed_cpus();
     let pin = cpus.len() >= shard_count;
     let builder = MeshBuilder::<T, _>::full(shard_count, ring_capacity);
+    let traffic = std::sync::Arc::new(mesh::Traffic::new(shard_count));
     let mut handles = Vec::with_capacity(shard_count);
     for (shard_id, cpu) in (0..shard_count).zip(cpus.iter().copied().chain(std::iter::repeat(0))) {
         let placement = if pin {
@@ -60,6 +61,7 @@ where
             Placement::Unbound
         };
         let (builder, shard_main) = (builder.clone(), shard_main.clone());
+        let traffic = traffic.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
@@ -72,7 +74,7 @@ where
             // the pager's and compaction's, one each at a time).
             .blocking_thread_pool_placement(PoolPlacement::Unbound(5))
             .spawn(move || async move {
-                match mesh::Mesh::join(builder, shard_id).await {
+                match mesh::Mesh::join(builder, shard_id, traffic).await {
                     Ok(mesh) => run_latency_sensitive(shard_main(shard_id, mesh)).await,
                     Err(err) => tracing::error!(shard_id, "cannot join the shard mesh: {err}"),
                 }

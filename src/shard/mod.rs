@@ -114,6 +114,11 @@ pub struct Shard {
 /// for an HTTP answer to feel immediate, rare enough to cost nothing.
 const MANAGEMENT_POLL: Duration = Duration::from_millis(5);
 
+/// How long a clean stop waits for the messages still in flight between
+/// shards once every connection is closed (acks and publishes the closed
+/// connections forwarded): normally a few milliseconds.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
 impl Shard {
     /// Sets up one shard on its executor: its store, the replayed
     /// definitions, its ring handlers and background tasks. Connections
@@ -173,11 +178,19 @@ impl Shard {
         shard
     }
 
-    /// Runs the shard's tick until shutdown, then closes its connections
-    /// and its side of the mesh.
+    /// Runs the shard's tick until shutdown, then closes its connections,
+    /// waits for what they sent to other shards to be handled, makes the
+    /// log durable and closes its side of the mesh.
     pub(crate) async fn serve_until_shutdown(&self) {
         self.tick_until_shutdown().await;
         self.close_all_connections().await;
+        if !self.mesh.settle(SETTLE_LIMIT).await {
+            tracing::warn!(
+                "shard {}: messages between shards were still in flight after {SETTLE_LIMIT:?}; \
+                 stopping without them",
+                self.id
+            );
+        }
         self.drain_store().await;
         self.log_store_totals();
         self.mesh.close();
