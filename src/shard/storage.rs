@@ -6,7 +6,6 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::protocol::ShortStr;
 use crate::queue::Queue;
 use crate::runtime;
 use crate::runtime::notify::{Notify, Waiters};
-use crate::store::disk::{Disk, FsDisk};
+use crate::store::disk::FsDisk;
 use crate::store::log::{Commit, Log, Lsn};
 use crate::store::record::QueueName;
 use crate::store::recovery::{self, Share};
@@ -53,11 +52,6 @@ pub struct StoreSetup {
     fsync: bool,
     /// Per shard: what it takes of the earlier runs.
     shares: Mutex<Vec<Option<Share>>>,
-    /// The earlier runs' segments, deleted once every shard has made what
-    /// it took from them durable in its own log (none when the shards took
-    /// them over as they are).
-    old_segments: Mutex<Vec<String>>,
-    shards_adopting: AtomicUsize,
 }
 
 impl StoreSetup {
@@ -77,19 +71,12 @@ impl StoreSetup {
         std::fs::create_dir_all(&dir)
             .map_err(|err| format!("cannot use message store {}: {err}", dir.display()))?;
         let disk = FsDisk { dir: dir.clone() };
-        let read = async {
-            let recovered = recovery::recover(&disk).await?;
-            let epoch = recovered.epoch;
-            let owner = |name: &QueueName| {
-                queue_shard(name.vhost.as_bytes(), name.name.as_bytes(), shard_count)
-            };
-            Ok::<_, std::io::Error>((
-                epoch,
-                recovery::plan(&disk, recovered, shard_count, owner).await?,
-            ))
+        let owner = |name: &QueueName| {
+            queue_shard(name.vhost.as_bytes(), name.name.as_bytes(), shard_count)
         };
-        let (epoch, plan) = runtime::file::block_on(read)?
-            .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
+        let plan =
+            runtime::file::block_on(recovery::plan(&disk, shard_count, segment_size, owner))?
+                .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
         let (messages, delayed) = plan
             .shares
             .iter()
@@ -102,12 +89,10 @@ impl StoreSetup {
         }
         Ok(StoreSetup {
             disk,
-            epoch,
+            epoch: plan.epoch,
             segment_size,
             fsync,
             shares: Mutex::new(plan.shares.into_iter().map(Some).collect()),
-            old_segments: Mutex::new(plan.old_segments),
-            shards_adopting: AtomicUsize::new(shard_count),
         })
     }
 }
@@ -160,7 +145,9 @@ impl Shard {
         );
         let share = setup.shares.lock().expect("not poisoned")[self.id].take();
         let store = Store::new(log);
-        let adopted = share.map_or(0, |share| store.take_over(share));
+        if let Some(share) = share {
+            store.take_over(share);
+        }
         let shard_store = ShardStore {
             store,
             work: Notify::new(),
@@ -173,7 +160,7 @@ impl Shard {
         shard_store.commit_now();
         let _ = self.store.set(shard_store);
         let shard = self.clone();
-        runtime::spawn(async move { shard.commit_loop(adopted).await });
+        runtime::spawn(async move { shard.commit_loop().await });
         let shard = self.clone();
         runtime::spawn(async move { shard.spare_loop().await });
     }
@@ -266,9 +253,8 @@ impl Shard {
     /// fewer than `COMMITS_IN_FLIGHT` commits are in flight
     /// (`store::log::commit`), and answers the publishers each covered.
     /// Records nobody waits for wait up to `LAZY_COMMIT_PAUSE` for company.
-    async fn commit_loop(self: Rc<Self>, adopted: Lsn) {
+    async fn commit_loop(self: Rc<Self>) {
         let store = self.store();
-        let mut adopting = true;
         loop {
             store.work.wait().await;
             if !store.urgent.get() {
@@ -285,10 +271,6 @@ impl Shard {
                     .set(store.commits_in_flight.get() + 1);
                 let shard = self.clone();
                 runtime::spawn(async move { shard.finish_commit(commit).await });
-            }
-            if adopting && store.store.log().durable() >= adopted {
-                adopting = false;
-                self.adopted().await;
             }
         }
     }
@@ -323,21 +305,6 @@ impl Shard {
             store.spare_due.wait().await;
             if let Some(index) = store.store.log().spare_wanted() {
                 store.store.log().prepare_spare(index, pause).await;
-            }
-        }
-    }
-
-    /// This shard's share of the recovered messages is durable in its own
-    /// log; the last shard to get there deletes the old segments.
-    async fn adopted(&self) {
-        let setup = &self.shared.store;
-        if setup.shards_adopting.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
-        }
-        let old = std::mem::take(&mut *setup.old_segments.lock().expect("not poisoned"));
-        for name in old {
-            if let Err(err) = setup.disk.remove(&name).await {
-                tracing::warn!("cannot delete old message log segment {name}: {err}");
             }
         }
     }

@@ -9,8 +9,8 @@
 //! (group commit) and then answers the publishers waiting for that sync
 //! (`shard::confirms`). At start-up `recovery` reads the logs of earlier
 //! runs into an index, and each shard takes its part over
-//! (`Store::take_over`): the old segments as they are, or, when the shard
-//! count split them, what was live written again (`Store::adopt`).
+//! (`Store::take_over`): old segments as they are, written again first
+//! when the shard count split them (`recovery::plan`).
 //!
 //! What is logged: a message with delivery_mode 2 (or any message of a
 //! quorum queue) entering a durable, non-exclusive queue; what leaves such
@@ -44,9 +44,9 @@ use hashbrown::HashMap;
 use crate::ids::QueueId;
 use crate::message::Message;
 use disk::Disk;
-use log::{Appended, Location, Log, Lsn};
+use log::{Appended, Location, Log};
 use record::{Delayed, QueueName};
-use recovery::{QueueIndex, QueueMessages, RecoveredMessage, Share};
+use recovery::{QueueIndex, RecoveredMessage, Share};
 
 /// A queue's logged messages: from a first seq on, in one segment, with
 /// how many of them are still in the queue.
@@ -112,30 +112,11 @@ impl<D: Disk> Store<D> {
     }
 
     /// Takes this shard's part of the earlier runs (`recovery::plan`),
-    /// before anything else is logged. Returns the position that makes it
-    /// durable.
-    pub(crate) fn take_over(&self, share: Share) -> Lsn {
-        match share {
-            Share::InPlace(taken) => {
-                self.log.inherit(taken.segments);
-                self.inherit(taken.queues);
-                *self.recovered_delays.borrow_mut() = taken.delayed;
-                self.log.durable()
-            }
-            Share::Rewrite { queues, delayed } => {
-                let mut lsn = self.adopt(queues);
-                let mut kept = Vec::with_capacity(delayed.len());
-                for delayed in delayed {
-                    let Some(appended) = self.delay(&delayed) else {
-                        break;
-                    };
-                    lsn = appended.lsn;
-                    kept.push((delayed, appended.at));
-                }
-                *self.recovered_delays.borrow_mut() = kept;
-                lsn
-            }
-        }
+    /// before anything else is logged: it is on disk already.
+    pub(crate) fn take_over(&self, share: Share) {
+        self.log.inherit(share.segments);
+        self.inherit(share.queues);
+        *self.recovered_delays.borrow_mut() = share.delayed;
     }
 
     /// The delayed messages recovered for this shard, with where their
@@ -171,33 +152,6 @@ impl<D: Disk> Store<D> {
             runs.name = Some(name.clone());
             unclaimed.insert(name, Unclaimed { runs, messages });
         }
-    }
-
-    /// Writes recovered messages into this run's log, to be claimed by
-    /// their queues when declared; their contents are not kept. Returns
-    /// the position that makes them durable.
-    fn adopt(&self, recovered: QueueMessages) -> Lsn {
-        let mut lsn = self.log.durable();
-        let mut unclaimed = self.unclaimed.borrow_mut();
-        for (name, messages) in recovered {
-            let mut entry = Unclaimed {
-                runs: Runs::default(),
-                messages: Vec::with_capacity(messages.len()),
-            };
-            for (mut recovered, message) in messages {
-                let appended = self.log.append(true, |out| {
-                    record::encode_enqueue(out, &name, recovered.seq, &message);
-                });
-                let Some(appended) = appended else { break };
-                lsn = appended.lsn;
-                entry.runs.add(recovered.seq, appended.segment);
-                recovered.at = appended.at;
-                entry.messages.push(recovered);
-            }
-            entry.runs.name = Some(name.clone());
-            unclaimed.insert(name, entry);
-        }
-        lsn
     }
 
     /// A durable queue now exists on this shard: its messages are logged

@@ -17,9 +17,13 @@
 //! over as they are: nothing is copied, and they are deleted as any of its
 //! segments, from the front, once nothing in them is live. Otherwise (a
 //! stream split between new owners, or a segment quarantined, whose
-//! settles would be forgotten by the next recovery) the live messages are
-//! read and written again into their owners' logs (`Store::adopt`), and
-//! the old segments are deleted once that is durable.
+//! settles would be forgotten by the next recovery) `rewrite` first writes
+//! the live messages again, one old segment at a time, into a stream per
+//! new owner; once that is durable the old segments are deleted, and the
+//! logs are read again, now split by owner. Memory holds one segment at a
+//! time, whatever the backlog. A crash halfway leaves the old segments
+//! beside part of the new: the next start reads both, a message written
+//! twice counts once, and rewrites again.
 //!
 //! A record cut short or failing its checksum at the end of a shard's
 //! last segment is a write that a crash interrupted: it was never
@@ -34,9 +38,13 @@ use std::io;
 use bytes::Bytes;
 
 use super::disk::{Disk, DiskFile, BLOCK};
-use super::log::{parse_segment_name, Location};
-use super::record::{scan, Delayed, QueueName, Record, Scan};
+use super::log::{parse_segment_name, Location, Log};
+use super::record::{self, scan, Delayed, QueueName, Record, Scan};
 use crate::message::{Message, MessageContent};
+
+/// Rewrites one start may make before the logs split by owner: one, and
+/// one more should the first leave a damaged segment.
+const REWRITES_MAX: usize = 2;
 
 /// What a queue keeps of a recovered message while its content is on
 /// disk.
@@ -55,9 +63,6 @@ pub(crate) struct RecoveredMessage {
 
 /// Each queue's recovered messages, by seq.
 pub(crate) type QueueIndex = BTreeMap<QueueName, Vec<RecoveredMessage>>;
-
-/// Messages with their contents, to be written again (`Share::Rewrite`).
-pub(crate) type QueueMessages = Vec<(QueueName, Vec<(RecoveredMessage, Message)>)>;
 
 /// A segment file of an earlier run.
 #[derive(Debug)]
@@ -91,28 +96,17 @@ pub(crate) struct Recovered {
 
 /// Which shard takes what of the earlier runs.
 pub(crate) struct Plan {
+    /// The epoch this run writes (one past the last one on disk).
+    pub epoch: u64,
     /// By shard.
     pub shares: Vec<Share>,
-    /// Deleted once every shard has made its share durable in its own log
-    /// (none when the segments were taken over).
-    pub old_segments: Vec<String>,
-}
-
-/// One shard's part of the earlier runs.
-pub(crate) enum Share {
-    InPlace(InPlace),
-    /// Its queues' messages and delayed messages, to write again.
-    Rewrite {
-        queues: QueueMessages,
-        delayed: Vec<Delayed>,
-    },
 }
 
 /// What a shard's log takes over as it is: old segments (they become its
 /// segments 1 to n, in order), its queues' messages in them, and the
 /// delayed messages whose records are in them.
 #[derive(Default)]
-pub(crate) struct InPlace {
+pub(crate) struct Share {
     pub segments: Vec<OldSegment>,
     pub queues: QueueIndex,
     pub delayed: Vec<(Delayed, Location)>,
@@ -121,16 +115,7 @@ pub(crate) struct InPlace {
 impl Share {
     /// How many messages: in queues, and delayed.
     pub(crate) fn message_counts(&self) -> (usize, usize) {
-        match self {
-            Share::InPlace(taken) => (
-                taken.queues.values().map(Vec::len).sum(),
-                taken.delayed.len(),
-            ),
-            Share::Rewrite { queues, delayed } => (
-                queues.iter().map(|(_, messages)| messages.len()).sum(),
-                delayed.len(),
-            ),
-        }
+        (self.queues.values().map(Vec::len).sum(), self.delayed.len())
     }
 }
 
@@ -238,38 +223,72 @@ fn quarantined_name(name: &str) -> String {
     format!("{name}.quarantined")
 }
 
-/// Decides which shard takes what (see the module doc); `owner` is a
-/// queue's shard now. Reads the messages when they must be written again.
-pub(crate) async fn plan<D: Disk>(
+/// Reads the logs on `disk` and decides which shard takes what (see the
+/// module doc), writing the live messages again first when the earlier
+/// runs' streams do not split by `owner`, a queue's shard now.
+/// `segment_size` is the rewritten segments' size.
+pub(crate) async fn plan<D: Disk + Clone>(
     disk: &D,
-    recovered: Recovered,
     shard_count: usize,
+    segment_size: u64,
     owner: impl Fn(&QueueName) -> usize,
 ) -> io::Result<Plan> {
     let shard_count = shard_count.max(1);
+    let mut recovered = recover(disk).await?;
+    for _ in 0..REWRITES_MAX {
+        let Some(stream_owner) = stream_owners(&recovered, shard_count, &owner) else {
+            rewrite(disk, recovered, shard_count, segment_size, &owner).await?;
+            recovered = recover(disk).await?;
+            continue;
+        };
+        return Ok(in_place(recovered, &stream_owner, shard_count, &owner));
+    }
+    Err(io::Error::other(
+        "the rewritten message log still does not split by shard",
+    ))
+}
+
+/// The shard that takes each stream as it is; None when a stream holds
+/// queues of two owners now, or a segment was quarantined.
+fn stream_owners(
+    recovered: &Recovered,
+    shard_count: usize,
+    owner: impl Fn(&QueueName) -> usize,
+) -> Option<BTreeMap<(u64, usize), usize>> {
+    if recovered.damaged {
+        return None;
+    }
     let mut stream_owner = BTreeMap::new();
     for (&stream, queues) in &recovered.stream_queues {
         let owners: BTreeSet<usize> = queues.iter().map(&owner).collect();
-        match owners.len() {
-            0 | 1 => {
-                let first = owners.first().copied();
-                stream_owner.insert(stream, first.unwrap_or(stream.1 % shard_count));
-            }
-            _ => return rewrite(disk, recovered, shard_count, owner).await,
+        if owners.len() > 1 {
+            return None;
         }
+        let first = owners.first().copied();
+        stream_owner.insert(stream, first.unwrap_or(stream.1 % shard_count));
     }
-    if recovered.damaged {
-        return rewrite(disk, recovered, shard_count, owner).await;
-    }
-    let mut shares: Vec<InPlace> = (0..shard_count).map(|_| InPlace::default()).collect();
-    // Each old segment's shard and its number in that shard's log.
+    Some(stream_owner)
+}
+
+/// Gives each stream's segments, with their queues and delayed messages,
+/// to the shard that owns them now.
+fn in_place(
+    recovered: Recovered,
+    stream_owner: &BTreeMap<(u64, usize), usize>,
+    shard_count: usize,
+    owner: impl Fn(&QueueName) -> usize,
+) -> Plan {
+    let shard_of = |stream: (u64, usize)| {
+        stream_owner
+            .get(&stream)
+            .copied()
+            .unwrap_or(stream.1 % shard_count)
+    };
+    let mut shares: Vec<Share> = (0..shard_count).map(|_| Share::default()).collect();
+    // Each old segment's number in its new shard's log.
     let mut renumbered = Vec::with_capacity(recovered.segments.len());
     for segment in recovered.segments {
-        let shard = stream_owner
-            .get(&segment.stream)
-            .copied()
-            .unwrap_or(segment.stream.1 % shard_count);
-        let inherited = &mut shares[shard].segments;
+        let inherited = &mut shares[shard_of(segment.stream)].segments;
         inherited.push(segment);
         renumbered.push(inherited.len() as u32);
     }
@@ -280,68 +299,67 @@ pub(crate) async fn plan<D: Disk>(
         shares[owner(&name)].queues.insert(name, messages);
     }
     for (delayed, mut at, stream) in recovered.delayed {
-        let shard = stream_owner
-            .get(&stream)
-            .copied()
-            .unwrap_or(stream.1 % shard_count);
         at.segment = renumbered[at.segment as usize];
-        shares[shard].delayed.push((delayed, at));
+        shares[shard_of(stream)].delayed.push((delayed, at));
     }
-    Ok(Plan {
-        shares: shares.into_iter().map(Share::InPlace).collect(),
-        old_segments: Vec::new(),
-    })
+    Plan {
+        epoch: recovered.epoch,
+        shares,
+    }
 }
 
-/// The `Plan::Rewrite` of what was recovered: every live message read
-/// back, each segment once.
-async fn rewrite<D: Disk>(
+/// Writes every live message of `recovered` again, into a log per owner
+/// under the epoch after the last one read, reading one old segment at a
+/// time and syncing what it gave before the next; delayed messages go
+/// with the stream that held them. Once all of it is durable, deletes the
+/// old segments (a quarantined one stays, for inspection).
+async fn rewrite<D: Disk + Clone>(
     disk: &D,
     recovered: Recovered,
     shard_count: usize,
+    segment_size: u64,
     owner: impl Fn(&QueueName) -> usize,
-) -> io::Result<Plan> {
+) -> io::Result<()> {
     tracing::info!(
         "message store: the earlier runs' segments do not split by this run's shards (another \
          shard count, or a damaged segment); their live messages are written again"
     );
-    let mut contents = load(disk, &recovered).await?;
-    let mut shares: Vec<(QueueMessages, Vec<Delayed>)> =
-        (0..shard_count).map(|_| Default::default()).collect();
-    for (name, messages) in recovered.queues {
-        let with_contents: Vec<_> = messages
-            .into_iter()
-            .filter_map(|m| Some((m, contents.remove(&(name.clone(), m.seq))?)))
-            .collect();
-        shares[owner(&name)].0.push((name, with_contents));
-    }
-    for (delayed, _, stream) in recovered.delayed {
-        shares[stream.1 % shard_count].1.push(delayed);
-    }
-    let old_segments = recovered
-        .segments
-        .into_iter()
-        .filter(|s| !s.quarantined)
-        .map(|s| s.name)
+    // Synced whatever --unsafe-no-fsync says: the old segments, deleted
+    // next, may be the only copy.
+    let logs: Vec<Log<D>> = (0..shard_count)
+        .map(|shard| Log::new(disk.clone(), recovered.epoch, shard, segment_size, true))
         .collect();
-    Ok(Plan {
-        shares: shares
-            .into_iter()
-            .map(|(queues, delayed)| Share::Rewrite { queues, delayed })
-            .collect(),
-        old_segments,
-    })
+    for (segment, messages) in live_by_segment(&recovered.queues) {
+        let name = recovered.segments[segment as usize].file_name();
+        for (queue, message, content) in read_live(disk, &name, messages).await? {
+            logs[owner(queue)].append(true, |out| {
+                record::encode_enqueue(out, queue, message.seq, &content);
+            });
+        }
+        for log in &logs {
+            log.commit().await?;
+        }
+    }
+    for (delayed, _, stream) in &recovered.delayed {
+        logs[stream.1 % shard_count].append(true, |out| record::encode_delay(out, delayed));
+    }
+    for log in &logs {
+        log.commit().await?;
+    }
+    for segment in recovered.segments.iter().filter(|s| !s.quarantined) {
+        disk.remove(&segment.name).await?;
+    }
+    // Before this run appends settles to the new streams: an old segment
+    // back after a crash would bring back what they settled.
+    disk.sync_dir().await
 }
 
-/// Reads the content of every message in `recovered`'s index, each
-/// segment once; a record that does not read back as indexed is left
-/// out with a log line.
-pub(crate) async fn load<D: Disk>(
-    disk: &D,
-    recovered: &Recovered,
-) -> io::Result<BTreeMap<(QueueName, u64), Message>> {
+/// The live messages of `queues`, by the old segment their record is in.
+pub(super) fn live_by_segment(
+    queues: &QueueIndex,
+) -> BTreeMap<u32, Vec<(&QueueName, RecoveredMessage)>> {
     let mut by_segment: BTreeMap<u32, Vec<(&QueueName, RecoveredMessage)>> = BTreeMap::new();
-    for (name, messages) in &recovered.queues {
+    for (name, messages) in queues {
         for &message in messages {
             by_segment
                 .entry(message.at.segment)
@@ -349,31 +367,34 @@ pub(crate) async fn load<D: Disk>(
                 .push((name, message));
         }
     }
-    let mut contents = BTreeMap::new();
-    for (segment, messages) in by_segment {
-        let name = &recovered.segments[segment as usize].file_name();
-        let file = disk.open_for_reading(name).await?;
-        let bytes = file.read_at(0, file.size().await? as usize).await?;
-        for (queue, message) in messages {
-            let (start, len) = (message.at.offset as usize, message.at.len as usize);
-            // A copy of its own, so no message keeps the segment's buffer.
-            let record = bytes
-                .get(start..start + len)
-                .map(Bytes::copy_from_slice)
-                .unwrap_or_default();
-            match super::message_of(&record, message.seq) {
-                Some(content) => {
-                    contents.insert((queue.clone(), message.seq), content);
-                }
-                None => tracing::error!(
-                    "message {} of queue '{}' does not read back from {name}; it is dropped",
-                    message.seq,
-                    queue.name
-                ),
-            }
+    by_segment
+}
+
+/// Reads back `messages`, whose records are in the segment file `name`;
+/// one that does not read back as indexed is left out with a log line.
+pub(super) async fn read_live<'q, D: Disk>(
+    disk: &D,
+    name: &str,
+    messages: Vec<(&'q QueueName, RecoveredMessage)>,
+) -> io::Result<Vec<(&'q QueueName, RecoveredMessage, Message)>> {
+    let file = disk.open_for_reading(name).await?;
+    let bytes = Bytes::from(file.read_at(0, file.size().await? as usize).await?);
+    let mut read = Vec::with_capacity(messages.len());
+    for (queue, message) in messages {
+        let (start, len) = (message.at.offset as usize, message.at.len as usize);
+        let record = bytes
+            .get(start..start + len)
+            .map(|_| bytes.slice(start..start + len));
+        match record.and_then(|record| super::message_of(&record, message.seq)) {
+            Some(content) => read.push((queue, message, content)),
+            None => tracing::error!(
+                "message {} of queue '{}' does not read back from {name}; it is dropped",
+                message.seq,
+                queue.name
+            ),
         }
     }
-    Ok(contents)
+    Ok(read)
 }
 
 impl OldSegment {

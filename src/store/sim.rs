@@ -30,7 +30,8 @@ struct SimFile {
 struct State {
     files: BTreeMap<String, SimFile>,
     fail_writes: bool,
-    /// Writes and syncs left before the power goes (they fail after).
+    /// Writes and syncs left before the power goes (they fail after, as
+    /// do removals and directory syncs).
     power_left: Option<usize>,
     /// Drives how often a synced write lets other tasks run between its
     /// write and its sync (`interleave`): 0 never.
@@ -93,6 +94,11 @@ impl SimDisk {
     /// The power goes after `ops` more writes and syncs.
     pub(crate) fn cut_power_after(&self, ops: usize) {
         self.state.borrow_mut().power_left = Some(ops);
+    }
+
+    /// Whether writes (and removals) still go through.
+    pub(crate) fn has_power(&self) -> bool {
+        self.state.borrow().power_left != Some(0)
     }
 
     /// A power loss.
@@ -231,7 +237,11 @@ impl Disk for SimDisk {
     }
 
     async fn remove(&self, name: &str) -> io::Result<()> {
-        self.state.borrow_mut().files.remove(name);
+        let mut state = self.state.borrow_mut();
+        if state.power_left == Some(0) {
+            return Err(failure());
+        }
+        state.files.remove(name);
         Ok(())
     }
 
@@ -244,7 +254,11 @@ impl Disk for SimDisk {
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
-        for file in self.state.borrow_mut().files.values_mut() {
+        let mut state = self.state.borrow_mut();
+        if state.power_left == Some(0) {
+            return Err(failure());
+        }
+        for file in state.files.values_mut() {
             file.named = true;
         }
         Ok(())

@@ -114,8 +114,8 @@ impl<D: Disk> Log<D> {
     }
 
     /// Begins and finishes one commit, or answers the durable position
-    /// when there is nothing to commit: for tests, where nothing overlaps.
-    #[cfg(test)]
+    /// when there is nothing to commit: where nothing overlaps (the
+    /// rewrite at start-up, tests).
     pub(crate) async fn commit(&self) -> io::Result<Lsn> {
         self.not_failed()?;
         match self.begin_commit() {
