@@ -234,7 +234,7 @@ thread_local! {
 }
 
 impl CopyBuffers {
-    /// Enough for two commits and the spare's zeros in flight at once.
+    /// Enough for three commits and the spare's zeros in flight at once.
     const KEPT: usize = 4;
     /// Larger copies (a commit with a very large message) are not kept.
     const KEPT_BYTES_MAX: usize = 2 << 20;

@@ -66,13 +66,13 @@ where
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
             // The store's commits run here (`file::File::write_synced`):
-            // on any CPU, not queued behind the shard's own work. Five
-            // threads: two commits overlap (`shard::storage`), and
+            // on any CPU, not queued behind the shard's own work. Six
+            // threads: three commits overlap (`shard::storage`), and
             // neither waits behind the zeros written into the next
             // segment meanwhile (`Log::prepare_spare`), nor behind the
             // reads of records not in the page cache (`file::File::read_at`:
             // the pager's and compaction's, one each at a time).
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(5))
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(6))
             .spawn(move || async move {
                 match mesh::Mesh::join(builder, shard_id, traffic).await {
                     Ok(mesh) => run_latency_sensitive(shard_main(shard_id, mesh)).await,

@@ -165,20 +165,23 @@ fn run_until_power_cut(disk: &SimDisk, rng: &mut StdRng, model: &mut Model, next
                 }
             }
             8 => {
-                // Two commits in flight, as the shard runs them: the second
+                // Three commits in flight, as the shard runs them: each
                 // begins after another append, and the disk lets them
-                // finish in either order.
+                // finish in any order.
                 let first = store.log().begin_commit();
                 enqueue(store, queue, shard, rng, model, next_id);
                 let second = store.log().begin_commit();
+                enqueue(store, queue, shard, rng, model, next_id);
+                let third = store.log().begin_commit();
                 let finish = |commit: Option<Commit>| async {
                     match commit {
                         Some(commit) => store.log().finish_commit(commit).await,
                         None => Ok(store.log().durable()),
                     }
                 };
-                match block_on(zip(finish(first), finish(second))) {
-                    (Ok(a), Ok(b)) => durable[shard] = a.max(b),
+                let all = zip(finish(first), zip(finish(second), finish(third)));
+                match block_on(all) {
+                    (Ok(a), (Ok(b), Ok(c))) => durable[shard] = a.max(b).max(c),
                     _ => break,
                 }
             }
