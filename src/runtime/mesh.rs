@@ -110,7 +110,7 @@ impl Traffic {
         }
     }
 
-    /// Adds `count` to a count only `shard` writes.
+    /// Adds `more` to `count`, which only its own shard writes.
     fn add(count: &AtomicU64, more: u64) {
         count.store(count.load(Ordering::Relaxed) + more, Ordering::Release);
     }
