@@ -153,12 +153,13 @@ fn main() {
         std::mem::size_of::<ShardMsg>(),
         plan.messages_per_run,
     );
-    let result = warren::runtime::run_shards(2, RING_CAPACITY, move |shard_id, mesh| async move {
-        match shard_id {
-            SENDER => send_runs(mesh, plan).await,
-            _ => receive_runs(mesh, plan).await,
-        }
-    });
+    let result =
+        warren::runtime::run_shards(2, RING_CAPACITY, 1, move |shard_id, mesh| async move {
+            match shard_id {
+                SENDER => send_runs(mesh, plan).await,
+                _ => receive_runs(mesh, plan).await,
+            }
+        });
     if let Err(err) = result {
         panic!("ring bench: {err}");
     }

@@ -13,7 +13,7 @@ use crate::definitions::log::DefinitionsLog;
 use crate::management;
 use crate::runtime::{self, net};
 use crate::shard::bridge::Bridge;
-use crate::shard::{LoadBoard, Shard, Shared, StoreSetup};
+use crate::shard::{LoadBoard, Shard, Shared, StoreSetup, STORE_BLOCKING_THREADS};
 
 /// The message store's directory under the data directory.
 const MESSAGES_DIR: &str = "messages";
@@ -68,14 +68,19 @@ pub fn run(mut config: Config, shutdown: Arc<AtomicBool>) -> Result<(), String> 
         replay,
         definitions: Mutex::new(Some(definitions)),
     });
-    let result = runtime::run_shards(shard_count, ring_capacity, move |shard_id, mesh| {
-        let shared = shared.clone();
-        async move {
-            let shard = Shard::start(shared, shard_id, mesh);
-            connection::listen(&shard);
-            shard.serve_until_shutdown().await;
-        }
-    });
+    let result = runtime::run_shards(
+        shard_count,
+        ring_capacity,
+        STORE_BLOCKING_THREADS,
+        move |shard_id, mesh| {
+            let shared = shared.clone();
+            async move {
+                let shard = Shard::start(shared, shard_id, mesh);
+                connection::listen(&shard);
+                shard.serve_until_shutdown().await;
+            }
+        },
+    );
     // A token left behind would send warrenctl to a broker that is gone.
     let _ = std::fs::remove_file(data_dir.path().join(management::TOKEN_FILE));
     result?;

@@ -400,7 +400,7 @@ mod tests {
         let handled: Arc<[AtomicUsize; 2]> = Arc::new(Default::default());
         let seen_after_settle = Arc::new(Mutex::new([0; 2]));
         let (counts, seen) = (handled.clone(), seen_after_settle.clone());
-        super::super::run_shards(2, 4, move |shard, mesh| {
+        super::super::run_shards(2, 4, 1, move |shard, mesh| {
             let (counts, seen) = (counts.clone(), seen.clone());
             async move {
                 let (answers, counted) = (mesh.clone(), counts.clone());

@@ -36,11 +36,13 @@ const IO_MEMORY_MIN: usize = 64 << 10;
 const MEMLOCK_MIN: usize = 512 << 10;
 
 /// Runs `shard_main` on `shard_count` executors joined by a ring mesh of
-/// `ring_capacity` messages per ordered pair of shards, and returns when every
-/// shard's main future has returned.
+/// `ring_capacity` messages per ordered pair of shards, each with
+/// `blocking_threads` threads for work that blocks ([`blocking`]), and
+/// returns when every shard's main future has returned.
 pub fn run_shards<T, F, Fut>(
     shard_count: usize,
     ring_capacity: usize,
+    blocking_threads: usize,
     shard_main: F,
 ) -> Result<(), String>
 where
@@ -66,13 +68,8 @@ where
             .name(&format!("warren-shard-{shard_id}"))
             .io_memory(io_memory)
             // The store's commits run here (`file::File::write_synced`):
-            // on any CPU, not queued behind the shard's own work. Six
-            // threads: three commits overlap (`shard::storage`), and
-            // neither waits behind the zeros written into the next
-            // segment meanwhile (`Log::prepare_spare`), nor behind the
-            // reads of records not in the page cache (`file::File::read_at`:
-            // the pager's and compaction's, one each at a time).
-            .blocking_thread_pool_placement(PoolPlacement::Unbound(6))
+            // on any CPU, not queued behind the shard's own work.
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(blocking_threads))
             .spawn(move || async move {
                 match mesh::Mesh::join(builder, shard_id, traffic).await {
                     Ok(mesh) => run_latency_sensitive(shard_main(shard_id, mesh)).await,

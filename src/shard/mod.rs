@@ -25,8 +25,8 @@ mod load;
 pub mod message;
 mod paging;
 mod storage;
-pub(crate) use storage::StoreSetup;
 pub(crate) use storage::DISK_ALARM_REASON;
+pub(crate) use storage::{StoreSetup, STORE_BLOCKING_THREADS};
 mod timer;
 
 use std::cell::{Cell, OnceCell, RefCell};

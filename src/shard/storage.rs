@@ -34,10 +34,16 @@ const SPARE_FILL_PAUSE: Duration = Duration::from_millis(2);
 /// publish less often waits for a free slot (confirm p50 2-7% lower in 7
 /// of 7 paired runs at 3418c60, p99 no different), and the 4 x 256
 /// confirm flood lost nothing (157 records per fdatasync instead of 218,
-/// at the same rate). The shard's blocking pool has a thread for each,
-/// besides those for the spare's zeros and for reads
-/// (`runtime::run_shards`).
+/// at the same rate).
 const COMMITS_IN_FLIGHT: usize = 3;
+
+/// The blocking threads a shard's store may keep busy at once, which
+/// `runtime::run_shards` gives each shard: one per commit in flight, one
+/// for the spare's zeros (`Log::prepare_spare`), and one each for a read
+/// of the pager and of compaction that misses the page cache
+/// (`runtime::file::File::read_at`), so that none of them queues a commit
+/// behind it.
+pub(crate) const STORE_BLOCKING_THREADS: usize = COMMITS_IN_FLIGHT + 3;
 
 /// How long records that nobody waits for (an ack's settle, a released
 /// page record, a deleted queue) may gather before a commit of their own.
