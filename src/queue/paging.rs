@@ -65,7 +65,6 @@ impl Queue {
         change
     }
 
-    /// How many ready messages from the front make up the head.
     /// Whether messages may be resident behind the head: more messages
     /// than the head and the paged ones. A cheap look that spares the
     /// pager a walk past a queue's paged messages when none would go.
@@ -73,15 +72,22 @@ impl Queue {
         self.ready.len() > self.head_len(head) + self.ready.paged_count()
     }
 
+    /// How many ready messages from the front make up the head.
     fn head_len(&self, head: Head) -> usize {
-        let (mut count, mut bytes) = (0, 0);
-        self.ready.visit_front(head.messages, |_, body| {
+        let mut count = 0;
+        self.visit_head(head, |_, _| count += 1);
+        count
+    }
+
+    /// Calls `visit` with each message of the head, from the front.
+    fn visit_head(&self, head: Head, mut visit: impl FnMut(u64, &Body)) {
+        let mut bytes = 0;
+        self.ready.visit_front(head.messages, |seq, body| {
             if bytes < head.bytes {
-                count += 1;
                 bytes += body.body_len();
+                visit(seq, body);
             }
         });
-        count
     }
 
     /// The messages in memory behind the head that leave last (only those
@@ -156,16 +162,15 @@ impl Queue {
     /// back; none while the first of them is in the head's back half, so
     /// reads come in batches.
     pub(crate) fn page_in_candidates(&self, head: Head) -> Vec<(u64, Location)> {
-        let head_len = self.head_len(head);
         let mut pages = Vec::new();
-        let mut index = 0;
+        let mut head_len = 0;
         let mut first_paged = None;
-        self.ready.visit_front(head_len, |seq, body| {
+        self.visit_head(head, |seq, body| {
             if let Body::Paged(page) = body {
-                first_paged.get_or_insert(index);
+                first_paged.get_or_insert(head_len);
                 pages.push((seq, page.at));
             }
-            index += 1;
+            head_len += 1;
         });
         match first_paged {
             Some(first) if first <= head_len / 2 => pages,
