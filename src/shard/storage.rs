@@ -33,8 +33,8 @@ const SPARE_FILL_PAUSE: Duration = Duration::from_millis(2);
 /// longer than one here. Three rather than two: at 10k confirms/s a
 /// publish less often waits for a free slot (confirm p50 2-7% lower in 7
 /// of 7 paired runs at 3418c60, p99 no different), and the 4 x 256
-/// confirm flood lost nothing (157 records per fdatasync instead of 218,
-/// at the same rate).
+/// confirm flood kept its rate (157 records per fdatasync instead of
+/// 218).
 const COMMITS_IN_FLIGHT: usize = 3;
 
 /// The blocking threads a shard's store may keep busy at once, which
