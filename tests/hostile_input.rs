@@ -10,6 +10,8 @@ mod common;
 mod raw;
 
 use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use common::Broker;
@@ -47,6 +49,67 @@ fn mutated_traffic_never_crashes_or_stalls_the_broker() {
     bystander.open_channel(2);
     bystander.close();
     RawClient::open_with_channel(&broker.addr()).close();
+}
+
+/// Clients that drop their connection without connection.close, each
+/// declaring the same exclusive queue as soon as the one before is gone,
+/// while another connection keeps the definitions log busy with durable
+/// exchanges: every shard's catalog must take the same changes in the
+/// same order. A change applied while the log was writing a batch was
+/// broadcast before that batch (the drop of the previous owner's queue),
+/// a replica refused it, and the broker aborted.
+#[test]
+fn exclusive_queues_change_hands_while_definitions_are_written() {
+    const ROUNDS: usize = 300;
+    let broker = Broker::start();
+    if broker.is_external() {
+        // It would leave hundreds of durable exchanges behind.
+        return;
+    }
+    let addr = broker.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let durable_writer = std::thread::spawn({
+        let (addr, stop) = (addr.clone(), stop.clone());
+        move || {
+            let mut client = RawClient::open_with_channel(&addr);
+            let mut declared = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let declare = ExchangeDeclare {
+                    exchange: format!("durable-{declared}").into(),
+                    exchange_type: "fanout".into(),
+                    durable: true,
+                    ..Default::default()
+                };
+                client.send_method(1, declare);
+                let Method::ExchangeDeclareOk(_) = client.expect_method(1) else {
+                    panic!("expected exchange.declare-ok");
+                };
+                declared += 1;
+            }
+            client.close();
+            declared
+        }
+    });
+    for _ in 0..ROUNDS {
+        let mut claimant = RawClient::open_with_channel(&addr);
+        let declare = QueueDeclare {
+            queue: "claimed".into(),
+            exclusive: true,
+            ..Default::default()
+        };
+        claimant.send_method(1, declare);
+        // Ours, or still the last claimant's (405 closes the channel):
+        // either way the broker answers.
+        match claimant.expect_method(1) {
+            Method::QueueDeclareOk(_) | Method::ChannelClose(_) => {}
+            other => panic!("expected queue.declare-ok or channel.close, got {other:?}"),
+        }
+        let _ = claimant.stream.shutdown(Shutdown::Both);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let declared = durable_writer.join().expect("the durable writer ran");
+    assert!(declared > 0, "durable exchanges were declared meanwhile");
+    RawClient::open_with_channel(&addr).close();
 }
 
 /// A session's worth of frames: open a channel, declare and bind a queue,

@@ -57,6 +57,14 @@ impl Coordinator {
     pub(super) fn is_logged(&self) -> bool {
         self.logged
     }
+
+    /// Whether changes wait for the disk: queued, or in a write now (its
+    /// batch has left `unsynced` but is not broadcast yet). A change
+    /// applied meanwhile must queue behind them, or it would reach the
+    /// replicas first.
+    fn holds_back(&self) -> bool {
+        !self.unsynced.is_empty() || (self.logged && self.log.is_none())
+    }
 }
 
 /// A change waiting for the disk: its own durable `changes`, or an
@@ -146,7 +154,7 @@ impl Shard {
             counts,
         };
         let mut coordinator = self.coordinator.borrow_mut();
-        if !changes.is_empty() || !coordinator.unsynced.is_empty() {
+        if !changes.is_empty() || coordinator.holds_back() {
             coordinator.unsynced.push_back(Unsynced {
                 op,
                 pending,
