@@ -86,7 +86,7 @@ impl StoreSetup {
         };
         let plan =
             runtime::file::block_on(recovery::plan(&disk, shard_count, segment_size, owner))?
-                .map_err(|err| format!("cannot read message store {}: {err}", dir.display()))?;
+                .map_err(|err| format!("cannot recover message store {}: {err}", dir.display()))?;
         let (messages, delayed) = plan
             .shares
             .iter()
