@@ -235,17 +235,20 @@ pub(crate) async fn plan<D: Disk + Clone>(
 ) -> io::Result<Plan> {
     let shard_count = shard_count.max(1);
     let mut recovered = recover(disk).await?;
-    for _ in 0..REWRITES_MAX {
-        let Some(stream_owner) = stream_owners(&recovered, shard_count, &owner) else {
-            rewrite(disk, recovered, shard_count, segment_size, &owner).await?;
-            recovered = recover(disk).await?;
-            continue;
-        };
-        return Ok(in_place(recovered, &stream_owner, shard_count, &owner));
+    let mut rewrites = 0;
+    loop {
+        if let Some(stream_owner) = stream_owners(&recovered, shard_count, &owner) {
+            return Ok(in_place(recovered, &stream_owner, shard_count, &owner));
+        }
+        if rewrites == REWRITES_MAX {
+            return Err(io::Error::other(
+                "the rewritten message log still does not split by shard",
+            ));
+        }
+        rewrite(disk, recovered, shard_count, segment_size, &owner).await?;
+        rewrites += 1;
+        recovered = recover(disk).await?;
     }
-    Err(io::Error::other(
-        "the rewritten message log still does not split by shard",
-    ))
 }
 
 /// The shard that takes each stream as it is; None when a stream holds

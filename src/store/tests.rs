@@ -9,7 +9,7 @@ use futures_lite::future::{block_on, zip};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::log::{segment_name, Commit, Log};
+use super::log::{segment_name, Commit, Location, Log};
 use super::record::QueueName;
 use super::recovery::{live_by_segment, plan, read_live, recover};
 use super::sim::SimDisk;
@@ -354,6 +354,61 @@ fn a_flipped_byte_quarantines_its_segment_and_the_rest_recovers() {
     assert_eq!(messages[&last].body, sent[last as usize - 1].body);
     assert_eq!(disk.file_len(&first), 0, "renamed away");
     assert!(disk.file_len(&format!("{first}.quarantined")) > 0);
+}
+
+/// The start that quarantines a segment writes what was live again, the
+/// readable part of the damaged segment included, and takes the new
+/// stream over: the next start finds the same messages.
+#[test]
+fn the_start_that_quarantines_a_segment_writes_the_live_messages_again() {
+    let disk = SimDisk::default();
+    let store = one_queue_store(&disk);
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut sent = BTreeMap::new();
+    let mut at = Vec::new();
+    let mut seq = 0;
+    while at.last().is_none_or(|a: &Location| a.segment < 3) {
+        seq += 1;
+        let mut m = message(&mut rng, seq);
+        while m.body.len() > 300 {
+            m = message(&mut rng, seq);
+        }
+        at.push(
+            store
+                .enqueue(QueueId(0), seq, &m)
+                .expect("the log takes it")
+                .at,
+        );
+        sent.insert(seq, m);
+        if seq % 4 == 0 {
+            block_on(store.log().commit()).expect("commit");
+        }
+    }
+    block_on(store.log().commit()).expect("commit");
+    drop(store);
+    // Damage the third record of segment 1: the two before it are
+    // readable, the rest of that segment is not.
+    let damaged = at[2];
+    assert_eq!(damaged.segment, 1);
+    let first = segment_name(1, 0, 1);
+    disk.flip(&first, damaged.offset as usize + 8);
+    let plan = block_on(plan(&disk, 1, 8192, |_| 0)).expect("the plan rewrites");
+    assert_eq!(plan.epoch, 3, "the rewrite took epoch 2");
+    assert_eq!(
+        disk.file_len(&segment_name(1, 0, 2)),
+        0,
+        "the old stream is gone"
+    );
+    assert!(disk.file_len(&format!("{first}.quarantined")) > 0, "kept");
+    let back = recovered_messages(&disk);
+    let expected: Vec<u64> = (1..=seq)
+        .filter(|&n| at[n as usize - 1].segment != 1 || n < 3)
+        .collect();
+    let seqs: Vec<u64> = back[&queue_name(0)].keys().copied().collect();
+    assert_eq!(seqs, expected);
+    for (seq, m) in &back[&queue_name(0)] {
+        assert_eq!(m.body, sent[seq].body, "message {seq}");
+    }
 }
 
 #[test]
