@@ -199,7 +199,7 @@ impl<D: Disk> Log<D> {
         for (index, segment) in (1..).zip(segments) {
             state.live.insert(index, segment.live);
             state.messages.insert(index, segment.written);
-            state.inherited.insert(index, segment.file_name());
+            state.inherited.insert(index, segment.name);
         }
         state.first_new = state.inherited.len() as u64 + 1;
         // Everything in them is on disk.

@@ -28,9 +28,10 @@
 //! A record cut short or failing its checksum at the end of a shard's
 //! last segment is a write that a crash interrupted: it was never
 //! confirmed, and reading stops there. Anywhere else it is damage: the
-//! rest of that segment is skipped and the segment is renamed
-//! `*.quarantined`, with one line in the log. Nothing here panics, whatever
-//! the bytes.
+//! rest of that segment is skipped, with one line in the log, and once the
+//! rewrite has made its readable part durable elsewhere the segment is
+//! renamed `*.quarantined` (kept for inspection, no longer read). Nothing
+//! here panics, whatever the bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -74,7 +75,7 @@ pub(crate) struct OldSegment {
     pub live: u64,
     /// The earlier run's epoch and shard that wrote it.
     stream: (u64, usize),
-    /// Renamed for damage: read, but not deleted.
+    /// Damaged: renamed, not deleted, once rewritten.
     quarantined: bool,
 }
 
@@ -166,7 +167,6 @@ pub(crate) async fn recover<D: Disk>(disk: &D) -> io::Result<Recovered> {
                     "message log segment {name} is damaged at byte {at}: its records from there \
                      on are skipped and the file is kept as {name}.quarantined"
                 );
-                disk.rename(name, &quarantined_name(name)).await?;
                 quarantined = true;
                 damaged = true;
             }
@@ -315,7 +315,8 @@ fn in_place(
 /// under the epoch after the last one read, reading one old segment at a
 /// time and syncing what it gave before the next; delayed messages go
 /// with the stream that held them. Once all of it is durable, deletes the
-/// old segments (a quarantined one stays, for inspection).
+/// old segments, and renames a damaged one `*.quarantined`, for
+/// inspection: until then a crash leaves it to be read again.
 async fn rewrite<D: Disk + Clone>(
     disk: &D,
     recovered: Recovered,
@@ -333,8 +334,8 @@ async fn rewrite<D: Disk + Clone>(
         .map(|shard| Log::new(disk.clone(), recovered.epoch, shard, segment_size, true))
         .collect();
     for (segment, messages) in live_by_segment(&recovered.queues) {
-        let name = recovered.segments[segment as usize].file_name();
-        for (queue, message, content) in read_live(disk, &name, messages).await? {
+        let name = &recovered.segments[segment as usize].name;
+        for (queue, message, content) in read_live(disk, name, messages).await? {
             logs[owner(queue)].append(true, |out| {
                 record::encode_enqueue(out, queue, message.seq, &content);
             });
@@ -349,8 +350,14 @@ async fn rewrite<D: Disk + Clone>(
     for log in &logs {
         log.commit().await?;
     }
-    for segment in recovered.segments.iter().filter(|s| !s.quarantined) {
-        disk.remove(&segment.name).await?;
+    for segment in &recovered.segments {
+        match segment.quarantined {
+            true => {
+                disk.rename(&segment.name, &quarantined_name(&segment.name))
+                    .await?
+            }
+            false => disk.remove(&segment.name).await?,
+        }
     }
     // Before this run appends settles to the new streams: an old segment
     // back after a crash would bring back what they settled.
@@ -398,16 +405,6 @@ pub(super) async fn read_live<'q, D: Disk>(
         }
     }
     Ok(read)
-}
-
-impl OldSegment {
-    /// Its file's name now.
-    pub(crate) fn file_name(&self) -> String {
-        match self.quarantined {
-            true => quarantined_name(&self.name),
-            false => self.name.clone(),
-        }
-    }
 }
 
 /// The replay's state: each queue's messages so far, and the current
