@@ -275,6 +275,31 @@ async fn drain_after_a_clean_stop(
     (broker, found)
 }
 
+/// Declares each of `names` durable and publishes `each` persistent
+/// messages to it, numbered `q * 1000 + i` for the queue's index q, each
+/// confirmed.
+async fn fill_confirmed(channel: &Channel, names: &[String], each: usize) {
+    for (q, queue) in names.iter().enumerate() {
+        declare_durable(channel, queue, FieldTable::default()).await;
+        for i in 0..each {
+            assert!(publish(channel, queue, q * 1000 + i, true).await.is_ack());
+        }
+    }
+}
+
+/// Consumes `queue` on `channel` and acks its first `count` deliveries;
+/// the consumer holds the rest unacked.
+async fn ack_first(channel: &Channel, queue: &str, count: usize) -> lapin::Consumer {
+    let mut consumer = consume(channel, queue).await;
+    for _ in 0..count {
+        let delivery = next_delivery(&mut consumer).await;
+        within("ack", delivery.acker.ack(BasicAckOptions::default()))
+            .await
+            .expect("ack");
+    }
+    consumer
+}
+
 /// An ack that reached the broker before a clean stop is kept, even one
 /// sent just before it: nothing waits for an ack's record, and the store
 /// lets such records gather before it syncs them.
@@ -289,20 +314,9 @@ async fn acks_sent_just_before_a_clean_stop_are_kept() {
     let names = queues("acked");
     let broker = dir.start("2");
     let (connection, channel) = open(&broker).await;
-    for (q, queue) in names.iter().enumerate() {
-        declare_durable(&channel, queue, FieldTable::default()).await;
-        for i in 0..EACH {
-            assert!(publish(&channel, queue, q * 1000 + i, true).await.is_ack());
-        }
-    }
+    fill_confirmed(&channel, &names, EACH).await;
     for queue in &names {
-        let mut consumer = consume(&channel, queue).await;
-        for _ in 0..ACKED {
-            let delivery = next_delivery(&mut consumer).await;
-            within("ack", delivery.acker.ack(BasicAckOptions::default()))
-                .await
-                .expect("ack");
-        }
+        ack_first(&channel, queue, ACKED).await;
     }
     // The close is answered after the acks before it are handled; the
     // unacked rest goes back to the queues.
@@ -413,22 +427,11 @@ async fn kill_9_after_acks_loses_no_unacked_message() {
     let names = queues("acking");
     let broker = dir.start("2");
     let (_connection, channel) = open(&broker).await;
-    for (q, queue) in names.iter().enumerate() {
-        declare_durable(&channel, queue, FieldTable::default()).await;
-        for i in 0..EACH {
-            assert!(publish(&channel, queue, q * 1000 + i, true).await.is_ack());
-        }
-    }
+    fill_confirmed(&channel, &names, EACH).await;
     let mut consumers = Vec::new();
     for (q, queue) in names.iter().enumerate() {
         let (connection, channel) = open(&broker).await;
-        let mut consumer = consume(&channel, queue).await;
-        for _ in 0..ACKED {
-            let delivery = next_delivery(&mut consumer).await;
-            within("ack", delivery.acker.ack(BasicAckOptions::default()))
-                .await
-                .expect("ack");
-        }
+        let consumer = ack_first(&channel, queue, ACKED).await;
         // The marker, after the acks on the same channel.
         assert!(publish(&channel, queue, q * 1000 + EACH, true)
             .await

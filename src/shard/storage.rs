@@ -30,11 +30,11 @@ const SPARE_FILL_PAUSE: Duration = Duration::from_millis(2);
 
 /// Commits a shard lets overlap. More than one: a record appended while
 /// one syncs starts the next at once, and overlapping fdatasyncs take no
-/// longer than one here. Three rather than two: at 10k confirms/s a
-/// publish less often waits for a free slot (confirm p50 2-7% lower in 7
-/// of 7 paired runs at 3418c60, p99 no different), and the 4 x 256
-/// confirm flood kept its rate (157 records per fdatasync instead of
-/// 218).
+/// longer than one here. Three rather than two: at 10k confirms/s the
+/// confirm p50 was 2-7% lower in 7 of 7 paired runs at 3418c60 (p99 no
+/// different), presumably as a publish less often waits for a free slot,
+/// and the 4 x 256 confirm flood kept its rate (157 records per fdatasync
+/// instead of 218).
 const COMMITS_IN_FLIGHT: usize = 3;
 
 /// The blocking threads a shard's store may keep busy at once, which

@@ -392,9 +392,7 @@ pub(super) async fn read_live<'q, D: Disk>(
     let mut read = Vec::with_capacity(messages.len());
     for (queue, message) in messages {
         let (start, len) = (message.at.offset as usize, message.at.len as usize);
-        let record = bytes
-            .get(start..start + len)
-            .map(|_| bytes.slice(start..start + len));
+        let record = (start + len <= bytes.len()).then(|| bytes.slice(start..start + len));
         match record.and_then(|record| super::message_of(&record, message.seq)) {
             Some(content) => read.push((queue, message, content)),
             None => tracing::error!(
