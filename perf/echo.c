@@ -3,11 +3,17 @@
  * any broker's publish -> deliver round trip can cost on this machine
  * (two wake-ups and two loopback hops, no broker work at all).
  *
- *     echo server            listens on 127.0.0.1, an ephemeral port that
- *                            it prints; echoes one connection, then exits
- *     echo client PORT RATE SECONDS
- *                            sends 16-byte messages at RATE msg/s for
- *                            SECONDS, prints one JSON object of round-trip
+ *     echo server [DIR]      listens on 127.0.0.1, an ephemeral port that
+ *                            it prints; echoes one connection, then exits.
+ *                            With DIR, the durable echo: each read is
+ *                            appended to a new file in DIR and fdatasynced
+ *                            before it is echoed, the least a confirm
+ *                            that waits for the disk can cost (one group
+ *                            commit per read, no broker work at all)
+ *     echo client PORT RATE SECONDS [SIZE]
+ *                            sends SIZE-byte messages (16 unless given,
+ *                            at most 4096) at RATE msg/s for SECONDS,
+ *                            prints one JSON object of round-trip
  *                            latencies in microseconds
  *
  * The client works like loadgen at a fixed rate (wrk2-style): message n is
@@ -22,6 +28,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -33,7 +40,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MESSAGE 16
+/* Message size when the client is not given one; a message holds at
+ * least its sequence number and scheduled send time. */
+#define MESSAGE_DEFAULT 16
+#define MESSAGE_MIN 16
+#define MESSAGE_MAX 4096
 /* Most messages one write carries when the sender is behind. */
 #define BATCH_MAX 256
 /* How long the client waits for the last echoes. */
@@ -69,7 +80,10 @@ static int write_all(int fd, const char *buf, size_t len) {
     return 0;
 }
 
-static int server(void) {
+/* With `log` >= 0 each read is appended to that file and fdatasynced
+ * before it is echoed: a durable broker's least work, one group commit per
+ * read, nothing in flight while it syncs. */
+static int server(int log) {
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET,
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -88,13 +102,28 @@ static int server(void) {
         ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 || write_all(fd, buf, (size_t)n) != 0)
+        if (n <= 0)
+            return 0;
+        if (log >= 0 && (write_all(log, buf, (size_t)n) != 0 || fdatasync(log) != 0))
+            die("log");
+        if (write_all(fd, buf, (size_t)n) != 0)
             return 0;
     }
 }
 
+static int durable_server(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/perf-echo-%d", dir, (int)getpid());
+    int log = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (log < 0)
+        die("open the log");
+    unlink(path);
+    return server(log);
+}
+
 struct receiver {
     int fd;
+    size_t message;
     uint64_t expected; /* set by the sender when it is done; 0 until then */
     uint64_t received;
     uint64_t *latencies;
@@ -125,8 +154,8 @@ static void *receive(void *arg) {
             return NULL;
         uint64_t now = now_ns();
         have += (size_t)n;
-        size_t whole = have / MESSAGE * MESSAGE;
-        for (size_t at = 0; at < whole; at += MESSAGE) {
+        size_t whole = have / r->message * r->message;
+        for (size_t at = 0; at < whole; at += r->message) {
             uint64_t scheduled;
             memcpy(&scheduled, buf + at + 8, 8);
             record(r, now > scheduled ? now - scheduled : 0);
@@ -140,8 +169,8 @@ static void *receive(void *arg) {
 }
 
 /* Sends at `rate` for `duration_ns`; returns how many were sent. */
-static uint64_t send_at_rate(int fd, double rate, uint64_t duration_ns) {
-    char buf[BATCH_MAX * MESSAGE];
+static uint64_t send_at_rate(int fd, size_t message, double rate, uint64_t duration_ns) {
+    static char buf[BATCH_MAX * MESSAGE_MAX];
     double interval_ns = 1e9 / rate;
     uint64_t start = now_ns(), sent = 0;
     for (;;) {
@@ -162,10 +191,10 @@ static uint64_t send_at_rate(int fd, double rate, uint64_t duration_ns) {
         for (uint64_t i = 0; i < n; i++) {
             uint64_t sequence = sent + i;
             uint64_t scheduled = start + (uint64_t)((double)sequence * interval_ns);
-            memcpy(buf + i * MESSAGE, &sequence, 8);
-            memcpy(buf + i * MESSAGE + 8, &scheduled, 8);
+            memcpy(buf + i * message, &sequence, 8);
+            memcpy(buf + i * message + 8, &scheduled, 8);
         }
-        if (write_all(fd, buf, n * MESSAGE) != 0)
+        if (write_all(fd, buf, n * message) != 0)
             die("write");
         sent += n;
     }
@@ -206,7 +235,7 @@ static void print_json(double rate, double seconds, uint64_t sent, struct receiv
     printf("}}\n");
 }
 
-static int client(int port, double rate, double seconds) {
+static int client(int port, double rate, double seconds, size_t message) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET,
                                .sin_port = htons((uint16_t)port),
@@ -214,12 +243,12 @@ static int client(int port, double rate, double seconds) {
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
         die("connect");
     set_nodelay(fd);
-    struct receiver r = {.fd = fd, .capacity = 1 << 16};
+    struct receiver r = {.fd = fd, .message = message, .capacity = 1 << 16};
     r.latencies = malloc(r.capacity * sizeof *r.latencies);
     pthread_t thread;
     if (!r.latencies || pthread_create(&thread, NULL, receive, &r) != 0)
         die("start the receiver");
-    uint64_t sent = send_at_rate(fd, rate, (uint64_t)(seconds * 1e9));
+    uint64_t sent = send_at_rate(fd, message, rate, (uint64_t)(seconds * 1e9));
     __atomic_store_n(&r.expected, sent ? sent : 1, __ATOMIC_RELEASE);
     /* The receiver stops once it has every echo; a deadline covers a lost one. */
     uint64_t deadline = now_ns() + DRAIN_NS;
@@ -233,12 +262,15 @@ static int client(int port, double rate, double seconds) {
 
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "server") == 0)
-        return server();
-    if (argc == 5 && strcmp(argv[1], "client") == 0) {
+        return server(-1);
+    if (argc == 3 && strcmp(argv[1], "server") == 0)
+        return durable_server(argv[2]);
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "client") == 0) {
         double rate = atof(argv[3]), seconds = atof(argv[4]);
-        if (rate > 0 && seconds > 0)
-            return client(atoi(argv[2]), rate, seconds);
+        size_t message = argc == 6 ? strtoul(argv[5], NULL, 10) : MESSAGE_DEFAULT;
+        if (rate > 0 && seconds > 0 && message >= MESSAGE_MIN && message <= MESSAGE_MAX)
+            return client(atoi(argv[2]), rate, seconds, message);
     }
-    fprintf(stderr, "usage: echo server | echo client PORT RATE SECONDS\n");
+    fprintf(stderr, "usage: echo server [DIR] | echo client PORT RATE SECONDS [SIZE]\n");
     return 2;
 }

@@ -17,9 +17,12 @@ both sides alike; the ratios are what to read, the absolute rates less so.
 Every report starts with the machine's floors: a plain blocking C echo over
 loopback (perf/echo.c, server on CPU 0, client on CPU 1), measured at each
 latency scenario's rate in the same run, and one fdatasync of a 1 KiB
-append (perf/fsync.c) in the file system of warren's data directory; the
-latency scenarios show their p50 and p99 as multiples of the echo, the
-confirm-latency scenario as multiples of the fdatasync. A case that needs other broker settings
+append (perf/fsync.c) in the file system of warren's data directory, and
+the durable echo (perf/echo.c again, fdatasyncing each read before it
+echoes it, at the confirm-latency scenario's load); the latency scenarios
+show their p50 and p99 as multiples of the echo, the confirm-latency
+scenario as multiples of the fdatasync and of the durable echo. A case
+that needs other broker settings
 (warren --shards 2, a memory watermark) restarts the brokers with them,
 and the next case that does not restarts them with the defaults again.
 """
@@ -60,6 +63,9 @@ FSYNC_SOURCE = ROOT / "perf" / "fsync.c"
 FSYNC_BIN = ROOT / "target" / "perf-fsync"
 # Appends (each followed by fdatasync) per run of the disk floor.
 FSYNC_RECORDS = 1000
+# The durable echo's load: p-10k's rate and message size.
+DURABLE_ECHO_RATE = 10_000
+DURABLE_ECHO_SIZE = 1024
 WARREN_LOG = Path("/tmp/perf-warren.log")
 
 BROKER_CPU = "0"
@@ -131,7 +137,8 @@ class Case:
     watermark: int | None = None
     # warren --shards 2: put the queue on shard 1 and the connections on 0.
     cross_shard: bool = False
-    # Compare the confirm latency with the fdatasync floor.
+    # Compare the confirm latency with the disk floors (fdatasync, the
+    # durable echo).
     disk_floor: bool = False
     drain_s: float = DRAIN_S
     like_for_like: bool = True
@@ -306,7 +313,8 @@ def scenario_p(o: Options) -> list[Case]:
     classic durable queue, p-quorum its quorum queue (warren declares the
     same x-queue-type). p-10k is one producer at 10k msg/s: the confirm
     latency, with p50 and p99 as multiples of the fdatasync floor (targets
-    2x and 4x)."""
+    2x and 4x) and of the durable echo (an echo server that fdatasyncs
+    each read before echoing it, at the same rate and size)."""
     base = ["-s", "1024", "-f", "-c", "256", "-y", "1", "-q", "1000", "-A", "100"]
     return [
         Case("p-classic", "persistent 1 KiB, confirms (4 x 256), durable classic queue",
@@ -777,15 +785,19 @@ def measure_disk_floor(runs: int) -> list[dict]:
     return results
 
 
-def echo_once(rate: int, duration: float) -> dict:
+def echo_once(rate: int, duration: float, durable: bool = False, size: int = 16) -> dict:
     """One floor measurement: the echo server on the broker's CPU, the
-    client on loadgen's; the client's JSON, or {} if it failed."""
-    server = subprocess.Popen(pinned(BROKER_CPU, [str(ECHO_BIN), "server"]),
+    client on loadgen's; the client's JSON, or {} if it failed. A durable
+    echo fdatasyncs each read in the directory that warren's data
+    directories are made in before it echoes it."""
+    log_dir = [tempfile.gettempdir()] if durable else []
+    server = subprocess.Popen(pinned(BROKER_CPU, [str(ECHO_BIN), "server", *log_dir]),
                               stdout=subprocess.PIPE, text=True)
     try:
         port = server.stdout.readline().strip()
         client = subprocess.run(
-            pinned(LOADGEN_CPU, [str(ECHO_BIN), "client", port, str(rate), str(duration)]),
+            pinned(LOADGEN_CPU, [str(ECHO_BIN), "client", port, str(rate), str(duration),
+                                 str(size)]),
             capture_output=True, text=True, timeout=duration + 30)
         return json.loads(client.stdout) if client.returncode == 0 else {}
     except (subprocess.TimeoutExpired, json.JSONDecodeError):
@@ -806,6 +818,18 @@ def measure_floor(runs: int, duration: float) -> dict[int, list[dict]]:
                   f"p99 {latency.get('p99', '-')} us", flush=True)
             floor[rate].append(result)
     return floor
+
+
+def measure_durable_floor(runs: int, duration: float) -> list[dict]:
+    """The durable echo at p-10k's load, `runs` times."""
+    results = []
+    for index in range(1, runs + 1):
+        result = echo_once(DURABLE_ECHO_RATE, duration, durable=True, size=DURABLE_ECHO_SIZE)
+        latency = result.get("latency_us", {})
+        print(f"  durable echo run {index}: p50 {latency.get('p50', '-')} us "
+              f"p99 {latency.get('p99', '-')} us", flush=True)
+        results.append(result)
+    return results
 
 
 def floor_medians(results: list[dict]) -> dict[str, float]:
@@ -857,8 +881,9 @@ class Run:
     rss_samples: list[tuple[float, int]] = field(default_factory=list)
     # The floor's median percentiles at this case's rate, if it has one.
     floor: dict[str, float] | None = None
-    # The fdatasync floor's median percentiles, for a disk_floor case.
-    disk_floor: dict[str, float] | None = None
+    # The disk floors' median percentiles by floor (fdatasync, durable
+    # echo), for a disk_floor case.
+    disk_floor: dict[str, dict[str, float]] | None = None
     watermark: int | None = None
     placement: str = ""
     # Figures a procedure measured beyond loadgen's summary.
@@ -884,8 +909,9 @@ class Run:
         confirm = s.get("confirm_latency_us", {})
         for p in ("p50", "p99"):
             values[f"confirm {p} us"] = confirm.get(p)
-            if self.disk_floor and confirm.get(p) is not None and self.disk_floor.get(p):
-                values[f"confirm {p} / fdatasync"] = confirm[p] / self.disk_floor[p]
+            for name, floor in (self.disk_floor or {}).items():
+                if confirm.get(p) is not None and floor.get(p):
+                    values[f"confirm {p} / {name}"] = confirm[p] / floor[p]
         if self.rss_kb is not None:
             values["RSS idle MiB"] = self.rss_before_kb / 1024
             values["RSS MiB"] = self.rss_kb / 1024
@@ -1198,7 +1224,7 @@ def rss_when_connected(broker, connections: int, timeout_s: float) -> int | None
 
 def run_case(case: Case, brokers: list, runs: int, out: Path,
              floor: dict[str, float] | None,
-             disk_floor: dict[str, float] | None = None) -> list[Run]:
+             disk_floor: dict[str, dict[str, float]] | None = None) -> list[Run]:
     """N runs per broker, alternating; keeps the last run's .hgrm per broker."""
     results = []
     timeout_s = float(case.args[case.args.index("-z") + 1]) + case.drain_s + 90
@@ -1293,7 +1319,8 @@ HEADLINE = {
     "g": ["RSS idle MiB", "RSS MiB", "RSS growth KiB/conn"],
     "b": ["received/s", "confirmed/s"],
     "p": ["confirmed/s", "received/s", "confirm p50 us", "confirm p99 us",
-          "confirm p50 / fdatasync", "confirm p99 / fdatasync"],
+          "confirm p50 / fdatasync", "confirm p99 / fdatasync",
+          "confirm p50 / durable echo", "confirm p99 / durable echo"],
     "h": ["consumer msg/s while publishing", "sent/s", "publisher/consumer",
           "RSS first MiB", "RSS last MiB", "RSS max MiB"],
     "i": ["RSS max MiB", "RSS max / watermark", "connection.blocked", "connection.unblocked",
@@ -1411,6 +1438,7 @@ class Context:
     brokers: list = field(default_factory=list)
     floor: dict[int, list[dict]] = field(default_factory=dict)
     disk_floor: list[dict] = field(default_factory=list)
+    durable_floor: list[dict] = field(default_factory=list)
 
 
 def report(ctx: Context, results: list[tuple[Case, list[Run]]],
@@ -1441,7 +1469,8 @@ def report(ctx: Context, results: list[tuple[Case, list[Run]]],
              *headline_table(results), "",
              *targets_table(results),
              *floor_section(ctx.floor),
-             *disk_floor_section(ctx.disk_floor)]
+             *disk_floor_section(ctx.disk_floor),
+             *durable_floor_section(ctx.durable_floor)]
     for case, runs in results:
         lines += case_section(case, runs, latency.get(case.name))
     return "\n".join(lines) + "\n"
@@ -1484,6 +1513,27 @@ def disk_floor_section(results: list[dict]) -> list[str]:
             "Per run (p50 / p99 us): " + ", ".join(
                 f"{r.get('p50', '-')}/{r.get('p99', '-')}" if r else "failed" for r in results),
             ""]
+
+
+def durable_floor_section(results: list[dict]) -> list[str]:
+    """The durable echo: medians, and every run."""
+    labels = ["p50", "p90", "p99", "p99.9", "max"]
+    medians = floor_medians(results)
+    return ["## Floor: durable echo", "",
+            f"perf/echo.c with a log: the echo server appends each read to a file in "
+            f"{tempfile.gettempdir()} and fdatasyncs it before echoing it (one group commit "
+            f"per read, nothing else), the client sends {DURABLE_ECHO_SIZE}-byte messages at "
+            f"{DURABLE_ECHO_RATE:,} msg/s, pinned as for the echo. The least a confirm that "
+            "waits for the disk costs end to end on this machine now; p-10k gives its "
+            "confirm latency as multiples of the median here too.", "",
+            "| runs | " + " | ".join(f"{label} us" for label in labels) + " |",
+            "|---:|" + "---:|" * len(labels),
+            f"| {len(results)} | " + " | ".join(fmt(medians.get(label)) for label in labels)
+            + " |", "",
+            "Per run (p50 / p99 us): " + ", ".join(
+                f"{r.get('latency_us', {}).get('p50', '-')}/"
+                f"{r.get('latency_us', {}).get('p99', '-')}" if r else "failed"
+                for r in results), ""]
 
 
 def disk_floor_medians(results: list[dict]) -> dict[str, float]:
@@ -1594,7 +1644,10 @@ def main() -> None:
         ctx.floor = measure_floor(args.runs, args.duration)
         print("floor: fdatasync", flush=True)
         ctx.disk_floor = measure_disk_floor(args.runs)
-        disk_floor = disk_floor_medians(ctx.disk_floor)
+        print("floor: durable echo", flush=True)
+        ctx.durable_floor = measure_durable_floor(args.runs, args.duration)
+        disk_floor = {"fdatasync": disk_floor_medians(ctx.disk_floor),
+                      "durable echo": floor_medians(ctx.durable_floor)}
         for case in cases:
             print(f"{case.name}: {case.title}", flush=True)
             floor = floor_medians(ctx.floor[case.rate]) if case.rate else None
