@@ -767,22 +767,41 @@ def build_floor_tool(source: Path, binary: Path) -> None:
                    check=True)
 
 
-def measure_disk_floor(runs: int) -> list[dict]:
-    """fdatasync of a 1 KiB append, `runs` times, in the file system that
-    warren's data directories are made in, pinned to the brokers' CPU."""
-    results = []
-    for index in range(1, runs + 1):
-        try:
-            done = subprocess.run(
-                pinned(BROKER_CPU, [str(FSYNC_BIN), tempfile.gettempdir(), str(FSYNC_RECORDS)]),
-                capture_output=True, text=True, timeout=300)
-            result = json.loads(done.stdout) if done.returncode == 0 else {}
-        except (subprocess.TimeoutExpired, json.JSONDecodeError):
-            result = {}
-        print(f"  fdatasync run {index}: p50 {result.get('p50', '-')} us "
-              f"p99 {result.get('p99', '-')} us", flush=True)
-        results.append(result)
-    return results
+def fdatasync_once() -> dict:
+    """fdatasync of a 1 KiB append, FSYNC_RECORDS times, in the file system
+    that warren's data directories are made in, pinned to the brokers' CPU:
+    the tool's JSON, or {} if it failed."""
+    try:
+        done = subprocess.run(
+            pinned(BROKER_CPU, [str(FSYNC_BIN), tempfile.gettempdir(), str(FSYNC_RECORDS)]),
+            capture_output=True, text=True, timeout=300)
+        return json.loads(done.stdout) if done.returncode == 0 else {}
+    except (subprocess.TimeoutExpired, json.JSONDecodeError):
+        return {}
+
+
+@dataclass
+class DiskFloors:
+    """The disk floors, measured again before each run index of a case that
+    compares with them, so that every run is read against the floors of its
+    own minutes (the disk and the loopback's tail change by the hour)."""
+    duration: float
+    fdatasync: list[dict] = field(default_factory=list)
+    durable_echo: list[dict] = field(default_factory=list)
+
+    def measure(self) -> dict[str, dict[str, float]]:
+        """One fdatasync run and one durable echo: their percentiles."""
+        index = len(self.fdatasync) + 1
+        sync = fdatasync_once()
+        print(f"  fdatasync run {index}: p50 {sync.get('p50', '-')} us "
+              f"p99 {sync.get('p99', '-')} us", flush=True)
+        echo = echo_once(DURABLE_ECHO_RATE, self.duration, durable=True, size=DURABLE_ECHO_SIZE)
+        latency = echo.get("latency_us", {})
+        print(f"  durable echo run {index}: p50 {latency.get('p50', '-')} us "
+              f"p99 {latency.get('p99', '-')} us", flush=True)
+        self.fdatasync.append(sync)
+        self.durable_echo.append(echo)
+        return {"fdatasync": sync, "durable echo": latency}
 
 
 def echo_once(rate: int, duration: float, durable: bool = False, size: int = 16) -> dict:
@@ -818,18 +837,6 @@ def measure_floor(runs: int, duration: float) -> dict[int, list[dict]]:
                   f"p99 {latency.get('p99', '-')} us", flush=True)
             floor[rate].append(result)
     return floor
-
-
-def measure_durable_floor(runs: int, duration: float) -> list[dict]:
-    """The durable echo at p-10k's load, `runs` times."""
-    results = []
-    for index in range(1, runs + 1):
-        result = echo_once(DURABLE_ECHO_RATE, duration, durable=True, size=DURABLE_ECHO_SIZE)
-        latency = result.get("latency_us", {})
-        print(f"  durable echo run {index}: p50 {latency.get('p50', '-')} us "
-              f"p99 {latency.get('p99', '-')} us", flush=True)
-        results.append(result)
-    return results
 
 
 def floor_medians(results: list[dict]) -> dict[str, float]:
@@ -881,8 +888,8 @@ class Run:
     rss_samples: list[tuple[float, int]] = field(default_factory=list)
     # The floor's median percentiles at this case's rate, if it has one.
     floor: dict[str, float] | None = None
-    # The disk floors' median percentiles by floor (fdatasync, durable
-    # echo), for a disk_floor case.
+    # The disk floors' percentiles by floor (fdatasync, durable echo),
+    # measured just before this run, for a disk_floor case.
     disk_floor: dict[str, dict[str, float]] | None = None
     watermark: int | None = None
     placement: str = ""
@@ -1224,11 +1231,13 @@ def rss_when_connected(broker, connections: int, timeout_s: float) -> int | None
 
 def run_case(case: Case, brokers: list, runs: int, out: Path,
              floor: dict[str, float] | None,
-             disk_floor: dict[str, dict[str, float]] | None = None) -> list[Run]:
-    """N runs per broker, alternating; keeps the last run's .hgrm per broker."""
+             disk_floors: DiskFloors | None = None) -> list[Run]:
+    """N runs per broker, alternating (each index after the disk floors,
+    given them); keeps the last run's .hgrm per broker."""
     results = []
     timeout_s = float(case.args[case.args.index("-z") + 1]) + case.drain_s + 90
     for index in range(1, runs + 1):
+        disk_floor = disk_floors.measure() if disk_floors else None
         for broker in brokers:
             hgrm = hgrm_path(out, case, broker.name) if case.hgrm else None
             configure(broker, broker.case_settings(case), case.fresh or case.measure_rss)
@@ -1311,6 +1320,24 @@ def runs_table(runs: list[Run]) -> list[str]:
             f"| {fmt(f.get('confirmed/s'))} | {fmt(latency.get('p50'))} | {fmt(latency.get('p99'))} "
             f"| {fmt(latency.get('p99.9'))} | {fmt(latency.get('max'))} "
             f"| {fmt(f.get('RSS MiB', f.get('RSS max MiB')))} | {run.problems()}{placement} |")
+    return lines
+
+
+def confirm_runs_table(runs: list[Run]) -> list[str]:
+    """Every run's confirm latency beside the disk floors measured just
+    before it, for a case compared with them."""
+    lines = ["Confirm latency per run, beside the floors measured just before it "
+             "(p50 / p99 us):", "",
+             "| run | broker | confirm | fdatasync | durable echo | p99 / fdatasync "
+             "| p99 / durable echo |", "|---:|---|---:|---:|---:|---:|---:|"]
+    for run in runs:
+        f, floors = run.figures(), run.disk_floor or {}
+        pair = [f"{fmt(p.get('p50'))} / {fmt(p.get('p99'))}" for p in (
+            run.summary.get("confirm_latency_us", {}), floors.get("fdatasync", {}),
+            floors.get("durable echo", {}))]
+        lines.append(f"| {run.index} | {run.broker} | {' | '.join(pair)} "
+                     f"| {fmt(f.get('confirm p99 / fdatasync'))} "
+                     f"| {fmt(f.get('confirm p99 / durable echo'))} |")
     return lines
 
 
@@ -1437,8 +1464,7 @@ class Context:
     elapsed_s: float = 0.0
     brokers: list = field(default_factory=list)
     floor: dict[int, list[dict]] = field(default_factory=dict)
-    disk_floor: list[dict] = field(default_factory=list)
-    durable_floor: list[dict] = field(default_factory=list)
+    disk_floors: DiskFloors = field(default_factory=lambda: DiskFloors(0.0))
 
 
 def report(ctx: Context, results: list[tuple[Case, list[Run]]],
@@ -1469,8 +1495,8 @@ def report(ctx: Context, results: list[tuple[Case, list[Run]]],
              *headline_table(results), "",
              *targets_table(results),
              *floor_section(ctx.floor),
-             *disk_floor_section(ctx.disk_floor),
-             *durable_floor_section(ctx.durable_floor)]
+             *disk_floor_section(ctx.disk_floors.fdatasync),
+             *durable_floor_section(ctx.disk_floors.durable_echo)]
     for case, runs in results:
         lines += case_section(case, runs, latency.get(case.name))
     return "\n".join(lines) + "\n"
@@ -1502,12 +1528,15 @@ def floor_section(floor: dict[int, list[dict]]) -> list[str]:
 
 def disk_floor_section(results: list[dict]) -> list[str]:
     """The fdatasync floor: medians, and every run."""
+    if not results:
+        return []
     medians = disk_floor_medians(results)
     return ["## Floor: fdatasync", "",
             f"perf/fsync.c: {FSYNC_RECORDS} appends of 1 KiB to a new file in "
             f"{tempfile.gettempdir()} (where warren's data directory is made), each followed "
-            "by fdatasync, pinned to CPU 0. The p scenarios give the confirm latency as "
-            "multiples of the median here.", "",
+            "by fdatasync, pinned to CPU 0, measured before each run index of p-10k; each "
+            "run gives its confirm latency as multiples of the measurement just before it.",
+            "",
             "| runs | p50 us | p99 us |", "|---:|---:|---:|",
             f"| {len(results)} | {fmt(medians.get('p50'))} | {fmt(medians.get('p99'))} |", "",
             "Per run (p50 / p99 us): " + ", ".join(
@@ -1517,15 +1546,18 @@ def disk_floor_section(results: list[dict]) -> list[str]:
 
 def durable_floor_section(results: list[dict]) -> list[str]:
     """The durable echo: medians, and every run."""
+    if not results:
+        return []
     labels = ["p50", "p90", "p99", "p99.9", "max"]
     medians = floor_medians(results)
     return ["## Floor: durable echo", "",
             f"perf/echo.c with a log: the echo server appends each read to a file in "
             f"{tempfile.gettempdir()} and fdatasyncs it before echoing it (one group commit "
             f"per read, nothing else), the client sends {DURABLE_ECHO_SIZE}-byte messages at "
-            f"{DURABLE_ECHO_RATE:,} msg/s, pinned as for the echo. The least a confirm that "
-            "waits for the disk costs end to end on this machine now; p-10k gives its "
-            "confirm latency as multiples of the median here too.", "",
+            f"{DURABLE_ECHO_RATE:,} msg/s, pinned as for the echo, measured with the "
+            "fdatasync floor before each run index of p-10k. The least a confirm that "
+            "waits for the disk costs end to end on this machine now; each p-10k run "
+            "gives its confirm latency as multiples of this too.", "",
             "| runs | " + " | ".join(f"{label} us" for label in labels) + " |",
             "|---:|" + "---:|" * len(labels),
             f"| {len(results)} | " + " | ".join(fmt(medians.get(label)) for label in labels)
@@ -1551,6 +1583,8 @@ def case_section(case: Case, runs: list[Run], latency: tuple[str, str] | None) -
     hgrm = Path(f"{case.name}-BROKER.hgrm") if case.hgrm else None
     lines += ["```", " ".join(loadgen_command("URI", case, hgrm)), "```", ""]
     lines += [*median_table(runs), "", "Per run:", "", *runs_table(runs), ""]
+    if case.disk_floor:
+        lines += [*confirm_runs_table(runs), ""]
     if case.rate_over_time:
         lines += rate_over_time(runs)
     if latency:
@@ -1632,7 +1666,8 @@ def main() -> None:
     adopt_orphans()
     ctx = Context(commit=git("rev-parse", "HEAD"), dirty=bool(git("status", "--porcelain", "--untracked-files=no")),
                   started=datetime.datetime.now().astimezone(), runs=args.runs,
-                  duration=args.duration, load_before=loadavg())
+                  duration=args.duration, load_before=loadavg(),
+                  disk_floors=DiskFloors(args.duration))
     out = (args.out or RESULTS / f"{ctx.started:%Y-%m-%d}-{ctx.commit[:8]}.md").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     ctx.brokers = [Warren(), RabbitMQ()]
@@ -1642,17 +1677,11 @@ def main() -> None:
             broker.start()
         print("floor: C echo over loopback", flush=True)
         ctx.floor = measure_floor(args.runs, args.duration)
-        print("floor: fdatasync", flush=True)
-        ctx.disk_floor = measure_disk_floor(args.runs)
-        print("floor: durable echo", flush=True)
-        ctx.durable_floor = measure_durable_floor(args.runs, args.duration)
-        disk_floor = {"fdatasync": disk_floor_medians(ctx.disk_floor),
-                      "durable echo": floor_medians(ctx.durable_floor)}
         for case in cases:
             print(f"{case.name}: {case.title}", flush=True)
             floor = floor_medians(ctx.floor[case.rate]) if case.rate else None
             results.append((case, run_case(case, ctx.brokers, args.runs, out, floor,
-                                           disk_floor if case.disk_floor else None)))
+                                           ctx.disk_floors if case.disk_floor else None)))
             if case.hgrm:
                 latency[case.name] = compare_latency(case, out)
     except KeyboardInterrupt:
