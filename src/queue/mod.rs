@@ -53,7 +53,9 @@
 //! priority's level. One that expires or overflows while paged, in a queue
 //! with a dead-letter exchange, waits (`WaitingLetter`) until the shard
 //! has read it back, and the dead letters after it wait behind it, so they
-//! leave in order.
+//! leave in order. An unacked logged message past `UNACKED_LOGGED_MAX`
+//! is held by its record alone (`hold`), and comes back paged if it is
+//! requeued.
 
 mod consumer;
 pub mod dead_letter;
@@ -173,10 +175,21 @@ pub enum Settlement {
     Discard,
 }
 
+/// Memory that a queue's unacked messages which are also in the log may
+/// hold: past it, a delivered logged message keeps only its place in the
+/// log and is read back if it is requeued or dead-lettered. Without it a
+/// consumer with no prefetch limit that acks late pulled a whole paged
+/// backlog into memory (RabbitMQ pages such pending acks out too). The
+/// same size as what a queue's ready logged messages may hold
+/// (`shard::paging`).
+const UNACKED_LOGGED_MAX: u64 = 4 << 20;
+
 /// A message delivered with ack required, waiting for ack, reject or requeue.
 #[derive(Debug)]
 struct Unacked {
-    message: Message,
+    /// In memory (`Resident`, or `Logged` within `UNACKED_LOGGED_MAX`), or
+    /// on disk only (`Paged`, at its enqueue record).
+    body: Body,
     /// The channel that received it; closing it requeues the message.
     holder: ChannelId,
     /// The consumer whose prefetch it counts against; None for basic.get.
@@ -198,6 +211,8 @@ pub struct Queue {
     settings: Settings,
     ready: ReadyQueue,
     unacked: HashMap<u64, Unacked, RandomState>,
+    /// Memory held by the unacked messages kept as `Body::Logged`.
+    unacked_logged: u64,
     consumers: Consumers,
     /// Reused when a channel closes to collect the seqs it held.
     scratch_seqs: Vec<u64>,
@@ -228,6 +243,8 @@ pub struct Queue {
 struct Taken {
     seq: u64,
     message: Message,
+    /// Its enqueue record, if it is logged.
+    logged_at: Option<Location>,
     redelivered: bool,
     expires_at_ms: u64,
     returns: u32,
@@ -268,6 +285,7 @@ impl Queue {
             next_seq: 1,
             ready: ReadyQueue::new(settings.max_priority),
             unacked: HashMap::default(),
+            unacked_logged: 0,
             consumers: Consumers::new(settings.single_active_consumer),
             scratch_seqs: Vec::new(),
             dead_letters: Vec::new(),
@@ -672,21 +690,38 @@ impl Queue {
             return None;
         }
         let ready = self.ready.pop_front()?;
+        let (message, logged_at) = match ready.body {
+            Body::Resident(message) => (message, None),
+            Body::Logged(message, at) => (message, Some(at)),
+            Body::Paged(_) => return None,
+        };
         Some(Taken {
             seq: ready.seq,
-            message: ready.body.into_message()?,
+            message,
+            logged_at,
             redelivered: ready.redelivered,
             expires_at_ms: ready.expires_at_ms,
             returns: ready.returns,
         })
     }
 
-    /// Keeps a delivered message until it is settled.
+    /// Keeps a delivered message until it is settled: a logged one only by
+    /// its place in the log once the unacked ones in memory hold
+    /// `UNACKED_LOGGED_MAX`.
     fn hold(&mut self, ready: &Taken, holder: ChannelId, consumer: Option<ConsumerRef>) {
+        let body = match ready.logged_at {
+            None => Body::Resident(ready.message.clone()),
+            Some(at) if self.unacked_logged < UNACKED_LOGGED_MAX => {
+                let body = Body::Logged(ready.message.clone(), at);
+                self.unacked_logged += body.held_bytes();
+                body
+            }
+            Some(at) => Body::Paged(Page::of(&ready.message, at, false)),
+        };
         self.unacked.insert(
             ready.seq,
             Unacked {
-                message: ready.message.clone(),
+                body,
                 holder,
                 consumer,
                 expires_at_ms: ready.expires_at_ms,
@@ -738,10 +773,10 @@ impl Queue {
     /// message by that seq. Callers go through `settle`, which checks the
     /// holder first.
     fn ack(&mut self, seq: u64) -> bool {
-        match self.unacked.remove(&seq) {
+        match self.take_unacked(seq) {
             Some(unacked) => {
                 self.release(&unacked);
-                self.gone_message(seq, &unacked.message);
+                self.gone(seq, &unacked.body);
                 self.totals.acked += 1;
                 true
             }
@@ -778,7 +813,7 @@ impl Queue {
     fn reject(&mut self, seqs: &[u64], requeue: bool) -> usize {
         let mut known = 0;
         for &seq in seqs {
-            let Some(unacked) = self.unacked.remove(&seq) else {
+            let Some(unacked) = self.take_unacked(seq) else {
                 continue;
             };
             known += 1;
@@ -786,8 +821,7 @@ impl Queue {
             if requeue {
                 self.requeue(seq, unacked);
             } else {
-                self.gone_message(seq, &unacked.message);
-                self.dead_letter(unacked.message, DeathReason::Rejected);
+                self.leave_dead(seq, unacked.body, DeathReason::Rejected);
             }
         }
         known
@@ -822,7 +856,7 @@ impl Queue {
                 .map(|(&seq, _)| seq),
         );
         for &seq in &seqs {
-            if let Some(unacked) = self.unacked.remove(&seq) {
+            if let Some(unacked) = self.take_unacked(seq) {
                 self.release(&unacked);
                 self.requeue(seq, unacked);
             }
@@ -842,6 +876,15 @@ impl Queue {
         }
     }
 
+    /// Takes message `seq` out of the unacked ones.
+    fn take_unacked(&mut self, seq: u64) -> Option<Unacked> {
+        let unacked = self.unacked.remove(&seq)?;
+        if let Body::Logged(..) = unacked.body {
+            self.unacked_logged -= unacked.body.held_bytes();
+        }
+        Some(unacked)
+    }
+
     /// Frees the prefetch slot an unacked message held, if its consumer is
     /// still here.
     fn release(&mut self, unacked: &Unacked) {
@@ -859,13 +902,12 @@ impl Queue {
             .delivery_limit
             .is_some_and(|limit| u64::from(returns) > limit)
         {
-            self.gone_message(seq, &unacked.message);
-            self.dead_letter(unacked.message, DeathReason::DeliveryLimit);
+            self.leave_dead(seq, unacked.body, DeathReason::DeliveryLimit);
             return;
         }
         self.ready.requeue(Ready {
             seq,
-            body: Body::Resident(unacked.message),
+            body: unacked.body,
             redelivered: true,
             expires_at_ms: unacked.expires_at_ms,
             returns,

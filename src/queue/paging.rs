@@ -147,13 +147,7 @@ impl Queue {
                     Body::Logged(message, logged) if !page_record && *logged == at => message,
                     _ => return None,
                 };
-                Some(Body::Paged(Page {
-                    at,
-                    body_len: message.body_size() as u32,
-                    priority: message.priority,
-                    persistent: message.persistent,
-                    page_record,
-                }))
+                Some(Body::Paged(Page::of(message, at, page_record)))
             })
             .is_some()
     }
@@ -254,6 +248,9 @@ impl Queue {
     /// (compaction).
     pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
         self.ready.relocate(seq, from, to);
+        if let Some(unacked) = self.unacked.get_mut(&seq) {
+            unacked.body.relocate(from, to);
+        }
         for letter in &mut self.waiting_letters {
             match letter {
                 WaitingLetter::Paged {

@@ -65,6 +65,19 @@ pub(crate) struct Page {
     pub(crate) page_record: bool,
 }
 
+impl Page {
+    /// `message`, to be kept only by its record at `at`.
+    pub(crate) fn of(message: &Message, at: Location, page_record: bool) -> Page {
+        Page {
+            at,
+            body_len: message.body_size() as u32,
+            priority: message.priority,
+            persistent: message.persistent,
+            page_record,
+        }
+    }
+}
+
 impl Body {
     pub(crate) fn into_message(self) -> Option<Message> {
         match self {
@@ -110,6 +123,14 @@ impl Body {
         match self {
             Body::Resident(message) | Body::Logged(message, _) => message.priority,
             Body::Paged(page) => page.priority,
+        }
+    }
+
+    /// Its record was copied from `from` to `to` (compaction).
+    pub(crate) fn relocate(&mut self, from: Location, to: Location) {
+        match self {
+            Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
+            _ => {}
         }
     }
 }
@@ -304,10 +325,7 @@ impl ReadyQueue {
     /// The record of ready message `seq` moved from `from` to `to`.
     pub(crate) fn relocate(&mut self, seq: u64, from: Location, to: Location) {
         if let Some((level, spot)) = self.position(seq) {
-            match &mut self.levels[level].get_mut(spot).body {
-                Body::Logged(_, at) | Body::Paged(Page { at, .. }) if *at == from => *at = to,
-                _ => {}
-            }
+            self.levels[level].get_mut(spot).body.relocate(from, to);
         }
     }
 

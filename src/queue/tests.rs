@@ -898,3 +898,74 @@ fn a_priority_queue_pages_what_leaves_last_and_delivers_by_priority() {
     }
     assert_eq!(bodies(&dispatch(&mut q)), ["4", "7", "3", "6"]);
 }
+
+/// A logged message of 1 MiB with `n` in its first byte, published to a
+/// durable `q` and logged at offset `n` MiB.
+fn publish_logged_mib(q: &mut Queue, n: u8) {
+    let mut body = vec![0; 1 << 20];
+    body[0] = n;
+    let message = Message::new(MessageContent {
+        exchange: ShortStr::from(""),
+        routing_key: ShortStr::from("q"),
+        properties: Bytes::new(),
+        body: Bytes::from(body),
+        priority: 0,
+        persistent: true,
+        expiration_ms: None,
+    });
+    let Published::Accepted { seq } = q.publish(message, &0) else {
+        panic!("accepted");
+    };
+    q.logged_at(seq, location(u32::from(n) << 20));
+}
+
+/// What a queue's unacked messages hold in memory: every transient one,
+/// logged ones up to `UNACKED_LOGGED_MAX`, the rest only by their record.
+#[test]
+fn unacked_logged_messages_past_the_cap_keep_only_their_record_and_come_back_paged() {
+    let mut q = queue_with(dead_letter_settings());
+    q.set_durable();
+    for n in 1..=7 {
+        publish_logged_mib(&mut q, n);
+    }
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .expect("consume");
+    let first = |d: &Delivery| d.message.body[0];
+    let delivered: Vec<u8> = dispatch(&mut q).iter().map(first).collect();
+    assert_eq!(delivered, [1, 2, 3, 4, 5, 6, 7], "all go out from memory");
+    let in_memory = |q: &Queue| {
+        let mut seqs: Vec<u64> = (q.unacked.iter())
+            .filter(|(_, u)| !matches!(u.body, Body::Paged(_)))
+            .map(|(&seq, _)| seq)
+            .collect();
+        seqs.sort();
+        seqs
+    };
+    assert_eq!(in_memory(&q), [1, 2, 3, 4], "up to 4 MiB and a bit");
+    // Compaction moves the record of an unacked message on disk.
+    q.relocate(6, location(6 << 20), location(60 << 20));
+    // Rejected without requeue, one on disk waits to be read back before
+    // it is dead-lettered, and the next dead letter waits behind it.
+    assert_eq!(q.settle(HOLDER, &[5, 1], Settlement::Discard), 2);
+    assert_eq!(q.letters_to_read(), [(5, location(5 << 20))]);
+    assert!(dead_letters(&mut q).is_empty(), "1 waits behind 5");
+    // Requeued, the rest go back as they were held: 2 to 4 in memory, 6
+    // and 7 paged, which delivery then waits for.
+    q.remove_channel(HOLDER);
+    assert_eq!(q.unacked_logged, 0);
+    assert_eq!(q.paged_count(), 2);
+    q.add_consumer(spec(key(2, 1, "b"), 0, UNLIMITED_CREDIT))
+        .expect("consume again");
+    let again: Vec<u8> = dispatch(&mut q).iter().map(first).collect();
+    assert_eq!(again, [2, 3, 4]);
+    assert!(q.head_is_paged());
+    let head = paging::Head {
+        messages: 2,
+        bytes: u64::MAX,
+    };
+    assert_eq!(
+        q.page_in_candidates(head),
+        [(6, location(60 << 20)), (7, location(7 << 20))],
+        "6 where compaction put it"
+    );
+}

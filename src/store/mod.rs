@@ -237,10 +237,19 @@ impl<D: Disk> Store<D> {
                     .read(u64::from(at.segment), start, (end - start) as usize)
                     .await?,
             );
+            let sparse = wanted_len(pages, &rest[..span]) * 2 < bytes.len() as u64;
             for &i in &rest[..span] {
                 let (seq, at) = pages[i];
                 let from = (u64::from(at.offset) - start) as usize;
-                let record = bytes.slice(from..from + at.len as usize);
+                let record = &bytes[from..from + at.len as usize];
+                // A message's body is a slice of what was read, which stays
+                // in memory as long as any message of it does. Where the
+                // records are a small part of it (a commit of one record
+                // takes a whole block), each gets a copy of its own.
+                let record = match sparse {
+                    true => bytes::Bytes::copy_from_slice(record),
+                    false => bytes.slice_ref(record),
+                };
                 messages[i] = message_of(&record, seq);
             }
             rest = &rest[span..];
@@ -306,6 +315,11 @@ fn span_len(pages: &[(u64, Location)], sorted: &[usize]) -> usize {
         taken += 1;
     }
     taken
+}
+
+/// The bytes of the records `span` asks for.
+fn wanted_len(pages: &[(u64, Location)], span: &[usize]) -> u64 {
+    span.iter().map(|&i| u64::from(pages[i].1.len)).sum()
 }
 
 fn span_end(pages: &[(u64, Location)], span: &[usize]) -> u64 {
