@@ -17,7 +17,8 @@ use common::amqp::{declare_durable, names_on_shard, open_confirming as open, wit
 use common::Broker;
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicQosOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -438,6 +439,20 @@ async fn a_priority_backlog_past_the_budget_comes_back_in_priority_order() {
 
 const TTL_MS: usize = 3000;
 
+/// Queue arguments that dead-letter into queue `dead`.
+fn dead_lettering_to(dead: &str) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.into()),
+    );
+    arguments
+}
+
 fn expiring_properties(n: usize) -> BasicProperties {
     properties(n).with_expiration(TTL_MS.to_string().into())
 }
@@ -455,16 +470,7 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
     // Each shard's queue dead-letters into the other shard's.
     for (queue, dead) in names.iter().zip(dead.iter().rev()) {
         declare_durable(&channel, dead, FieldTable::default()).await;
-        let mut arguments = FieldTable::default();
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        arguments.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(dead.as_str().into()),
-        );
-        declare_durable(&channel, queue, arguments).await;
+        declare_durable(&channel, queue, dead_lettering_to(dead)).await;
         publish_each(&channel, queue, count, expiring_properties).await;
     }
     within(
@@ -474,10 +480,83 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
     .await
     .expect("basic.qos");
     for dead in &dead {
+        consume_dead_letters(&channel, dead, count, properties).await;
+    }
+    for queue in &names {
+        assert_empty(&channel, queue).await;
+    }
+}
+
+/// Consumes the dead letters of messages `0..count` (published with
+/// `properties_of(n)`) from `dead`, acking, asserting order, body, the
+/// properties kept and the x-death header; then that nothing follows.
+async fn consume_dead_letters(
+    channel: &Channel,
+    dead: &str,
+    count: usize,
+    properties_of: fn(usize) -> BasicProperties,
+) {
+    let mut consumer = within(
+        "basic.consume",
+        channel.basic_consume(
+            dead,
+            "",
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("basic.consume");
+    for n in 0..count {
+        let delivery = within("dead letter", consumer.next())
+            .await
+            .expect("the consumer is open")
+            .expect("a delivery");
+        assert_eq!(number_of(&delivery.data), n, "{dead}: out of order");
+        assert_eq!(delivery.data, body(n), "{dead}: body of message {n}");
+        let (got, sent) = (&delivery.properties, properties_of(n));
+        assert_eq!(got.message_id(), sent.message_id());
+        assert_eq!(got.delivery_mode(), sent.delivery_mode());
+        assert!(
+            got.headers()
+                .as_ref()
+                .is_some_and(|headers| headers.inner().contains_key("x-death")),
+            "{dead}: message {n} has no x-death"
+        );
+        within("ack", delivery.acker.ack(BasicAckOptions::default()))
+            .await
+            .expect("basic.ack");
+    }
+    assert_empty(channel, dead).await;
+}
+
+/// Persistent messages that a consumer without a prefetch limit holds
+/// unacked (all but 4 MiB of them only on disk) and then rejects without
+/// requeue are dead-lettered with their bodies, in order.
+#[tokio::test]
+async fn unacked_messages_on_disk_are_dead_lettered_with_their_bodies_when_rejected() {
+    if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
+        return;
+    }
+    let broker = Broker::start_with(&broker_args());
+    let (connection, channel) = open(&broker).await;
+    let names = queues("unacked-reject");
+    let dead = queues("unacked-dead");
+    let count = 10_000;
+    // Each shard's queue dead-letters into the other shard's.
+    for (queue, dead) in names.iter().zip(dead.iter().rev()) {
+        declare_durable(&channel, dead, FieldTable::default()).await;
+        declare_durable(&channel, queue, dead_lettering_to(dead)).await;
+        publish_each(&channel, queue, count, persistent_properties).await;
+    }
+    let holding = within("channel.open", connection.create_channel())
+        .await
+        .expect("channel.open");
+    for queue in &names {
         let mut consumer = within(
             "basic.consume",
-            channel.basic_consume(
-                dead,
+            holding.basic_consume(
+                queue,
                 "",
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -485,27 +564,25 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
         )
         .await
         .expect("basic.consume");
-        for n in 0..count {
-            let delivery = within("dead letter", consumer.next())
+        let mut last = None;
+        for _ in 0..count {
+            let delivery = within("delivery", consumer.next())
                 .await
                 .expect("the consumer is open")
                 .expect("a delivery");
-            assert_eq!(number_of(&delivery.data), n, "{dead}: out of order");
-            assert_eq!(delivery.data, body(n), "{dead}: body of message {n}");
-            let (got, sent) = (&delivery.properties, properties(n));
-            assert_eq!(got.message_id(), sent.message_id());
-            assert_eq!(got.delivery_mode(), sent.delivery_mode());
-            assert!(
-                got.headers()
-                    .as_ref()
-                    .is_some_and(|headers| headers.inner().contains_key("x-death")),
-                "{dead}: message {n} has no x-death"
-            );
-            within("ack", delivery.acker.ack(BasicAckOptions::default()))
-                .await
-                .expect("basic.ack");
+            last = Some(delivery);
         }
-        assert_empty(&channel, dead).await;
+        let every = BasicNackOptions {
+            multiple: true,
+            requeue: false,
+        };
+        let last = last.expect("deliveries");
+        within("basic.nack", last.acker.nack(every))
+            .await
+            .expect("basic.nack");
+    }
+    for dead in &dead {
+        consume_dead_letters(&channel, dead, count, persistent_properties).await;
     }
     for queue in &names {
         assert_empty(&channel, queue).await;
