@@ -16,12 +16,13 @@ use std::time::Duration;
 use common::amqp::{declare_durable, names_on_shard, open_confirming as open, within};
 use common::Broker;
 use futures_lite::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel};
+use lapin::{BasicProperties, Channel, Consumer};
 
 const BUDGET: &str = "4MiB";
 const BODY_LEN: usize = 1024;
@@ -101,16 +102,9 @@ async fn publish_backlog(
     rss_max
 }
 
-/// Consumes `expected` from `queue` (acking), asserting order and content
-/// (message n published with `properties_of(n)`).
-async fn consume_all(
-    channel: &Channel,
-    queue: &str,
-    expected: &[usize],
-    redelivered: bool,
-    properties_of: fn(usize) -> BasicProperties,
-) {
-    let mut consumer = within(
+/// A consumer on `queue`, acking by hand.
+async fn consume(channel: &Channel, queue: &str) -> Consumer {
+    within(
         "basic.consume",
         channel.basic_consume(
             queue,
@@ -120,12 +114,29 @@ async fn consume_all(
         ),
     )
     .await
-    .expect("basic.consume");
+    .expect("basic.consume")
+}
+
+/// The next delivery `consumer` gets (`what` names it in a timeout).
+async fn next_delivery(consumer: &mut Consumer, what: &str) -> Delivery {
+    within(what, consumer.next())
+        .await
+        .expect("the consumer is open")
+        .expect("a delivery")
+}
+
+/// Consumes `expected` from `queue` (acking), asserting order and content
+/// (message n published with `properties_of(n)`).
+async fn consume_all(
+    channel: &Channel,
+    queue: &str,
+    expected: &[usize],
+    redelivered: bool,
+    properties_of: fn(usize) -> BasicProperties,
+) {
+    let mut consumer = consume(channel, queue).await;
     for &n in expected {
-        let delivery = within("delivery", consumer.next())
-            .await
-            .expect("the consumer is open")
-            .expect("a delivery");
+        let delivery = next_delivery(&mut consumer, "delivery").await;
         let got = number_of(&delivery.data);
         assert_eq!(got, n, "{queue}: out of order");
         assert_eq!(delivery.data, body(n), "{queue}: body of message {n}");
@@ -270,22 +281,9 @@ async fn unacked_persistent_messages_stay_on_disk_and_come_back_when_requeued() 
         .await
         .expect("channel.open");
     for queue in &names {
-        let mut consumer = within(
-            "basic.consume",
-            holding.basic_consume(
-                queue,
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await
-        .expect("basic.consume");
+        let mut consumer = consume(&holding, queue).await;
         for _ in 0..count / names.len() {
-            within("delivery", consumer.next())
-                .await
-                .expect("the consumer is open")
-                .expect("a delivery");
+            next_delivery(&mut consumer, "delivery").await;
         }
     }
     let grown = (broker.resident_bytes().expect("the broker's VmRSS")).saturating_sub(rss_start);
@@ -410,22 +408,9 @@ async fn a_priority_backlog_past_the_budget_comes_back_in_priority_order() {
     let mut expected: Vec<usize> = (0..count).collect();
     expected.sort_by_key(|&n| (std::cmp::Reverse(n % (PRIORITY_MAX + 1)), n));
     for queue in &names {
-        let mut consumer = within(
-            "basic.consume",
-            channel.basic_consume(
-                queue,
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await
-        .expect("basic.consume");
+        let mut consumer = consume(&channel, queue).await;
         for &n in &expected {
-            let delivery = within("delivery", consumer.next())
-                .await
-                .expect("the consumer is open")
-                .expect("a delivery");
+            let delivery = next_delivery(&mut consumer, "delivery").await;
             assert_eq!(number_of(&delivery.data), n, "{queue}: out of order");
             assert_eq!(delivery.data, body(n), "{queue}: body of message {n}");
             assert_eq!(delivery.properties, priority_properties(n));
@@ -496,22 +481,9 @@ async fn consume_dead_letters(
     count: usize,
     properties_of: fn(usize) -> BasicProperties,
 ) {
-    let mut consumer = within(
-        "basic.consume",
-        channel.basic_consume(
-            dead,
-            "",
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .expect("basic.consume");
+    let mut consumer = consume(channel, dead).await;
     for n in 0..count {
-        let delivery = within("dead letter", consumer.next())
-            .await
-            .expect("the consumer is open")
-            .expect("a delivery");
+        let delivery = next_delivery(&mut consumer, "dead letter").await;
         assert_eq!(number_of(&delivery.data), n, "{dead}: out of order");
         assert_eq!(delivery.data, body(n), "{dead}: body of message {n}");
         let (got, sent) = (&delivery.properties, properties_of(n));
@@ -553,30 +525,15 @@ async fn unacked_messages_on_disk_are_dead_lettered_with_their_bodies_when_rejec
         .await
         .expect("channel.open");
     for queue in &names {
-        let mut consumer = within(
-            "basic.consume",
-            holding.basic_consume(
-                queue,
-                "",
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            ),
-        )
-        .await
-        .expect("basic.consume");
-        let mut last = None;
-        for _ in 0..count {
-            let delivery = within("delivery", consumer.next())
-                .await
-                .expect("the consumer is open")
-                .expect("a delivery");
-            last = Some(delivery);
+        let mut consumer = consume(&holding, queue).await;
+        let mut last = next_delivery(&mut consumer, "delivery").await;
+        for _ in 1..count {
+            last = next_delivery(&mut consumer, "delivery").await;
         }
         let every = BasicNackOptions {
             multiple: true,
             requeue: false,
         };
-        let last = last.expect("deliveries");
         within("basic.nack", last.acker.nack(every))
             .await
             .expect("basic.nack");
