@@ -7,9 +7,10 @@
  *                            it prints; echoes one connection, then exits.
  *                            With DIR, the durable echo: each read is
  *                            appended to a new file in DIR and fdatasynced
- *                            before it is echoed, the least a confirm
- *                            that waits for the disk can cost (one group
- *                            commit per read, no broker work at all)
+ *                            before it is echoed: what a confirm that
+ *                            waits for the disk costs with the simplest
+ *                            server (one group commit per read, no
+ *                            broker work at all)
  *     echo client PORT RATE SECONDS [SIZE]
  *                            sends SIZE-byte messages (16 unless given,
  *                            at most 4096) at RATE msg/s for SECONDS,
@@ -81,8 +82,9 @@ static int write_all(int fd, const char *buf, size_t len) {
 }
 
 /* With `log` >= 0 each read is appended to that file and fdatasynced
- * before it is echoed: a durable broker's least work, one group commit per
- * read, nothing in flight while it syncs. */
+ * before it is echoed: the simplest durable server, one group commit per
+ * read, nothing in flight while it syncs (a server that overlaps syncs can
+ * answer sooner on average). */
 static int server(int log) {
     int listener = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET,

@@ -1555,8 +1555,9 @@ def durable_floor_section(results: list[dict]) -> list[str]:
             f"{tempfile.gettempdir()} and fdatasyncs it before echoing it (one group commit "
             f"per read, nothing else), the client sends {DURABLE_ECHO_SIZE}-byte messages at "
             f"{DURABLE_ECHO_RATE:,} msg/s, pinned as for the echo, measured with the "
-            "fdatasync floor before each run index of p-10k. The least a confirm that "
-            "waits for the disk costs end to end on this machine now; each p-10k run "
+            "fdatasync floor before each run index of p-10k. What a confirm that waits "
+            "for the disk costs end to end on this machine now with the simplest server "
+            "(one that overlaps syncs can answer sooner on average); each p-10k run "
             "gives its confirm latency as multiples of this too.", "",
             "| runs | " + " | ".join(f"{label} us" for label in labels) + " |",
             "|---:|" + "---:|" * len(labels),
