@@ -257,6 +257,10 @@ fn persistent_properties(n: usize) -> BasicProperties {
     properties(n).with_delivery_mode(2)
 }
 
+fn transient_properties(n: usize) -> BasicProperties {
+    properties(n).with_delivery_mode(1)
+}
+
 /// A consumer without a prefetch limit that acks nothing holds a whole
 /// paged backlog of persistent messages: the broker keeps a few MiB of
 /// them in memory and the rest only by their place in the log; when the
@@ -264,18 +268,37 @@ fn persistent_properties(n: usize) -> BasicProperties {
 /// back from disk.
 #[tokio::test]
 async fn unacked_persistent_messages_stay_on_disk_and_come_back_when_requeued() {
+    hold_a_backlog_unacked_then_requeue("unacked", persistent_properties).await;
+}
+
+/// The same with transient messages: past the budget, the unacked ones
+/// are written out as page records.
+#[tokio::test]
+async fn unacked_transient_messages_page_out_and_come_back_when_requeued() {
+    hold_a_backlog_unacked_then_requeue("unacked-transient", transient_properties).await;
+}
+
+/// Publishes a backlog many times the budget to a durable queue on each
+/// shard (message n with `properties_of(n)`), has a consumer without a
+/// prefetch limit receive all of it without acking, checks the broker's
+/// memory, then closes that consumer's channel and consumes everything
+/// again, redelivered, in order and intact.
+async fn hold_a_backlog_unacked_then_requeue(
+    prefix: &str,
+    properties_of: fn(usize) -> BasicProperties,
+) {
     if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
         return;
     }
     let broker = Broker::start_with(&broker_args());
     let (connection, channel) = open(&broker).await;
-    let names = queues("unacked");
+    let names = queues(prefix);
     for queue in &names {
         declare_durable(&channel, queue, FieldTable::default()).await;
     }
     let count = 60_000;
     let queue_of = |n: usize| names[n % names.len()].as_str();
-    publish_windows(&channel, queue_of, count, persistent_properties, || {}).await;
+    publish_windows(&channel, queue_of, count, properties_of, || {}).await;
     let rss_start = broker.resident_bytes().expect("the broker's VmRSS");
     let holding = within("channel.open", connection.create_channel())
         .await
@@ -308,7 +331,7 @@ async fn unacked_persistent_messages_stay_on_disk_and_come_back_when_requeued() 
     .expect("basic.qos");
     for (q, queue) in names.iter().enumerate() {
         let expected: Vec<usize> = (q..count).step_by(names.len()).collect();
-        consume_all(&channel, queue, &expected, true, persistent_properties).await;
+        consume_all(&channel, queue, &expected, true, properties_of).await;
         assert_empty(&channel, queue).await;
     }
 }

@@ -54,7 +54,8 @@
 //! with a dead-letter exchange, waits (`WaitingLetter`) until the shard
 //! has read it back, and the dead letters after it wait behind it, so they
 //! leave in order. An unacked logged message past `UNACKED_LOGGED_MAX`
-//! is held by its record alone (`hold`), and comes back paged if it is
+//! is held by its record alone (`hold`); unacked messages in memory may
+//! be paged out like ready ones; a paged one comes back paged if it is
 //! requeued.
 
 mod consumer;
@@ -211,7 +212,9 @@ pub struct Queue {
     settings: Settings,
     ready: ReadyQueue,
     unacked: HashMap<u64, Unacked, RandomState>,
-    /// Memory held by the unacked messages kept as `Body::Logged`.
+    /// Memory held by the unacked messages in memory (`Body::held_bytes`),
+    /// and the part of it held by those also in the log.
+    unacked_resident: u64,
     unacked_logged: u64,
     consumers: Consumers,
     /// Reused when a channel closes to collect the seqs it held.
@@ -285,6 +288,7 @@ impl Queue {
             next_seq: 1,
             ready: ReadyQueue::new(settings.max_priority),
             unacked: HashMap::default(),
+            unacked_resident: 0,
             unacked_logged: 0,
             consumers: Consumers::new(settings.single_active_consumer),
             scratch_seqs: Vec::new(),
@@ -712,12 +716,11 @@ impl Queue {
         let body = match ready.logged_at {
             None => Body::Resident(ready.message.clone()),
             Some(at) if self.unacked_logged < UNACKED_LOGGED_MAX => {
-                let body = Body::Logged(ready.message.clone(), at);
-                self.unacked_logged += body.held_bytes();
-                body
+                Body::Logged(ready.message.clone(), at)
             }
             Some(at) => Body::Paged(Page::of(&ready.message, at, false)),
         };
+        self.count_unacked(&body, 1);
         self.unacked.insert(
             ready.seq,
             Unacked {
@@ -879,10 +882,18 @@ impl Queue {
     /// Takes message `seq` out of the unacked ones.
     fn take_unacked(&mut self, seq: u64) -> Option<Unacked> {
         let unacked = self.unacked.remove(&seq)?;
-        if let Body::Logged(..) = unacked.body {
-            self.unacked_logged -= unacked.body.held_bytes();
-        }
+        self.count_unacked(&unacked.body, -1);
         Some(unacked)
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) an unacked body from the memory
+    /// counts.
+    fn count_unacked(&mut self, body: &Body, sign: i64) {
+        let held = sign * body.held_bytes() as i64;
+        self.unacked_resident = self.unacked_resident.wrapping_add_signed(held);
+        if let Body::Logged(..) = body {
+            self.unacked_logged = self.unacked_logged.wrapping_add_signed(held);
+        }
     }
 
     /// Frees the prefetch slot an unacked message held, if its consumer is

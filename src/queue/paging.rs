@@ -5,7 +5,11 @@
 //!
 //! A queue keeps its head in memory: the first ready messages, up to a
 //! count and a number of body bytes (`head_len`), are never paged out,
-//! and the shard reads paged ones among them back.
+//! and the shard reads paged ones among them back. Unacked messages in
+//! memory past as many bytes as the head may go too, after the ready ones
+//! behind the head: a consumer without a prefetch limit that acks late
+//! holds all it was sent, while a prefetch window's worth is acked soon
+//! and not worth a write.
 
 use super::ready::Visit;
 use super::{Body, DeadLetter, DeathReason, Page, Queue};
@@ -43,12 +47,14 @@ pub(crate) struct Head {
 }
 
 impl Queue {
-    /// Memory held by the ready messages in memory (`Body::held_bytes`).
+    /// Memory held by the ready and unacked messages in memory
+    /// (`Body::held_bytes`).
     pub(crate) fn resident_bytes(&self) -> u64 {
-        self.ready.resident_bytes()
+        self.ready.resident_bytes() + self.unacked_resident
     }
 
-    /// The part of `resident_bytes` held by messages also in the log.
+    /// The part of the ready messages' memory held by messages also in
+    /// the log.
     pub(crate) fn logged_bytes(&self) -> u64 {
         self.ready.logged_bytes()
     }
@@ -59,17 +65,19 @@ impl Queue {
 
     /// How the resident bytes changed since the last call.
     pub(crate) fn resident_change(&mut self) -> i64 {
-        let now = self.ready.resident_bytes();
+        let now = self.resident_bytes();
         let change = now as i64 - self.reported_resident as i64;
         self.reported_resident = now;
         change
     }
 
-    /// Whether messages may be resident behind the head: more messages
-    /// than the head and the paged ones. A cheap look that spares the
-    /// pager a walk past a queue's paged messages when none would go.
+    /// Whether messages may be resident behind the head (more messages
+    /// than the head and the paged ones), or unacked in memory past the
+    /// head's bytes. A cheap look that spares the pager a walk past a
+    /// queue's paged messages when none would go.
     pub(crate) fn may_page_out(&self, head: Head) -> bool {
         self.ready.len() > self.head_len(head) + self.ready.paged_count()
+            || self.unacked_resident > head.bytes
     }
 
     /// How many ready messages from the front make up the head.
@@ -92,7 +100,8 @@ impl Queue {
 
     /// The messages in memory behind the head that leave last (only those
     /// in the log, with `logged_only`), up to `bytes_max` of memory
-    /// (`Body::held_bytes`), the last to leave first.
+    /// (`Body::held_bytes`), the last to leave first; then, without
+    /// `logged_only`, unacked ones in memory past the head's bytes.
     ///
     /// Behind its head, a level holds paged messages and then those in
     /// memory: the pager takes from the back of each level until the
@@ -132,24 +141,72 @@ impl Queue {
             });
             Visit::Next
         });
+        if !logged_only {
+            let excess = self.unacked_resident.saturating_sub(head.bytes);
+            self.unacked_candidates(bytes_max.saturating_sub(bytes).min(excess), &mut chosen);
+        }
         chosen
     }
 
-    /// Drops the content of ready message `seq`, now on disk at `at` (a
-    /// page record, or its enqueue record); false when it is no longer
-    /// ready as it was chosen (gone, paged, or its record moved by
+    /// Adds unacked messages in memory to `chosen`, the newest first, up to
+    /// about `bytes_max` of memory. Those left in memory are then the
+    /// oldest delivered: messages read back together share the buffer
+    /// they were read into, so a few kept from every read would keep all
+    /// of those buffers.
+    fn unacked_candidates(&self, bytes_max: u64, chosen: &mut Vec<PageOut>) {
+        let mut in_memory: Vec<u64> = (self.unacked.iter())
+            .filter(|(_, unacked)| !matches!(unacked.body, Body::Paged(_)))
+            .map(|(&seq, _)| seq)
+            .collect();
+        if bytes_max == 0 || in_memory.is_empty() {
+            return;
+        }
+        let average = (self.unacked_resident / in_memory.len() as u64).max(1);
+        let wanted = usize::try_from(bytes_max.div_ceil(average)).unwrap_or(usize::MAX);
+        if wanted < in_memory.len() {
+            in_memory.select_nth_unstable_by(wanted, |a, b| b.cmp(a));
+            in_memory.truncate(wanted);
+        }
+        for seq in in_memory {
+            let (message, logged) = match &self.unacked[&seq].body {
+                Body::Resident(message) => (message, None),
+                Body::Logged(message, at) => (message, Some(*at)),
+                Body::Paged(_) => continue,
+            };
+            chosen.push(PageOut {
+                seq,
+                message: message.clone(),
+                logged,
+                held_bytes: self.unacked[&seq].body.held_bytes(),
+            });
+        }
+    }
+
+    /// Drops the content of ready or unacked message `seq`, now on disk at
+    /// `at` (a page record, or its enqueue record); false when it is no
+    /// longer held as it was chosen (gone, paged, or its record moved by
     /// compaction meanwhile).
     pub(crate) fn page_out(&mut self, seq: u64, at: Location, page_record: bool) -> bool {
-        self.ready
-            .replace_body(seq, |body| {
-                let message = match body {
-                    Body::Resident(message) if page_record => message,
-                    Body::Logged(message, logged) if !page_record && *logged == at => message,
-                    _ => return None,
-                };
-                Some(Body::Paged(Page::of(message, at, page_record)))
-            })
-            .is_some()
+        let paged = |body: &Body| {
+            let message = match body {
+                Body::Resident(message) if page_record => message,
+                Body::Logged(message, logged) if !page_record && *logged == at => message,
+                _ => return None,
+            };
+            Some(Body::Paged(Page::of(message, at, page_record)))
+        };
+        if self.ready.replace_body(seq, paged).is_some() {
+            return true;
+        }
+        let Some(unacked) = self.unacked.get_mut(&seq) else {
+            return false;
+        };
+        let Some(body) = paged(&unacked.body) else {
+            return false;
+        };
+        let held = std::mem::replace(&mut unacked.body, body);
+        self.count_unacked(&held, -1);
+        true
     }
 
     /// The paged-out messages in the head, by seq, for the shard to read
@@ -221,6 +278,9 @@ impl Queue {
     pub(crate) fn page_records(&self, mut visit: impl FnMut(Location)) {
         self.ready
             .for_each(|_, body| body.page_record().into_iter().for_each(&mut visit));
+        (self.unacked.values())
+            .filter_map(|unacked| unacked.body.page_record())
+            .for_each(&mut visit);
         self.waiting_pages()
             .filter(|(_, page)| page.page_record)
             .for_each(|(_, page)| visit(page.at));
@@ -235,10 +295,11 @@ impl Queue {
             || self.waiting_pages().any(|(waiting, _)| waiting == seq)
     }
 
-    /// Whether message `seq` (ready, or a dead letter waiting to be read)
-    /// is paged out to the page record at `at`.
+    /// Whether message `seq` (ready, unacked, or a dead letter waiting to
+    /// be read) is paged out to the page record at `at`.
     pub(crate) fn holds_page(&self, seq: u64, at: Location) -> bool {
         self.ready.body(seq).and_then(Body::page_record) == Some(at)
+            || (self.unacked.get(&seq)).and_then(|unacked| unacked.body.page_record()) == Some(at)
             || self
                 .waiting_pages()
                 .any(|(waiting, page)| waiting == seq && page.page_record && page.at == at)

@@ -969,3 +969,60 @@ fn unacked_logged_messages_past_the_cap_keep_only_their_record_and_come_back_pag
         "6 where compaction put it"
     );
 }
+
+/// Unacked messages in memory past the head's bytes go to disk when the
+/// pager asks (transient ones as page records): an ack releases the
+/// record, a requeue brings them back in order, read back first.
+#[test]
+fn unacked_messages_past_the_head_page_out_and_come_back_in_order() {
+    let mut q = queue();
+    publish(&mut q, 1..=6);
+    q.add_consumer(spec(key(1, 1, "a"), 0, UNLIMITED_CREDIT))
+        .expect("consume");
+    assert_eq!(bodies(&dispatch(&mut q)), ["1", "2", "3", "4", "5", "6"]);
+    let held = 1 + crate::message::MESSAGE_OVERHEAD_BYTES;
+    let head = paging::Head {
+        messages: 1024,
+        bytes: 2 * held,
+    };
+    assert!(q.may_page_out(head), "nothing ready, six unacked");
+    let chosen = q.page_out_candidates(head, u64::MAX, false);
+    let mut seqs: Vec<u64> = chosen.iter().map(|c| c.seq).collect();
+    seqs.sort();
+    assert_eq!(
+        seqs,
+        [3, 4, 5, 6],
+        "all but the head's bytes' worth, newest"
+    );
+    for c in &chosen {
+        assert!(q.page_out(c.seq, location(c.seq as u32 * 100), true));
+    }
+    assert_eq!(q.resident_bytes(), 2 * held);
+    assert!(!q.may_page_out(head));
+    let acked = chosen[0].seq;
+    assert_eq!(q.settle(HOLDER, &[acked], Settlement::Ack), 1);
+    let mut released = Vec::new();
+    q.take_unpaged(|records| released.extend_from_slice(records));
+    assert_eq!(released, [location(acked as u32 * 100)]);
+    q.remove_channel(HOLDER);
+    assert_eq!(q.paged_count(), 3);
+    q.add_consumer(spec(key(2, 1, "b"), 0, UNLIMITED_CREDIT))
+        .expect("consume again");
+    let mut delivered = Vec::new();
+    loop {
+        delivered.extend(bodies(&dispatch(&mut q)));
+        let wanted = q.page_in_candidates(head);
+        if wanted.is_empty() {
+            break;
+        }
+        for (seq, at) in wanted {
+            let back = chosen.iter().find(|c| c.seq == seq).expect("chosen");
+            assert_eq!(q.page_in(seq, at, back.message.clone()), Some(Some(at)));
+        }
+    }
+    let expected: Vec<String> = (1..=6)
+        .filter(|&n| n != acked)
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(delivered, expected);
+}
