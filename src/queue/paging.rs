@@ -154,11 +154,14 @@ impl Queue {
     /// they were read into, so a few kept from every read would keep all
     /// of those buffers.
     fn unacked_candidates(&self, bytes_max: u64, chosen: &mut Vec<PageOut>) {
+        if bytes_max == 0 {
+            return;
+        }
         let mut in_memory: Vec<u64> = (self.unacked.iter())
             .filter(|(_, unacked)| !matches!(unacked.body, Body::Paged(_)))
             .map(|(&seq, _)| seq)
             .collect();
-        if bytes_max == 0 || in_memory.is_empty() {
+        if in_memory.is_empty() {
             return;
         }
         let average = (self.unacked_resident / in_memory.len() as u64).max(1);
@@ -168,7 +171,8 @@ impl Queue {
             in_memory.truncate(wanted);
         }
         for seq in in_memory {
-            let (message, logged) = match &self.unacked[&seq].body {
+            let body = &self.unacked[&seq].body;
+            let (message, logged) = match body {
                 Body::Resident(message) => (message, None),
                 Body::Logged(message, at) => (message, Some(*at)),
                 Body::Paged(_) => continue,
@@ -177,7 +181,7 @@ impl Queue {
                 seq,
                 message: message.clone(),
                 logged,
-                held_bytes: self.unacked[&seq].body.held_bytes(),
+                held_bytes: body.held_bytes(),
             });
         }
     }
