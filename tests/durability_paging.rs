@@ -2,9 +2,10 @@
 //! with a small `--queue-memory-budget`, two shards, a durable queue on
 //! each, and a backlog of 1 KiB messages (persistent and transient) many
 //! times the budget. The broker's resident set must stay far below the
-//! backlog while it fills, and every message must come back in order and
-//! byte for byte, read back from disk; the persistent ones also after a
-//! restart.
+//! backlog while it fills, and while a consumer without a prefetch limit
+//! holds it unacked, and every message must come back in order and byte
+//! for byte, read back from disk (requeued, or dead-lettered); the
+//! persistent ones also after a restart.
 //!
 //! These tests read the broker's memory and restart it, so they do
 //! nothing in differential mode.
