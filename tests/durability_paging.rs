@@ -23,7 +23,7 @@ use lapin::options::{
     BasicQosOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Consumer};
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 
 const BUDGET: &str = "4MiB";
 const BODY_LEN: usize = 1024;
@@ -126,6 +126,10 @@ async fn next_delivery(consumer: &mut Consumer, what: &str) -> Delivery {
         .expect("a delivery")
 }
 
+/// Acks every this many deliveries at once (`multiple`), below the
+/// prefetch the tests set.
+const ACK_EVERY: usize = 100;
+
 /// Consumes `expected` from `queue` (acking), asserting order and content
 /// (message n published with `properties_of(n)`).
 async fn consume_all(
@@ -136,7 +140,7 @@ async fn consume_all(
     properties_of: fn(usize) -> BasicProperties,
 ) {
     let mut consumer = consume(channel, queue).await;
-    for &n in expected {
+    for (i, &n) in expected.iter().enumerate() {
         let delivery = next_delivery(&mut consumer, "delivery").await;
         let got = number_of(&delivery.data);
         assert_eq!(got, n, "{queue}: out of order");
@@ -147,9 +151,37 @@ async fn consume_all(
             "{queue}: properties of message {n}"
         );
         assert_eq!(delivery.redelivered, redelivered, "{queue}: message {n}");
-        within("ack", delivery.acker.ack(BasicAckOptions::default()))
+        if (i + 1) % ACK_EVERY == 0 || i + 1 == expected.len() {
+            within(
+                "ack",
+                delivery.acker.ack(BasicAckOptions { multiple: true }),
+            )
             .await
             .expect("basic.ack");
+        }
+    }
+}
+
+/// Consumes every queue of `names` to its end (a prefetch of 200):
+/// message n of `0..count` from queue n mod the number of queues,
+/// asserting order and content as `consume_all` does.
+async fn drain_in_order(
+    channel: &Channel,
+    names: &[String],
+    count: usize,
+    redelivered: bool,
+    properties_of: fn(usize) -> BasicProperties,
+) {
+    within(
+        "basic.qos",
+        channel.basic_qos(200, BasicQosOptions::default()),
+    )
+    .await
+    .expect("basic.qos");
+    for (q, queue) in names.iter().enumerate() {
+        let expected: Vec<usize> = (q..count).step_by(names.len()).collect();
+        consume_all(channel, queue, &expected, redelivered, properties_of).await;
+        assert_empty(channel, queue).await;
     }
 }
 
@@ -188,17 +220,7 @@ async fn a_backlog_many_times_the_budget_stays_on_disk_and_comes_back_in_order()
         grown >> 20,
         backlog >> 20
     );
-    within(
-        "basic.qos",
-        channel.basic_qos(200, BasicQosOptions::default()),
-    )
-    .await
-    .expect("basic.qos");
-    for (q, queue) in names.iter().enumerate() {
-        let expected: Vec<usize> = (q..count).step_by(names.len()).collect();
-        consume_all(&channel, queue, &expected, false, properties).await;
-        assert_empty(&channel, queue).await;
-    }
+    drain_in_order(&channel, &names, count, false, properties).await;
 }
 
 #[tokio::test]
@@ -324,17 +346,7 @@ async fn hold_a_backlog_unacked_then_requeue(
     within("channel.close", holding.close(200, "requeue"))
         .await
         .expect("channel.close");
-    within(
-        "basic.qos",
-        channel.basic_qos(200, BasicQosOptions::default()),
-    )
-    .await
-    .expect("basic.qos");
-    for (q, queue) in names.iter().enumerate() {
-        let expected: Vec<usize> = (q..count).step_by(names.len()).collect();
-        consume_all(&channel, queue, &expected, true, properties_of).await;
-        assert_empty(&channel, queue).await;
-    }
+    drain_in_order(&channel, &names, count, true, properties_of).await;
 }
 
 /// Publishes messages `0..count` to `queue` with `properties_of(n)`, with
@@ -462,6 +474,28 @@ fn dead_lettering_to(dead: &str) -> FieldTable {
     arguments
 }
 
+/// A broker with a durable queue `PREFIX` on each shard that
+/// dead-letters into a durable queue `PREFIX-dead` on the other shard,
+/// and `count` messages published to each (n with `properties_of(n)`):
+/// the broker, a connection, its confirming channel, the queues and their
+/// dead-letter queues.
+async fn dead_lettering_backlog(
+    prefix: &str,
+    count: usize,
+    properties_of: fn(usize) -> BasicProperties,
+) -> (Broker, Connection, Channel, Vec<String>, Vec<String>) {
+    let broker = Broker::start_with(&broker_args());
+    let (connection, channel) = open(&broker).await;
+    let names = queues(prefix);
+    let dead = queues(&format!("{prefix}-dead"));
+    for (queue, dead) in names.iter().zip(dead.iter().rev()) {
+        declare_durable(&channel, dead, FieldTable::default()).await;
+        declare_durable(&channel, queue, dead_lettering_to(dead)).await;
+        publish_each(&channel, queue, count, properties_of).await;
+    }
+    (broker, connection, channel, names, dead)
+}
+
 fn expiring_properties(n: usize) -> BasicProperties {
     properties(n).with_expiration(TTL_MS.to_string().into())
 }
@@ -471,17 +505,9 @@ async fn an_expiring_backlog_past_the_budget_is_dead_lettered_with_its_bodies() 
     if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
         return;
     }
-    let broker = Broker::start_with(&broker_args());
-    let (_connection, channel) = open(&broker).await;
-    let names = queues("paged-ttl");
-    let dead = queues("paged-dead");
     let count = 8_000;
-    // Each shard's queue dead-letters into the other shard's.
-    for (queue, dead) in names.iter().zip(dead.iter().rev()) {
-        declare_durable(&channel, dead, FieldTable::default()).await;
-        declare_durable(&channel, queue, dead_lettering_to(dead)).await;
-        publish_each(&channel, queue, count, expiring_properties).await;
-    }
+    let (_broker, _connection, channel, names, dead) =
+        dead_lettering_backlog("paged-ttl", count, expiring_properties).await;
     within(
         "basic.qos",
         channel.basic_qos(200, BasicQosOptions::default()),
@@ -534,17 +560,9 @@ async fn unacked_messages_on_disk_are_dead_lettered_with_their_bodies_when_rejec
     if std::env::var("WARREN_TEST_AMQP_URL").is_ok() {
         return;
     }
-    let broker = Broker::start_with(&broker_args());
-    let (connection, channel) = open(&broker).await;
-    let names = queues("unacked-reject");
-    let dead = queues("unacked-dead");
     let count = 10_000;
-    // Each shard's queue dead-letters into the other shard's.
-    for (queue, dead) in names.iter().zip(dead.iter().rev()) {
-        declare_durable(&channel, dead, FieldTable::default()).await;
-        declare_durable(&channel, queue, dead_lettering_to(dead)).await;
-        publish_each(&channel, queue, count, persistent_properties).await;
-    }
+    let (_broker, connection, channel, names, dead) =
+        dead_lettering_backlog("unacked-reject", count, persistent_properties).await;
     let holding = within("channel.open", connection.create_channel())
         .await
         .expect("channel.open");
