@@ -157,9 +157,16 @@ impl Queue {
         if bytes_max == 0 {
             return;
         }
-        let mut in_memory: Vec<u64> = (self.unacked.iter())
-            .filter(|(_, unacked)| !matches!(unacked.body, Body::Paged(_)))
-            .map(|(&seq, _)| seq)
+        // Each in memory, with its content and where it is logged.
+        let mut in_memory: Vec<(u64, &Message, Option<Location>, u64)> = (self.unacked.iter())
+            .filter_map(|(&seq, unacked)| {
+                let (message, logged) = match &unacked.body {
+                    Body::Resident(message) => (message, None),
+                    Body::Logged(message, at) => (message, Some(*at)),
+                    Body::Paged(_) => return None,
+                };
+                Some((seq, message, logged, unacked.body.held_bytes()))
+            })
             .collect();
         if in_memory.is_empty() {
             return;
@@ -167,23 +174,19 @@ impl Queue {
         let average = (self.unacked_resident / in_memory.len() as u64).max(1);
         let wanted = usize::try_from(bytes_max.div_ceil(average)).unwrap_or(usize::MAX);
         if wanted < in_memory.len() {
-            in_memory.select_nth_unstable_by(wanted, |a, b| b.cmp(a));
+            in_memory.select_nth_unstable_by(wanted, |a, b| b.0.cmp(&a.0));
             in_memory.truncate(wanted);
         }
-        for seq in in_memory {
-            let body = &self.unacked[&seq].body;
-            let (message, logged) = match body {
-                Body::Resident(message) => (message, None),
-                Body::Logged(message, at) => (message, Some(*at)),
-                Body::Paged(_) => continue,
-            };
-            chosen.push(PageOut {
-                seq,
-                message: message.clone(),
-                logged,
-                held_bytes: body.held_bytes(),
-            });
-        }
+        chosen.extend(
+            in_memory
+                .into_iter()
+                .map(|(seq, message, logged, held_bytes)| PageOut {
+                    seq,
+                    message: message.clone(),
+                    logged,
+                    held_bytes,
+                }),
+        );
     }
 
     /// Drops the content of ready or unacked message `seq`, now on disk at
